@@ -1,0 +1,3 @@
+from spsr_cli.cli.app import main
+
+main()

@@ -1,0 +1,35 @@
+"""Named exceptions. Each message says what was wrong and how to fix it.
+
+The CLI turns any :class:`SPSRError` into a red one-line message and a non-zero
+exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SPSRError(Exception):
+    """Base class for every error the tool reports to users."""
+
+
+class CheckpointMismatchError(SPSRError):
+    """A checkpoint's keys or shapes do not match the architecture (never half-loaded)."""
+
+
+class UnknownModelError(SPSRError):
+    """A model name is neither in the manifest, the local registry, nor an existing file."""
+
+
+class WeightsNotAvailableError(SPSRError):
+    """Weights are known but cannot be obtained (offline without cache, no default model, ...)."""
+
+
+class ChecksumMismatchError(SPSRError):
+    """A downloaded or cached file's sha256 differs from the manifest."""
+
+
+class ImageError(SPSRError):
+    """An image could not be read or written (unsupported format, corrupt file, ...)."""
+
+
+class UsageError(SPSRError):
+    """Invalid combination of options or paths given by the user (exit code 2)."""
