@@ -1,0 +1,86 @@
+"""Resolve a model name or path to a weights file, and build the generator from it."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
+from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file, sha256_file
+from spsr_cli.weights.manifest import BundledSource, FileSource, HubSource, Manifest, ModelEntry, load_manifest
+from spsr_cli.weights.store import load_weights_file
+
+NO_DEFAULT_HELP = (
+    "no default SPSR weights are installed yet. Pass --model with a checkpoint path (.safetensors or .pth) "
+    "or a registered name, import one with `spsr weights import FILE --name NAME`, or train one with `spsr train`."
+)
+
+
+def bundled_path(source: BundledSource) -> Path:
+    return Path(str(resources.files("spsr_cli") / source.path))
+
+
+def cached_path(entry: ModelEntry) -> Path | None:
+    """Local path of the entry's file if it is already on disk (no network)."""
+    source = entry.source
+    if isinstance(source, HubSource):
+        return cached_hub_file(repo_id=source.repo_id, filename=source.filename, revision=source.revision)
+    path = bundled_path(source) if isinstance(source, BundledSource) else Path(source.path)
+    return path if path.is_file() else None
+
+
+def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path:
+    """Return a verified local path for ``entry``, downloading from the hub if needed."""
+    source = entry.source
+    if isinstance(source, HubSource):
+        return fetch_hub_file(
+            repo_id=source.repo_id, filename=source.filename, revision=source.revision, sha256=entry.sha256, offline=offline
+        )
+    path = cached_path(entry)
+    if path is None:
+        raise WeightsNotAvailableError(
+            f"model {entry.name!r}: its file {source.describe()} is missing; "
+            + ("reinstall spsr-cli" if isinstance(source, BundledSource) else "import it again with `spsr weights import`")
+        )
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise ChecksumMismatchError(
+            f"model {entry.name!r}: {path} has sha256 {actual}, the registry says {entry.sha256}; "
+            "the file changed since it was registered: import it again under a new name"
+        )
+    return path
+
+
+def resolve_weights(source: str | Path | None, *, offline: bool | None = None, manifest: Manifest | None = None) -> Path:
+    """A path (existing file), a registry name, or None for the default model -> local file path."""
+    manifest = manifest or load_manifest()
+    if source is None:
+        if manifest.default is None:
+            raise WeightsNotAvailableError(NO_DEFAULT_HELP)
+        source = manifest.default
+    candidate = Path(source)
+    if candidate.suffix and candidate.is_file():
+        return candidate
+    if str(source) not in manifest.models and (candidate.suffix or "/" in str(source)):
+        raise WeightsNotAvailableError(f"checkpoint file {candidate} does not exist")
+    return ensure_model_file(manifest.get(str(source)), offline=offline)
+
+
+def load_generator(source: str | Path | None = None, device: str | torch.device = "cpu", *, offline: bool | None = None) -> SPSRNet:
+    """Load an SPSR generator in eval mode.
+
+    Args:
+        source: a ``.safetensors``/``.pth`` path, a name from ``weights_manifest.json``
+            (or the local registry), or None for the manifest's default model.
+        device: where to put the model.
+
+    Returns:
+        :class:`SPSRNet` in float32, eval mode, ``requires_grad`` off. Calling it on an
+        N x 3 x H x W float tensor in [0, 1] returns ``SPSROutput(sr, branch, grad_lr)``.
+    """
+    model = load_weights_file(resolve_weights(source, offline=offline))
+    model.requires_grad_(False)
+    return model.eval().to(device)

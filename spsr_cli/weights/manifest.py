@@ -1,0 +1,231 @@
+"""The weights registry: ``weights_manifest.json`` shipped in the package plus the user's local one.
+
+Known weights are data. The packaged manifest lists released models (hub or bundled
+sources) and auxiliary weights (LPIPS, VGG, ...); ``$SPSR_HOME/weights_manifest.json``
+lists what the user imported or trained (file sources). Both share one format::
+
+    {"format_version": 1, "default": "spsr-x4" | null,
+     "models": [{"name", "architecture", "config", "scale", "licence", "provenance",
+                 "description", "sha256", "size", "source": {...}}],
+     "auxiliary": [...]}
+
+A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
+pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package) or
+``{"type": "file", "path"}`` (absolute, local registry only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+from spsr_cli.errors import SPSRError, UnknownModelError
+from spsr_cli.model.spsr import SPSRConfig
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "weights_manifest.json"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class ManifestError(SPSRError):
+    """A manifest file is malformed."""
+
+
+def spsr_home() -> Path:
+    """Where spsr-cli keeps its own files: ``$SPSR_HOME`` or ``~/.cache/spsr``."""
+    return Path(os.environ.get("SPSR_HOME") or Path.home() / ".cache" / "spsr").expanduser()
+
+
+def local_manifest_path() -> Path:
+    return spsr_home() / MANIFEST_NAME
+
+
+def packaged_manifest_path() -> Path:
+    """The manifest inside the installed package; in a source checkout, the repository's top-level one."""
+    packaged = Path(str(resources.files("spsr_cli") / MANIFEST_NAME))
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class HubSource:
+    repo_id: str
+    revision: str
+    filename: str
+    type: str = "hub"
+
+    def describe(self) -> str:
+        return f"hub:{self.repo_id}@{self.revision[:10]}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class BundledSource:
+    path: str
+    type: str = "bundled"
+
+    def describe(self) -> str:
+        return f"bundled:{self.path}"
+
+
+@dataclass(frozen=True)
+class FileSource:
+    path: str
+    type: str = "file"
+
+    def describe(self) -> str:
+        return f"local:{self.path}"
+
+
+Source = Union[HubSource, BundledSource, FileSource]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One generator in the registry (see the module docstring for the JSON form)."""
+
+    name: str
+    config: SPSRConfig
+    sha256: str
+    size: int
+    source: Source
+    licence: str
+    provenance: str
+    description: str = ""
+    architecture: str = "spsr"
+    origin: str = "packaged"  # "packaged" or "local": which manifest it came from
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def to_json(self) -> dict[str, Any]:
+        source = {k: v for k, v in self.source.__dict__.items()}
+        return {
+            "name": self.name, "architecture": self.architecture, "config": self.config.to_dict(),
+            "scale": self.scale, "licence": self.licence, "provenance": self.provenance,
+            "description": self.description, "sha256": self.sha256, "size": self.size, "source": source,
+        }
+
+
+def _parse_source(raw: dict[str, Any], where: str) -> Source:
+    kind = raw.get("type")
+    try:
+        if kind == "hub":
+            source = HubSource(repo_id=raw["repo_id"], revision=raw["revision"], filename=raw["filename"])
+            if not _COMMIT.fullmatch(source.revision):
+                raise ManifestError(f"{where}: hub revision {source.revision!r} must be a pinned 40-hex commit id")
+            return source
+        if kind == "bundled":
+            return BundledSource(path=raw["path"])
+        if kind == "file":
+            return FileSource(path=raw["path"])
+    except KeyError as missing:
+        raise ManifestError(f"{where}: source of type {kind!r} lacks field {missing}") from None
+    raise ManifestError(f"{where}: unknown source type {kind!r} (expected hub, bundled or file)")
+
+
+def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
+    try:
+        name = raw["name"]
+        config = SPSRConfig.from_dict(raw["config"])
+        if raw.get("scale", config.scale) != config.scale:
+            raise ManifestError(f"{where}: model {name!r} has scale {raw['scale']} but its config says {config.scale}")
+        return ModelEntry(
+            name=name, config=config, sha256=str(raw["sha256"]).lower(), size=int(raw["size"]),
+            source=_parse_source(raw["source"], f"{where}: model {name!r}"), licence=raw.get("licence", "unknown"),
+            provenance=raw.get("provenance", ""), description=raw.get("description", ""),
+            architecture=raw.get("architecture", "spsr"), origin=origin,
+        )
+    except KeyError as missing:
+        raise ManifestError(f"{where}: a model entry lacks field {missing}") from None
+    except ValueError as bad:
+        raise ManifestError(f"{where}: {bad}") from None
+
+
+@dataclass
+class Manifest:
+    """Packaged and local registries merged; local entries never shadow packaged ones."""
+
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    default: str | None = None
+    auxiliary: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, name: str) -> ModelEntry:
+        if name in self.models:
+            return self.models[name]
+        known = ", ".join(sorted(self.models)) or "none yet"
+        raise UnknownModelError(
+            f"unknown model {name!r}: it is not a file and not in the weights registry (known: {known}). "
+            "Give a path to a .safetensors/.pth checkpoint, or register one with `spsr weights import FILE --name NAME`."
+        )
+
+
+def read_manifest_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path} is not valid JSON ({err}); fix or delete it") from None
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
+    return data
+
+
+def load_manifest() -> Manifest:
+    """Read the packaged manifest and, if present, the local registry."""
+    manifest = Manifest()
+    packaged = packaged_manifest_path()
+    data = read_manifest_file(packaged)
+    for raw in data.get("models", []):
+        entry = _parse_model(raw, "packaged", str(packaged))
+        manifest.models[entry.name] = entry
+    manifest.auxiliary = {raw["name"]: raw for raw in data.get("auxiliary", [])}
+    manifest.default = data.get("default")
+    if manifest.default is not None and manifest.default not in manifest.models:
+        raise ManifestError(f"{packaged}: default model {manifest.default!r} is not among its models")
+    local = local_manifest_path()
+    if local.is_file():
+        for raw in read_manifest_file(local).get("models", []):
+            entry = _parse_model(raw, "local", str(local))
+            manifest.models.setdefault(entry.name, entry)
+    return manifest
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UnknownModelError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_local_entry(entry: ModelEntry, *, replace: bool = False) -> None:
+    """Add (or with ``replace`` overwrite) a model in the local registry."""
+    path = local_manifest_path()
+    data = read_manifest_file(path) if path.is_file() else {"format_version": FORMAT_VERSION, "default": None, "models": []}
+    models = [m for m in data.get("models", []) if m.get("name") != entry.name]
+    if len(models) != len(data.get("models", [])) and not replace:
+        raise UnknownModelError(f"a local model named {entry.name!r} exists already; pick another --name or pass --force")
+    models.append(entry.to_json())
+    data["models"] = models
+    write_json_atomic(path, data)
