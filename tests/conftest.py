@@ -30,3 +30,43 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} not found")
     return SHARED
+
+
+TINY = dict(nf=8, nb=2, gc=4)
+
+
+def make_generator(seed: int = 0, **config: int):
+    """A small SPSRNet with seeded weights whose outputs spread over (0, 1).
+
+    Default init leaves the output near a constant; this scales weights like the
+    parity fixture (0.5 / sqrt(fan_in)) and centres the final bias at 0.5.
+    """
+    from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+
+    generator = torch.Generator().manual_seed(seed)
+    model = SPSRNet(config=SPSRConfig(**{**TINY, **config}))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight"):
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5 / fan_in**0.5)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
+        model.fusion.out.weight.mul_(30.0)
+        model.fusion.out.bias.fill_(0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model():
+    return make_generator()
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path, tiny_model) -> Path:
+    """The tiny model written as an spsr-cli safetensors file (float32)."""
+    from spsr_cli.weights.store import write_generator_file
+
+    path = tmp_path / "tiny.safetensors"
+    write_generator_file(path, tiny_model.state_dict(), tiny_model.config, source="test", licence="MIT", dtype=torch.float32)
+    return path

@@ -1,0 +1,80 @@
+"""The ``spsr`` command: one small module per command group, all thin calls into the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Sequence
+
+import typer
+from typer.exceptions import TyperException
+from rich.logging import RichHandler
+
+from spsr_cli import __version__
+from spsr_cli.cli.common import console
+from spsr_cli.cli.upscale import upscale_command
+from spsr_cli.cli.weights import weights_app
+from spsr_cli.errors import SPSRError, UsageError
+
+app = typer.Typer(
+    name="spsr", help="Structure-preserving x4 super-resolution (SPSR).", no_args_is_help=True,
+    add_completion=False, pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
+) -> None:
+    if version:
+        console.print(f"spsr-cli {__version__}")
+        raise typer.Exit(0)
+    logging.getLogger("spsr_cli").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+app.command("upscale")(upscale_command)
+app.add_typer(weights_app, name="weights")
+try:  # the eval and train command groups
+    from spsr_cli.cli.eval import eval_command
+    from spsr_cli.cli.train import train_app
+except ImportError:  # pragma: no cover - only while those modules are being written
+    pass
+else:
+    app.command("eval")(eval_command)
+    app.add_typer(train_app, name="train")
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger("spsr_cli")
+    if not root.handlers:
+        handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code (0 ok, 1 failures, 2 usage errors)."""
+    _configure_logging()
+    try:
+        result = app(args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="spsr")
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.Abort:
+        console.print("[red]aborted[/]")
+        return 1
+    except TyperException as err:  # click's usage errors (Typer vendors click)
+        err.show(file=sys.stderr)  # type: ignore[attr-defined]
+        return getattr(err, "exit_code", 2)
+    except UsageError as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    except SPSRError as err:
+        console.print(f"[red]error:[/] {err}")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

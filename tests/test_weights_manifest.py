@@ -1,0 +1,69 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from spsr_cli.errors import UnknownModelError
+from spsr_cli.weights import manifest as m
+from spsr_cli.weights.loader import bundled_path
+
+
+def test_packaged_manifest_is_valid_and_every_bundled_file_exists():
+    manifest = m.load_manifest()
+    for entry in manifest.models.values():
+        assert entry.sha256 and len(entry.sha256) == 64
+        if isinstance(entry.source, m.BundledSource):
+            assert bundled_path(entry.source).is_file(), entry.name
+        assert isinstance(entry.source, (m.BundledSource, m.HubSource)), "packaged entries must be shippable"
+    assert manifest.default is None or manifest.default in manifest.models
+
+
+def write_manifest(path: Path, models: list, default=None) -> Path:
+    path.write_text(json.dumps({"format_version": 1, "default": default, "models": models, "auxiliary": []}))
+    return path
+
+
+ENTRY = {
+    "name": "m1", "config": {"nf": 8, "nb": 2, "gc": 4, "scale": 4}, "scale": 4, "licence": "MIT",
+    "provenance": "test", "sha256": "0" * 64, "size": 1,
+    "source": {"type": "hub", "repo_id": "org/m", "revision": "a" * 40, "filename": "m.safetensors"},
+}
+
+
+def test_hub_revision_must_be_pinned(tmp_path, monkeypatch):
+    bad = {**ENTRY, "source": {**ENTRY["source"], "revision": "main"}}
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [bad]))
+    with pytest.raises(m.ManifestError, match="pinned"):
+        m.load_manifest()
+
+
+def test_unknown_default_and_unknown_source_are_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [ENTRY], default="nope"))
+    with pytest.raises(m.ManifestError, match="default"):
+        m.load_manifest()
+    odd = {**ENTRY, "source": {"type": "ftp"}}
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w2.json", [odd]))
+    with pytest.raises(m.ManifestError, match="unknown source type"):
+        m.load_manifest()
+
+
+def test_unknown_name_lists_known_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [ENTRY]))
+    with pytest.raises(UnknownModelError, match="known: m1"):
+        m.load_manifest().get("other")
+
+
+def test_local_registry_never_shadows_packaged(tmp_path, monkeypatch):
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [ENTRY]))
+    local = {**ENTRY, "licence": "local-one", "source": {"type": "file", "path": "/x.safetensors"}}
+    m.spsr_home().mkdir(parents=True)
+    write_manifest(m.local_manifest_path(), [local, {**local, "name": "mine"}])
+    manifest = m.load_manifest()
+    assert manifest.models["m1"].origin == "packaged"
+    assert manifest.models["mine"].origin == "local"
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a b", "-x"])
+def test_invalid_names(name):
+    with pytest.raises(UnknownModelError):
+        m.validate_name(name)
