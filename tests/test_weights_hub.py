@@ -63,6 +63,9 @@ def test_offline_with_cache_uses_it_without_network(hub, monkeypatch):
 
 
 def test_unreachable_hub_without_cache(monkeypatch):
+    import huggingface_hub.utils._http as hf_http
+
+    monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)  # skip huggingface_hub's retry back-off
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(WeightsNotAvailableError, match="could not reach|has no"):
         fetch()

@@ -51,7 +51,6 @@ def _configure_logging() -> None:
         handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        root.propagate = False
 
 
 def run(argv: Sequence[str] | None = None) -> int:

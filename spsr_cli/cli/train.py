@@ -1,0 +1,82 @@
+"""``spsr train``: run / resume training, ``export`` a run, ``fetch-init`` pretrained RRDB weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from spsr_cli.cli.common import OfflineOpt, console
+from spsr_cli.errors import UsageError
+
+train_app = typer.Typer(
+    help="Train SPSR generators: spsr train --config FILE --out RUN_DIR (see configs/).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@train_app.callback(invoke_without_command=True)
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config (e.g. configs/spsr-x4.yaml).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable).")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="psnr (pixel + branch L1 warm-up) or gan (full SPSR objective).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from: RRDB/ESRGAN/Real-ESRGAN weights, an SPSR generator file, or a run folder.")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config (the defaults without --config) and exit.")] = False,
+) -> None:
+    """Train (or resume) a run; without --config, --print-config shows the defaults."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from spsr_cli.train.config import dump_yaml, load_config, resolve_run_config
+
+    extra = list(overrides or [])
+    if stage is not None:
+        extra.append(f"train.stage={stage}")
+    if init is not None:
+        extra.append(f"train.init={init}")
+    if print_config:
+        cfg = load_config(config, extra)
+        typer.echo(dump_yaml(cfg), nl=False)
+        return
+    if out is None:
+        raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
+    cfg = resolve_run_config(config_path=config, overrides=extra, run_dir=out, resume=resume)
+    from spsr_cli.train.loop import train
+
+    result = train(cfg, out, resume=resume)
+    if result.rank != 0:  # under torchrun only rank 0 reports
+        return
+    console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {result.checkpoint or 'none written'}")
+    console.print(f"export with: spsr train export {out} --name NAME")
+
+
+@train_app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run folder (newest checkpoint) or a checkpoint file.")],
+    name: Annotated[str, typer.Option("--name", help="Model name for spsr upscale --model NAME.")],
+    raw: Annotated[bool, typer.Option("--raw", help="Export the raw generator instead of its EMA copy.")] = False,
+    licence: Annotated[Optional[str], typer.Option("--licence", help="Licence recorded with the weights.")] = None,
+    description: Annotated[str, typer.Option("--description", help="Free text for the manifest entry.")] = "",
+    force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
+) -> None:
+    """Write the run's generator as float16 safetensors and register it locally."""
+    from spsr_cli.train.export import export_run
+
+    result = export_run(run, name=name, use_ema=not raw, licence=licence, description=description, replace=force)
+    console.print(
+        f"[green]exported[/] {result.name} (step {result.step}, {result.weights}) -> {result.path}\n"
+        f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {result.name}"
+    )
+
+
+@train_app.command("fetch-init")
+def fetch_init_command(offline: OfflineOpt = False) -> None:
+    """Download and convert Real-ESRGAN x4plus (RRDBNet) for --init; prints the file's path."""
+    from spsr_cli.train.ncnn import fetch_realesrgan_x4plus
+
+    path = fetch_realesrgan_x4plus(offline=offline)
+    typer.echo(str(path))

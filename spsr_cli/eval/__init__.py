@@ -1,0 +1,1 @@
+"""Benchmark evaluation: MATLAB-compatible PSNR/SSIM, LPIPS, datasets and the ``spsr eval`` runner."""

@@ -1,0 +1,312 @@
+"""Benchmark datasets: the registry (``datasets.json``), download, unpacking and HR/LR pairing.
+
+A dataset entry names a hub repository pinned to a commit, an HR archive and
+optionally a published LR archive, each with its sha256 (see the JSON file's
+``notes``). Archives are downloaded through :func:`spsr_cli.weights.hub.fetch_hub_file`
+(huggingface_hub's cache, sha256-checked) and unpacked once under
+``$SPSR_HOME/datasets/<name>/<revision>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from spsr_cli.errors import ImageError, SPSRError, UsageError, WeightsNotAvailableError
+from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp"}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_COMPLETE = ".complete"
+
+
+class DatasetError(SPSRError):
+    """A dataset is unknown, not pinned, malformed, or its HR/LR files do not pair up."""
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    filename: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registry entry (see ``datasets.json``)."""
+
+    name: str
+    repo_id: str | None
+    revision: str | None
+    hr: ArchiveFile | None
+    lr: ArchiveFile | None
+    scale: int = 4
+    repo_type: str = "dataset"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DatasetSpec:
+        def archive(part: Any) -> ArchiveFile | None:
+            if not part or not part.get("filename"):
+                return None
+            return ArchiveFile(filename=part["filename"], sha256=part.get("sha256"))
+
+        return cls(
+            name=raw["name"], repo_id=raw.get("repo_id"), revision=raw.get("revision"),
+            hr=archive(raw.get("hr")), lr=archive(raw.get("lr")), scale=int(raw.get("scale", 4)),
+            repo_type=raw.get("repo_type", "dataset"),
+        )
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One benchmark image: ``hr`` (H x W x 3 uint8 RGB, cropped to a multiple of the scale)
+    and ``lr`` (H/scale x W/scale x 3 uint8 RGB)."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where the images of one evaluation come from (recorded in the results)."""
+
+    name: str
+    hr_dir: Path
+    lr_dir: Path | None
+    repo_id: str | None = None
+    revision: str | None = None
+    lr_generated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "repo_id": self.repo_id, "revision": self.revision,
+            "hr_dir": str(self.hr_dir), "lr_dir": None if self.lr_dir is None else str(self.lr_dir),
+            "lr": "generated (MATLAB bicubic)" if self.lr_generated else "published",
+        }
+
+
+# ---------------------------------------------------------------- registry
+
+
+def load_registry(path: Path | None = None) -> dict[str, DatasetSpec]:
+    """Dataset name -> spec, from ``path`` or the packaged ``datasets.json``."""
+    text = path.read_text(encoding="utf-8") if path else (resources.files("spsr_cli.eval") / "datasets.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return {raw["name"]: DatasetSpec.from_dict(raw) for raw in data["datasets"]}
+
+
+def get_spec(name: str, registry: dict[str, DatasetSpec] | None = None) -> DatasetSpec:
+    registry = registry if registry is not None else load_registry()
+    lowered = {key.lower(): key for key in registry}
+    if name.lower() not in lowered:
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(registry)} (or use --hr-dir for a local folder)")
+    return registry[lowered[name.lower()]]
+
+
+def datasets_home() -> Path:
+    value = os.environ.get("SPSR_HOME")
+    home = Path(value).expanduser() if value else Path.home() / ".cache" / "spsr"
+    return home / "datasets"
+
+
+# ---------------------------------------------------------------- download + unpack
+
+
+def prepare_dataset(
+    spec: DatasetSpec, *, offline: bool | None = None, trust_unverified: bool = False
+) -> DatasetSource:
+    """Download (or find cached) and unpack ``spec``; LR comes from the published archive
+    when it is pinned (or trusted), else it will be generated from HR."""
+    from spsr_cli.weights.hub import fetch_hub_file
+
+    if spec.repo_id is None or spec.revision is None or spec.hr is None:
+        raise DatasetError(
+            f"dataset {spec.name} has no pinned hub source in this version of spsr-cli; "
+            "download it yourself and run `spsr eval --hr-dir DIR [--lr-dir DIR]`"
+        )
+    if not _COMMIT.fullmatch(spec.revision):
+        raise DatasetError(f"dataset {spec.name}: revision {spec.revision!r} is not a 40-hex commit id")
+    if spec.hr.sha256 is None and not trust_unverified:
+        raise DatasetError(
+            f"dataset {spec.name}: the sha256 of {spec.hr.filename} is not pinned in the registry, so the download "
+            "cannot be verified; pass --trust-unverified to use it anyway, or use --hr-dir with your own copy"
+        )
+    root = datasets_home() / spec.name / spec.revision[:12]
+
+    def fetch_and_unpack(part: ArchiveFile, sub: str) -> Path:
+        dest = root / sub
+        if (dest / _COMPLETE).is_file():
+            return dest
+        archive = fetch_hub_file(
+            repo_id=spec.repo_id, filename=part.filename, revision=spec.revision,  # type: ignore[arg-type]
+            sha256=part.sha256, repo_type=spec.repo_type, offline=offline,
+        )
+        unpack_images(archive, dest)
+        return dest
+
+    hr_dir = fetch_and_unpack(spec.hr, "HR")
+    lr_dir: Path | None = None
+    if spec.lr is not None and (spec.lr.sha256 is not None or trust_unverified):
+        try:
+            lr_dir = fetch_and_unpack(spec.lr, f"LR_x{spec.scale}")
+        except WeightsNotAvailableError as err:
+            log.warning("published LR of %s unavailable (%s); generating it from HR", spec.name, err)
+    return DatasetSource(
+        name=spec.name, hr_dir=hr_dir, lr_dir=lr_dir, repo_id=spec.repo_id, revision=spec.revision,
+        lr_generated=lr_dir is None,
+    )
+
+
+def _archive_images(archive: Path) -> Iterator[tuple[str, bytes]]:
+    """(base name, bytes) of every regular image file in a tar/zip archive; links and folders are skipped."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES:
+                    yield Path(info.filename).name, zf.read(info)
+        return
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf:
+            if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                handle = tf.extractfile(member)
+                if handle is not None:
+                    yield Path(member.name).name, handle.read()
+
+
+def unpack_images(archive: Path, dest: Path) -> Path:
+    """Unpack the images of ``archive`` flat into ``dest`` (atomically: a temp folder, then rename).
+
+    Only regular image files are written, under their base names, so no archive path can
+    escape ``dest``. Raises :class:`DatasetError` for an unreadable archive, no images, or
+    two images with the same name.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        seen: set[str] = set()
+        for name, data in _archive_images(archive):
+            if name.startswith("."):
+                continue  # macOS resource forks and other hidden files
+            if name in seen:
+                raise DatasetError(f"{archive.name} holds two images named {name!r}")
+            seen.add(name)
+            (tmp / name).write_bytes(data)
+        if not seen:
+            raise DatasetError(f"{archive.name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        (tmp / _COMPLETE).write_text("ok\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise DatasetError(f"cannot unpack {archive}: {err}; delete it from the cache and retry") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# ---------------------------------------------------------------- pairing + loading
+
+_SUFFIX_TOKENS = re.compile(r"(?:[_\-.]?(?:hr|lr|x\d|srf_?\d|bicubic|gt))+$", re.IGNORECASE)
+
+
+def pair_key(stem: str) -> str:
+    """Name used to pair HR and LR files: ``baby_HR`` / ``baby_LR_x4`` / ``img_001_SRF_4_LR`` -> same key."""
+    key = _SUFFIX_TOKENS.sub("", stem)
+    return (key or stem).lower()
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path | None]]:
+    """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given."""
+    hr_files = list_images(hr_dir)
+    if lr_dir is None:
+        return [(p.stem, p, None) for p in hr_files]
+    lr_by_stem = {p.stem: p for p in list_images(lr_dir)}
+    lr_by_key: dict[str, list[Path]] = {}
+    for p in lr_by_stem.values():
+        lr_by_key.setdefault(pair_key(p.stem), []).append(p)
+    pairs, missing = [], []
+    for hr in hr_files:
+        match = lr_by_stem.get(hr.stem)
+        if match is None:
+            candidates = lr_by_key.get(pair_key(hr.stem), [])
+            match = candidates[0] if len(candidates) == 1 else None
+        if match is None:
+            missing.append(hr.name)
+        else:
+            pairs.append((pair_key(hr.stem) if match.stem != hr.stem else hr.stem, hr, match))
+    if missing:
+        raise UsageError(f"no LR image in {lr_dir} matches {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    return pairs
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit image file -> H x W x 3 uint8 RGB (grey is replicated to three channels)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"cannot read image {path}: {err}") from None
+
+
+def load_pair(name: str, hr_path: Path, lr_path: Path | None, scale: int) -> ImagePair:
+    """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated."""
+    hr = crop_to_multiple(read_rgb(hr_path), scale)
+    if lr_path is None:
+        return ImagePair(name=name, hr=hr, lr=bicubic_downscale(hr, scale))
+    lr = read_rgb(lr_path)
+    h, w = lr.shape[0] * scale, lr.shape[1] * scale
+    if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] - h >= scale or hr.shape[1] - w >= scale:
+        raise UsageError(
+            f"{hr_path.name} is {hr.shape[1]}x{hr.shape[0]} but {lr_path.name} is {lr.shape[1]}x{lr.shape[0]}: "
+            f"not a x{scale} pair"
+        )
+    return ImagePair(name=name, hr=np.ascontiguousarray(hr[:h, :w]), lr=lr)
+
+
+def local_source(hr_dir: Path, lr_dir: Path | None) -> DatasetSource:
+    """Local folders; the set is named after the HR folder (or its parent if that is called ``HR``)."""
+    name = hr_dir.resolve().parent.name if hr_dir.name.lower() in ("hr", "gt") else hr_dir.name
+    return DatasetSource(name=name, hr_dir=hr_dir, lr_dir=lr_dir, lr_generated=lr_dir is None)
+
+
+__all__ = [
+    "DatasetError",
+    "DatasetSource",
+    "DatasetSpec",
+    "ImagePair",
+    "datasets_home",
+    "get_spec",
+    "load_pair",
+    "load_registry",
+    "local_source",
+    "pair_files",
+    "pair_key",
+    "prepare_dataset",
+    "read_rgb",
+    "unpack_images",
+]

@@ -1,0 +1,202 @@
+"""Atomic training checkpoints and RNG-state capture.
+
+A checkpoint is one ``torch.save`` file ``RUN/checkpoints/step_XXXXXXXX.pt`` holding
+the generator, its EMA copy, both discriminators, the optimisers and schedulers, the
+step, every RNG state and the resolved config. It is written to a temporary file in
+the same folder, flushed to disk and renamed, so a run killed at any moment leaves
+either the old set of checkpoints or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from spsr_cli.errors import SPSRError
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step_(\d{8,})\.pt$")
+
+
+class CheckpointError(SPSRError):
+    """A training checkpoint is missing, unreadable or from an incompatible run."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Union[str, Path]) -> list[tuple[int, Path]]:
+    """(step, path) of the run's checkpoints, oldest first (temporary files ignored)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Union[str, Path]) -> Union[Path, None]:
+    """The newest checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and (when present) CUDA RNG states (tensors and plain
+    Python values only, so checkpoints load with ``torch.load(weights_only=True)``)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` via a fsynced temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename durable
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Union[str, Path], step: int, state: dict[str, Any], *, keep: int = 0) -> Path:
+    """Write ``state`` (plus step and format version) as the checkpoint of ``step``.
+
+    ``keep`` > 0 deletes all but the newest ``keep`` checkpoints afterwards.
+    """
+    path = checkpoint_path(Path(run_dir), step)
+    atomic_torch_save({"format_version": FORMAT_VERSION, "step": step, **state}, path)
+    if keep > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many unrelated types for damaged/foreign files
+        raise CheckpointError(f"checkpoint {path} could not be read ({exc}); delete it to fall back to an older one") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "step" not in state:
+        raise CheckpointError(f"{path} is not a spsr training checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many unrelated types for non-checkpoints
+        raise CheckpointError(
+            f"{path} could not be read with torch.load(weights_only=True) ({exc}); "
+            "pass a .safetensors/.pth state dict, a training checkpoint or a run folder"
+        ) from None
+
+
+def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> dict[str, Any]:
+    """Load starting weights into a fresh :class:`SPSRNet` (``--init``).
+
+    ``source`` may be a training run folder or checkpoint (its EMA generator), an SPSR
+    generator file (canonical or published layout, loaded strictly), or a pretrained
+    RRDB network in the ESRGAN or BasicSR/Real-ESRGAN layout, whose tensors fill the
+    SR branch (the gradient branch, fusion layers and ``hr_conv1`` stay random).
+
+    Returns a JSON-friendly report: ``kind``, ``source``, ``loaded`` / ``random`` /
+    ``ignored`` key lists.
+    """
+    from spsr_cli.model.checkpoint import canonicalize_state_dict, check_state_dict, unwrap_state_dict
+
+    path = Path(source)
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"--init {path}: the folder holds no training checkpoint ({CHECKPOINT_DIR}/step_*.pt)")
+        path = latest
+    if not path.is_file():
+        raise CheckpointError(f"--init {path}: no such file or run folder")
+    raw: Any = None
+    kind = None
+    if path.suffix.lower() == ".pt":
+        try:
+            raw = load_checkpoint(path)["ema"]
+            kind = "training-checkpoint"
+        except CheckpointError:
+            raw = None
+    if raw is None:
+        raw = _read_tensor_file(path)
+    sd = unwrap_state_dict(raw)
+    try:
+        canonical, _ = canonicalize_state_dict(sd)
+        check_state_dict(model, canonical)
+    except SPSRError:
+        if kind is not None:
+            raise
+        canonical = None
+    if canonical is not None:
+        model.load_state_dict({k: v.float() for k, v in canonical.items()}, strict=True)
+        return {"kind": kind or "spsr-generator", "source": str(path), "loaded": sorted(canonical), "random": [], "ignored": []}
+    from spsr_cli.train.pretrained import init_sr_branch_from_rrdb
+
+    report = init_sr_branch_from_rrdb(model, sd)
+    return {
+        "kind": "rrdb", "source": str(path), "loaded": list(report.loaded),
+        "random": list(report.random), "ignored": list(report.ignored),
+    }
+

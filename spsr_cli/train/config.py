@@ -1,0 +1,386 @@
+"""Typed training configuration: YAML/TOML file -> dataclasses, with ``key=value`` overrides.
+
+One :class:`TrainConfig` describes a run completely. It is written next to the run
+(``config.yaml``) and stored inside every checkpoint, so a run can always be resumed
+or inspected without re-specifying anything by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from spsr_cli.errors import UsageError
+
+STAGES = ("psnr", "gan")
+BACKBONES = ("vgg19", "vgg16", "none")
+AMP_MODES = ("auto", "bf16", "off")
+
+
+class ConfigError(UsageError):
+    """A config file or an override names an unknown key or holds a bad value."""
+
+
+@dataclass
+class ModelSection:
+    """Generator size (the fields of :class:`spsr_cli.model.spsr.SPSRConfig`)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    nf: int = 64
+    nb: int = 23
+    gc: int = 32
+    scale: int = 4
+
+
+@dataclass
+class DataSection:
+    """Training images.
+
+    ``hr_dirs``: folders of HR images; LR is made from every random HR crop with the
+    MATLAB-compatible bicubic (:mod:`spsr_cli.io.imresize`). ``lr_dirs``: when given
+    (one per HR folder), paired mode: LR files with the same stem are cropped at the
+    matching position instead. ``synthetic``: that many generated images (shapes,
+    stripes, gradients) join the pool; smoke tests and ``configs/tiny-cpu.yaml`` use
+    them. ``batch_size`` is per process.
+    """
+
+    hr_dirs: list[str] = field(default_factory=list)
+    lr_dirs: list[str] = field(default_factory=list)
+    synthetic: int = 0
+    crop_size: int = 128
+    batch_size: int = 30
+    flip: bool = True
+    rotate: bool = True
+    quantize_lr: bool = True
+    cache_mb: int = 4096
+    num_workers: int = 0
+
+
+@dataclass
+class LossSection:
+    """SPSR-G weights used by ``--stage gan`` (the paper's values), plus the related
+    papers' structure losses (Gradient Variance, second-order gradient; default off)."""
+
+    pixel: float = 0.01
+    perceptual: float = 1.0
+    gan: float = 0.005
+    gradient_pixel: float = 0.01
+    gradient_gan: float = 0.005
+    branch: float = 0.5
+    gradient_variance: float = 0.0
+    second_order: float = 0.0
+    gv_patch_size: int = 8
+    perceptual_backbone: str = "vgg19"
+    d_channels: int = 64
+
+
+@dataclass
+class PsnrLossSection:
+    """Weights used by ``--stage psnr`` (warm-up: pixel L1 and gradient-branch L1 only)."""
+
+    pixel: float = 1.0
+    branch: float = 0.5
+
+
+@dataclass
+class TrainSection:
+    """Optimisation and loop settings (Adam + MultiStep as in the paper).
+
+    ``grad_clip``: max global gradient norm for G and for the Ds (0: no clipping, as in
+    the paper); the generator's norm is logged as ``grad_norm_g`` either way.
+    ``threads``: CPU threads for torch in this process (0 keeps torch's default; 1 is
+    fastest for tiny models and for several processes sharing a few cores).
+    """
+
+    stage: str = "gan"
+    steps: int = 500_000
+    lr: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000])
+    gamma: float = 0.5
+    grad_clip: float = 0.0
+    fusion_only_steps: int = 5000
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    amp: str = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    log_every: int = 100
+    init: Union[str, None] = None
+
+
+@dataclass
+class ValidationSection:
+    """Validation on a folder of HR images (LR made like training) or a paired LR folder."""
+
+    hr_dir: Union[str, None] = None
+    lr_dir: Union[str, None] = None
+    every: int = 5000
+    max_images: int = 10
+
+
+@dataclass
+class LoggingSection:
+    """JSON-lines logs always; TensorBoard and the rich progress display optional."""
+
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    psnr_loss: PsnrLossSection = field(default_factory=PsnrLossSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a nested dict; missing keys keep their defaults, unknown keys raise."""
+        cfg = _build(cls, data, prefix="")
+        validate(cfg)
+        return cfg
+
+    def spsr_config(self):  # -> SPSRConfig (imported lazily: config must not pull in torch models)
+        """The generator's :class:`SPSRConfig`."""
+        from spsr_cli.model.spsr import SPSRConfig
+
+        return SPSRConfig(**dataclasses.asdict(self.model))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise a :class:`ConfigError`."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, inner, key) for v in value]
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key '{key}': {value!r} is not a valid {getattr(tp, '__name__', tp)}"
+        ) from None
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
+    types = _field_types(cls)
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(types))}"
+        )
+    kwargs = {}
+    for name, tp in types.items():
+        if name not in data:
+            continue
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(data[name], tp, key)
+    return cls(**kwargs)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check value ranges and combinations; raises :class:`ConfigError` naming the key."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    if t.stage not in STAGES:
+        raise ConfigError(f"train.stage must be one of {', '.join(STAGES)}, got {t.stage!r}")
+    if t.amp not in AMP_MODES:
+        raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
+    if cfg.loss.perceptual_backbone not in BACKBONES:
+        raise ConfigError(
+            f"loss.perceptual_backbone must be one of {', '.join(BACKBONES)}, got {cfg.loss.perceptual_backbone!r}"
+        )
+    if m.scale not in (2, 4, 8):
+        raise ConfigError(f"model.scale must be 2, 4 or 8, got {m.scale}")
+    if d.crop_size <= 0 or d.crop_size % m.scale:
+        raise ConfigError(f"data.crop_size must be a positive multiple of model.scale ({m.scale}), got {d.crop_size}")
+    if t.stage == "gan" and d.crop_size % 32:
+        # The VGG-style discriminators halve the size five times.
+        raise ConfigError(
+            f"data.crop_size must be a multiple of 32 for --stage gan (discriminator input), got {d.crop_size}"
+        )
+    if d.lr_dirs and len(d.lr_dirs) != len(d.hr_dirs):
+        raise ConfigError(
+            f"data.lr_dirs must list one LR folder per data.hr_dirs entry ({len(d.hr_dirs)}), got {len(d.lr_dirs)}"
+        )
+    for key, value in (("data.batch_size", d.batch_size), ("train.steps", t.steps),
+                       ("train.checkpoint_every", t.checkpoint_every), ("train.log_every", t.log_every),
+                       ("validation.every", cfg.validation.every), ("model.nf", m.nf), ("model.nb", m.nb),
+                       ("model.gc", m.gc), ("loss.d_channels", cfg.loss.d_channels),
+                       ("loss.gv_patch_size", cfg.loss.gv_patch_size)):
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    for key, value in (("train.fusion_only_steps", t.fusion_only_steps), ("train.grad_clip", t.grad_clip),
+                       ("data.num_workers", d.num_workers), ("data.synthetic", d.synthetic),
+                       ("train.threads", t.threads), ("data.cache_mb", d.cache_mb),
+                       ("train.keep_checkpoints", t.keep_checkpoints)):
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    for f in dataclasses.fields(cfg.loss):
+        value = getattr(cfg.loss, f.name)
+        if isinstance(value, float) and value < 0:
+            raise ConfigError(f"loss.{f.name} must be >= 0, got {value}")
+
+
+def default_config() -> TrainConfig:
+    """The paper's recipe (SPSR x4) with no data folders set."""
+    return TrainConfig()
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .yaml or .toml file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                raise ConfigError(f"{path}: TOML configs need Python 3.11+; use YAML instead")
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"config file {path} could not be parsed: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.lr=2e-4'`` -> (``['train', 'lr']``, ``'2e-4'`` parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. train.lr=2e-4)")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise ConfigError(f"override {text!r} must name a section and a key, e.g. train.lr=2e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested dict ``data`` with ``section.key=value`` overrides applied."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Union[list[str], None] = None) -> TrainConfig:
+    """Read a YAML/TOML config (or the defaults when ``path`` is None) and apply overrides."""
+    data = _read_mapping(Path(path)) if path is not None else {}
+    return TrainConfig.from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def write_config(cfg: TrainConfig, path: Path) -> None:
+    """Write the resolved config atomically."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_yaml(cfg), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve_run_config(
+    *, config_path: Union[str, Path, None], overrides: list[str], run_dir: Path, resume: bool
+) -> TrainConfig:
+    """The config of ``spsr train``: ``--config`` + overrides, or with ``--resume`` and no
+    ``--config`` the run's stored ``config.yaml`` + overrides."""
+    if config_path is None:
+        stored = Path(run_dir) / "config.yaml"
+        if resume and stored.is_file():
+            return load_config(stored, overrides)
+        raise ConfigError(
+            "--config FILE is required (start from configs/spsr-x4.yaml or `spsr train --print-config`)"
+            + ("" if not resume else f"; {stored} does not exist to resume from")
+        )
+    return load_config(config_path, overrides)

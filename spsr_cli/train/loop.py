@@ -1,0 +1,443 @@
+"""The training loop: one function, :func:`train`, read top to bottom.
+
+Per step: the generator step (SPSR-G, or pixel + branch L1 in ``--stage psnr``),
+the EMA update, then the discriminator step (``--stage gan``). During the first
+``train.fusion_only_steps`` steps only the fusion (``f_``) layers train. Every
+``train.checkpoint_every`` steps an atomic checkpoint is written; ``resume=True``
+continues from the newest one and reproduces the uninterrupted run exactly (the
+batch of each step depends only on the seed, rank and step; every state, RNGs
+included, is restored). Under ``torchrun`` the generator and both discriminators
+run in DistributedDataParallel; logs, checkpoints and validation are rank 0's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from spsr_cli.errors import SPSRError, UsageError
+from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.train import distributed
+from spsr_cli.train.checkpoint import (
+    capture_rng_state,
+    initialise_generator,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from spsr_cli.train.config import TrainConfig, write_config
+from spsr_cli.train.data import ImagePool, TrainBatches, batch_loader, load_validation_pairs
+from spsr_cli.train.objective import LossWeights, SPSRObjective
+
+log = logging.getLogger(__name__)
+
+class TrainingDivergedError(SPSRError):
+    """A loss became NaN or infinite."""
+
+
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.yaml"
+INIT_REPORT_FILE = "init_report.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run left behind."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Union[Path, None]
+    perceptual: str
+    rank: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    #: Final state dicts of "model", "ema", "d_image", "d_gradient" (live tensors, not copies).
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Union[str, Path],
+    *,
+    resume: bool = False,
+    perceptual_backbone: Union[tuple[nn.Module, str], None] = None,
+    stop_after: Union[int, None] = None,
+) -> TrainResult:
+    """Train an SPSR generator as ``cfg`` says, writing everything under ``run_dir``.
+
+    Args:
+        cfg: the resolved configuration (stored with the run and every checkpoint).
+        run_dir: the run folder (created). A fresh run refuses a folder that already
+            holds checkpoints; ``resume=True`` continues from the newest one (or starts
+            fresh when there is none).
+        perceptual_backbone: ``(module, name)`` to use instead of building the one that
+            ``loss.perceptual_backbone`` names (tests inject a tiny random network).
+        stop_after: stop once this many steps are done (as if killed; for tests).
+
+    Returns:
+        :class:`TrainResult` with the per-log-window loss history.
+    """
+    run_dir = Path(run_dir)
+    t = cfg.train
+    ctx = distributed.setup(t.device)
+    device = ctx.device
+    log_file = tb = progress = None
+    threads_before = torch.get_num_threads()
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    try:
+        # ---- where to start ---------------------------------------------------------
+        state = None
+        if resume:
+            latest = latest_checkpoint(run_dir)
+            if latest is not None:
+                state = load_checkpoint(latest)
+                _check_resumable(cfg, state, latest)
+            elif ctx.is_main:
+                log.info("no checkpoint in %s yet; starting from step 0", run_dir)
+        elif list_checkpoints(run_dir):
+            raise UsageError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+        start = state["step"] if state else 0
+        end = t.steps
+
+        # ---- models (identical initialisation on every rank) ------------------------
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed)
+        random.seed(t.seed)
+        weights = LossWeights.for_stage(cfg, t.stage)
+        model = SPSRNet(config=cfg.spsr_config())
+        init_report = None
+        if state is None and t.init:
+            init_report = initialise_generator(model, t.init)
+            if ctx.is_main:
+                log.info("initialised the generator from %s (%d tensors loaded, %d random)",
+                         t.init, len(init_report["loaded"]), len(init_report["random"]))
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        crop, out_ch = cfg.data.crop_size, cfg.model.out_channels
+        d_image = d_gradient = None
+        if weights.gan > 0 or weights.gradient_gan > 0:
+            from spsr_cli.train.discriminator import VGGDiscriminator
+
+            if weights.gan > 0:
+                d_image = VGGDiscriminator(in_channels=out_ch, base_channels=cfg.loss.d_channels, input_size=crop)
+            if weights.gradient_gan > 0:  # padding-2 gradient maps are 2 px larger per side
+                d_gradient = VGGDiscriminator(in_channels=out_ch, base_channels=cfg.loss.d_channels,
+                                              input_size=crop + 2)
+        backbone, perceptual_name = None, "none"
+        if weights.perceptual > 0:
+            if perceptual_backbone is not None:
+                backbone, perceptual_name = perceptual_backbone
+            elif cfg.loss.perceptual_backbone == "none":
+                if ctx.is_main:
+                    log.warning("loss.perceptual_backbone is 'none': the perceptual term is switched off")
+                weights = dataclasses.replace(weights, perceptual=0.0)
+            else:
+                from spsr_cli.train.perceptual import build_feature_extractor
+                from spsr_cli.weights.hub import hub_offline
+
+                for turn in (True, False):  # rank 0 downloads/converts first, the others read its cache
+                    if ctx.is_main == turn:
+                        backbone, perceptual_name = build_feature_extractor(
+                            prefer=cfg.loss.perceptual_backbone, offline=hub_offline()
+                        )
+                    distributed.barrier(ctx)
+            if ctx.is_main and backbone is not None:
+                log.info("perceptual loss on %s features", perceptual_name)
+        objective = SPSRObjective(
+            weights=weights, perceptual_backbone=backbone, d_image=d_image, d_gradient=d_gradient,
+            gv_patch_size=cfg.loss.gv_patch_size,
+        )
+        channels_last = t.channels_last and device.type == "cuda"
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        for module in (model, ema, d_image, d_gradient, objective):
+            if module is not None:
+                module.to(device=device, memory_format=memory_format)
+        use_amp = device.type == "cuda" and t.amp in ("auto", "bf16")
+
+        # ---- optimisers and schedules (Adam + MultiStep, as in the paper) -------------
+        adam = dict(betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
+        opt_g = torch.optim.Adam(model.parameters(), lr=t.lr, **adam)
+        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=t.milestones, gamma=t.gamma)
+        d_params = [p for d in (d_image, d_gradient) if d is not None for p in d.parameters()]
+        opt_d = torch.optim.Adam(d_params, lr=t.lr_d, **adam) if d_params else None
+        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=t.milestones, gamma=t.gamma) if opt_d else None
+
+        # ---- resume: every state, RNGs included ------------------------------------
+        if state is not None:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            sched_g.load_state_dict(state["sched_g"])
+            for name, module in (("d_image", d_image), ("d_gradient", d_gradient)):
+                if module is not None:
+                    module.load_state_dict(state[name])
+            if opt_d is not None:
+                opt_d.load_state_dict(state["opt_d"])
+                sched_d.load_state_dict(state["sched_d"])
+            rng = state["rng"]
+            restore_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
+            init_report = state.get("init_report")
+            if state.get("perceptual", "none") != perceptual_name and ctx.is_main:
+                log.warning("the checkpoint used perceptual features %s, this run uses %s",
+                            state.get("perceptual"), perceptual_name)
+        d_image_ddp = distributed.wrap_ddp(d_image, ctx) if d_image is not None else None
+        d_gradient_ddp = distributed.wrap_ddp(d_gradient, ctx) if d_gradient is not None else None
+
+        # ---- data ------------------------------------------------------------------
+        pool = ImagePool(hr_dirs=cfg.data.hr_dirs, lr_dirs=cfg.data.lr_dirs, crop_size=crop,
+                         scale=cfg.model.scale, cache_mb=cfg.data.cache_mb, synthetic=cfg.data.synthetic,
+                         seed=t.seed)
+        batches = TrainBatches(pool, batch_size=cfg.data.batch_size, crop_size=crop, scale=cfg.model.scale,
+                               seed=t.seed, rank=ctx.rank, flip=cfg.data.flip, rotate=cfg.data.rotate,
+                               quantize_lr=cfg.data.quantize_lr)
+        last = min(end, stop_after) if stop_after is not None else end
+        loader = batch_loader(batches, start_step=start, end_step=last, num_workers=cfg.data.num_workers,
+                              pin_memory=device.type == "cuda")
+        val_pairs = []
+        if ctx.is_main and cfg.validation.hr_dir:
+            val_pairs = load_validation_pairs(hr_dir=cfg.validation.hr_dir, lr_dir=cfg.validation.lr_dir,
+                                              scale=cfg.model.scale, max_images=cfg.validation.max_images,
+                                              quantize_lr=cfg.data.quantize_lr)
+
+        # ---- run folder, logs, progress ---------------------------------------------
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, run_dir / CONFIG_FILE)
+            if init_report is not None:
+                (run_dir / INIT_REPORT_FILE).write_text(json.dumps(init_report, indent=1), encoding="utf-8")
+            log_file = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+            tb = _tensorboard(run_dir) if cfg.logging.tensorboard else None
+        progress = _Progress(enabled=ctx.is_main and cfg.logging.progress, start=start, total=end)
+        result = TrainResult(run_dir=run_dir, step=start, checkpoint=None, perceptual=perceptual_name, rank=ctx.rank)
+        if ctx.is_main:
+            _write_row(log_file, {"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
+                                  "device": str(device), "perceptual": perceptual_name, "amp": use_amp})
+
+        # ---- the loop -------------------------------------------------------------
+        g_ddp, fusion_phase = None, None
+        sums: dict[str, torch.Tensor] = {}
+        window, window_start = 0, time.perf_counter()
+        step = start
+        for step in range(start, last):
+            fusion_only = step < t.fusion_only_steps
+            if fusion_only != fusion_phase:  # (re)wrap: DDP only syncs parameters that train
+                for name, p in model.named_parameters():
+                    p.requires_grad_(not fusion_only or name.startswith("fusion."))
+                g_ddp = None  # drop the old wrapper (and its gradient hooks) first
+                g_ddp, fusion_phase = distributed.wrap_ddp(model, ctx), fusion_only
+            batch = next(loader)
+            lr_img = batch["lr"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            hr_img = batch["hr"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+            # generator step
+            with _autocast(device, use_amp):
+                out = g_ddp(lr_img)
+                loss_g, terms = objective.generator_loss(out.sr, out.branch, hr_img)
+            opt_g.zero_grad(set_to_none=True)
+            if loss_g.requires_grad:
+                loss_g.backward()
+                terms["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(  # inf: measure only
+                    [p for p in model.parameters() if p.grad is not None],
+                    t.grad_clip if t.grad_clip > 0 else math.inf).detach()
+                opt_g.step()
+            sched_g.step()
+            decay = min(t.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters()):
+                    p_ema.lerp_(p.detach(), 1.0 - decay)
+            terms["loss_g"] = loss_g.detach()
+
+            # discriminator step
+            if opt_d is not None:
+                with _autocast(device, use_amp):
+                    loss_d, d_logs = objective.discriminator_losses(out.sr, hr_img, d_image=d_image_ddp,
+                                                                    d_gradient=d_gradient_ddp)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                if t.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(d_params, t.grad_clip)
+                opt_d.step()
+                sched_d.step()
+                terms.update(d_logs, loss_d=loss_d.detach())
+
+            done = step + 1
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value.float()
+            window += 1
+
+            # logs
+            if done % t.log_every == 0 or done == last:
+                values = {k: float(v) / window for k, v in sums.items()}
+                values = distributed.mean_across_ranks(ctx, values)
+                elapsed = time.perf_counter() - window_start
+                row = {"step": done, "lr": opt_g.param_groups[0]["lr"], "it_s": window / max(elapsed, 1e-9),
+                       "fusion_only": fusion_only, **values}
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise TrainingDivergedError(
+                        f"non-finite loss at step {done}: {values}; lower train.lr, set train.grad_clip, check "
+                        "the data or --init weights, or resume from an earlier checkpoint")
+                result.history.append(row)
+                if ctx.is_main:
+                    _write_row(log_file, row)
+                    if tb is not None:
+                        for key, value in values.items():
+                            tb.add_scalar(f"train/{key}", value, done)
+                progress.update(done, row)
+                sums, window, window_start = {}, 0, time.perf_counter()
+
+            # checkpoint
+            if done % t.checkpoint_every == 0 or done == end:
+                rng_states = distributed.all_gather_objects(ctx, capture_rng_state())
+                if ctx.is_main:
+                    result.checkpoint = save_checkpoint(run_dir, done, {
+                        "config": cfg.to_dict(), "stage": t.stage, "perceptual": perceptual_name,
+                        "model": model.state_dict(), "ema": ema.state_dict(),
+                        "d_image": d_image.state_dict() if d_image is not None else None,
+                        "d_gradient": d_gradient.state_dict() if d_gradient is not None else None,
+                        "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
+                        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                        "sched_d": sched_d.state_dict() if sched_d is not None else None,
+                        "rng": rng_states, "world_size": ctx.world_size, "init_report": init_report,
+                    }, keep=t.keep_checkpoints)
+                distributed.barrier(ctx)
+
+            # validation (EMA generator, the eval issue's metrics)
+            if val_pairs and (done % cfg.validation.every == 0 or done == end):
+                metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale)
+                row = {"event": "validation", "step": done, **metrics}
+                result.validation.append(row)
+                _write_row(log_file, row)
+                if tb is not None:
+                    for key, value in metrics.items():
+                        tb.add_scalar(f"val/{key}", value, done)
+                progress.note(f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+        result.step = step + 1 if last > start else start
+        result.state = {name: module.state_dict() for name, module in
+                        (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient))
+                        if module is not None}
+        _write_row(log_file, {"event": "stop", "step": result.step})
+        return result
+    finally:
+        if progress is not None:
+            progress.close()
+        if log_file is not None:
+            log_file.close()
+        if tb is not None:
+            tb.close()
+        torch.set_num_threads(threads_before)
+        distributed.cleanup(ctx)
+
+
+def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with a different generator size or stage."""
+    stored = state.get("config", {})
+    if stored.get("model") != cfg.to_dict()["model"]:
+        raise UsageError(f"cannot resume from {path}: it trains model {stored.get('model')}, the config says "
+                         f"{cfg.to_dict()['model']}; resume without --config or start a new run")
+    if state.get("stage") != cfg.train.stage:
+        raise UsageError(f"cannot resume from {path}: it is a --stage {state.get('stage')} run; start a new run "
+                         f"with --stage {cfg.train.stage} --init {path.parent.parent} instead")
+
+
+def validate(
+    model: nn.Module, pairs: list[tuple[str, torch.Tensor, torch.Tensor]], *, device: torch.device, scale: int,
+    protocol: str = "spsr-paper",
+) -> dict[str, float]:
+    """Mean PSNR/SSIM of ``model`` over (name, LR, HR) pairs.
+
+    Runs the same tiled inference as ``spsr upscale`` (float32 on ``device``) and scores
+    with the eval metrics under ``protocol``; ``model`` is left as it was.
+    """
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+    from spsr_cli.eval.metrics import get_protocol, psnr_ssim
+
+    proto = get_protocol(protocol)
+    was_training = model.training
+    model.eval()
+    try:
+        upscaler = Upscaler(model, InferenceOptions(device=str(device), precision="fp32", tile="auto"))
+        scores = []
+        for _, lr, hr in pairs:
+            sr = upscaler.upscale(lr.unsqueeze(0))[0]
+            scores.append(psnr_ssim(_to_uint8(sr), _to_uint8(hr), protocol=proto, scale=scale))
+    finally:
+        model.train(was_training)
+    return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """3 x H x W float [0, 1] -> H x W x 3 uint8."""
+    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _write_row(fh, row: dict[str, Any]) -> None:
+    if fh is None:
+        return
+    fh.write(json.dumps({"time": time.time(), **row}) + "\n")
+    fh.flush()
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError(
+            "logging.tensorboard=true needs the tensorboard package: pip install 'spsr-cli[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+class _Progress:
+    """Rich progress bar with the latest losses, it/s and ETA (rank 0 only)."""
+
+    SHOWN = ("loss_g", "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "loss_d")
+
+    def __init__(self, *, enabled: bool, start: int, total: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+            transient=False,
+        )
+        self.task = self.bar.add_task("train", total=total, completed=start, rate="", losses="")
+        self.bar.start()
+
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        losses = " ".join(f"{k}={row[k]:.4g}" for k in self.SHOWN if k in row)
+        self.bar.update(self.task, completed=step, rate=f"{row['it_s']:.2f} it/s", losses=losses)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.log(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

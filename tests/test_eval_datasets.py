@@ -1,0 +1,177 @@
+"""spsr_cli.eval.datasets: registry, download through a local hub, unpacking, pairing, LR generation."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hubserver import local_hub
+from PIL import Image
+
+from spsr_cli.errors import ChecksumMismatchError, UsageError, WeightsNotAvailableError
+from spsr_cli.eval.datasets import (
+    ArchiveFile,
+    DatasetError,
+    DatasetSpec,
+    get_spec,
+    load_pair,
+    load_registry,
+    local_source,
+    pair_files,
+    pair_key,
+    prepare_dataset,
+    unpack_images,
+)
+from spsr_cli.io.imresize import bicubic_downscale
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+REPO = "tester/TinySet"
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _images(n: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {f"img_{i:03d}": rng.integers(0, 256, (34, 41, 3), dtype=np.uint8) for i in range(1, n + 1)}
+
+
+def _hub_files() -> tuple[dict, DatasetSpec]:
+    hr = _images()
+    hr_tar = _tar({f"TinySet_HR/{k}.png": _png(v) for k, v in hr.items()})
+    lr_tar = _tar({f"TinySet_LR_x4/{k}.png": _png(bicubic_downscale(v, 4)) for k, v in hr.items()})
+    files = {
+        ("dataset", REPO, REV, "data/HR.tar.gz"): hr_tar,
+        ("dataset", REPO, REV, "data/LR.tar.gz"): lr_tar,
+    }
+    spec = DatasetSpec(
+        name="TinySet", repo_id=REPO, revision=REV,
+        hr=ArchiveFile("data/HR.tar.gz", hashlib.sha256(hr_tar).hexdigest()),
+        lr=ArchiveFile("data/LR.tar.gz", hashlib.sha256(lr_tar).hexdigest()),
+    )
+    return files, spec
+
+
+def test_packaged_registry_is_pinned_or_marked() -> None:
+    registry = load_registry()
+    assert {"Set5", "Set14", "BSD100", "Urban100", "Manga109", "General100", "DIV2K-val"} <= set(registry)
+    for spec in registry.values():
+        assert spec.scale == 4
+        assert spec.revision is None or re.fullmatch(r"[0-9a-f]{40}", spec.revision)
+        for part in (spec.hr, spec.lr):
+            assert part is None or part.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", part.sha256)
+    assert get_spec("set5").name == "Set5"
+    with pytest.raises(UsageError, match="--hr-dir"):
+        get_spec("Set99")
+
+
+def test_download_unpack_and_cache_via_local_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, spec = _hub_files()
+    with local_hub(files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        source = prepare_dataset(spec)
+        assert source.revision == REV and not source.lr_generated
+        assert sorted(p.name for p in source.hr_dir.glob("*.png")) == ["img_001.png", "img_002.png"]
+        assert source.lr_dir is not None and len(list(source.lr_dir.glob("*.png"))) == 2
+        asked = len(hub.requests)
+        # a second run neither downloads nor unpacks again
+        again = prepare_dataset(spec)
+        assert again == source and len(hub.requests) == asked
+    # and works offline from the cache with the server gone
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert prepare_dataset(spec, offline=True).hr_dir == source.hr_dir
+
+
+def test_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, spec = _hub_files()
+    bad = DatasetSpec(name=spec.name, repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", "0" * 64), lr=None)
+    with local_hub(files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        with pytest.raises(ChecksumMismatchError):
+            prepare_dataset(bad)
+
+
+def test_unpinned_files_need_trust_and_unpinned_lr_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, spec = _hub_files()
+    unpinned_hr = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None), lr=None)
+    with pytest.raises(DatasetError, match="--trust-unverified"):
+        prepare_dataset(unpinned_hr)
+    unpinned_lr = DatasetSpec(name="T2", repo_id=REPO, revision=REV, hr=spec.hr, lr=ArchiveFile("data/LR.tar.gz", None))
+    with local_hub(files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        source = prepare_dataset(unpinned_lr)
+        assert source.lr_generated and source.lr_dir is None
+        assert prepare_dataset(unpinned_hr, trust_unverified=True).hr_dir.is_dir()
+    no_revision = DatasetSpec(name="T3", repo_id=None, revision=None, hr=None, lr=None)
+    with pytest.raises(DatasetError, match="--hr-dir"):
+        prepare_dataset(no_revision)
+
+
+def test_offline_without_cache_is_a_clear_error() -> None:
+    _, spec = _hub_files()
+    with pytest.raises(WeightsNotAvailableError, match="offline"):
+        prepare_dataset(spec, offline=True)
+
+
+def test_unpack_keeps_only_images_inside_dest(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    png = _png(np.zeros((8, 8, 3), np.uint8))
+    archive.write_bytes(_tar({"../../escape.png": png, "dir/ok.png": png, "notes.txt": b"x", "._ok.png": b"junk"}))
+    dest = unpack_images(archive, tmp_path / "out" / "HR")
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["escape.png", "ok.png"]
+    assert not (tmp_path / "escape.png").exists()
+    empty = tmp_path / "empty.tar.gz"
+    empty.write_bytes(_tar({"a.txt": b"x"}))
+    with pytest.raises(DatasetError, match="no images"):
+        unpack_images(empty, tmp_path / "out2")
+
+
+def test_pairing_by_name() -> None:
+    assert pair_key("baby_HR") == pair_key("baby_LR_x4") == "baby"
+    assert pair_key("img_001_SRF_4_HR") == pair_key("img_001_SRF_4_LR") == "img_001"
+    assert pair_key("0801") == pair_key("0801x4") == "0801"
+
+
+def test_pair_files_and_missing_lr(tmp_path: Path) -> None:
+    hr_dir, lr_dir = tmp_path / "HR", tmp_path / "LR"
+    hr_dir.mkdir()
+    lr_dir.mkdir()
+    img = np.zeros((8, 8, 3), np.uint8)
+    for name in ("a_HR", "b_HR"):
+        Image.fromarray(img).save(hr_dir / f"{name}.png")
+    Image.fromarray(img[:2, :2]).save(lr_dir / "a_LR_x4.png")
+    with pytest.raises(UsageError, match="b_HR.png"):
+        pair_files(hr_dir, lr_dir)
+    Image.fromarray(img[:2, :2]).save(lr_dir / "b_LR_x4.png")
+    assert [name for name, _, _ in pair_files(hr_dir, lr_dir)] == ["a", "b"]
+    assert [lr for _, _, lr in pair_files(hr_dir, None)] == [None, None]
+    assert local_source(hr_dir, None).name == tmp_path.name  # a folder called HR takes its parent's name
+
+
+def test_load_pair_crops_generates_and_checks_sizes(tmp_path: Path) -> None:
+    hr = np.random.default_rng(3).integers(0, 256, (34, 41), dtype=np.uint8)  # grey, not a multiple of 4
+    Image.fromarray(hr).save(tmp_path / "g.png")
+    pair = load_pair("g", tmp_path / "g.png", None, 4)
+    assert pair.hr.shape == (32, 40, 3) and pair.lr.shape == (8, 10, 3)
+    np.testing.assert_array_equal(pair.hr[..., 0], pair.hr[..., 2])  # grey replicated to RGB
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "wrong.png")
+    with pytest.raises(UsageError, match="not a x4 pair"):
+        load_pair("g", tmp_path / "g.png", tmp_path / "wrong.png", 4)

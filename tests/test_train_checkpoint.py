@@ -1,0 +1,124 @@
+"""Checkpoints: atomic writes, newest-first discovery, pruning, RNG states, --init sources."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+from spsr_cli.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    checkpoint_path,
+    initialise_generator,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from spsr_cli.weights.store import write_generator_file
+
+TINY = SPSRConfig(nf=8, nb=2, gc=4)
+
+
+def test_save_list_latest_and_prune(tmp_path: Path) -> None:
+    for step in (5, 10, 15):
+        save_checkpoint(tmp_path, step, {"payload": torch.tensor([step])}, keep=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [10, 15]
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 15)
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["step"] == 15 and state["payload"].item() == 15
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_half_written_file_is_never_taken_for_a_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 4, {"x": torch.zeros(1)})
+    (tmp_path / "checkpoints" / ".step_00000008.pt.123.tmp").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 4)
+    assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_failed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, {"x": torch.zeros(1)})
+    with pytest.raises(Exception):
+        save_checkpoint(tmp_path, 2, {"x": lambda: None})  # not picklable: torch.save fails midway
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoints" / "step_00000001.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    save_checkpoint(tmp_path, 1, {"rng": capture_rng_state()})
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng_state(load_checkpoint(latest_checkpoint(tmp_path))["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+def test_init_from_an_spsr_generator_file(tmp_path: Path) -> None:
+    source = SPSRNet(config=TINY)
+    path = tmp_path / "g.safetensors"
+    write_generator_file(path, source.state_dict(), TINY, source="test", licence="test", dtype=torch.float32)
+    model = SPSRNet(config=TINY)
+    report = initialise_generator(model, path)
+    assert report["kind"] == "spsr-generator" and not report["random"]
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def _basicsr_rrdb(nf: int = 8, nb: int = 2, gc: int = 4) -> dict[str, torch.Tensor]:
+    shapes = {"conv_first": (nf, 3)}
+    for i in range(nb):
+        for k in (1, 2, 3):
+            for j in range(1, 6):
+                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
+    shapes.update({"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf),
+                   "conv_last": (3, nf)})
+    sd = {}
+    for name, (out, inp) in shapes.items():
+        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
+        sd[f"{name}.bias"] = torch.randn(out)
+    return sd
+
+
+def test_init_from_a_basicsr_rrdb_fills_the_sr_branch(tmp_path: Path) -> None:
+    rrdb = _basicsr_rrdb()
+    path = tmp_path / "rrdb.safetensors"
+    save_file(rrdb, str(path))
+    model = SPSRNet(config=TINY)
+    report = initialise_generator(model, path)
+    assert report["kind"] == "rrdb"
+    assert torch.equal(model.conv_first.weight, rrdb["conv_first.weight"])
+    assert torch.equal(model.trunk[1].rdb3.conv5.bias, rrdb["body.1.rdb3.conv5.bias"])
+    assert any(k.startswith("fusion.") for k in report["random"]) and any(k.startswith("branch.") for k in report["random"])
+    assert "conv_last.weight" in report["ignored"]
+
+
+def test_init_from_a_run_folder_uses_its_ema(tmp_path: Path) -> None:
+    ema = SPSRNet(config=TINY)
+    save_checkpoint(tmp_path / "run", 3, {"ema": ema.state_dict(), "model": SPSRNet(config=TINY).state_dict()})
+    model = SPSRNet(config=TINY)
+    report = initialise_generator(model, tmp_path / "run")
+    assert report["kind"] == "training-checkpoint"
+    assert torch.equal(model.fusion.out.weight, ema.fusion.out.weight)
+    with pytest.raises(CheckpointError, match="no training checkpoint"):
+        initialise_generator(model, tmp_path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        initialise_generator(model, tmp_path / "missing.pth")

@@ -1,0 +1,103 @@
+"""Training config: defaults = the paper's recipe, YAML/TOML files, overrides, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spsr_cli.train.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    default_config,
+    dump_yaml,
+    load_config,
+    resolve_run_config,
+    write_config,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_are_the_paper_recipe() -> None:
+    cfg = default_config()
+    loss = cfg.loss
+    assert (loss.pixel, loss.perceptual, loss.gan, loss.gradient_pixel, loss.gradient_gan, loss.branch) == (
+        0.01, 1.0, 0.005, 0.01, 0.005, 0.5)
+    assert loss.gradient_variance == 0.0 and loss.second_order == 0.0
+    assert cfg.train.lr == cfg.train.lr_d == 1e-4
+    assert (cfg.train.beta1, cfg.train.beta2) == (0.9, 0.999)
+    assert cfg.train.milestones == [50_000, 100_000, 200_000, 300_000] and cfg.train.gamma == 0.5
+    assert cfg.train.steps == 500_000 and cfg.train.fusion_only_steps == 5000
+    assert cfg.data.crop_size == 128 and cfg.data.batch_size == 30
+    assert (cfg.model.nf, cfg.model.nb, cfg.model.gc, cfg.model.scale) == (64, 23, 32, 4)
+
+
+def test_yaml_file_and_typed_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {nf: 8, nb: 2}\ntrain: {steps: 10}\n")
+    cfg = load_config(path, ["train.lr=2e-4", "data.hr_dirs=[a, b]", "data.flip=false", "train.milestones=5,7",
+                             "train.init=null", "data.batch_size=3"])
+    assert cfg.model.nf == 8 and cfg.model.nb == 2 and cfg.model.gc == 32  # untouched keys keep defaults
+    assert cfg.train.steps == 10
+    assert cfg.train.lr == pytest.approx(2e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.data.hr_dirs == ["a", "b"] and cfg.data.flip is False
+    assert cfg.train.milestones == [5, 7] and cfg.train.init is None and cfg.data.batch_size == 3
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nstage = "psnr"\nsteps = 7\n[data]\nhr_dirs = ["x"]\n')
+    cfg = load_config(path)
+    assert cfg.train.stage == "psnr" and cfg.train.steps == 7 and cfg.data.hr_dirs == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("nosuch.key=1", "nosuch"),
+        ("train.steps=abc", "train.steps"),
+        ("train.steps=1.5", "train.steps"),
+        ("train.stage=adversarial", "train.stage"),
+        ("data.crop_size=30", "data.crop_size"),
+        ("loss.perceptual_backbone=resnet", "perceptual_backbone"),
+        ("loss.pixel=-1", "loss.pixel"),
+        ("train.lr", "section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.lr=3e-4", "data.hr_dirs=[x]", "loss.gradient_variance=0.1"])
+    assert TrainConfig.from_dict(yaml.safe_load(dump_yaml(cfg))) == cfg
+    write_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_overrides_do_not_mutate_input() -> None:
+    data = {"train": {"lr": 1.0}}
+    out = apply_overrides(data, ["train.lr=2"])
+    assert data == {"train": {"lr": 1.0}} and out["train"]["lr"] == 2
+
+
+def test_shipped_configs_parse() -> None:
+    paper = load_config(CONFIGS / "spsr-x4.yaml")
+    assert paper.loss == default_config().loss and paper.train.milestones == default_config().train.milestones
+    tiny = load_config(CONFIGS / "tiny-cpu.yaml")
+    assert tiny.model.nf <= 16 and tiny.data.synthetic > 0 and tiny.train.device == "cpu"
+    assert tiny.loss.perceptual_backbone == "none"  # runs offline
+
+
+def test_resume_uses_the_stored_config(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.steps=9"])
+    write_config(cfg, tmp_path / "config.yaml")
+    resumed = resolve_run_config(config_path=None, overrides=["train.steps=12"], run_dir=tmp_path, resume=True)
+    assert resumed.train.steps == 12
+    with pytest.raises(ConfigError, match="--config"):
+        resolve_run_config(config_path=None, overrides=[], run_dir=tmp_path / "new", resume=False)

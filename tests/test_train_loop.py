@@ -1,0 +1,138 @@
+"""The training loop on CPU: losses fall, resume is exact, fusion-only phase, export works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from torch import nn
+
+from spsr_cli import load_generator
+from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.tiling import upscale_tensor
+from spsr_cli.errors import UsageError
+from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.train.checkpoint import checkpoint_path, load_checkpoint
+from spsr_cli.train.config import TrainConfig, load_config
+from spsr_cli.train.export import export_run
+from spsr_cli.train.loop import train
+
+TINY = [
+    "model.nf=8", "model.nb=2", "model.gc=4", "data.synthetic=4", "data.crop_size=32", "data.batch_size=2",
+    "loss.d_channels=4", "train.threads=1", "train.device=cpu", "train.lr=2e-3", "train.lr_d=2e-3",
+    "train.fusion_only_steps=0", "train.log_every=1", "train.ema_decay=0.9", "logging.progress=false",
+]
+
+
+def tiny_config(*overrides: str) -> TrainConfig:
+    return load_config(None, [*TINY, *overrides])
+
+
+def tiny_backbone() -> tuple[nn.Module, str]:
+    """A small fixed random feature extractor standing in for VGG (no download)."""
+    gen = torch.Generator().manual_seed(123)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return net, "tiny-test"
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def test_losses_fall_with_the_full_objective(tmp_path: Path) -> None:
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(val / "v.png")
+    cfg = tiny_config("train.steps=30", "train.checkpoint_every=30", f"validation.hr_dir={val}", "validation.every=15")
+    result = train(cfg, tmp_path / "run", perceptual_backbone=tiny_backbone())
+    hist = result.history
+    assert len(hist) == 30 and result.perceptual == "tiny-test"
+    assert {"pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "d_image", "d_gradient"} <= set(hist[0])
+    for key in ("loss_g", "pixel", "perceptual", "branch"):
+        assert _mean(hist[-5:], key) < 0.8 * _mean(hist[:5], key), key
+    assert [v["step"] for v in result.validation] == [15, 30]
+    assert all(np.isfinite(v["psnr"]) for v in result.validation)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["event"] == "start" and rows[0]["perceptual"] == "tiny-test"
+    assert any(r.get("event") == "validation" for r in rows) and "it_s" in rows[1]
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=8", "train.checkpoint_every=4", "train.fusion_only_steps=2", "train.milestones=[6]")
+    full = train(cfg, tmp_path / "full", perceptual_backbone=tiny_backbone())
+    killed = train(cfg, tmp_path / "split", perceptual_backbone=tiny_backbone(), stop_after=6)
+    assert killed.step == 6 and killed.checkpoint == checkpoint_path(tmp_path / "split", 4)
+    resumed = train(cfg, tmp_path / "split", resume=True, perceptual_backbone=tiny_backbone())
+    assert resumed.step == 8
+    assert [r["loss_g"] for r in resumed.history] == [r["loss_g"] for r in full.history[4:]]
+    a = load_checkpoint(checkpoint_path(tmp_path / "full", 8))
+    b = load_checkpoint(checkpoint_path(tmp_path / "split", 8))
+    for key in ("model", "ema", "d_image", "d_gradient"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+    for group_a, group_b in zip(a["opt_g"]["state"].values(), b["opt_g"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in ("exp_avg", "exp_avg_sq"))
+    assert a["sched_g"] == b["sched_g"] and a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+
+
+def test_fusion_only_phase_trains_only_the_fusion_layers(tmp_path: Path) -> None:
+    cfg = tiny_config("train.stage=psnr", "train.steps=3", "train.fusion_only_steps=3", "train.checkpoint_every=3")
+    torch.manual_seed(cfg.train.seed)
+    initial = SPSRNet(config=cfg.spsr_config()).state_dict()
+    final = train(cfg, tmp_path / "run").state["model"]
+    changed = {k for k in initial if not torch.equal(initial[k], final[k])}
+    assert changed and all(k.startswith("fusion.") for k in changed)
+
+
+def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path: Path) -> None:
+    cfg = tiny_config("train.stage=psnr", "train.steps=1", "train.checkpoint_every=1")
+    train(cfg, tmp_path / "run")
+    with pytest.raises(UsageError, match="--resume"):
+        train(cfg, tmp_path / "run")
+    other = tiny_config("train.stage=psnr", "train.steps=2", "model.nf=4")
+    with pytest.raises(UsageError, match="cannot resume"):
+        train(other, tmp_path / "run", resume=True)
+    with pytest.raises(UsageError, match="stage"):
+        train(tiny_config("train.steps=2"), tmp_path / "run", resume=True)
+
+
+def test_export_loads_by_name_and_upscales(tmp_path: Path) -> None:
+    cfg = tiny_config("train.stage=psnr", "train.steps=4", "train.checkpoint_every=4")
+    train(cfg, tmp_path / "run")
+    result = export_run(tmp_path / "run", name="tiny-run")
+    with safe_open(str(result.path), framework="pt") as fh:
+        meta = fh.metadata()
+        assert all(fh.get_tensor(k).dtype == torch.float16 for k in fh.keys())
+    assert meta["training_step"] == "4" and meta["weights"] == "ema" and json.loads(meta["config"])["nf"] == 8
+    model = load_generator("tiny-run")
+    ema = load_checkpoint(checkpoint_path(tmp_path / "run", 4))["ema"]
+    torch.testing.assert_close(model.fusion.out.weight, ema["fusion.out.weight"].half().float())
+    x = torch.rand(1, 3, 12, 10)
+    y = upscale_tensor(model, x, InferenceOptions(device="cpu", tile=None))
+    assert y.shape == (1, 3, 48, 40) and 0 <= y.min() and y.max() <= 1
+    with pytest.raises(Exception, match="exists already"):
+        export_run(tmp_path / "run", name="tiny-run")
+    again = export_run(tmp_path / "run", name="tiny-run", replace=True)
+    assert again.path == result.path and torch.equal(load_generator("tiny-run").fusion.out.weight, model.fusion.out.weight)
+
+
+def test_tensorboard_is_optional(tmp_path: Path) -> None:
+    cfg = tiny_config("train.stage=psnr", "train.steps=1", "train.checkpoint_every=1", "logging.tensorboard=true")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(UsageError, match="pip install"):
+            train(cfg, tmp_path / "run")
+    else:
+        train(cfg, tmp_path / "run")
+        assert any((tmp_path / "run" / "tensorboard").iterdir())
