@@ -83,6 +83,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path: Path) -> None:
     for group_a, group_b in zip(a["opt_g"]["state"].values(), b["opt_g"]["state"].values()):
         assert all(torch.equal(group_a[k], group_b[k]) for k in ("exp_avg", "exp_avg_sq"))
     assert a["sched_g"] == b["sched_g"] and a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    assert [r["lr"] for r in full.history] == [2e-3] * 6 + [1e-3] * 2  # MultiStep: halved after step 6
 
 
 def test_fusion_only_phase_trains_only_the_fusion_layers(tmp_path: Path) -> None:
@@ -136,3 +137,12 @@ def test_tensorboard_is_optional(tmp_path: Path) -> None:
     else:
         train(cfg, tmp_path / "run")
         assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_time_limit_checkpoints_and_stops(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=50", "train.checkpoint_every=1000", "train.time_limit_min=1e-9")
+    result = train(cfg, tmp_path / "run", perceptual_backbone=tiny_backbone())
+    assert result.step == 1
+    assert result.checkpoint == checkpoint_path(tmp_path / "run", 1)
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "time_limit" for e in events)

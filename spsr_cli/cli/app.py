@@ -12,6 +12,8 @@ from rich.logging import RichHandler
 
 from spsr_cli import __version__
 from spsr_cli.cli.common import console
+from spsr_cli.cli.eval import eval_command
+from spsr_cli.cli.train import train_app
 from spsr_cli.cli.upscale import upscale_command
 from spsr_cli.cli.weights import weights_app
 from spsr_cli.errors import SPSRError, UsageError
@@ -22,8 +24,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
 ) -> None:
@@ -31,18 +34,15 @@ def _root(
         console.print(f"spsr-cli {__version__}")
         raise typer.Exit(0)
     logging.getLogger("spsr_cli").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit(2)
 
 
 app.command("upscale")(upscale_command)
+app.command("eval")(eval_command)
 app.add_typer(weights_app, name="weights")
-try:  # the eval and train command groups
-    from spsr_cli.cli.eval import eval_command
-    from spsr_cli.cli.train import train_app
-except ImportError:  # pragma: no cover - only while those modules are being written
-    pass
-else:
-    app.command("eval")(eval_command)
-    app.add_typer(train_app, name="train")
+app.add_typer(train_app, name="train")
 
 
 def _configure_logging() -> None:

@@ -31,6 +31,9 @@ def train_command(
     """Train (or resume) a run; without --config, --print-config shows the defaults."""
     if ctx.invoked_subcommand is not None:
         return
+    if config is None and out is None and not print_config:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
     from spsr_cli.train.config import dump_yaml, load_config, resolve_run_config
 
     extra = list(overrides or [])

@@ -97,6 +97,9 @@ class TrainSection:
     the paper); the generator's norm is logged as ``grad_norm_g`` either way.
     ``threads``: CPU threads for torch in this process (0 keeps torch's default; 1 is
     fastest for tiny models and for several processes sharing a few cores).
+    ``time_limit_min``: wall-clock budget of the loop in minutes (0: none). When it runs
+    out, the run checkpoints, validates and stops as if ``steps`` were reached, so a
+    time-boxed GPU lease always ends with its latest weights saved.
     """
 
     stage: str = "gan"
@@ -120,6 +123,7 @@ class TrainSection:
     keep_checkpoints: int = 3
     log_every: int = 100
     init: Union[str, None] = None
+    time_limit_min: float = 0.0
 
 
 @dataclass

@@ -139,13 +139,15 @@ class ImagePool:
             self.records.append(ImageRecord(hr_path=path, lr_path=lr_path, hr_size=(w, h)))
 
     def _fill_cache(self, budget: int) -> None:
-        need = sum(r.hr_size[0] * r.hr_size[1] * 3 * (1 + (1 / self.scale**2 if self.paired else 0))
-                   for r in self.records)
-        if need > budget:
-            log.info("training images need %.0f MB decoded (> data.cache_mb); decoding on access", need / 2**20)
-            return
-        kept = []
+        """Decode images into memory until ``budget`` bytes are used; the rest decode on access."""
+        used, kept, uncached = 0, [], 0
         for record in self.records:
+            w, h = record.hr_size
+            need = w * h * 3 * (1 + (1 / self.scale**2 if self.paired else 0))
+            if used + need > budget:
+                uncached += 1
+                kept.append(record)
+                continue
             try:
                 record.hr = decode_rgb(record.hr_path)
                 if record.lr_path is not None:
@@ -153,8 +155,11 @@ class ImagePool:
             except (OSError, ValueError) as exc:
                 self._skip(record.hr_path, f"cannot be decoded ({exc})")
                 continue
+            used += need
             kept.append(record)
         self.records = kept
+        if uncached:
+            log.info("%d of %d training images exceed data.cache_mb and are decoded on access", uncached, len(kept))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -232,6 +232,7 @@ def train(
         g_ddp, fusion_phase = None, None
         sums: dict[str, torch.Tensor] = {}
         window, window_start = 0, time.perf_counter()
+        loop_start = window_start
         step = start
         for step in range(start, last):
             fusion_only = step < t.fusion_only_steps
@@ -255,6 +256,7 @@ def train(
                     [p for p in model.parameters() if p.grad is not None],
                     t.grad_clip if t.grad_clip > 0 else math.inf).detach()
                 opt_g.step()
+            lr_used = opt_g.param_groups[0]["lr"]
             sched_g.step()
             decay = min(t.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
@@ -276,16 +278,20 @@ def train(
                 terms.update(d_logs, loss_d=loss_d.detach())
 
             done = step + 1
+            out_of_time = False
+            if t.time_limit_min > 0 and done < last:  # all ranks stop together
+                over = float(time.perf_counter() - loop_start > 60.0 * t.time_limit_min)
+                out_of_time = distributed.mean_across_ranks(ctx, {"over": over})["over"] > 0
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
             window += 1
 
             # logs
-            if done % t.log_every == 0 or done == last:
+            if done % t.log_every == 0 or done == last or out_of_time:
                 values = {k: float(v) / window for k, v in sums.items()}
                 values = distributed.mean_across_ranks(ctx, values)
                 elapsed = time.perf_counter() - window_start
-                row = {"step": done, "lr": opt_g.param_groups[0]["lr"], "it_s": window / max(elapsed, 1e-9),
+                row = {"step": done, "lr": lr_used, "it_s": window / max(elapsed, 1e-9),
                        "fusion_only": fusion_only, **values}
                 if not all(math.isfinite(v) for v in values.values()):
                     raise TrainingDivergedError(
@@ -301,7 +307,7 @@ def train(
                 sums, window, window_start = {}, 0, time.perf_counter()
 
             # checkpoint
-            if done % t.checkpoint_every == 0 or done == end:
+            if done % t.checkpoint_every == 0 or done == end or out_of_time:
                 rng_states = distributed.all_gather_objects(ctx, capture_rng_state())
                 if ctx.is_main:
                     result.checkpoint = save_checkpoint(run_dir, done, {
@@ -317,7 +323,7 @@ def train(
                 distributed.barrier(ctx)
 
             # validation (EMA generator, the eval issue's metrics)
-            if val_pairs and (done % cfg.validation.every == 0 or done == end):
+            if val_pairs and (done % cfg.validation.every == 0 or done == end or out_of_time):
                 metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale)
                 row = {"event": "validation", "step": done, **metrics}
                 result.validation.append(row)
@@ -326,6 +332,11 @@ def train(
                     for key, value in metrics.items():
                         tb.add_scalar(f"val/{key}", value, done)
                 progress.note(f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+            if out_of_time:
+                if ctx.is_main:
+                    _write_row(log_file, {"event": "time_limit", "step": done, "minutes": t.time_limit_min})
+                progress.note(f"time limit of {t.time_limit_min} min reached at step {done}; checkpoint saved")
+                break
         result.step = step + 1 if last > start else start
         result.state = {name: module.state_dict() for name, module in
                         (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient))

