@@ -17,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from spsr_cli.errors import UsageError
+from spsr_cli.model.spsr import SPSRConfig
 
 STAGES = ("psnr", "gan")
 BACKBONES = ("vgg19", "vgg16", "none")
@@ -25,18 +26,6 @@ AMP_MODES = ("auto", "bf16", "off")
 
 class ConfigError(UsageError):
     """A config file or an override names an unknown key or holds a bad value."""
-
-
-@dataclass
-class ModelSection:
-    """Generator size (the fields of :class:`spsr_cli.model.spsr.SPSRConfig`)."""
-
-    in_channels: int = 3
-    out_channels: int = 3
-    nf: int = 64
-    nb: int = 23
-    gc: int = 32
-    scale: int = 4
 
 
 @dataclass
@@ -148,7 +137,7 @@ class LoggingSection:
 class TrainConfig:
     """Everything a training run needs."""
 
-    model: ModelSection = field(default_factory=ModelSection)
+    model: SPSRConfig = field(default_factory=SPSRConfig)
     data: DataSection = field(default_factory=DataSection)
     loss: LossSection = field(default_factory=LossSection)
     psnr_loss: PsnrLossSection = field(default_factory=PsnrLossSection)
@@ -167,11 +156,9 @@ class TrainConfig:
         validate(cfg)
         return cfg
 
-    def spsr_config(self):  # -> SPSRConfig (imported lazily: config must not pull in torch models)
-        """The generator's :class:`SPSRConfig`."""
-        from spsr_cli.model.spsr import SPSRConfig
-
-        return SPSRConfig(**dataclasses.asdict(self.model))
+    def spsr_config(self) -> SPSRConfig:
+        """The generator's :class:`SPSRConfig` (the ``model`` section itself)."""
+        return self.model
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -246,7 +233,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             kwargs[name] = _build(tp, data[name], prefix=f"{key}.")
         else:
             kwargs[name] = _coerce(data[name], tp, key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # e.g. SPSRConfig's own range checks
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {err}") from None
 
 
 def validate(cfg: TrainConfig) -> None:
