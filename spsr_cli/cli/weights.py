@@ -46,10 +46,13 @@ def list_command(
     stdout.print(table)
     if manifest.auxiliary:
         aux = Table(title="Auxiliary weights (metrics, losses)")
-        for column in ("name", "purpose", "licence", "sha256"):
+        for column in ("name", "purpose", "licence", "sha256 (per source)"):
             aux.add_column(column, overflow="fold")
         for name, raw in manifest.auxiliary.items():
-            aux.add_row(name, str(raw.get("purpose", raw.get("kind", ""))), str(raw.get("licence", "")), str(raw.get("sha256", "")))
+            sources = raw.get("sources") or [raw.get("source") or {}]
+            pins = [s.get("sha256") for s in sources if isinstance(s, dict)]
+            sha = " / ".join(p if p else "unpinned" for p in pins)
+            aux.add_row(name, str(raw.get("kind", "")), str(raw.get("licence", "")), sha)
         stdout.print(aux)
 
 
