@@ -86,10 +86,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
         pairs.extend(_expand_one(item, recursive))
     if not pairs:
         raise UsageError(f"no images found in {', '.join(inputs)} (use --recursive for sub-folders)")
-    ext = None
-    if spec.ext:
-        ext = "." + spec.ext.lower().lstrip(".")
-        format_for_extension(ext)
+    ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
     suffix = f"_x{scale}" if spec.suffix is None else spec.suffix
     single_file_target = (
         spec.output is not None and len(pairs) == 1 and Path(inputs[0]).is_file() and spec.output.suffix != "" and not spec.output.is_dir()
@@ -103,7 +100,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             name = f"{source.stem}{suffix}{ext or source.suffix}"
             folder = source.parent if spec.output is None else spec.output / source.parent.relative_to(root)
             target = folder / name
-        format_for_extension(target.suffix)
+        format_for_extension(target.suffix)  # unknown --ext or output extension: ImageError naming it
         jobs.append(Job(source=source, target=target))
     sources = {j.source.resolve() for j in jobs}
     seen: dict[Path, Path] = {}

@@ -116,26 +116,40 @@ def write_generator_file(
     return sha256_file(path)
 
 
-def register_local_model(
-    name: str, path: Path, *, source: str, licence: str, description: str = "", replace: bool = False
-) -> ModelEntry:
-    """Add an existing weights file to ``$SPSR_HOME/weights_manifest.json`` so it loads by name."""
+def _ensure_name_free(name: str, *, replace: bool) -> None:
+    """Refuse a name already in the registry (a released one always; a local one unless ``replace``)."""
     validate_name(name)
-    manifest = load_manifest()
-    existing = manifest.models.get(name)
-    if existing is not None and (existing.origin == "packaged" or not replace):
-        where = "a released model" if existing.origin == "packaged" else "a local model"
-        raise UnknownModelError(f"{name!r} is already {where}; choose another --name" + ("" if existing.origin == "packaged" else " or pass --force"))
+    existing = load_manifest().models.get(name)
+    if existing is None or (existing.origin == "local" and replace):
+        return
+    if existing.origin == "packaged":
+        raise UnknownModelError(f"a model named {name!r} exists already (a released model); choose another --name")
+    raise UnknownModelError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
+
+
+def _register(name: str, path: Path, config: SPSRConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:
+    """Write the local registry entry for an already validated file."""
     path = Path(path).resolve()
-    loaded = read_weights_file(path)
-    build_generator(loaded.state_dict, loaded.config)
     entry = ModelEntry(
-        name=name, config=loaded.config, sha256=sha256_file(path), size=path.stat().st_size,
+        name=name, config=config, sha256=sha256_file(path), size=path.stat().st_size,
         source=FileSource(path=str(path)), licence=licence, provenance=source, description=description,
         origin="local",
     )
     add_local_entry(entry, replace=replace)
     return entry
+
+
+def register_local_model(
+    name: str, path: Path, *, source: str, licence: str, description: str = "", replace: bool = False
+) -> ModelEntry:
+    """Add an existing weights file to ``$SPSR_HOME/weights_manifest.json`` so it loads by name.
+
+    The file is validated strictly first.
+    """
+    _ensure_name_free(name, replace=replace)
+    loaded = read_weights_file(Path(path))
+    build_generator(loaded.state_dict, loaded.config)
+    return _register(name, path, loaded.config, source=source, licence=licence, description=description, replace=replace)
 
 
 def import_checkpoint(
@@ -144,20 +158,18 @@ def import_checkpoint(
     """Convert any supported checkpoint to safetensors under ``$SPSR_HOME/weights`` and register it.
 
     The tensors keep their dtype's values (float32 stays float32); the checkpoint is validated
-    strictly, so nothing half-matching is ever registered.
+    strictly (by :func:`write_generator_file`, before anything is written), so nothing
+    half-matching is ever registered.
     """
-    validate_name(name)
+    _ensure_name_free(name, replace=replace)
     loaded = read_weights_file(Path(file))
-    build_generator(loaded.state_dict, loaded.config)
-    existing = load_manifest().models.get(name)
-    if existing is not None and (existing.origin == "packaged" or not replace):
-        raise UnknownModelError(f"a model named {name!r} exists already; choose another --name" + ("" if existing.origin == "packaged" else " or pass --force"))
     target = spsr_home() / "weights" / f"{name}.safetensors"
     dtype = next(iter(loaded.state_dict.values())).dtype
     dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     write_generator_file(
         target, loaded.state_dict, loaded.config, source=source or f"imported from {Path(file).name}", licence=licence, dtype=dtype
     )
-    return register_local_model(
-        name, target, source=source or f"imported from {Path(file).resolve()}", licence=licence, replace=True
+    return _register(
+        name, target, loaded.config, source=source or f"imported from {Path(file).resolve()}", licence=licence,
+        description="", replace=True,
     )
