@@ -1,11 +1,31 @@
-"""Throughput and peak memory of the tiled engine vs a plain whole-image float32 forward.
+"""Speed and memory of ``spsr upscale``'s engine, for the README's "Measured performance" table.
 
-    python benchmarks/bench_upscale.py                     # CPU, and CUDA when present
-    python benchmarks/bench_upscale.py --size 128 --repeat 3 --devices cpu
+    python benchmarks/bench_upscale.py                       # everything, CPU and (when present) CUDA
+    python benchmarks/bench_upscale.py --parts speed --sizes 64 128 --devices cpu
+    python benchmarks/bench_upscale.py --parts quality --lr-dir ../shared/data/bench/Set14/LR_bicubic_X4 \\
+        --weights "$(spsr train fetch-init)"                  # bf16 vs fp32 PSNR of a real model
 
-Each measurement runs in its own process so peak-memory figures do not mix. Weights
-are random (speed does not depend on their values); the architecture is the full
-SPSR x4 generator unless --tiny is given. Output: one line per case, and --json FILE.
+Parts (each measurement runs in its own process, so peak-memory figures do not mix):
+
+* ``speed``: for each device and input size, the shipped default path (``Upscaler`` with the
+  default precision and ``--tile auto``, uint8 output), a plain whole-image float32 forward
+  (the baseline), and the engine in each precision. Output MP/s, effective GFLOP/s (the full
+  generator costs 52.4 M multiply-adds per input pixel, 2 FLOP each), the percentage of the
+  device's measured matrix-multiply peak in that precision, and peak memory (CPU: growth of
+  the resident set, VmHWM; CUDA: ``max_memory_allocated``). Random weights of the full
+  SPSR x4 architecture (speed does not depend on their values).
+* ``memory``: ``run_jobs`` (decode, tiled upscale, PNG encode) on generated photos of three
+  sizes with a fixed ``--tile``, as a user runs it; peak resident memory of the process and
+  its growth in bytes per extra output pixel. Tiny generator (the working set is the
+  tile's, whatever the model: this measures what grows with the image).
+* ``folder``: images per second on a folder of Set14-sized images (14 images, 62x90 to
+  192x128 input) with the pipelined batch (``run_jobs``: decoding and encoding on worker
+  threads) and with a plain loop (read, upscale, write one after the other).
+* ``quality``: PSNR of the bf16 output against the fp32 output (uint8, clamped) over a
+  folder of low-resolution images, with given weights (a SPSR checkpoint, or a RealSR /
+  ESRGAN RRDBNet that is embedded into SPSR as training's warm start does).
+
+No timing is asserted anywhere; ``--json FILE`` keeps every number.
 """
 
 from __future__ import annotations
@@ -13,85 +33,341 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
+import os
+import queue
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
+MACS_PER_INPUT_PIXEL = 52.4e6
+#: Input sizes (width, height) of Set14's x4 low-resolution images.
+SET14_SIZES = [(125, 120), (180, 144), (128, 128), (88, 72), (62, 90), (69, 69), (125, 90), (88, 72), (128, 128),
+               (128, 128), (192, 128), (128, 128), (132, 164), (146, 97)]
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
+
+# ---------------------------------------------------------------- helpers (run inside the worker processes)
 
 
-def _case(kind: str, device: str, size: int, repeat: int, tiny: bool, tile: str, queue: mp.Queue) -> None:
-    from spsr_cli.engine.options import InferenceOptions
-    from spsr_cli.engine.tiling import Upscaler
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    """Make VmHWM start again from the current resident set (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _model(tiny: bool):
     from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 
     torch.manual_seed(0)
     config = SPSRConfig(nf=8, nb=2, gc=4) if tiny else SPSRConfig()
-    model = SPSRNet(config=config).eval().requires_grad_(False)
-    x = torch.rand(1, 3, size, size)
+    return SPSRNet(config=config).eval().requires_grad_(False)
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random H x W x 3 float32 image in [0, 1] (compresses like a photo, unlike noise)."""
+    rng = np.random.default_rng(seed)
+    small = rng.random((max(2, height // 8), max(2, width // 8), 3)).astype(np.float32)
+    rows = np.linspace(0, small.shape[0] - 1, height)
+    cols = np.linspace(0, small.shape[1] - 1, width)
+    r0, c0 = rows.astype(int), cols.astype(int)
+    r1, c1 = np.minimum(r0 + 1, small.shape[0] - 1), np.minimum(c0 + 1, small.shape[1] - 1)
+    fr, fc = (rows - r0)[:, None, None], (cols - c0)[None, :, None]
+    top = small[r0][:, c0] * (1 - fc) + small[r0][:, c1] * fc
+    bottom = small[r1][:, c0] * (1 - fc) + small[r1][:, c1] * fc
+    image = top * (1 - fr) + bottom * fr
+    return np.clip(image + rng.normal(0, 0.02, image.shape).astype(np.float32), 0, 1).astype(np.float32)
+
+
+def _speed_case(case: dict, queue: mp.Queue) -> None:
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+
+    device, size, kind = case["device"], case["size"], case["kind"]
+    model = _model(case["tiny"])
+    rgb = _photo(size, size)
     cuda = device.startswith("cuda")
-    if kind == "engine":
-        upscaler = Upscaler(model, InferenceOptions(device=device, tile=tile if tile == "auto" else int(tile)))
-        run = lambda: upscaler.upscale(x)  # noqa: E731
-        precision = str(upscaler.dtype).removeprefix("torch.")
-        tile_used = upscaler.tile
-    else:  # baseline: whole image, float32, no tiling, result back on the CPU
-        model = model.to(device)
+    if kind == "baseline":  # plain whole-image float32 forward, result back on the CPU
+        net = model.to(device)
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
 
-        def run() -> torch.Tensor:
+        def run() -> object:
             with torch.inference_mode():
-                return model(x.to(device)).sr.cpu()
+                return net(x.to(device)).sr.float().clamp(0, 1).cpu()
 
-        precision, tile_used = "float32", None
-    rss_before = _rss_bytes()  # model and input loaded; the peak counts everything the run adds
+        precision, tile, batch = "float32", None, 1
+    else:
+        options = InferenceOptions(device=device, precision=case.get("precision"), tile=case.get("tile", "auto"),
+                                   compile=case.get("compile", False))
+        upscaler = Upscaler(model, options)
+        plan = upscaler.plan(size, size)
+
+        def run() -> object:
+            return upscaler.upscale_array(rgb, dtype=np.uint8)
+
+        precision, tile, batch = str(upscaler.dtype).removeprefix("torch."), plan.tile, plan.batch
+    del model
+    run()  # warm-up: oneDNN/cuDNN plans, allocator, torch.compile
     if cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    run()  # warm-up (cuDNN autotune, allocator)
-    if cuda:
-        torch.cuda.synchronize()
+    rss_before = _status_kib("VmRSS")
+    _reset_peak_rss()
     start = time.perf_counter()
-    for _ in range(repeat):
-        run()
+    for _ in range(case["repeat"]):
+        out = run()
     if cuda:
         torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / repeat
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
-    out_mp = (size * config.scale) ** 2 / 1e6
-    queue.put(dict(case=kind, device=device, precision=precision, tile=tile_used, input=size, seconds=seconds,
-                   output_mp_per_s=out_mp / seconds, peak_mib=max(peak, 0) / 2**20, threads=torch.get_num_threads()))
+    seconds = (time.perf_counter() - start) / case["repeat"]
+    del out
+    peak = torch.cuda.max_memory_allocated() if cuda else (_status_kib("VmHWM") - rss_before) * 1024
+    flops = 2 * MACS_PER_INPUT_PIXEL * size * size
+    queue.put(dict(case, precision=precision, tile=tile, batch=batch, seconds=seconds,
+                   output_mp_per_s=(4 * size) ** 2 / 1e6 / seconds, gflops=flops / seconds / 1e9,
+                   peak_mib=max(peak, 0) / 2**20, threads=torch.get_num_threads()))
+
+
+def _matmul_peak_case(case: dict, queue: mp.Queue) -> None:
+    """GFLOP/s of a large matrix multiply: the device's practical peak in that dtype."""
+    device, dtype = case["device"], getattr(torch, case["dtype"])
+    n = 4096 if device.startswith("cuda") else 2048
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        a @ b
+        reps += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    queue.put(dict(case, gflops=2 * n**3 * reps / (time.perf_counter() - start) / 1e9))
+
+
+def _memory_case(case: dict, queue: mp.Queue) -> None:
+    from PIL import Image as PILImage
+
+    from spsr_cli.engine.batch import OutputSpec, plan_jobs, run_jobs
+    from spsr_cli.engine.options import InferenceOptions
+
+    width, height = case["width"], case["height"]
+    model = _model(tiny=True)
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "photo.png"
+        PILImage.fromarray((_photo(height, width) * 255).round().astype(np.uint8)).save(source)
+        jobs = plan_jobs([str(source)], OutputSpec(output=Path(folder) / "out"), scale=4)
+        options = InferenceOptions(device="cpu", precision=case.get("precision"), tile=case["tile"])
+        rss_before = _status_kib("VmRSS")
+        _reset_peak_rss()
+        start = time.perf_counter()
+        result = run_jobs(jobs, model, options)
+        seconds = time.perf_counter() - start
+        assert not result.failed, result.failed
+    queue.put(dict(case, seconds=seconds, peak_mib=(_status_kib("VmHWM") - rss_before) / 1024,
+                   output_pixels=16 * width * height))
+
+
+def _folder_case(case: dict, queue: mp.Queue) -> None:
+    from PIL import Image as PILImage
+
+    from spsr_cli.engine.batch import OutputSpec, plan_jobs, run_jobs
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.pipeline import upscale_image
+    from spsr_cli.engine.tiling import Upscaler
+    from spsr_cli.io.images import read_image, write_image
+
+    model = _model(case["tiny"])
+    options = InferenceOptions(device=case["device"])
+    with tempfile.TemporaryDirectory() as folder:
+        src = Path(folder) / "in"
+        src.mkdir()
+        for i, (w, h) in enumerate(SET14_SIZES):
+            PILImage.fromarray((_photo(h, w, seed=i) * 255).round().astype(np.uint8)).save(src / f"img_{i:03d}.png")
+        jobs = plan_jobs([str(src)], OutputSpec(output=Path(folder) / "out"), scale=4)
+        warm = Upscaler(model, options)
+        for w, h in sorted(set(SET14_SIZES)):  # warm-up: convolution plans for every shape
+            warm.upscale_array(_photo(h, w))
+        del warm
+        start = time.perf_counter()
+        if case["pipelined"]:
+            result = run_jobs(jobs, model, options)
+            assert not result.failed, result.failed
+        else:
+            upscaler = Upscaler(model, options)
+            for job in jobs:
+                write_image(job.target, upscale_image(read_image(job.source), upscaler))
+        seconds = time.perf_counter() - start
+    queue.put(dict(case, seconds=seconds, images_per_s=len(jobs) / seconds))
+
+
+def _quality_case(case: dict, queue: mp.Queue) -> None:
+    from PIL import Image as PILImage
+
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+    from spsr_cli.model.spsr import SPSRNet
+
+    from spsr_cli.errors import SPSRError
+    from spsr_cli.weights.loader import load_generator
+
+    path = case["weights"]
+    try:
+        model = load_generator(path)
+        source = "spsr checkpoint"
+    except SPSRError:  # not an SPSR checkpoint: embed an RRDBNet the way training's warm start does
+        from safetensors.torch import load_file
+
+        from spsr_cli.train.pretrained import embed_rrdbnet
+
+        model = SPSRNet().eval()
+        embed_rrdbnet(model, load_file(path) if path.endswith(".safetensors") else torch.load(path, weights_only=True))
+        source = "RRDBNet embedded in SPSR"
+    engines = {p: Upscaler(model, InferenceOptions(device=case["device"], precision=p)) for p in ("fp32", case["precision"])}
+    rows = []
+    for file in sorted(Path(case["lr_dir"]).iterdir()):
+        rgb = np.asarray(PILImage.open(file).convert("RGB"), dtype=np.float32) / 255.0
+        ref, low = (engines[p].upscale_array(rgb, dtype=np.uint8).astype(np.float64) for p in ("fp32", case["precision"]))
+        mse = float(np.mean((ref - low) ** 2))
+        rows.append(dict(image=file.name, psnr=float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
+                         max_abs=int(np.abs(ref - low).max())))
+    mse_all = np.mean([10 ** (-r["psnr"] / 10) for r in rows if np.isfinite(r["psnr"])] or [0.0]) * 255.0**2
+    queue.put(dict(case, source=source, images=rows, mean_psnr=float(np.mean([r["psnr"] for r in rows])),
+                   min_psnr=float(min(r["psnr"] for r in rows)), pooled_psnr=float(10 * np.log10(255.0**2 / mse_all))))
+
+
+def _spawn(target, case: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    results: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(case, results))
+    proc.start()
+    try:
+        while True:
+            try:
+                return results.get(timeout=5)
+            except queue.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"benchmark worker for {case} died with exit code {proc.exitcode}") from None
+    finally:
+        proc.join()
+
+
+# ---------------------------------------------------------------- parts
+
+
+def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
+    results = []
+    for device in devices:
+        cuda = device.startswith("cuda")
+        precisions = ["fp16", "bf16", "fp32"] if cuda else ["bf16", "fp32"]
+        peaks = {p: _spawn(_matmul_peak_case, dict(device=device, dtype={"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[p]))["gflops"]
+                 for p in precisions}
+        print(f"\n{device}: matrix-multiply peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()), flush=True)
+        print("| input | case | precision | tile x batch | output MP/s | GFLOP/s | % of peak | s / image | peak memory |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        cases = [dict(kind="default", label="default (`spsr upscale`)"), dict(kind="baseline", label="whole-image fp32 forward")]
+        cases += [dict(kind="engine", label=f"engine --precision {p}", precision=p) for p in precisions]
+        if cuda and args.compile:
+            cases.append(dict(kind="engine", label="default + --compile", compile=True))
+        for size in args.sizes:
+            for case in cases:
+                r = _spawn(_speed_case, dict(case, device=device, size=size, repeat=args.repeat, tiny=args.tiny))
+                short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["precision"]]
+                r["percent_of_peak"] = 100 * r["gflops"] / peaks[short]
+                results.append(r)
+                print(f"| {size}x{size} | {r['label']} | {short} | {r['tile'] or 'whole'} x {r['batch']} | {r['output_mp_per_s']:.4f} | "
+                      f"{r['gflops']:.0f} | {r['percent_of_peak']:.0f}% | {r['seconds']:.2f} | {r['peak_mib']:.0f} MiB |", flush=True)
+    return results
+
+
+def part_memory(args: argparse.Namespace) -> list[dict]:
+    sizes = [(300, 225), (600, 450), (1200, 900)] if not args.tiny else [(80, 60), (160, 120), (240, 180)]
+    print(f"\nmemory: run_jobs (PNG in, PNG out), tiny generator, --tile {args.memory_tile}")
+    print("| input | output MP | peak memory | s |")
+    print("|---|---|---|---|")
+    results = []
+    for width, height in sizes:
+        r = _spawn(_memory_case, dict(width=width, height=height, tile=args.memory_tile))
+        results.append(r)
+        print(f"| {width}x{height} | {r['output_pixels'] / 1e6:.1f} | {r['peak_mib']:.0f} MiB | {r['seconds']:.1f} |", flush=True)
+    first, last = results[0], results[-1]
+    slope = (last["peak_mib"] - first["peak_mib"]) * 2**20 / (last["output_pixels"] - first["output_pixels"])
+    print(f"growth: {slope:.1f} bytes per extra output pixel")
+    results.append(dict(bytes_per_extra_output_pixel=slope))
+    return results
+
+
+def part_folder(args: argparse.Namespace, devices: list[str]) -> list[dict]:
+    results = []
+    print("\nfolder of 14 Set14-sized images (PNG in, PNG out), default precision and --tile auto")
+    print("| device | model | pipelined | images/s | s |")
+    print("|---|---|---|---|---|")
+    for device in devices:
+        for tiny in ([True] if args.tiny else [True, False]):
+            for pipelined in (False, True):
+                r = _spawn(_folder_case, dict(device=device, tiny=tiny, pipelined=pipelined))
+                results.append(r)
+                print(f"| {device} | {'tiny' if tiny else 'full'} | {'yes' if pipelined else 'no'} | {r['images_per_s']:.3f} | {r['seconds']:.1f} |", flush=True)
+    return results
+
+
+def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
+    if not args.lr_dir or not args.weights:
+        print("\nquality: skipped (give --lr-dir and --weights)")
+        return []
+    results = []
+    for device in devices:
+        for precision in (["fp16", "bf16"] if device.startswith("cuda") else ["bf16"]):
+            r = _spawn(_quality_case, dict(device=device, precision=precision, lr_dir=args.lr_dir, weights=args.weights))
+            results.append(r)
+            print(f"\nquality on {device}: {precision} vs fp32 ({r['source']}), {len(r['images'])} images: mean PSNR "
+                  f"{r['mean_psnr']:.2f} dB, lowest {r['min_psnr']:.2f} dB, pooled {r['pooled_psnr']:.2f} dB")
+            for row in r["images"]:
+                print(f"  {row['image']}: {row['psnr']:.2f} dB (largest difference {row['max_abs']} grey levels)")
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128, help="input edge in pixels (output is 4x)")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--parts", nargs="*", default=["speed", "memory", "folder", "quality"],
+                        choices=["speed", "memory", "folder", "quality"])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256], help="input edges for the speed part")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (after one warm-up run)")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--tile", default="auto", help="engine tile: auto or a pixel count")
-    parser.add_argument("--tiny", action="store_true", help="tiny generator (smoke test of this script)")
-    parser.add_argument("--json", default=None, help="write results to this file")
+    parser.add_argument("--memory-tile", type=int, default=128, help="--tile of the memory part")
+    parser.add_argument("--compile", action="store_true", help="also time --compile (CUDA)")
+    parser.add_argument("--tiny", action="store_true", help="tiny generator everywhere (a smoke test of this script)")
+    parser.add_argument("--lr-dir", default=None, help="quality part: folder of low-resolution images")
+    parser.add_argument("--weights", default=None, help="quality part: SPSR checkpoint or RRDBNet safetensors/pth")
+    parser.add_argument("--json", default=None, help="write every result to this file")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    ctx = mp.get_context("spawn")
-    results = []
-    for device in devices:
-        for kind in ("baseline", "engine"):
-            queue: mp.Queue = ctx.Queue()
-            proc = ctx.Process(target=_case, args=(kind, device, args.size, args.repeat, args.tiny, args.tile, queue))
-            proc.start()
-            result = queue.get()
-            proc.join()
-            results.append(result)
-            print(
-                f"{result['device']:>6} {result['case']:>8} {result['precision']:>8} tile={result['tile']}: "
-                f"{result['output_mp_per_s']:.4f} output MP/s, {result['seconds']:.2f} s/image, peak {result['peak_mib']:.0f} MiB"
-            )
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    results: dict[str, list[dict]] = {}
+    if "speed" in args.parts:
+        results["speed"] = part_speed(args, devices)
+    if "memory" in args.parts:
+        results["memory"] = part_memory(args)
+    if "folder" in args.parts:
+        results["folder"] = part_folder(args, devices)
+    if "quality" in args.parts:
+        results["quality"] = part_quality(args, devices)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

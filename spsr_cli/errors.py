@@ -15,8 +15,6 @@ class CheckpointMismatchError(SPSRError):
     """A checkpoint's keys or shapes do not match the architecture (never half-loaded)."""
 
 
-class UnknownModelError(SPSRError):
-    """A model name is neither in the manifest, the local registry, nor an existing file."""
 
 
 class WeightsNotAvailableError(SPSRError):
@@ -33,3 +31,8 @@ class ImageError(SPSRError):
 
 class UsageError(SPSRError):
     """Invalid combination of options or paths given by the user (exit code 2)."""
+
+
+class UnknownModelError(UsageError):
+    """A model name or path names nothing usable: not in the registry, not an existing file,
+    an invalid or taken name (a usage error: exit code 2)."""

@@ -46,6 +46,10 @@ def test_train_resume_export(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "--resume" in _err(capsys)
     assert run(["train", "--out", str(out), "--resume", "--set", "train.steps=4"]) == 0
     assert [s for s, _ in list_checkpoints(out)][-1] == 4
+    _err(capsys)
+    assert run(["train", "--out", str(out), "--resume", "--set", "train.steps=4"]) == 0  # already finished
+    said = _err(capsys)
+    assert "already finished" in said and "step_00000004.pt" in said and "none written" not in said
     assert run(["train", "export", str(out), "--name", "cli-tiny"]) == 0
     assert "cli-tiny" in _err(capsys)
     assert load_generator("cli-tiny").config.nf == 8
@@ -112,8 +116,8 @@ def test_init_from_an_rrdb_file_is_reported(tmp_path: Path) -> None:
                 "--set", "train.steps=1", *FAST])
     assert code == 0
     report = json.loads((out / "init_report.json").read_text())
-    assert report["kind"] == "rrdb" and "conv_last.weight" in report["ignored"]
-    assert any(k.startswith("fusion.") for k in report["random"])
+    assert report["kind"] == "rrdb-warm-start" and "fusion.out.weight" in report["loaded"]
+    assert any(k.startswith("branch.") for k in report["random"])
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"].endswith("rrdb.safetensors")
 
 
@@ -122,3 +126,23 @@ def test_divergence_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(tmp_path / "run"), "--init",
                 str(rrdb), "--set", "train.steps=2", "--set", "train.log_every=1", *FAST])
     assert code == 1 and "non-finite loss at step 1" in _err(capsys)
+
+
+def test_train_nse_export_and_spsr_p_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nse_run, tiny_nse = tmp_path / "nse", str(CONFIGS / "nse-tiny.yaml")
+    assert run(["train", "nse", "--method", "jigsaw", "--config", tiny_nse]) == 2
+    assert "--out" in _err(capsys)
+    assert run(["train", "nse", "--method", "mosaic", "--config", tiny_nse, "--out", str(nse_run)]) == 2
+    assert "task.method" in _err(capsys)
+    assert run(["train", "nse", "--method", "jigsaw", "--config", tiny_nse, "--out", str(nse_run),
+                "--set", "train.steps=4"]) == 0
+    assert "trained jigsaw NSE to step 4" in _err(capsys)
+    assert run(["train", "nse", "--out", str(nse_run), "--resume", "--set", "train.steps=6"]) == 0
+    assert [s for s, _ in list_checkpoints(nse_run)][-1] == 6
+    assert run(["train", "export", str(nse_run), "--name", "cli-nse"]) == 0
+    assert "structure extractor cli-nse (step 6)" in _err(capsys)
+    out = tmp_path / "sr"
+    code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(out), *FAST,
+                "--set", "train.steps=2", "--set", "loss.preset=spsr-j", "--set", "loss.nse=cli-nse"])
+    assert code == 0 and [s for s, _ in list_checkpoints(out)] == [2]
+    assert '"preset": "spsr-j", "nse": "cli-nse"' in (out / "log.jsonl").read_text()

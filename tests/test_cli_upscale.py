@@ -12,7 +12,20 @@ def save(path):
     return path
 
 
-def test_without_weights_explains_how_to_get_them(tmp_path, capsys):
+def test_the_shipped_default_model_needs_no_flags(tmp_path):
+    save(tmp_path / "p.png")
+    assert run(["upscale", str(tmp_path / "p.png")]) == 0
+    assert PILImage.open(tmp_path / "p_x4.png").size == (48, 40)
+
+
+def test_without_weights_explains_how_to_get_them(tmp_path, capsys, monkeypatch):
+    import json
+
+    from spsr_cli.weights import manifest
+
+    bare = tmp_path / "weights_manifest.json"
+    bare.write_text(json.dumps({"format_version": 1, "default": None, "models": [], "auxiliary": []}))
+    monkeypatch.setattr(manifest, "packaged_manifest_path", lambda: bare)
     save(tmp_path / "p.png")
     assert run(["upscale", str(tmp_path / "p.png")]) == 1
     err = " ".join(capsys.readouterr().err.split())
@@ -54,4 +67,17 @@ def test_weights_import_then_upscale_by_name(tmp_path, tiny_weights):
     assert run(["weights", "import", str(tiny_weights), "--name", "tiny", "--licence", "MIT"]) == 0
     assert run(["upscale", str(tmp_path / "p.png"), "--model", "tiny"]) == 0
     assert (tmp_path / "p_x4.png").exists()
-    assert run(["upscale", str(tmp_path / "p.png"), "--model", "not-a-model"]) == 1
+    assert run(["upscale", str(tmp_path / "p.png"), "--model", "not-a-model"]) == 2  # a usage error
+
+
+def test_skip_existing_is_summarised_and_outscale_names_the_output(tmp_path, tiny_weights, capsys):
+    for i in range(3):
+        save(tmp_path / f"{i}.png")
+    args = ["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--outscale", "2"]
+    assert run(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0_x2.png", "1_x2.png", "2_x2.png"]
+    capsys.readouterr()
+    assert run([*args, "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "3 skipped (3 existing, --skip-existing)" in err
+    assert "0.png" not in err and err.count("skipped") == 1  # one summary line, not a line per file

@@ -4,10 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import weakref
+
+import numpy as np
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
 from spsr_cli.engine.device import resolve_device, resolve_dtype
-from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.engine.tiling import Upscaler, auto_tile_size, tile_grid
+from spsr_cli.engine.options import InferenceOptions, parse_bytes
+from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler, auto_tile_size, tile_grid, working_set_bytes
 from spsr_cli.errors import UsageError
+from conftest import make_generator
 from spsr_cli.model.spsr import SPSROutput
 
 
@@ -111,9 +118,13 @@ def test_auto_tile_is_bounded(tiny_model):
     assert 32 <= tile <= 1024 and tile % 8 == 0
 
 
-def test_device_and_precision_choices():
+def test_device_and_precision_choices(monkeypatch):
     cpu = resolve_device("cpu")
+    monkeypatch.setenv("SPSR_CPU_BF16", "0")
     assert resolve_dtype(cpu, None) == torch.float32
+    monkeypatch.setenv("SPSR_CPU_BF16", "1")
+    assert resolve_dtype(cpu, None) == torch.bfloat16  # the default where the CPU has bf16 units
+    assert resolve_dtype(cpu, "fp32") == torch.float32 and resolve_dtype(cpu, "bf16") == torch.bfloat16
     with pytest.raises(UsageError, match="not used on CPU"):
         resolve_dtype(cpu, "fp16")
     with pytest.raises(UsageError, match="not understood"):
@@ -128,3 +139,160 @@ def test_device_and_precision_choices():
 def test_bad_tiling_options(tiny_model, bad):
     with pytest.raises(UsageError):
         Upscaler(tiny_model, InferenceOptions(**bad))
+
+
+# ---------------------------------------------------------------- precision, layout, batching
+
+
+def test_bf16_on_cpu_runs_channels_last_and_stays_close_to_fp32(tiny_model, image):
+    fp32 = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=0))
+    bf16 = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="bf16", tile=0))
+    assert bf16.dtype == torch.bfloat16 and fp32.dtype == torch.float32
+    for up in (fp32, bf16):
+        weight = up.model.conv_first.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    crop = image[:, :, :24, :24]
+    assert psnr(fp32.upscale(crop), bf16.upscale(crop)) > 40
+
+
+def test_batched_tiles_match_single_tiles(tiny_model, image):
+    crop = image[:, :, :40, :44]
+    single = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=16, tile_overlap=4))
+    batched = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=16, tile_overlap=4))
+    batched.max_batch = 4  # what CUDA does when several tiles fit; the logic is the same on CPU
+    plan = batched.plan(40, 44)
+    assert plan.batch == 4 and plan.tile == 16
+    sizes = []
+    real = batched._forward
+    batched._forward = lambda patch: sizes.append(tuple(patch.shape)) or real(patch)
+    calls = []
+    out = batched.upscale(crop, progress=lambda d, t: calls.append(d))
+    assert sizes == [(4, 3, 24, 24)] * 2 + [(1, 3, 24, 24)] and calls == list(range(1, 10))  # 9 tiles, one shape
+    torch.testing.assert_close(out, single.upscale(crop), atol=1e-5, rtol=0)
+
+
+def test_compile_option_wraps_the_prepared_model(tiny_model, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or model)
+    up = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", compile=True))
+    assert compiled == [up.model] and up.model is not tiny_model
+
+
+def test_integer_output_is_the_rounded_float_output(tiny_model, image):
+    up = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=16, tile_overlap=4))
+    crop = image[:, :, :24, :30]
+    rgb = crop[0].permute(1, 2, 0).numpy()
+    reference = up.upscale(crop)[0].permute(1, 2, 0).numpy()
+    for dtype, peak in ((np.uint8, 255), (np.uint16, 65535)):
+        out = up.upscale_array(rgb, dtype=dtype)
+        assert out.dtype == dtype and out.shape == (96, 120, 3)
+        assert np.array_equal(out, np.rint(reference * peak).astype(dtype))
+
+
+# ---------------------------------------------------------------- memory
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of the CPU tensor storages that torch operators produce while active.
+
+    Storages are counted once however many tensors view them, and released when the
+    last of those tensors is freed (CPython frees at once: nothing here depends on time).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.live, self.peak = {}, 0, 0
+
+    def _release(self, key):
+        count, nbytes = self.refs[key]
+        if count == 1:
+            del self.refs[key]
+            self.live -= nbytes
+        else:
+            self.refs[key] = (count - 1, nbytes)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                count, nbytes = self.refs.get(key, (0, storage.nbytes()))
+                if count == 0:
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                self.refs[key] = (count + 1, nbytes)
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def test_peak_tensor_memory_grows_with_the_tile_not_the_image():
+    model = make_generator(nb=1)
+    rng = np.random.default_rng(0)
+
+    def peak(tile, height, width):
+        up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile, tile_overlap=4))
+        rgb = rng.random((height, width, 3), dtype=np.float32)
+        with LiveBytes() as meter:
+            out = up.upscale_array(rgb)  # uint8 output, filled tile by tile
+        assert out.shape == (4 * height, 4 * width, 3)
+        return meter.peak
+
+    small, large, bigger_tile = peak(16, 48, 48), peak(16, 48, 96), peak(32, 96, 96)
+    # 2.3x the output pixels: the only growth is the float32 input (the tensor view of the
+    # H x W x 3 array counts once, 12 bytes per input pixel = 0.75 per output pixel)
+    assert large - small <= 48 * 48 * 12 + 4096
+    assert bigger_tile > 2 * small  # (32 + 8)^2 vs (16 + 8)^2 pixels per patch
+    # the working-set formula that --tile auto and the memory check use bounds each, with < 60 % margin
+    for tile, measured in ((16, small), (32, bigger_tile)):
+        formula = working_set_bytes(model.config, (4 * (tile + 8)) ** 2, 4) - (8 << 20)
+        assert measured <= formula <= 1.6 * measured
+
+
+def test_memory_limit_picks_the_auto_tile_and_refuses_what_cannot_fit(tiny_model):
+    roomy = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("1G")))
+    tight = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("96M")))
+    assert tight.plan(400, 400).tile < roomy.plan(400, 400).tile
+    with pytest.raises(MemoryBudgetError, match=r"4000 x 3000 image \(output 16000 x 12000\).*output 0.54 GiB.*--max-memory allows 96 MiB; the output alone.*--max-memory"):
+        tight.plan(3000, 4000)
+    with pytest.raises(MemoryBudgetError, match=r"even 32-pixel tiles do not fit"):
+        tight.plan(1200, 1200)  # output 66 MiB, and 52 MiB for the smallest tiles
+    fixed = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=512, memory_limit=parse_bytes("256M")))
+    with pytest.raises(MemoryBudgetError, match=r"512-pixel tiles needs about 3.02 GiB .*allows 0.25 GiB; use --tile \d+ or raise --max-memory"):
+        fixed.plan(1000, 1000)
+
+
+def test_cpu_allocation_failure_becomes_a_memory_error(tiny_model, image, monkeypatch):
+    up = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=64))
+
+    def fail(patch):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    monkeypatch.setattr(up, "_forward", fail)
+    with pytest.raises(MemoryBudgetError, match="out of memory on cpu even with 32-pixel tiles"):
+        up.upscale(image)
+    monkeypatch.setattr(up, "_forward", lambda patch: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not mistaken for memory
+        up.upscale(image)
+
+
+@pytest.mark.parametrize("text, value", [("8G", 8 << 30), ("512MiB", 512 << 20), ("1.5 GB", 3 << 29), ("1000", 1000)])
+def test_parse_bytes(text, value):
+    assert parse_bytes(text) == value
+
+
+def test_parse_bytes_refuses_nonsense():
+    with pytest.raises(UsageError, match="not understood"):
+        parse_bytes("lots")
+
+
+def test_a_huge_tile_overlap_is_clamped_to_the_receptive_radius_with_a_warning(tiny_model, caplog):
+    radius = tiny_model.config.receptive_radius
+    image = torch.rand(1, 3, 20, 24)
+    with caplog.at_level("WARNING", logger="spsr_cli"):
+        huge = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=8, tile_overlap=10000))
+    assert huge.overlap == radius
+    assert "--tile-overlap 10000" in caplog.text and str(radius) in caplog.text
+    exact = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=8, tile_overlap=radius))
+    assert torch.equal(huge.upscale(image), exact.upscale(image))  # the clamp changes nothing in the result
+    assert Upscaler(tiny_model, InferenceOptions(device="cpu", tile=8, tile_overlap=16)).overlap == 16

@@ -13,11 +13,12 @@ import pytest
 from hubserver import local_hub
 from PIL import Image
 
-from spsr_cli.errors import ChecksumMismatchError, UsageError, WeightsNotAvailableError
+from spsr_cli.errors import ChecksumMismatchError, ImageError, UsageError, WeightsNotAvailableError
 from spsr_cli.eval.datasets import (
     ArchiveFile,
     DatasetError,
     DatasetSpec,
+    datasets_home,
     get_spec,
     load_pair,
     load_registry,
@@ -25,9 +26,11 @@ from spsr_cli.eval.datasets import (
     pair_files,
     pair_key,
     prepare_dataset,
+    read_rgb,
     unpack_images,
 )
 from spsr_cli.io.imresize import bicubic_downscale
+from spsr_cli.weights.hub import cached_hub_file
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "tester/TinySet"
@@ -109,20 +112,74 @@ def test_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
             prepare_dataset(bad)
 
 
-def test_unpinned_files_need_trust_and_unpinned_lr_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pinned_revision_verifies_files_without_a_sha256_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a pinned commit the hub's etag is the LFS sha256: no --trust-unverified needed, and it is recorded."""
     files, spec = _hub_files()
-    unpinned_hr = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None), lr=None)
-    with pytest.raises(DatasetError, match="--trust-unverified"):
-        prepare_dataset(unpinned_hr)
-    unpinned_lr = DatasetSpec(name="T2", repo_id=REPO, revision=REV, hr=spec.hr, lr=ArchiveFile("data/LR.tar.gz", None))
+    unpinned = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None),
+                           lr=ArchiveFile("data/LR.tar.gz", None))
     with local_hub(files) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        source = prepare_dataset(unpinned_lr)
-        assert source.lr_generated and source.lr_dir is None
-        assert prepare_dataset(unpinned_hr, trust_unverified=True).hr_dir.is_dir()
-    no_revision = DatasetSpec(name="T3", repo_id=None, revision=None, hr=None, lr=None)
+        source = prepare_dataset(unpinned)
+    assert not source.lr_generated and source.lr_dir is not None
+    hr_sha = hashlib.sha256(files[("dataset", REPO, REV, "data/HR.tar.gz")]).hexdigest()
+    assert source.files is not None and source.files["hr"]["sha256"] == hr_sha
+    assert source.files["hr"]["verified_by"] == ["hub-etag"] and source.to_dict()["files"]["lr"]["etag"]
+    # recorded beside the unpacked images, so a later (offline) run reports the same provenance
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert prepare_dataset(unpinned, offline=True).files == source.files
+
+
+def test_bytes_differing_from_the_hub_etag_are_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, spec = _hub_files()
+    lr_key = ("dataset", REPO, REV, "data/LR.tar.gz")
+    unpinned = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None),
+                           lr=ArchiveFile("data/LR.tar.gz", None))
+    broken_lr = {lr_key: bytes(len(files[lr_key]))}
+    with local_hub(files, corrupt=broken_lr) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        with pytest.raises(ChecksumMismatchError, match="hub's .* deleted"):
+            prepare_dataset(unpinned)  # a corrupted LR is an error, not silently replaced
+    assert cached_hub_file(repo_id=REPO, filename="data/LR.tar.gz", revision=REV, repo_type="dataset") is None
+    hr2_key = ("dataset", REPO, REV, "data/HR2.tar.gz")  # other bytes: not in the (content-addressed) cache yet
+    hr2 = _tar({"x/a.png": _png(np.full((8, 8, 3), 7, np.uint8))})
+    with local_hub({**files, hr2_key: hr2}, corrupt={hr2_key: bytes(len(hr2))}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        other = DatasetSpec(name="T2", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR2.tar.gz", None), lr=None)
+        with pytest.raises(ChecksumMismatchError, match="hub's"):
+            prepare_dataset(other)
+    assert not list((datasets_home() / "T2").glob("*/HR/*.png"))  # nothing unpacked from the bad file
+
+
+def test_missing_published_lr_falls_back_to_generating_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, spec = _hub_files()
+    no_lr = {k: v for k, v in files.items() if k[3] != "data/LR.tar.gz"}
+    with local_hub(no_lr) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        source = prepare_dataset(spec)
+    assert source.lr_generated and source.lr_dir is None and "lr" not in (source.files or {})
+
+
+def test_no_pinned_revision_names_the_alternatives() -> None:
+    no_source = DatasetSpec(name="T3", repo_id=None, revision=None, hr=None, lr=None)
     with pytest.raises(DatasetError, match="--hr-dir"):
-        prepare_dataset(no_revision)
+        prepare_dataset(no_source)
+    unpinned_repo = DatasetSpec(name="T4", repo_id=REPO, revision=None, hr=ArchiveFile("a.zip", None), lr=None)
+    with pytest.raises(DatasetError, match="--revision COMMIT"):
+        prepare_dataset(unpinned_repo)
+    with pytest.raises(DatasetError, match="40-hex"):
+        prepare_dataset(unpinned_repo, revision="main")
+
+
+def test_unreachable_hub_fails_at_once_and_names_local_folders(monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    """Issue 10, item 8: no huggingface_hub retry storm, and the message names --hr-dir/--lr-dir."""
+    import huggingface_hub.utils._http as hf_http
+
+    slept: list[float] = []
+    monkeypatch.setattr(hf_http.time, "sleep", slept.append)
+    _, spec = _hub_files()
+    with pytest.raises(WeightsNotAvailableError, match=r"could not reach .* --hr-dir DIR \[--lr-dir DIR\]"):
+        prepare_dataset(spec)  # HF_ENDPOINT is 127.0.0.1:9 in every test: nothing listens
+    assert slept == [] and "Retrying" not in capfd.readouterr().err
 
 
 def test_offline_without_cache_is_a_clear_error() -> None:
@@ -173,5 +230,34 @@ def test_load_pair_crops_generates_and_checks_sizes(tmp_path: Path) -> None:
     assert pair.hr.shape == (32, 40, 3) and pair.lr.shape == (8, 10, 3)
     np.testing.assert_array_equal(pair.hr[..., 0], pair.hr[..., 2])  # grey replicated to RGB
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "wrong.png")
-    with pytest.raises(UsageError, match="not a x4 pair"):
+    with pytest.raises(ImageError, match="not a x4 pair") as info:
         load_pair("g", tmp_path / "g.png", tmp_path / "wrong.png", 4)
+    # both full paths, and the HR size before the crop to a multiple of 4
+    assert str(tmp_path / "g.png") in str(info.value) and str(tmp_path / "wrong.png") in str(info.value)
+    assert "41x34" in str(info.value)
+
+
+def test_same_name_with_two_extensions_is_refused(tmp_path: Path) -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "baby.png")
+    Image.fromarray(img).save(tmp_path / "baby.bmp")
+    with pytest.raises(UsageError, match="baby.bmp and baby.png"):
+        pair_files(tmp_path, None)
+
+
+def test_read_rgb_rounds_16_bit_grey_and_colour(tmp_path: Path) -> None:
+    """16-bit values v become round(v * 255 / 65535): not clipped to white, not truncated."""
+    values = np.array([[0, 128, 129, 385, 32767], [32768, 65278, 65279, 65407, 65535]], dtype=np.uint16)
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "grey16.png")  # mode I;16
+    grey = read_rgb(tmp_path / "grey16.png")
+    assert grey.dtype == np.uint8 and grey.shape == (2, 5, 3)
+    np.testing.assert_array_equal(grey[..., 0], expected)
+    np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
+    from spsr_cli.io.images import Image as SpsrImage
+    from spsr_cli.io.images import write_image
+
+    rgb16 = np.stack([values, values[::-1], 65535 - values], axis=-1)
+    write_image(tmp_path / "rgb16.png", SpsrImage(rgb=(rgb16 / 65535.0).astype(np.float32), bit_depth=16))
+    colour = read_rgb(tmp_path / "rgb16.png")
+    np.testing.assert_array_equal(colour, np.floor(rgb16.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8))

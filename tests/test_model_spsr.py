@@ -56,3 +56,20 @@ def test_fusion_parameters_are_the_f_layers():
     model = SPSRNet(config=SPSRConfig(nf=8, nb=2, gc=4))
     names = {n for n, _ in model.named_parameters() if n.startswith("fusion.")}
     assert {"fusion.block.rdb1.conv1.weight", "fusion.concat.weight", "fusion.hr_conv0.weight", "fusion.out.weight"} <= names
+
+
+@pytest.mark.parametrize("config", [SPSRConfig(nf=2, nb=1, gc=1, scale=2), SPSRConfig(nf=2, nb=3, gc=1, scale=4)])
+def test_receptive_radius_bounds_what_reaches_an_output_pixel(config):
+    """The gradient of one output pixel block is non-zero exactly on its receptive field
+    (LeakyReLU never has a zero slope), so its extent is the true radius."""
+    torch.manual_seed(0)
+    model = SPSRNet(config=config).double().eval()
+    radius = config.receptive_radius
+    n = 2 * radius + 5
+    c, s = n // 2, config.scale
+    x = torch.rand(1, 3, n, n, dtype=torch.float64, requires_grad=True)
+    model(x).sr[..., c * s : (c + 1) * s, c * s : (c + 1) * s].sum().backward()
+    ys, xs = torch.nonzero(x.grad.abs().sum(dim=(0, 1))).unbind(1)
+    reach = int(torch.maximum((ys - c).abs(), (xs - c).abs()).max())
+    assert reach <= radius  # a bound: context beyond it cannot change the output
+    assert reach >= radius - 2  # and a tight one: it is not wasted work

@@ -98,17 +98,18 @@ def _basicsr_rrdb(nf: int = 8, nb: int = 2, gc: int = 4) -> dict[str, torch.Tens
     return sd
 
 
-def test_init_from_a_basicsr_rrdb_fills_the_sr_branch(tmp_path: Path) -> None:
+def test_init_from_a_basicsr_rrdb_is_the_exact_warm_start(tmp_path: Path) -> None:
     rrdb = _basicsr_rrdb()
     path = tmp_path / "rrdb.safetensors"
     save_file(rrdb, str(path))
     model = SPSRNet(config=TINY)
     report = initialise_generator(model, path)
-    assert report["kind"] == "rrdb"
+    assert report["kind"] == "rrdb-warm-start"
     assert torch.equal(model.conv_first.weight, rrdb["conv_first.weight"])
     assert torch.equal(model.trunk[1].rdb3.conv5.bias, rrdb["body.1.rdb3.conv5.bias"])
-    assert any(k.startswith("fusion.") for k in report["random"]) and any(k.startswith("branch.") for k in report["random"])
-    assert "conv_last.weight" in report["ignored"]
+    assert torch.equal(model.fusion.out.weight, rrdb["conv_last.weight"])  # conv_last is used, not dropped
+    assert "hr_conv0.bias" in report["constructed"] and "fusion.concat.weight" in report["constructed"]
+    assert any(k.startswith("branch.") for k in report["random"])
 
 
 def test_init_from_a_run_folder_uses_its_ema(tmp_path: Path) -> None:
@@ -122,3 +123,35 @@ def test_init_from_a_run_folder_uses_its_ema(tmp_path: Path) -> None:
         initialise_generator(model, tmp_path)
     with pytest.raises(CheckpointError, match="no such file"):
         initialise_generator(model, tmp_path / "missing.pth")
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed_by_the_next_save(tmp_path: Path) -> None:
+    import os
+
+    from spsr_cli.train.checkpoint import save_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a process that dies at once (kill -9 mid-save)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    stale = folder / f".step_00000004.pt.{pid}.tmp"
+    live = folder / f".step_00000004.pt.{os.getppid()}.tmp"  # a running process's: kept
+    unrelated = folder / ".notes.tmp"
+    for path in (stale, live, unrelated):
+        path.write_bytes(b"half")
+    save_checkpoint(tmp_path, 5, {"x": 1})
+    assert not stale.exists() and live.exists() and unrelated.exists()
+
+
+def test_a_pickled_checkpoint_message_never_suggests_weights_only_false(tmp_path: Path) -> None:
+    import argparse
+
+    from spsr_cli.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "odd.pt"
+    torch.save({"format_version": 1, "step": 1, "args": argparse.Namespace(a=1)}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "argparse.Namespace" in str(err.value) and "weights_only" not in str(err.value)

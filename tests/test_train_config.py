@@ -101,3 +101,20 @@ def test_resume_uses_the_stored_config(tmp_path: Path) -> None:
     assert resumed.train.steps == 12
     with pytest.raises(ConfigError, match="--config"):
         resolve_run_config(config_path=None, overrides=[], run_dir=tmp_path / "new", resume=False)
+
+
+def test_yaml_off_stays_the_word_off_for_string_keys() -> None:
+    from spsr_cli.train.config import load_config
+
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+
+
+def test_structure_preset_configs_differ_from_the_paper_recipe_only_in_the_objective() -> None:
+    paper = load_config(CONFIGS / "spsr-x4.yaml").to_dict()
+    for preset, nse in (("spsr-p", "nse-contrastive"), ("spsr-j", "nse-jigsaw")):
+        cfg = load_config(CONFIGS / f"{preset}-x4.yaml")
+        assert cfg.loss.preset == preset and cfg.loss.nse_spec() == nse
+        other = cfg.to_dict()
+        assert {k: v for k, v in other.items() if k != "loss"} == {k: v for k, v in paper.items() if k != "loss"}
+        drop = lambda loss: {k: v for k, v in loss.items() if k not in ("preset", "nse")}  # noqa: E731
+        assert drop(other["loss"]) == drop(paper["loss"])

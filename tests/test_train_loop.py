@@ -146,3 +146,72 @@ def test_time_limit_checkpoints_and_stops(tmp_path: Path) -> None:
     assert result.checkpoint == checkpoint_path(tmp_path / "run", 1)
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any(e.get("event") == "time_limit" for e in events)
+
+
+@pytest.mark.parametrize(("amp", "units", "expected"), [("auto", "1", True), ("auto", "0", False), ("off", "1", False), ("bf16", "0", True)])
+def test_cpu_training_uses_bf16_autocast_and_channels_last_where_the_cpu_has_bf16_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amp: str, units: str, expected: bool
+) -> None:
+    monkeypatch.setenv("SPSR_CPU_BF16", units)
+    seen: list[torch.dtype] = []
+    backbone, name = tiny_backbone()
+    backbone.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    cfg = tiny_config("train.steps=2", "train.checkpoint_every=2", f"train.amp={amp}")
+    result = train(cfg, tmp_path / "run", perceptual_backbone=(backbone, name))
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["amp"] is expected and start["channels_last"] is expected
+    assert set(seen) == {torch.bfloat16 if expected else torch.float32}
+    assert all(np.isfinite(row["loss_g"]) for row in result.history)
+    state = load_checkpoint(result.checkpoint)
+    assert all(v.dtype == torch.float32 for v in state["model"].values())  # autocast never changes the weights
+
+
+def test_discriminator_warm_up_freezes_the_generator(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=3", "train.checkpoint_every=1", "train.keep_checkpoints=0", "train.d_warmup_steps=2")
+    result = train(cfg, tmp_path / "run", perceptual_backbone=tiny_backbone())
+    first, second, third = (load_checkpoint(checkpoint_path(tmp_path / "run", s)) for s in (1, 2, 3))
+    torch.manual_seed(cfg.train.seed)  # the same seeded initialisation the loop made
+    init = SPSRNet(config=cfg.spsr_config())
+    for key, value in init.state_dict().items():
+        assert torch.equal(second["model"][key], value), key  # frozen for two steps
+    assert any(not torch.equal(first["d_image"][k], v) for k, v in third["d_image"].items())  # D trained
+    assert any(not torch.equal(second["model"][k], v) for k, v in third["model"].items())  # then G moves
+    assert "loss_g" not in result.history[0] and "loss_d" in result.history[0] and "loss_g" in result.history[2]
+
+
+@pytest.mark.parametrize("preset", ["spsr-p", "spsr-j"])
+def test_structure_presets_train_resume_and_export(tmp_path: Path, preset: str) -> None:
+    from spsr_cli.model.nse import NSEConfig, NSENet
+    from spsr_cli.train.structure import write_nse_file
+
+    torch.manual_seed(5)
+    nse = tmp_path / "nse.safetensors"
+    write_nse_file(nse, NSENet(NSEConfig(channels=4)), metadata={"method": "test"})
+    cfg = tiny_config(f"loss.preset={preset}", f"loss.nse={nse}", "train.steps=4", "train.checkpoint_every=2",
+                      "train.amp=off")
+    full = train(cfg, tmp_path / "full", perceptual_backbone=tiny_backbone())
+    row = full.history[0]
+    assert {"structure_pixel", "structure_gan", "d_structure", "pixel", "perceptual", "branch"} <= set(row)
+    assert not {"gan", "gradient_pixel", "gradient_gan", "d_image", "d_gradient"} & set(row)
+    train(cfg, tmp_path / "split", perceptual_backbone=tiny_backbone(), stop_after=2)
+    resumed = train(cfg, tmp_path / "split", resume=True, perceptual_backbone=tiny_backbone())
+    assert [r["loss_g"] for r in resumed.history] == [r["loss_g"] for r in full.history[2:]]
+    a, b = (load_checkpoint(checkpoint_path(tmp_path / run, 4)) for run in ("full", "split"))
+    for key in ("ema", "d_structure"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+    assert a["d_image"] is None and a["d_gradient"] is None
+    with pytest.raises(UsageError, match="preset"):
+        train(tiny_config("train.steps=6"), tmp_path / "full", resume=True)
+    export_run(tmp_path / "full", name=f"tiny-{preset}")
+    assert load_generator(f"tiny-{preset}", device="cpu")(torch.rand(1, 3, 8, 8)).sr.shape == (1, 3, 32, 32)
+
+
+def test_a_resumed_run_removes_temporaries_a_killed_save_left(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=1", "train.checkpoint_every=1", "loss.perceptual=0")
+    train(cfg, tmp_path / "run")
+    stale = tmp_path / "run" / "checkpoints" / ".step_00000002.pt.999999999.tmp"  # no such process
+    stale.write_bytes(b"half a checkpoint")
+    # stop_after=1: the resumed run takes no step, so no save could have removed it
+    train(tiny_config("train.steps=2", "train.checkpoint_every=1", "loss.perceptual=0"), tmp_path / "run", resume=True,
+          stop_after=1)
+    assert not stale.exists()

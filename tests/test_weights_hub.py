@@ -9,7 +9,7 @@ from hubserver import local_hub
 from spsr_cli.cli.app import run
 from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
 from spsr_cli.weights import manifest as m
-from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file
+from spsr_cli.weights.hub import HubUnreachableError, cached_hub_file, fetch_hub_file, fetch_hub_file_checked
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 DATA = b"weights" * 1000
@@ -34,7 +34,7 @@ def test_good_download_lands_in_the_hf_cache(hub, tmp_path):
     assert path.read_bytes() == DATA
     assert str(path).startswith(str(tmp_path.parent)) or "hub" in str(path)
     assert cached_hub_file(repo_id="org/spsr", filename="spsr.safetensors", revision=REV) == path
-    assert any(method == "GET" and "resolve" in url for method, url in hub.requests)
+    assert any(method == "GET" and url.startswith("/cdn/") for method, url in hub.requests)  # LFS: via the CDN
 
 
 def test_sha256_mismatch_deletes_the_file(hub):
@@ -62,13 +62,39 @@ def test_offline_with_cache_uses_it_without_network(hub, monkeypatch):
     assert hub.requests == []
 
 
-def test_unreachable_hub_without_cache(monkeypatch):
+def test_unreachable_hub_without_cache_fails_at_once_without_retries(monkeypatch, capfd):
     import huggingface_hub.utils._http as hf_http
 
-    monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)  # skip huggingface_hub's retry back-off
+    slept = []
+    monkeypatch.setattr(hf_http.time, "sleep", slept.append)  # any back-off would show up here
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(WeightsNotAvailableError, match="could not reach|has no"):
+    with pytest.raises(HubUnreachableError, match="could not reach"):
         fetch()
+    assert slept == []
+    assert "Retrying" not in capfd.readouterr().err
+
+
+def test_hub_etag_verifies_an_unpinned_file_and_is_recorded(hub):
+    got = fetch_hub_file_checked(repo_id="org/spsr", filename="spsr.safetensors", revision=REV, sha256=None)
+    assert got.sha256 == SHA and got.etag == SHA and got.verified_by == ("hub-etag",)
+    again = fetch_hub_file_checked(repo_id="org/spsr", filename="spsr.safetensors", revision=REV, sha256=SHA)
+    assert again.etag == SHA and again.verified_by == ("hub-etag", "pin")  # from the cache: the blob is named by it
+
+
+def test_bytes_that_differ_from_the_hub_etag_are_deleted(monkeypatch):
+    bad = b"x" * len(DATA)  # same size: huggingface_hub's own size check passes
+    with local_hub({KEY: DATA}, corrupt={KEY: bad}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        with pytest.raises(ChecksumMismatchError, match="hub's .* deleted"):
+            fetch_hub_file_checked(repo_id="org/spsr", filename="spsr.safetensors", revision=REV, sha256=None)
+    assert cached_hub_file(repo_id="org/spsr", filename="spsr.safetensors", revision=REV) is None
+
+
+def test_plain_git_file_is_verified_by_its_blob_id(monkeypatch):
+    with local_hub({KEY: DATA}, plain={KEY}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        got = fetch_hub_file_checked(repo_id="org/spsr", filename="spsr.safetensors", revision=REV, sha256=None)
+    assert got.verified_by == ("hub-etag",) and got.sha256 == SHA and len(got.etag or "") == 40
 
 
 def test_cli_download_and_list(hub, tmp_path, monkeypatch, capsys):

@@ -48,23 +48,146 @@ def test_registered_file_that_changed_is_refused(tmp_path, tiny_model):
     entry = import_checkpoint(pth, name="changing")
     with open(entry.source.path, "ab") as handle:
         handle.write(b"x")
-    with pytest.raises(ChecksumMismatchError, match="changed"):
+    with pytest.raises(ChecksumMismatchError, match="damaged or replaced"):
         load_generator("changing")
 
 
 def test_no_default_model_says_how_to_get_weights():
-    if load_manifest().default is not None:
-        pytest.skip("a default model is shipped")
+    from spsr_cli.weights.manifest import Manifest
+
+    assert load_manifest().default == "spsr-x4"  # shipped; a registry without one explains what to do
     with pytest.raises(WeightsNotAvailableError) as err:
-        resolve_weights(None)
+        resolve_weights(None, manifest=Manifest())
     assert str(err.value) == NO_DEFAULT_HELP
     assert "spsr weights import" in NO_DEFAULT_HELP
 
 
 def test_missing_path_and_unknown_extension(tmp_path):
-    with pytest.raises(WeightsNotAvailableError, match="does not exist"):
+    with pytest.raises(UnknownModelError, match="does not exist"):  # a usage error: exit code 2
         resolve_weights(str(tmp_path / "nope.pth"))
     odd = tmp_path / "w.onnx"
     odd.write_bytes(b"x")
     with pytest.raises(UnknownModelError, match="unsupported checkpoint extension"):
         load_generator(odd)
+
+
+# ---------------------------------------------------------------- hardening (issue 10)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import pickle  # noqa: E402
+import stat  # noqa: E402
+
+from spsr_cli.errors import CheckpointMismatchError  # noqa: E402
+from spsr_cli.weights.store import read_weights_file  # noqa: E402
+
+
+def _as_unprivileged(fn):
+    """Run ``fn`` as an unprivileged user (root reads any file): in a forked child when we are root."""
+    if os.geteuid() != 0:
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                result = fn()
+            except BaseException as err:  # noqa: BLE001 - handed to the parent
+                result = err
+            os.write(write, pickle.dumps(result))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as handle:
+        data = handle.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_at_load_and_import(tmp_path, tiny_model, bad):
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    state["fusion.out.bias"][1] = bad
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match=r"'fusion.out.bias' holds 1 NaN/Inf"):
+        load_generator(path)
+    with pytest.raises(CheckpointMismatchError, match="fusion.out.bias"):
+        import_checkpoint(path, name="broken")
+    assert "broken" not in load_manifest().models
+    with pytest.raises(CheckpointMismatchError, match="fusion.out.bias"):  # nor can training export them
+        write_generator_file(tmp_path / "x.safetensors", state, tiny_model.config, source="t", licence="MIT")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_training_checkpoint_names_the_export_command(tmp_path, tiny_model):
+    path = tmp_path / "step_00000010.pt"
+    torch.save({"format_version": 1, "step": 10, "model": tiny_model.state_dict(), "ema": tiny_model.state_dict()}, path)
+    with pytest.raises(UnknownModelError, match=r"training checkpoint \(step 10\).*spsr train export"):
+        load_generator(path)
+
+
+def test_a_run_folder_as_model_says_to_export_it(tmp_path):
+    (tmp_path / "run/checkpoints").mkdir(parents=True)
+    with pytest.raises(UnknownModelError, match="is a folder.*spsr train export") as err:
+        resolve_weights(str(tmp_path / "run"))
+    assert "does not exist" not in str(err.value)
+
+
+def test_a_pickle_is_refused_without_suggesting_weights_only_false(tmp_path, tiny_model):
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=1)}, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        read_weights_file(path)
+    message = str(err.value)
+    assert "argparse.Namespace" in message and "could run code" in message
+    assert "weights_only" not in message and "False" not in message
+
+
+def test_an_unreadable_file_is_reported_as_unreadable(tiny_weights):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="spsr-unreadable-"))  # reachable by the other user, unlike tmp_path
+    try:
+        folder.chmod(0o755)
+        path = Path(shutil.copy(tiny_weights, folder / "w.safetensors"))
+        path.chmod(0)
+        outcome = _as_unprivileged(lambda: read_weights_file(path))
+    finally:
+        shutil.rmtree(folder)
+    assert isinstance(outcome, WeightsNotAvailableError), outcome
+    assert "cannot read the weights file" in str(outcome) and "Permission denied" in str(outcome)
+    assert "No such file" not in str(outcome)
+
+
+def test_a_damaged_registered_file_is_not_advised_to_be_imported_again(tmp_path, tiny_model):
+    original = tmp_path / "orig.pth"
+    torch.save(tiny_model.state_dict(), original)
+    entry = import_checkpoint(original, name="mine")
+    stored = entry.source.path
+    with open(stored, "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\0\0\0\0")
+    with pytest.raises(ChecksumMismatchError) as err:
+        resolve_weights("mine")
+    message = str(err.value)
+    assert str(original.resolve()) in message and "--name mine --force" in message
+    assert "import it again under a new name" not in message
+
+
+def test_weight_files_and_registry_follow_the_umask(tmp_path, tiny_model):
+    original = tmp_path / "orig.pth"
+    torch.save(tiny_model.state_dict(), original)
+    old = os.umask(0o022)
+    try:
+        entry = import_checkpoint(original, name="shared")
+    finally:
+        os.umask(old)
+    from spsr_cli.weights.manifest import local_manifest_path
+
+    for path in (entry.source.path, local_manifest_path()):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path

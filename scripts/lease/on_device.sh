@@ -1,80 +1,84 @@
 #!/usr/bin/env bash
-# Train, export and evaluate the default spsr-x4 weights on a lent GPU machine, one step per
-# device call (each call <= 10 min; the machine keeps /tmp while it stays warm, so keep calls
-# back to back). Run from the repository root on the device; prepare with scripts/lease/pack.py.
+# Continue training the shipped spsr-x4 on a lent GPU machine, one step per device call; run from the
+# repository root on the device, after scripts/lease/pack.py here. The machine is given back 30 s after a
+# call ends and takes /tmp with it, so keep the calls back to back; training runs detached (setsid) and
+# every call brings the latest EMA generator back in $OUT, so nothing is lost if the machine goes.
 #
-#   scripts/lease/on_device.sh stage1          # carry .lease/part1: photographs, benchmarks, LPIPS
-#   scripts/lease/on_device.sh stage2          # carry .lease/part2: Real-ESRGAN init, VGG16
-#   scripts/lease/on_device.sh train MINUTES   # warm-up (WARMUP_MIN) then GAN; run again to continue
-#   scripts/lease/on_device.sh finish          # export EMA float16, eval Set5/Set14, files to $OUT
+#   scripts/lease/on_device.sh receive           # once per chunk: carry .lease/chunkNNofMM
+#   scripts/lease/on_device.sh train MINUTES     # start (or keep) training; wait MINUTES; export to $OUT
+#   scripts/lease/on_device.sh finish            # stop, export EMA float16 parts + Set5/Set14 JSONs to $OUT
 #
-# Knobs: LEASE (work dir, /tmp/spsr-lease), WARMUP_MIN (psnr warm-up minutes, 4), BATCH (32),
-# DEVICE (cuda; "cpu" for a dry run), SETS (benchmarks for finish, "Set5 Set14"),
-# EXTRA (more --set options, e.g. for a CPU dry run).
-# Then, here: python scripts/lease/ship.py --parts FILES_AT
+# Knobs: LEASE (work dir, /tmp/spsr-lease), BATCH (32), DEVICE (cuda; "cpu" for a dry run),
+# EXTRA (more --set options). Then, here:
+#   python scripts/lease/ship.py --parts FILES_AT     (joins, verifies, scores, ships only if better)
 set -euo pipefail
 LEASE=${LEASE:-/tmp/spsr-lease}
-WARMUP_MIN=${WARMUP_MIN:-4}
 BATCH=${BATCH:-32}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$LEASE/out}
 EXTRA=${EXTRA:-}
+RUN=$LEASE/runs/gan
 export SPSR_HOME=$LEASE/home PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-CONFIG=configs/spsr-x4-lease.yaml
-DATA="--set data.hr_dirs=[$LEASE/data/train/bsds500,$LEASE/data/train/t91]"
 spsr() { python3 -m spsr_cli "$@"; }
-now() { date +%s; }
+
+export_ema() {  # the newest checkpoint's EMA generator, float16, in parts of <= 15 MiB, with its sha256
+  mkdir -p "$OUT"
+  python3 - "$RUN" "$OUT" <<'PY'
+import hashlib, sys
+from pathlib import Path
+from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
+from spsr_cli.train.config import TrainConfig
+from spsr_cli.weights.store import write_generator_file
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+ckpt = latest_checkpoint(run)
+if ckpt is None:
+    sys.exit("no checkpoint yet")
+state = load_checkpoint(ckpt)
+target = run / "candidate.safetensors"
+sha = write_generator_file(target, state["ema"], TrainConfig.from_dict(state["config"]).spsr_config(),
+                           source=f"GPU lease step {state['step']} (EMA)", licence="Apache-2.0",
+                           extra_metadata={"training_step": str(state["step"])})
+data = target.read_bytes()
+for i in range(0, len(data), 15 << 20):
+    (out / f"spsr-x4.safetensors.part{i // (15 << 20):02d}").write_bytes(data[i:i + (15 << 20)])
+(out / "sha256.txt").write_text(f"{sha}  step {state['step']}\n")
+print("exported step", state["step"], sha)
+PY
+  cp "$RUN/log.jsonl" "$OUT/log.jsonl"
+}
 
 case "${1:-}" in
-stage1)
-  mkdir -p "$LEASE/data" "$SPSR_HOME/aux"
-  tar -xf .lease/part1/data.tar -C "$LEASE/data"
-  cp .lease/part1/lpips-alex-v0.1.safetensors "$SPSR_HOME/aux/"
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  python3 -c "import torch, typer, rich, yaml, safetensors, huggingface_hub; print('torch', torch.__version__, torch.cuda.is_available())"
-  du -sh "$LEASE"/data/* ;;
-stage2)
-  mkdir -p "$LEASE/init" "$SPSR_HOME/aux"
-  cp .lease/part2/realesrgan-x4plus-rrdb.safetensors "$LEASE/init/"
-  cp .lease/part2/vgg16-*.safetensors "$SPSR_HOME/aux/"
-  ls -la "$LEASE/init" "$SPSR_HOME/aux" ;;
+receive)
+  mkdir -p "$LEASE/chunks"
+  for chunk in .lease/chunk*; do cp "$chunk/payload.part" "$LEASE/chunks/$(basename "$chunk")"; done
+  have=$(ls "$LEASE/chunks" | wc -l); want=$(ls "$LEASE/chunks" | head -n1 | sed 's/.*of0*//')
+  echo "received $have of $want chunks"
+  if [ "$have" = "$want" ]; then
+    cat "$LEASE"/chunks/chunk* | tar -x -C "$LEASE" && rm -rf "$LEASE/chunks"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+    du -sh "$LEASE"/data/* "$LEASE"/home/aux
+  fi ;;
 train)
-  budget=${2:?train needs the minutes this call may use}
-  start=$(now)
-  common=(--config "$CONFIG" $DATA --set "data.batch_size=$BATCH" --set "train.device=$DEVICE" $EXTRA)
-  if [ ! -f "$LEASE/runs/warmup.done" ]; then
-    spsr train "${common[@]}" --out "$LEASE/runs/warmup" --stage psnr \
-      --init "$LEASE/init/realesrgan-x4plus-rrdb.safetensors" --set train.lr=2e-4 \
-      --set "train.time_limit_min=$WARMUP_MIN"
-    touch "$LEASE/runs/warmup.done"
+  minutes=${2:?train needs the minutes this call may wait}
+  if ! pgrep -f "spsr_cli train .*$RUN" >/dev/null; then
+    resume=(); [ -d "$RUN/checkpoints" ] && resume=(--resume)
+    init=(); [ ${#resume[@]} -eq 0 ] && init=(--init spsr_cli/weights/bundled/spsr-x4.safetensors)
+    setsid python3 -m spsr_cli train --config configs/spsr-x4-lease.yaml --out "$RUN" "${resume[@]}" "${init[@]}" \
+      --set "data.hr_dirs=[$LEASE/data/train/bsds500,$LEASE/data/train/t91]" --set "data.batch_size=$BATCH" \
+      --set "train.device=$DEVICE" $EXTRA >>"$LEASE/train.out" 2>&1 < /dev/null &
   fi
-  left=$(python3 -c "print(max(0.5, $budget - ($(now) - $start) / 60 - 0.5))")
-  if [ -d "$LEASE/runs/gan" ]; then
-    spsr train "${common[@]}" --out "$LEASE/runs/gan" --stage gan --resume --set "train.time_limit_min=$left"
-  else
-    spsr train "${common[@]}" --out "$LEASE/runs/gan" --stage gan --init "$LEASE/runs/warmup" \
-      --set "train.time_limit_min=$left"
-  fi
-  tail -n 3 "$LEASE/runs/gan/log.jsonl" ;;
+  sleep "$(python3 -c "print(int(60 * $minutes))")"
+  tail -n 2 "$LEASE/train.out"
+  export_ema ;;
 finish)
-  mkdir -p "$OUT" "$LEASE/results"
-  spsr train export "$LEASE/runs/gan" --name spsr-x4 --licence BSD-3-Clause --force \
-    --description "SPSR x4, one GPU lease: Real-ESRGAN x4plus init, psnr warm-up, SPSR-G GAN stage"
-  weights="$SPSR_HOME/weights/spsr-x4.safetensors"
-  sha256sum "$weights" | tee "$LEASE/results/sha256.txt"
-  for set in ${SETS:-Set5 Set14}; do
-    for model in spsr-x4 bicubic; do
-      spsr eval --hr-dir "$LEASE/data/bench/$set/HR" --lr-dir "$LEASE/data/bench/$set/LR_bicubic_X4" \
-        --model "$model" --protocol spsr-paper --device "$DEVICE" --json "$LEASE/results/$set-$model.json" \
-        $( [ "$model" = spsr-x4 ] && echo --save-images "$LEASE/results/sr-$set" )
-    done
+  pkill -INT -f "spsr_cli train .*$RUN" || true
+  while pgrep -f "spsr_cli train .*$RUN" >/dev/null; do sleep 2; done
+  export_ema
+  for set in Set5 Set14; do
+    spsr eval --hr-dir "$LEASE/data/bench/$set/HR" --lr-dir "$LEASE/data/bench/$set/LR_bicubic_X4" \
+      --model "$RUN/candidate.safetensors" --protocol spsr-paper --device "$DEVICE" --precision fp32 --no-niqe --json "$OUT/$set.json"
   done
-  cp "$LEASE/runs/warmup/log.jsonl" "$LEASE/results/warmup-log.jsonl"
-  cp "$LEASE/runs/gan/log.jsonl" "$LEASE/results/gan-log.jsonl"
-  cp "$LEASE/runs/gan/config.yaml" "$LEASE/results/gan-config.yaml"
-  tar -cf "$OUT/results.tar" -C "$LEASE" results
-  split -b 15M -d "$weights" "$OUT/spsr-x4.safetensors.part"
   ls -la "$OUT" ;;
 *)
-  sed -n '2,14p' "$0"; exit 2 ;;
+  sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -11,7 +11,7 @@ from typer.exceptions import TyperException
 from rich.logging import RichHandler
 
 from spsr_cli import __version__
-from spsr_cli.cli.common import console
+from spsr_cli.cli.common import console, stdout
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.cli.train import train_app
 from spsr_cli.cli.upscale import upscale_command
@@ -31,7 +31,7 @@ def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
 ) -> None:
     if version:
-        console.print(f"spsr-cli {__version__}")
+        typer.echo(f"spsr-cli {__version__}")  # stdout: it is the command's output
         raise typer.Exit(0)
     logging.getLogger("spsr_cli").setLevel(logging.DEBUG if verbose else logging.INFO)
     if ctx.invoked_subcommand is None:
@@ -45,12 +45,31 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(train_app, name="train")
 
 
+class _LogHandler(logging.Handler):
+    """Rich output on a terminal; plain, unwrapped ``level: message`` lines otherwise, so logs
+    written to a file or pipe never split paths and commands at 80 columns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if console.is_terminal:
+            self._rich.emit(record)
+            return
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        except (OSError, ValueError):  # closed or broken stderr: nothing sensible left to do
+            pass
+
+
 def _configure_logging() -> None:
     root = logging.getLogger("spsr_cli")
-    if not root.handlers:
-        handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-        root.addHandler(handler)
+    if not any(isinstance(h, _LogHandler) for h in root.handlers):
+        root.addHandler(_LogHandler())
         root.setLevel(logging.INFO)
+    for shared in (console, stdout):  # messages: wrapped by rich on a terminal, never in files/pipes
+        shared.soft_wrap = not shared.is_terminal
 
 
 def run(argv: Sequence[str] | None = None) -> int:

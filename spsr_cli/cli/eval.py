@@ -9,88 +9,179 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spsr_cli.cli.common import DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options
+from spsr_cli.cli.common import DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout
 from spsr_cli.errors import UsageError
-from spsr_cli.eval.datasets import DatasetSource, get_spec, local_source, prepare_dataset
+from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 from spsr_cli.eval.metrics import PROTOCOLS
-from spsr_cli.eval.runner import EvalResult, evaluate, write_csv, write_json
+from spsr_cli.eval.runner import Crop, EvalResult, evaluate_many, model_labels, write_csv, write_json
+
+
+def _dataset_help() -> str:
+    specs = list(load_registry().values())
+    pinned = [s.name for s in specs if s.repo_id and s.revision and s.hr]
+    unpinned = [f"{s.name} ({s.repo_id})" for s in specs if s.repo_id and s.hr and not s.revision]
+    none = [s.name for s in specs if not (s.repo_id and s.hr)]
+    text = f"Benchmark, downloaded from the Hugging Face hub at a pinned commit and verified: {', '.join(pinned)}."
+    if unpinned:
+        text += f" No verifiable commit known for {', '.join(unpinned)}: give --revision COMMIT, or use --hr-dir."
+    if none:
+        text += f" No hub source for {', '.join(none)}: use --hr-dir."
+    return text + " Sources and revisions: README, section Evaluation."
 
 
 def eval_command(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Benchmark: Set5, Set14, BSD100, Urban100, Manga109, General100, DIV2K-val.")] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(help="With --compare: the models to put side by side (names, paths or 'bicubic').", show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=_dataset_help())] = None,
     hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).")] = None,
     lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row).")] = "bicubic",
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row; the default).")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Evaluate every model given as an argument in one run: `--compare bicubic my-spsr other.safetensors`; one table, the paper's layout.")] = False,
     protocol: Annotated[str, typer.Option("--protocol", help="spsr-paper (MATLAB toolbox of the SPSR paper) or basicsr.")] = "spsr-paper",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write means, per-image rows and provenance as JSON.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write means, per-image rows (psnr, ssim, lpips, niqe) and provenance as JSON.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image rows and the mean as CSV.")] = None,
-    save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Folder for the SR images (PNG).")] = None,
+    save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Folder for the SR images (PNG; one sub-folder per model with --compare) and side-by-side crops in crops/.")] = None,
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Crop window X,Y,SIZE in HR pixels for --save-images (default: the most detailed 96-pixel window).")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (downloads its weights once).")] = True,
-    trust_unverified: Annotated[bool, typer.Option("--trust-unverified", help="Also use registry files whose sha256 is not pinned yet.")] = False,
+    niqe: Annotated[bool, typer.Option("--niqe/--no-niqe", help="Compute NIQE (no-reference; downloads its model once).")] = True,
+    trust_unverified: Annotated[bool, typer.Option("--trust-unverified", help="Also use files neither the hub nor the registry gives a content hash for.")] = False,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Measure PSNR / SSIM / LPIPS of a model on a x4 benchmark, as the papers' tables do."""
+    """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
+
+    The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
+    """
     if protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} is not known; use one of: {', '.join(PROTOCOLS)}")
+    chosen = _models(model, compare, models)
+    window = _parse_crop(crop)
+    if crop is not None and save_images is None:
+        raise UsageError("--crop goes with --save-images")
     options = inference_options(tile, tile_overlap, device, precision)
-    source = _source(dataset, hr_dir, lr_dir, offline=offline, trust_unverified=trust_unverified)
+    source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    what = ", ".join(model_labels(chosen))
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"{source.name} ({model})", total=None)
+        task = bar.add_task(f"{source.name} ({what})", total=None)
 
         def on_image(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"{source.name} ({model}): {name}")
+            bar.update(task, completed=done, total=total, description=f"{source.name} ({what}): {name}")
 
-        result = evaluate(
-            source, model=model, protocol=protocol, options=options, lpips=lpips, save_images=save_images,
-            progress=on_image, offline=offline or None, trust_unverified=trust_unverified,
+        results = evaluate_many(
+            source, models=chosen, protocol=protocol, options=options, lpips=lpips, niqe=niqe,
+            save_images=save_images, crop=window, progress=on_image, offline=offline or None,
+            trust_unverified=trust_unverified,
         )
-    console.print(_table(result))
-    if result.lpips_note:
-        console.print(f"[yellow]LPIPS missing:[/] {result.lpips_note}")
+    stdout.print(_compare_table(results) if compare else _table(results[0]))
+    first = results[0]
+    for label, note in (("LPIPS", first.lpips_note), ("NIQE", first.niqe_note)):
+        if note and "not requested" not in note:
+            console.print(f"[yellow]{label} missing:[/] {note}")
     if json_path is not None:
-        write_json(result, json_path)
+        write_json(results if compare else first, json_path)
         console.print(f"-> {json_path}")
     if csv_path is not None:
-        write_csv(result, csv_path)
+        write_csv(results if compare else first, csv_path)
         console.print(f"-> {csv_path}")
+    if first.failed:
+        console.print(f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)")
+        raise typer.Exit(1)
+
+
+def _models(model: str | None, compare: bool, models: list[str] | None) -> list[str]:
+    if compare:
+        if model is not None:
+            raise UsageError("--compare takes the models as arguments; drop --model")
+        if not models:
+            raise UsageError("--compare needs the models to compare, e.g. `spsr eval --dataset Set5 --compare bicubic my-spsr`")
+        return list(models)
+    if models:
+        raise UsageError(f"unexpected argument(s) {' '.join(models)}: use --model NAME, or --compare A B ... for several models")
+    return [model or "bicubic"]
+
+
+def _parse_crop(value: str | None) -> Crop | None:
+    if value is None:
+        return None
+    try:
+        x, y, size = (int(part) for part in value.split(","))
+    except ValueError:
+        raise UsageError(f"--crop {value!r} is not X,Y,SIZE (three whole numbers, e.g. 120,40,96)") from None
+    if x < 0 or y < 0 or size < 8:
+        raise UsageError(f"--crop {value!r}: X and Y must be >= 0 and SIZE >= 8")
+    return Crop(x=x, y=y, size=size)
 
 
 def _source(
-    dataset: str | None, hr_dir: Path | None, lr_dir: Path | None, *, offline: bool, trust_unverified: bool
+    dataset: str | None, hr_dir: Path | None, lr_dir: Path | None, *, revision: str | None, offline: bool,
+    trust_unverified: bool,
 ) -> DatasetSource:
     if (dataset is None) == (hr_dir is None):
         raise UsageError("give exactly one of --dataset NAME or --hr-dir DIR")
     if hr_dir is None:
         if lr_dir is not None:
             raise UsageError("--lr-dir goes with --hr-dir, not with --dataset")
-        return prepare_dataset(get_spec(dataset or ""), offline=offline or None, trust_unverified=trust_unverified)
+        return prepare_dataset(
+            get_spec(dataset or ""), offline=offline or None, trust_unverified=trust_unverified, revision=revision
+        )
+    if revision is not None:
+        raise UsageError("--revision goes with --dataset, not with --hr-dir")
     for folder in (hr_dir, lr_dir):
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{folder} is not a folder")
     return local_source(hr_dir, lr_dir)
 
 
+def _num(value: float | None, digits: int, bold: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"[bold]{text}[/]" if bold else text
+
+
 def _table(result: EvalResult) -> Table:
     table = Table(title=f"{result.dataset['name']} x{result.scale} - {result.model} - protocol {result.protocol}")
     table.add_column("image")
-    for metric in ("PSNR (dB)", "SSIM", "LPIPS"):
+    for metric in ("PSNR (dB)", "SSIM", "LPIPS", "NIQE"):
         table.add_column(metric, justify="right")
     for r in result.images:
-        table.add_row(r.name, f"{r.psnr:.3f}", f"{r.ssim:.4f}", "-" if r.lpips is None else f"{r.lpips:.4f}")
+        if r.error is not None:
+            table.add_row(f"[red]{r.name}[/]", "[red]failed[/]", "-", "-", "-")
+            continue
+        table.add_row(r.name, _num(r.psnr, 3), _num(r.ssim, 4), _num(r.lpips, 4), _num(r.niqe, 4))
     means = result.means
     table.add_section()
     table.add_row(
-        "[bold]mean[/]",
-        "-" if means["psnr"] is None else f"[bold]{means['psnr']:.3f}[/]",
-        "-" if means["ssim"] is None else f"[bold]{means['ssim']:.4f}[/]",
-        "-" if means["lpips"] is None else f"[bold]{means['lpips']:.4f}[/]",
+        "[bold]mean[/]", _num(means["psnr"], 3, True), _num(means["ssim"], 4, True), _num(means["lpips"], 4, True),
+        _num(means["niqe"], 4, True),
     )
-    table.caption = f"{len(result.images)} images in {result.seconds:.1f} s"
+    failed = f", {len(result.failed)} failed" if result.failed else ""
+    table.caption = f"{len(result.images) - len(result.failed)} images scored{failed} in {result.seconds:.1f} s"
+    for r in result.failed:
+        console.print(f"[red]{r.name}:[/] {r.error}")
+    return table
+
+
+def _compare_table(results: list[EvalResult]) -> Table:
+    """The papers' layout: one row per model, LPIPS / PSNR / SSIM (and NIQE) of the set."""
+    first = results[0]
+    table = Table(title=f"{first.dataset['name']} x{first.scale} - protocol {first.protocol}")
+    table.add_column("model")
+    for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):
+        table.add_column(metric, justify="right")
+    for label, r in zip(model_labels([r.model for r in results]), results):
+        means = r.means
+        table.add_row(label, _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4))
+    failed = [r.name for r in first.failed]
+    table.caption = f"means over {len(first.images) - len(failed)} images in {first.seconds:.1f} s"
+    if failed:
+        table.caption += f"; could not be evaluated: {', '.join(failed)}"
+        for r in first.failed:
+            console.print(f"[red]{r.name}:[/] {r.error}")
     return table
 
 

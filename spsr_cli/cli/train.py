@@ -33,7 +33,7 @@ def train_command(
         return
     if config is None and out is None and not print_config:
         typer.echo(ctx.get_help())
-        raise typer.Exit(0)
+        raise typer.Exit(2)  # a usage error, as bare `spsr` and `spsr weights`
     from spsr_cli.train.config import dump_yaml, load_config, resolve_run_config
 
     extra = list(overrides or [])
@@ -53,6 +53,18 @@ def train_command(
     result = train(cfg, out, resume=resume)
     if result.rank != 0:  # under torchrun only rank 0 reports
         return
+    if result.checkpoint is None and resume:
+        from spsr_cli.train.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(out)
+        if latest is not None:
+            console.print(
+                f"the run in {out} had already finished (step {result.step} of train.steps={cfg.train.steps}); "
+                f"nothing to train. Its newest checkpoint is {latest}. To train further, pass a larger "
+                f"--set train.steps=N with --resume."
+            )
+            console.print(f"export with: spsr train export {out} --name NAME")
+            return
     console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {result.checkpoint or 'none written'}")
     console.print(f"export with: spsr train export {out} --name NAME")
 
@@ -66,10 +78,15 @@ def export_command(
     description: Annotated[str, typer.Option("--description", help="Free text for the manifest entry.")] = "",
     force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
 ) -> None:
-    """Write the run's generator as float16 safetensors and register it locally."""
+    """Write the run's generator as float16 safetensors and register it locally (an NSE run: its float32 structure extractor)."""
     from spsr_cli.train.export import export_run
 
     result = export_run(run, name=name, use_ema=not raw, licence=licence, description=description, replace=force)
+    if result.weights == "nse":
+        console.print(f"[green]exported[/] structure extractor {result.name} (step {result.step}) -> {result.path}\n"
+                      f"sha256 {result.sha256}; use it with: spsr train --set loss.preset="
+                      f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={result.name}")
+        return
     console.print(
         f"[green]exported[/] {result.name} (step {result.step}, {result.weights}) -> {result.path}\n"
         f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {result.name}"
@@ -77,9 +94,36 @@ def export_command(
 
 
 @train_app.command("fetch-init")
-def fetch_init_command(offline: OfflineOpt = False) -> None:
-    """Download and convert Real-ESRGAN x4plus (RRDBNet) for --init; prints the file's path."""
-    from spsr_cli.train.ncnn import fetch_realesrgan_x4plus
+def fetch_init_command(
+    source: Annotated[str, typer.Option("--source", help="RRDBNet to start from: realsr-df2k (default) or realesrgan-x4plus.")] = "realsr-df2k",
+    offline: OfflineOpt = False,
+) -> None:
+    """Download and convert a pretrained RRDBNet for --init (an exact warm start); prints the file's path."""
+    from spsr_cli.train.ncnn import fetch_rrdb_init
 
-    path = fetch_realesrgan_x4plus(offline=offline)
+    path = fetch_rrdb_init(source, offline=offline)
     typer.echo(str(path))
+
+
+@train_app.command("nse")
+def nse_command(
+    method: Annotated[Optional[str], typer.Option("--method", help="contrastive (NSE-P) or jigsaw (NSE-J); overrides task.method.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML NSE config (e.g. configs/nse-contrastive.yaml).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.steps=500 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+) -> None:
+    """Train a neural structure extractor (SPSR-P / SPSR-J's loss network) by self-supervision."""
+    from spsr_cli.train.nse import load_nse_config, train_nse
+
+    if out is None:
+        raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
+    extra = list(overrides or []) + ([f"task.method={method}"] if method is not None else [])
+    if config is None and resume and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    cfg = load_nse_config(config, extra)
+    result = train_nse(cfg, out, resume=resume)
+    accuracy = f"; held-out accuracy {result.evaluation[-1]['accuracy']:.4f}" if result.evaluation else ""
+    console.print(f"[green]trained[/] {cfg.task.method} NSE to step {result.step} "
+                  f"({result.train_seconds / 60:.1f} min of training){accuracy}")
+    console.print(f"export with: spsr train export {out} --name NAME")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from spsr_cli.cli.common import DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options
-from spsr_cli.engine.batch import Job, OutputSpec, plan_jobs, run_jobs, shard
+from spsr_cli.engine.batch import SKIPPED, Job, OutputSpec, plan_jobs, run_jobs, shard
+from spsr_cli.engine.options import parse_bytes
+from spsr_cli.errors import UsageError
 from spsr_cli.weights.loader import load_generator
 
 
@@ -27,12 +30,23 @@ def upscale_command(
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
+    max_memory: Annotated[
+        Optional[str], typer.Option("--max-memory", help="Most memory one image may take, e.g. 8G (default: what is available).")
+    ] = None,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="Run the network through torch.compile (faster on GPU; slow first tile).")
+    ] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Super-resolve images x4 with SPSR."""
     options = inference_options(tile, tile_overlap, device, precision)
+    memory_limit = parse_bytes(max_memory) if max_memory is not None else None
+    options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
+    if outscale is not None and not outscale > 0:
+        raise UsageError(f"--outscale must be a positive factor such as 2 or 3.5, got {outscale}")
     generator = load_generator(model, offline=offline or None)
-    jobs = shard(plan_jobs(inputs, OutputSpec(output=output, suffix=suffix, ext=ext), scale=generator.scale, recursive=recursive))
+    spec = OutputSpec(output=output, suffix=suffix, ext=ext)
+    jobs = shard(plan_jobs(inputs, spec, scale=outscale or generator.scale, recursive=recursive))  # names: _x{real factor}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         files = progress.add_task("images", total=len(jobs))
@@ -46,15 +60,18 @@ def upscale_command(
 
         def on_done(job: Job, problem: Optional[str]) -> None:
             progress.advance(files)
-            if problem:
+            if problem and not problem.startswith(SKIPPED):  # skips are summarised below, not listed
                 console.print(f"[yellow]{job.source}[/]: {problem}")
 
         result = run_jobs(
             jobs, generator, options, outscale=outscale, quality=quality, skip_existing=skip_existing,
             on_start=on_start, on_tile=on_tile, on_done=on_done,
         )
+    reasons = [(len(result.skipped) - len(result.busy), "existing, --skip-existing"), (len(result.busy), "another process writes them")]
+    detail = "; ".join(f"{n} {why}" for n, why in reasons if n)
+    skipped = f"{len(result.skipped)} skipped" + (f" ({detail})" if detail else "")
     console.print(
-        f"[green]{len(result.done)} written[/], {len(result.skipped)} skipped, "
+        f"[green]{len(result.done)} written[/], {skipped}, "
         + (f"[red]{len(result.failed)} failed[/]" if result.failed else "0 failed")
     )
     if len(jobs) == 1 and result.done:

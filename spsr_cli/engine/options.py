@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from spsr_cli.errors import UsageError
+
 Precision = Literal["fp32", "fp16", "bf16"]
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 @dataclass(frozen=True)
@@ -14,14 +19,31 @@ class InferenceOptions:
 
     Attributes:
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        precision: ``fp32``, ``fp16`` or ``bf16``; ``None`` means fp16 on CUDA and fp32
-            elsewhere. Half precision is never used on CPU.
-        tile: tile edge in input pixels; ``"auto"`` picks from free memory, ``0`` or
-            ``None`` runs the whole image at once.
-        tile_overlap: input pixels shared by neighbouring tiles (blended away).
+        precision: ``fp32``, ``fp16`` or ``bf16``; ``None`` picks the fastest accurate one:
+            fp16 on CUDA, bf16 on CPUs with bfloat16 matrix units (AMX, AVX512-BF16),
+            fp32 elsewhere. fp16 is never used on CPU.
+        tile: tile edge in input pixels; ``"auto"`` picks from free memory (and the image's
+            own output size), ``0`` or ``None`` runs the whole image at once.
+        tile_overlap: input pixels of real context around each tile (cropped away).
+        memory_limit: the most bytes one image may take (its output, the write and the
+            tiles' working set); ``None`` means the memory available when it starts.
+        compile: run the network through ``torch.compile`` (slow first call per tile shape).
     """
 
     device: str = "auto"
     precision: Union[Precision, None] = None
     tile: Union[int, Literal["auto"], None] = "auto"
     tile_overlap: int = 16
+    memory_limit: Union[int, None] = None
+    compile: bool = False
+
+
+def parse_bytes(text: str) -> int:
+    """``"8G"``, ``"512MiB"``, ``"1.5 GB"``, ``"1000000"`` -> bytes (binary units: G = 2**30)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise UsageError(f"memory size {text!r} is not understood; use a number with K, M, G or T, such as 8G or 512M")
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value <= 0:
+        raise UsageError(f"memory size {text!r} must be positive")
+    return value

@@ -1,10 +1,19 @@
-"""Tiled inference: any image size in bounded memory, with invisible seams.
+"""Tiled inference: any image size in memory bounded by the tile, with invisible seams.
 
 The input is cut into a grid of tiles ("cores") of at most ``tile`` input pixels per side.
-Each core is run with ``tile_overlap`` extra input pixels of real context on every side
-(clipped at the image border), and only the core's part of the output is kept, so
-neighbouring tiles never disagree across a seam by more than the network's sensitivity
-to far-away context.
+Each core is run inside a patch of ``tile + 2 * tile_overlap`` pixels per side that gives it
+at least ``tile_overlap`` input pixels of real context on every side (at the image border
+the patch slides inward, so all patches have one shape), and only the core's part of the
+output is kept, so neighbouring tiles never disagree across a seam by more than the
+network's sensitivity to far-away context.
+
+Memory: each tile's result is clamped, quantised and written straight into one
+preallocated H x W x C array in the output's final storage type (uint8 or uint16 for
+images), so an image costs its output array plus one tile's working set
+(:func:`working_set_bytes`). Before an image starts, :meth:`Upscaler.plan` checks that
+this fits in the available memory (or ``memory_limit``) and picks the tile for
+``--tile auto``; an image that cannot fit raises :class:`MemoryBudgetError` naming the
+sizes and what to do, before anything large is allocated.
 """
 
 from __future__ import annotations
@@ -12,30 +21,64 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-from spsr_cli.engine.device import free_memory_bytes, resolve_device, resolve_dtype
+from spsr_cli.engine.device import free_memory_bytes, resolve_device, resolve_dtype, use_channels_last
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
-from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 MIN_TILE = 32
 MAX_AUTO_TILE = 1024
-#: Rough peak activation channels per output pixel, in units of nf (measured from the
-#: fusion RRDB, which runs at output resolution on 2*nf channels plus dense growth).
-_ACTIVATION_FACTOR = 12
+#: Most tiles run in one forward pass on CUDA (several small tiles keep a large GPU busy).
+MAX_TILE_BATCH = 16
+#: Share of the free memory the tiles' working set may use (the rest absorbs allocator
+#: fragmentation, cuDNN workspaces and other processes).
+WORK_SHARE = 0.5
+#: Fixed part of the working set: low-resolution trunk activations of a small tile, allocator slack.
+_WORK_BASE = 8 << 20
+
+_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
-def auto_tile_size(model: SPSRNet, device: torch.device, dtype: torch.dtype, overlap: int) -> int:
-    """Largest tile (input pixels per side) whose activations fit in half the free memory."""
+class MemoryBudgetError(SPSRError):
+    """An image needs more memory than is available (or than ``--max-memory`` allows)."""
+
+
+def working_set_bytes(config: SPSRConfig, out_pixels: int, itemsize: int) -> int:
+    """Upper bound of the activation memory of one forward pass producing ``out_pixels`` pixels.
+
+    At output resolution the fusion RRDB works on 2*nf channels plus four dense-growth
+    layers (gc each) while the SR trunk, SR branch and gradient branch features (nf each)
+    are still alive. Measured with torch's CPU allocator profile (full and tiny models,
+    float32 and bfloat16, contiguous and channels_last): 15.6 to 20.5 x nf x itemsize bytes
+    per output pixel with gc = nf / 2. The bound used here is (16 nf + 10 gc) channels,
+    i.e. 21 x nf x itemsize for gc = nf / 2, plus a fixed 8 MiB.
+    """
+    channels = 16 * config.nf + 10 * config.gc
+    return _WORK_BASE + out_pixels * channels * itemsize
+
+
+def auto_tile_size(model: SPSRNet, device: torch.device, dtype: torch.dtype, overlap: int, budget: int | None = None) -> int:
+    """Largest tile (input pixels per side, multiple of 8) whose working set fits in ``budget``.
+
+    ``budget`` defaults to :data:`WORK_SHARE` of the free memory of ``device``. The result
+    is at least :data:`MIN_TILE` (callers check that this fits) and at most
+    :data:`MAX_AUTO_TILE` minus the context.
+    """
+    if budget is None:
+        budget = int(WORK_SHARE * free_memory_bytes(device))
     itemsize = torch.finfo(dtype).bits // 8
-    per_input_pixel = model.scale**2 * _ACTIVATION_FACTOR * model.config.nf * itemsize
-    side = int(math.sqrt(0.5 * free_memory_bytes(device) / per_input_pixel))
+    per_out_pixel = 16 * model.config.nf + 10 * model.config.gc
+    out_pixels = max(0, budget - _WORK_BASE) / (per_out_pixel * itemsize)
+    side = int(math.sqrt(out_pixels) / model.scale)  # padded input side, context included
     side = min(MAX_AUTO_TILE, side) - 2 * overlap
     return max(MIN_TILE, side // 8 * 8)
 
@@ -50,11 +93,53 @@ def tile_grid(height: int, width: int, tile: int | None) -> list[tuple[int, int,
     return [(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """How one image will run.
+
+    Attributes:
+        tile: tile edge in input pixels, or None for the whole image in one pass.
+        batch: tiles per forward pass.
+        output_bytes: the output array (system memory).
+        extra_bytes: what the caller said it needs besides (e.g. for writing the file).
+        work_bytes: working set of one forward pass (on the compute device).
+        available_bytes: memory the plan was checked against (system memory; VRAM on CUDA
+            is checked separately and reported by the error when it does not fit).
+    """
+
+    tile: int | None
+    batch: int
+    output_bytes: int
+    extra_bytes: int
+    work_bytes: int
+    available_bytes: int
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def _allowance(nbytes: int, limited: bool, where: str) -> str:
+    return f"--max-memory allows {_gib(nbytes)}" if limited else f"{_gib(nbytes)} is available{where}"
+
+
+def _is_cpu_oom(err: RuntimeError) -> bool:
+    return any(text in str(err) for text in _CPU_OOM_MESSAGES)
+
+
 class Upscaler:
     """Runs one generator over many images with the given inference options.
 
-    The caller's model is never modified: a copy is made for the target device/dtype
-    when it differs from the model's own.
+    The caller's model is never modified: a copy is made for the target device, dtype
+    and memory format when they differ from the model's own.
+
+    Attributes:
+        device, dtype: where and in what precision the network runs.
+        tile: the tile edge in use (input pixels; None: whole image). With ``--tile auto``
+            this is the largest tile for the free memory at start; :meth:`plan` lowers it
+            per image to what fits beside that image's output. After an out-of-memory
+            error it is halved and the smaller tile is kept for later images.
+        max_batch: most tiles per forward pass (``MAX_TILE_BATCH`` on CUDA, 1 elsewhere).
     """
 
     def __init__(self, model: SPSRNet, options: InferenceOptions = InferenceOptions()) -> None:
@@ -62,54 +147,237 @@ class Upscaler:
             raise UsageError(f"--tile-overlap must be >= 0, got {options.tile_overlap}")
         if isinstance(options.tile, int) and options.tile < 0:
             raise UsageError(f"--tile must be a positive number of pixels, 0 (whole image) or auto; got {options.tile}")
+        if options.memory_limit is not None and options.memory_limit <= 0:
+            raise UsageError(f"--max-memory must be positive, got {options.memory_limit} bytes")
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(self.device, options.precision)
         self.scale = model.scale
+        self.config = model.config
         self.overlap = options.tile_overlap
+        if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
+            log.warning(
+                "--tile-overlap %d is more context than this model can use; using %d (its receptive radius)",
+                self.overlap, model.config.receptive_radius,
+            )
+            self.overlap = model.config.receptive_radius
+        self.memory_limit = options.memory_limit
+        self.channels_last = use_channels_last(self.device)
         self._source = model
         self.model = self._prepared(self.dtype)
+        if options.compile:
+            self.model = torch.compile(self.model)
         self._fp32: SPSRNet | None = self.model if self.dtype == torch.float32 else None
-        if options.tile == "auto":
+        self.auto = options.tile == "auto"
+        if self.auto:
             self.tile: int | None = auto_tile_size(model, self.device, self.dtype, self.overlap)
         else:
             self.tile = int(options.tile) if options.tile else None
+        self.max_batch = MAX_TILE_BATCH if self.device.type == "cuda" else 1
 
     def _prepared(self, dtype: torch.dtype) -> SPSRNet:
         param = next(self._source.parameters())
-        if param.device == self.device and param.dtype == dtype and not self._source.training:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if (
+            param.device == self.device
+            and param.dtype == dtype
+            and not self._source.training
+            and (not self.channels_last or param.dim() != 4 or param.is_contiguous(memory_format=memory_format))
+        ):
             return self._source
         model = copy.deepcopy(self._source).to(self.device, dtype).eval()
-        if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        return model.to(memory_format=memory_format)
+
+    # ------------------------------------------------------------------ planning
+
+    @property
+    def itemsize(self) -> int:
+        return torch.finfo(self.dtype).bits // 8
+
+    def _work(self, tile: int | None, height: int, width: int) -> int:
+        """Working set of one tile (the largest padded patch of the grid)."""
+        if tile:
+            h, w = min(height, tile + 2 * self.overlap), min(width, tile + 2 * self.overlap)
+        else:
+            h, w = height, width
+        return working_set_bytes(self.config, h * w * self.scale**2, self.itemsize)
+
+    def plan(self, height: int, width: int, *, out_channels: int = 3, out_itemsize: int = 1, extra_bytes: int = 0) -> TilePlan:
+        """Check that an input of ``height`` x ``width`` pixels fits, and choose its tile.
+
+        The image needs its output array (``out_channels`` x ``out_itemsize`` bytes per
+        output pixel), ``extra_bytes`` more in system memory (the caller's, e.g. for
+        encoding), and one tile's working set on the compute device (system memory too on
+        CPU and MPS). Raises :class:`MemoryBudgetError` (sizes, need, availability and
+        the fix) when it cannot fit.
+        """
+        s = self.scale
+        output = height * s * width * s * out_channels * out_itemsize
+        host_free = free_memory_bytes(torch.device("cpu"))
+        available = host_free if self.memory_limit is None else min(host_free, self.memory_limit)
+        limit_name = "--max-memory" if self.memory_limit is not None and self.memory_limit <= host_free else "available"
+        size = f"{width} x {height} image (output {width * s} x {height * s})"
+        host_need = output + extra_bytes
+        shared = self.device.type != "cuda"  # CPU and MPS work in system memory
+        min_work = self._work(min(MIN_TILE, self.tile or MIN_TILE), height, width)
+        if host_need + (min_work if shared else 0) > available:
+            parts = [f"output {_gib(output)}"] + [f"writing {_gib(extra_bytes)}"] * (extra_bytes > 0)
+            parts += [f"{MIN_TILE}-pixel tiles {_gib(min_work)}"] * shared
+            raise MemoryBudgetError(
+                f"a {size} needs at least {_gib(host_need + (min_work if shared else 0))} of memory "
+                f"({', '.join(parts)}) but " + _allowance(available, limit_name == "--max-memory", "") + "; "
+                + ("the output alone does not fit" if host_need > available else f"even {MIN_TILE}-pixel tiles do not fit beside the output")
+                + ", so a smaller --tile cannot help: downscale the input, free memory"
+                + (", or raise --max-memory" if limit_name == "--max-memory" else ", or use a machine with more memory")
+            )
+        device_free = available - host_need if shared else free_memory_bytes(self.device)
+        budget = int(WORK_SHARE * device_free) if not shared or self.memory_limit is None else device_free
+        tile = self.tile
+        if self.auto:
+            fit = auto_tile_size(self._source, self.device, self.dtype, self.overlap, budget=budget)
+            tile = min(tile or fit, fit)
+        work = self._work(tile, height, width)
+        if work > device_free:
+            where = "" if shared else f" on {self.device}"
+            smaller = auto_tile_size(self._source, self.device, self.dtype, self.overlap, budget=budget)
+            advice = (
+                f"use --tile {smaller}" if self._work(smaller, height, width) <= device_free else "free memory"
+            ) + (" or raise --max-memory" if shared and limit_name == "--max-memory" else "")
+            parts = [f"output {_gib(output)}"] + [f"writing {_gib(extra_bytes)}"] * (extra_bytes > 0)
+            raise MemoryBudgetError(
+                f"a {size} with " + (f"{tile}-pixel tiles" if tile else "no tiling (--tile 0)")
+                + f" needs about {_gib(work + (host_need if shared else 0))} "
+                f"({', '.join(parts)}, tile working set {_gib(work)}) "
+                "but " + _allowance(device_free + (host_need if shared else 0), shared and limit_name == "--max-memory", where) + f"; {advice}"
+            )
+        tiles = len(tile_grid(height, width, tile))
+        batch = max(1, min(self.max_batch, tiles, int(budget // max(1, work))))
+        return TilePlan(tile=tile, batch=batch, output_bytes=output, extra_bytes=extra_bytes, work_bytes=work, available_bytes=available)
+
+    # ------------------------------------------------------------------ running
 
     def _forward(self, patch: torch.Tensor) -> torch.Tensor:
-        inp = patch.to(self.device, self.dtype)
-        if self.device.type == "cuda":
-            inp = inp.contiguous(memory_format=torch.channels_last)
+        """N x 3 x h x w float patch (CPU, any strides) -> N x 3 x sh x sw ``sr`` on the device, finite."""
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        inp = patch.to(self.device, self.dtype, memory_format=memory_format)
         sr = self.model(inp).sr
         if self.dtype != torch.float32 and not torch.isfinite(sr).all():
             log.warning("a tile overflowed in %s (NaN/Inf); recomputing it in float32", str(self.dtype).removeprefix("torch."))
             if self._fp32 is None:
                 self._fp32 = self._prepared(torch.float32)
-            sr = self._fp32(patch.to(self.device, torch.float32)).sr
-        return sr.float().cpu()
+            sr = self._fp32(patch.to(self.device, torch.float32, memory_format=memory_format)).sr
+        return sr
 
-    def _run(self, x: torch.Tensor, tile: int | None, progress: Progress | None) -> torch.Tensor:
+    def _store(self, sr: torch.Tensor, dest: np.ndarray, peak: int | None) -> None:
+        """Clamp one 3 x h x w result, quantise it to ``peak`` (None: keep float), copy it into ``dest`` (h x w x 3)."""
+        value = torch.nan_to_num(sr.float(), nan=0.0).clamp_(0.0, 1.0)
+        if peak is not None:
+            value = value.mul_(peak).round_()
+            value = value.to(torch.uint8 if peak == 255 else torch.int32)
+        dest[...] = value.permute(1, 2, 0).cpu().numpy()
+
+    def _run(self, x: torch.Tensor, dest: np.ndarray, tile: int | None, batch: int, progress: Progress | None) -> None:
         _, channels, height, width = x.shape
         s, ov = self.scale, self.overlap
-        out = torch.empty(1, channels, height * s, width * s, dtype=torch.float32)
+        peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(dest.dtype)
+        # Every patch has the same shape (tile + 2 * overlap, or the image): at the border the
+        # window slides inward instead of shrinking, so one set of convolution kernels serves
+        # the whole image (oneDNN and cuDNN plan per shape) and tiles batch together.
+        ph, pw = (min(height, tile + 2 * ov), min(width, tile + 2 * ov)) if tile else (height, width)
+        groups: dict[tuple[int, int], list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]] = {}
         grid = tile_grid(height, width, tile)
-        for done, (y0, y1, x0, x1) in enumerate(grid, start=1):
-            py0, py1, px0, px1 = max(0, y0 - ov), min(height, y1 + ov), max(0, x0 - ov), min(width, x1 + ov)
-            result = self._forward(x[:, :, py0:py1, px0:px1])
-            oy, ox = (y0 - py0) * s, (x0 - px0) * s
-            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = result[:, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
-            if progress is not None:
-                progress(done, len(grid))
-        return out.clamp_(0.0, 1.0)
+        for y0, y1, x0, x1 in grid:
+            py0, px0 = min(max(0, y0 - ov), height - ph), min(max(0, x0 - ov), width - pw)
+            box = (py0, py0 + ph, px0, px0 + pw)
+            groups.setdefault((ph, pw), []).append(((y0, y1, x0, x1), box))
+        done = 0
+        for (h, w), members in groups.items():
+            for start in range(0, len(members), batch):
+                chunk = members[start : start + batch]
+                if len(chunk) == 1:
+                    py0, py1, px0, px1 = chunk[0][1]
+                    patch = x[:, :, py0:py1, px0:px1]
+                else:
+                    patch = torch.empty(len(chunk), channels, h, w, dtype=x.dtype, memory_format=torch.channels_last)
+                    for k, (_, (py0, py1, px0, px1)) in enumerate(chunk):
+                        patch[k] = x[0, :, py0:py1, px0:px1]
+                sr = self._forward(patch)
+                for k, ((y0, y1, x0, x1), (py0, _, px0, _)) in enumerate(chunk):
+                    oy, ox = (y0 - py0) * s, (x0 - px0) * s
+                    core = sr[k, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+                    self._store(core, dest[y0 * s : y1 * s, x0 * s : x1 * s], peak)
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(grid))
 
     @torch.inference_mode()
+    def upscale_into(self, x: torch.Tensor, dest: np.ndarray, plan: TilePlan, progress: Progress | None = None) -> np.ndarray:
+        """Super-resolve ``x`` into ``dest`` following ``plan`` (from :meth:`plan`).
+
+        Args:
+            x: 1 x 3 x H x W float32 CPU tensor in [0, 1], any strides (a permuted view of an
+                H x W x 3 array is used as it is, without a copy).
+            dest: (scale*H) x (scale*W) x 3 array, uint8 (0..255), uint16 (0..65535) or
+                float32 ([0, 1]); every pixel is written (clamped, rounded to nearest).
+            plan: the tile and batch to use; halved on out-of-memory and retried.
+            progress: called with (tiles done, tiles total) after every tile.
+
+        Returns ``dest``. On out-of-memory (CUDA, or a failed CPU allocation) the batch and
+        then the tile edge are halved and the image restarted (the smaller tile is kept
+        for later images); below :data:`MIN_TILE` :class:`MemoryBudgetError` is raised.
+        """
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise ValueError(f"Upscaler expects a 1 x C x H x W tensor, got shape {tuple(x.shape)}")
+        expected = (x.shape[2] * self.scale, x.shape[3] * self.scale, x.shape[1])
+        if dest.shape != expected or dest.dtype not in (np.uint8, np.uint16, np.float32):
+            raise ValueError(f"dest must be a {expected} uint8, uint16 or float32 array, got {dest.shape} {dest.dtype}")
+        tile, batch = plan.tile, plan.batch
+        while True:
+            try:
+                self._run(x, dest, tile, batch, progress)
+                return dest
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not isinstance(err, torch.OutOfMemoryError) and not _is_cpu_oom(err):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch > 1:
+                    batch //= 2
+                    self.max_batch = batch
+                    log.warning("out of memory; retrying with %d tiles per pass", batch)
+                    continue
+                current = tile or max(x.shape[-2:])
+                if current // 2 < MIN_TILE:
+                    raise MemoryBudgetError(
+                        f"out of memory on {self.device} even with {current}-pixel tiles; "
+                        "free memory" + (" on the device, or use --device cpu" if self.device.type == "cuda" else "")
+                    ) from None
+                tile = self.tile = current // 2
+                log.warning("out of memory; retrying with --tile %d", tile)
+
+    def upscale_array(
+        self,
+        rgb: np.ndarray,
+        *,
+        dtype: type = np.uint8,
+        extra_bytes: int = 0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Super-resolve an H x W x 3 float32 array in [0, 1] into a new (sH) x (sW) x 3 ``dtype`` array.
+
+        ``dtype`` is uint8, uint16 or float32. The memory check (:meth:`plan`) runs before
+        the output is allocated; ``extra_bytes`` is what the caller will need besides.
+        """
+        height, width = rgb.shape[:2]
+        plan = self.plan(height, width, out_itemsize=np.dtype(dtype).itemsize, extra_bytes=extra_bytes)
+        try:
+            dest = np.empty((height * self.scale, width * self.scale, 3), dtype)
+        except MemoryError:
+            raise MemoryBudgetError(
+                f"cannot allocate the {_gib(plan.output_bytes)} output of a {width} x {height} image; free memory"
+            ) from None
+        x = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+        return self.upscale_into(x, dest, plan, progress)
+
     def upscale(self, x: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
         """Super-resolve one image.
 
@@ -120,26 +388,16 @@ class Upscaler:
         Returns:
             1 x 3 x (scale*H) x (scale*W) float32 CPU tensor clamped to [0, 1].
 
-        On CUDA out-of-memory the tile edge is halved and the image restarted (the smaller
-        tile is kept for later images).
+        Memory is checked as by :meth:`plan` (float32 output); out-of-memory as in
+        :meth:`upscale_into`.
         """
         if x.dim() != 4 or x.shape[0] != 1:
             raise ValueError(f"Upscaler.upscale expects a 1 x C x H x W tensor, got shape {tuple(x.shape)}")
         x = x.detach().to("cpu", torch.float32)
-        while True:
-            try:
-                return self._run(x, self.tile, progress)
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                current = self.tile or max(x.shape[-2:])
-                if current // 2 < MIN_TILE:
-                    raise SPSRError(
-                        f"out of memory on {self.device} even with {current}-pixel tiles; "
-                        "free memory on the device, or use --device cpu"
-                    ) from None
-                self.tile = current // 2
-                log.warning("out of memory; retrying with --tile %d", self.tile)
+        plan = self.plan(x.shape[2], x.shape[3], out_itemsize=4)
+        out = torch.empty(1, x.shape[1], x.shape[2] * self.scale, x.shape[3] * self.scale)
+        self.upscale_into(x, out[0].permute(1, 2, 0).numpy(), plan, progress)
+        return out
 
 
 def upscale_tensor(model: SPSRNet, x: torch.Tensor, options: InferenceOptions = InferenceOptions(), progress: Progress | None = None) -> torch.Tensor:

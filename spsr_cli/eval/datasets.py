@@ -1,10 +1,11 @@
 """Benchmark datasets: the registry (``datasets.json``), download, unpacking and HR/LR pairing.
 
 A dataset entry names a hub repository pinned to a commit, an HR archive and
-optionally a published LR archive, each with its sha256 (see the JSON file's
-``notes``). Archives are downloaded through :func:`spsr_cli.weights.hub.fetch_hub_file`
-(huggingface_hub's cache, sha256-checked) and unpacked once under
-``$SPSR_HOME/datasets/<name>/<revision>/``.
+optionally a published LR archive (see the JSON file's ``notes``). Archives are
+downloaded through :func:`spsr_cli.weights.hub.fetch_hub_file_checked` (huggingface_hub's
+cache; the bytes are checked against the hub's content hash for the pinned commit and
+against the registry's sha256 where it has one) and unpacked once under
+``$SPSR_HOME/datasets/<name>/<revision>/``, with the verified hashes recorded beside the images.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from spsr_cli.errors import ImageError, SPSRError, UsageError, WeightsNotAvailableError
 from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple
@@ -56,6 +56,8 @@ class DatasetSpec:
     lr: ArchiveFile | None
     scale: int = 4
     repo_type: str = "dataset"
+    revision_note: str | None = None
+    paper_bicubic: tuple[float, float, float] | None = None  # the SPSR paper's Bicubic PSNR / SSIM / LPIPS
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DatasetSpec:
@@ -67,8 +69,17 @@ class DatasetSpec:
         return cls(
             name=raw["name"], repo_id=raw.get("repo_id"), revision=raw.get("revision"),
             hr=archive(raw.get("hr")), lr=archive(raw.get("lr")), scale=int(raw.get("scale", 4)),
-            repo_type=raw.get("repo_type", "dataset"),
+            repo_type=raw.get("repo_type", "dataset"), revision_note=raw.get("revision_note"),
+            paper_bicubic=tuple(raw["paper_bicubic"]) if raw.get("paper_bicubic") else None,  # type: ignore[arg-type]
         )
+
+    def describe_source(self) -> str:
+        """One line for help texts: where the set comes from, or why it has no source."""
+        if self.repo_id is None or self.revision is None:
+            where = f"{self.repo_id} (no pinned revision)" if self.repo_id else "no hub source"
+            return f"{self.name}: {where}; {self.revision_note or 'use --hr-dir'}"
+        lr = "published LR" if self.lr is not None else "LR generated from HR"
+        return f"{self.name}: {self.repo_id}@{self.revision[:12]}, {lr}"
 
 
 @dataclass(frozen=True)
@@ -91,12 +102,15 @@ class DatasetSource:
     repo_id: str | None = None
     revision: str | None = None
     lr_generated: bool = False
+    #: "hr"/"lr" -> {"filename", "sha256", "etag", "verified_by"} of the archives the images came from
+    files: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "repo_id": self.repo_id, "revision": self.revision,
             "hr_dir": str(self.hr_dir), "lr_dir": None if self.lr_dir is None else str(self.lr_dir),
             "lr": "generated (MATLAB bicubic)" if self.lr_generated else "published",
+            "files": self.files,
         }
 
 
@@ -128,48 +142,74 @@ def datasets_home() -> Path:
 
 
 def prepare_dataset(
-    spec: DatasetSpec, *, offline: bool | None = None, trust_unverified: bool = False
+    spec: DatasetSpec,
+    *,
+    offline: bool | None = None,
+    trust_unverified: bool = False,
+    revision: str | None = None,
 ) -> DatasetSource:
-    """Download (or find cached) and unpack ``spec``; LR comes from the published archive
-    when it is pinned (or trusted), else it will be generated from HR."""
-    from spsr_cli.weights.hub import fetch_hub_file
+    """Download (or find cached), verify and unpack ``spec``.
 
-    if spec.repo_id is None or spec.revision is None or spec.hr is None:
-        raise DatasetError(
-            f"dataset {spec.name} has no pinned hub source in this version of spsr-cli; "
-            "download it yourself and run `spsr eval --hr-dir DIR [--lr-dir DIR]`"
-        )
-    if not _COMMIT.fullmatch(spec.revision):
-        raise DatasetError(f"dataset {spec.name}: revision {spec.revision!r} is not a 40-hex commit id")
-    if spec.hr.sha256 is None and not trust_unverified:
-        raise DatasetError(
-            f"dataset {spec.name}: the sha256 of {spec.hr.filename} is not pinned in the registry, so the download "
-            "cannot be verified; pass --trust-unverified to use it anyway, or use --hr-dir with your own copy"
-        )
-    root = datasets_home() / spec.name / spec.revision[:12]
+    ``revision`` (a 40-hex commit) overrides the registry's pin. Every archive is checked
+    against the hub's content hash for that commit and the registry's sha256 where known;
+    a file neither can verify is used only with ``trust_unverified``. LR comes from the
+    published archive when it verifies, else it is generated from HR (MATLAB bicubic).
+    Raises :class:`DatasetError` (no source), or the hub's errors with a hint to ``--hr-dir``.
+    """
+    from spsr_cli.weights.hub import fetch_hub_file_checked
 
-    def fetch_and_unpack(part: ArchiveFile, sub: str) -> Path:
+    revision = revision or spec.revision
+    if spec.repo_id is None or revision is None or spec.hr is None:
+        hint = " or pin one with --revision COMMIT" if spec.repo_id and spec.hr else ""
+        raise DatasetError(
+            f"dataset {spec.name} has no pinned hub source in this version of spsr-cli"
+            f" ({spec.revision_note or 'none known'}); download it yourself and run "
+            f"`spsr eval --hr-dir DIR [--lr-dir DIR]`{hint}"
+        )
+    if not _COMMIT.fullmatch(revision):
+        raise DatasetError(f"dataset {spec.name}: revision {revision!r} is not a 40-hex commit id")
+    root = datasets_home() / spec.name / revision[:12]
+    repo_id: str = spec.repo_id
+
+    def fetch_and_unpack(part: ArchiveFile, sub: str) -> tuple[Path, dict[str, Any]]:
         dest = root / sub
-        if (dest / _COMPLETE).is_file():
-            return dest
-        archive = fetch_hub_file(
-            repo_id=spec.repo_id, filename=part.filename, revision=spec.revision,  # type: ignore[arg-type]
-            sha256=part.sha256, repo_type=spec.repo_type, offline=offline,
+        record = _read_record(dest)
+        if record is not None and record.get("filename") == part.filename and (
+            part.sha256 is None or record.get("sha256") == part.sha256
+        ):
+            return dest, record
+        got = fetch_hub_file_checked(
+            repo_id=repo_id, filename=part.filename, revision=revision, sha256=part.sha256,  # type: ignore[arg-type]
+            repo_type=spec.repo_type, offline=offline, trust_unverified=trust_unverified,
         )
-        unpack_images(archive, dest)
-        return dest
+        record = {"filename": part.filename, **got.to_dict()}
+        unpack_images(got.path, dest, record=record)
+        return dest, record
 
-    hr_dir = fetch_and_unpack(spec.hr, "HR")
+    try:
+        hr_dir, hr_record = fetch_and_unpack(spec.hr, "HR")
+    except WeightsNotAvailableError as err:
+        raise type(err)(f"{err}. To evaluate a local copy instead: spsr eval --hr-dir DIR [--lr-dir DIR]") from None
+    files = {"hr": hr_record}
     lr_dir: Path | None = None
-    if spec.lr is not None and (spec.lr.sha256 is not None or trust_unverified):
+    if spec.lr is not None:
         try:
-            lr_dir = fetch_and_unpack(spec.lr, f"LR_x{spec.scale}")
-        except WeightsNotAvailableError as err:
-            log.warning("published LR of %s unavailable (%s); generating it from HR", spec.name, err)
+            lr_dir, files["lr"] = fetch_and_unpack(spec.lr, f"LR_x{spec.scale}")
+        except WeightsNotAvailableError as err:  # missing or unverifiable; a corrupted download is an error
+            log.warning("published LR of %s not used (%s); generating it from HR", spec.name, err)
     return DatasetSource(
-        name=spec.name, hr_dir=hr_dir, lr_dir=lr_dir, repo_id=spec.repo_id, revision=spec.revision,
-        lr_generated=lr_dir is None,
+        name=spec.name, hr_dir=hr_dir, lr_dir=lr_dir, repo_id=spec.repo_id, revision=revision,
+        lr_generated=lr_dir is None, files=files,
     )
+
+
+def _read_record(dest: Path) -> dict[str, Any] | None:
+    """The verification record of an unpacked archive (None: not unpacked, or unpacked by an older version)."""
+    try:
+        record = json.loads((dest / _COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("sha256") else None
 
 
 def _archive_images(archive: Path) -> Iterator[tuple[str, bytes]]:
@@ -188,12 +228,12 @@ def _archive_images(archive: Path) -> Iterator[tuple[str, bytes]]:
                     yield Path(member.name).name, handle.read()
 
 
-def unpack_images(archive: Path, dest: Path) -> Path:
+def unpack_images(archive: Path, dest: Path, *, record: dict[str, Any] | None = None) -> Path:
     """Unpack the images of ``archive`` flat into ``dest`` (atomically: a temp folder, then rename).
 
     Only regular image files are written, under their base names, so no archive path can
-    escape ``dest``. Raises :class:`DatasetError` for an unreadable archive, no images, or
-    two images with the same name.
+    escape ``dest``. ``record`` (the archive's verified hashes) is kept in ``dest/.complete``.
+    Raises :class:`DatasetError` for an unreadable archive, no images, or two images with the same name.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
@@ -208,7 +248,7 @@ def unpack_images(archive: Path, dest: Path) -> Path:
             (tmp / name).write_bytes(data)
         if not seen:
             raise DatasetError(f"{archive.name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        (tmp / _COMPLETE).write_text("ok\n")
+        (tmp / _COMPLETE).write_text(json.dumps(record or {}, indent=1) + "\n", encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -232,11 +272,21 @@ def pair_key(stem: str) -> str:
 
 
 def list_images(folder: Path) -> list[Path]:
+    """Image files of ``folder`` sorted by name; two files with one name and different extensions are refused."""
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    by_stem: dict[str, list[str]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p.name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise UsageError(
+            f"{folder} holds images that differ only in extension ({'; '.join(clashes[:3])}): each would be "
+            "scored under the same name; keep one of each"
+        )
     return files
 
 
@@ -265,25 +315,30 @@ def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path 
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An 8-bit image file -> H x W x 3 uint8 RGB (grey is replicated to three channels)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageError(f"cannot read image {path}: {err}") from None
+    """An image file -> H x W x 3 uint8 RGB, as the benchmark toolboxes read it.
+
+    Grey is replicated to three channels; alpha is dropped. 16-bit files (grey or colour) are
+    brought to 8 bits by rounding ``value * 255 / 65535`` (not clipped or truncated). Raises
+    :class:`ImageError` naming the file when it cannot be read.
+    """
+    from spsr_cli.io.images import read_image
+
+    image = read_image(path)  # H x W x 3 float32 in [0, 1]; 16-bit sources keep their precision
+    return np.floor(image.rgb.astype(np.float64) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def load_pair(name: str, hr_path: Path, lr_path: Path | None, scale: int) -> ImagePair:
     """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated."""
-    hr = crop_to_multiple(read_rgb(hr_path), scale)
+    full = read_rgb(hr_path)
+    hr = crop_to_multiple(full, scale)
     if lr_path is None:
         return ImagePair(name=name, hr=hr, lr=bicubic_downscale(hr, scale))
     lr = read_rgb(lr_path)
     h, w = lr.shape[0] * scale, lr.shape[1] * scale
     if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] - h >= scale or hr.shape[1] - w >= scale:
-        raise UsageError(
-            f"{hr_path.name} is {hr.shape[1]}x{hr.shape[0]} but {lr_path.name} is {lr.shape[1]}x{lr.shape[0]}: "
-            f"not a x{scale} pair"
+        raise ImageError(
+            f"{hr_path} is {full.shape[1]}x{full.shape[0]} but {lr_path} is {lr.shape[1]}x{lr.shape[0]}: "
+            f"not a x{scale} pair (HR should be {w}x{h}, up to {scale - 1} more pixels per side)"
         )
     return ImagePair(name=name, hr=np.ascontiguousarray(hr[:h, :w]), lr=lr)
 

@@ -1,8 +1,11 @@
-"""``evaluate(...)``: super-resolve a benchmark set and measure PSNR / SSIM / LPIPS.
+"""``evaluate(...)`` / ``evaluate_many(...)``: super-resolve a benchmark set and measure
+PSNR / SSIM / LPIPS (full-reference) and NIQE (no-reference).
 
 The SR output is quantised to uint8 (``round(255 x)``) before any metric, as the
 papers' MATLAB toolboxes do. ``model="bicubic"`` is the tables' baseline row:
-MATLAB-style bicubic upscaling of the LR.
+MATLAB-style bicubic upscaling of the LR. Several models are scored in one pass over the
+images (each pair is read once), which also makes side-by-side crops possible.
+An image that cannot be read or paired is reported as a failed row; the others are still scored.
 """
 
 from __future__ import annotations
@@ -14,21 +17,23 @@ import logging
 import math
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import ImageError, SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files
 from spsr_cli.eval.lpips import LPIPS, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
+from spsr_cli.eval.niqe import NIQEError, NIQEModel, load_niqe_model, niqe_of_image
 from spsr_cli.io.imresize import bicubic_upscale
 
 log = logging.getLogger(__name__)
@@ -37,19 +42,24 @@ BICUBIC = "bicubic"
 #: called after each image with (images done, images total, image name)
 Progress = Callable[[int, int, str], None]
 Upscale = Callable[[np.ndarray], np.ndarray]
+METRICS = ("psnr", "ssim", "lpips", "niqe")
 
 
 @dataclass(frozen=True)
 class ImageResult:
+    """One image's scores; ``error`` (and no scores) when it could not be evaluated."""
+
     name: str
-    psnr: float
-    ssim: float
+    psnr: float | None
+    ssim: float | None
     lpips: float | None
+    niqe: float | None = None
+    error: str | None = None
 
 
 @dataclass
 class EvalResult:
-    """Everything ``spsr eval`` reports; ``to_dict()`` is the ``--json`` document."""
+    """Everything ``spsr eval`` reports for one model; ``to_dict()`` is the ``--json`` document."""
 
     protocol: str
     model: str
@@ -57,32 +67,41 @@ class EvalResult:
     scale: int
     images: list[ImageResult] = field(default_factory=list)
     lpips_note: str | None = None  # why LPIPS is missing, if it is
+    niqe_note: str | None = None  # why NIQE is missing, if it is
     seconds: float = 0.0
 
     @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.images if r.error is not None]
+
+    @property
     def means(self) -> dict[str, float | None]:
+        """Mean of each metric over the images that were scored (None if any of them lacks it)."""
+        scored = [r for r in self.images if r.error is None]
+
         def mean(values: list[float | None]) -> float | None:
             if not values or any(v is None for v in values):
                 return None
             return float(np.mean(values))  # type: ignore[arg-type]
 
-        return {
-            "psnr": mean([r.psnr for r in self.images]),
-            "ssim": mean([r.ssim for r in self.images]),
-            "lpips": mean([r.lpips for r in self.images]),
-        }
+        return {m: mean([getattr(r, m) for r in scored]) for m in METRICS}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "means": {k: _finite(v) for k, v in self.means.items()},
             "images": [
-                {"name": r.name, "psnr": _finite(r.psnr), "ssim": r.ssim, "lpips": r.lpips} for r in self.images
+                {"name": r.name, "psnr": _finite(r.psnr), "ssim": r.ssim, "lpips": r.lpips, "niqe": r.niqe,
+                 **({"error": r.error} if r.error else {})}
+                for r in self.images
             ],
+            "scored": len(self.images) - len(self.failed),
+            "failed": len(self.failed),
             "protocol": self.protocol,
             "model": self.model,
             "dataset": self.dataset,
             "scale": self.scale,
             "lpips_note": self.lpips_note,
+            "niqe_note": self.niqe_note,
             "seconds": round(self.seconds, 3),
             "versions": software_versions(),
         }
@@ -129,7 +148,29 @@ def quantise(image: torch.Tensor) -> np.ndarray:
     return torch.floor(image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def model_labels(models: Sequence[str]) -> list[str]:
+    """Short unique names for table rows and folders: a registry name as is, a path by its file stem."""
+    labels: list[str] = []
+    for model in models:
+        base = Path(model).stem if ("/" in model or os.sep in model or Path(model).suffix) else model
+        base = re.sub(r"[^A-Za-z0-9._+-]", "_", base) or "model"
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}-{n}", n + 1
+        labels.append(label)
+    return labels
+
+
 # ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A crop window in HR pixels: top-left ``x``, ``y`` and edge ``size`` (None: chosen automatically)."""
+
+    x: int | None = None
+    y: int | None = None
+    size: int = 96
 
 
 def evaluate(
@@ -140,40 +181,112 @@ def evaluate(
     options: InferenceOptions | None = None,
     lpips: bool = True,
     lpips_model: LPIPS | None = None,
+    niqe: bool = True,
+    niqe_model: NIQEModel | None = None,
     save_images: Path | None = None,
+    crop: Crop | None = None,
     progress: Progress | None = None,
     offline: bool | None = None,
     trust_unverified: bool = False,
     upscale: Upscale | None = None,
     scale: int | None = None,
 ) -> EvalResult:
-    """Super-resolve every LR image of ``source`` and score it against its HR.
+    """Super-resolve every LR image of ``source`` with one model and score it against its HR.
 
     ``upscale``/``scale`` may replace ``model`` (a function uint8 H x W x 3 -> uint8 sH x sW x 3).
-    LPIPS needs weights (see :mod:`spsr_cli.weights.lpips_weights`); if none can be had,
-    PSNR/SSIM are still reported and ``lpips_note`` says why LPIPS is missing.
+    See :func:`evaluate_many` for the other arguments.
     """
+    upscalers = None if upscale is None else [(upscale, scale or 4)]
+    return evaluate_many(
+        source, models=[model], protocol=protocol, options=options, lpips=lpips, lpips_model=lpips_model, niqe=niqe,
+        niqe_model=niqe_model, save_images=save_images, crop=crop, progress=progress, offline=offline,
+        trust_unverified=trust_unverified, upscalers=upscalers,
+    )[0]
+
+
+def evaluate_many(
+    source: DatasetSource,
+    *,
+    models: Sequence[str],
+    protocol: Protocol | str = "spsr-paper",
+    options: InferenceOptions | None = None,
+    lpips: bool = True,
+    lpips_model: LPIPS | None = None,
+    niqe: bool = True,
+    niqe_model: NIQEModel | None = None,
+    save_images: Path | None = None,
+    crop: Crop | None = None,
+    progress: Progress | None = None,
+    offline: bool | None = None,
+    trust_unverified: bool = False,
+    upscalers: Sequence[tuple[Upscale, int]] | None = None,
+) -> list[EvalResult]:
+    """Score several models on ``source`` in one pass over its images; one :class:`EvalResult` per model.
+
+    LPIPS needs weights (see :mod:`spsr_cli.weights.lpips_weights`) and NIQE its pristine model
+    (:func:`spsr_cli.eval.niqe.load_niqe_model`); when either cannot be had the other metrics
+    are still reported, with ``lpips_note``/``niqe_note`` saying why. ``save_images``: each
+    model's SR images (``DIR/NAME.png`` for one model, ``DIR/LABEL/NAME.png`` for several) and
+    side-by-side crops ``DIR/crops/NAME.png`` (HR, then each model; window from ``crop``, else the
+    most detailed part of HR). An image that fails to load or pair becomes a row with ``error``.
+    """
+    if not models:
+        raise UsageError("no model to evaluate")
     started = time.perf_counter()
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    if upscale is None:
-        upscale, scale = make_upscaler(model, options or InferenceOptions(), offline=offline)
-    assert scale is not None
+    if upscalers is None:
+        upscalers = [make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
+    if len(upscalers) != len(models):
+        raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
+    scales = {s for _, s in upscalers}
+    if len(scales) != 1:
+        raise UsageError(f"models of different scales cannot share one evaluation: {', '.join(map(str, sorted(scales)))}")
+    scale = scales.pop()
+    labels = model_labels(models)
     _check_save_dir(save_images, source)
-    lpips_net, note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
+    lpips_net, lpips_note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
+    niqe_params, niqe_note = _niqe_or_note(niqe, niqe_model, offline=offline)
     files = pair_files(source.hr_dir, source.lr_dir)
-    result = EvalResult(protocol=proto.name, model=model, dataset=source.to_dict(), scale=scale, lpips_note=note)
+    results = [
+        EvalResult(protocol=proto.name, model=m, dataset=source.to_dict(), scale=scale, lpips_note=lpips_note,
+                   niqe_note=niqe_note)
+        for m in models
+    ]
     for done, (name, hr_path, lr_path) in enumerate(files, start=1):
-        pair = load_pair(name, hr_path, lr_path, scale)
-        result.images.append(score_pair(pair, upscale, proto, scale, lpips_net, save_images))
+        try:
+            pair = load_pair(name, hr_path, lr_path, scale)
+        except ImageError as err:
+            log.error("%s: %s", name, err)
+            for result in results:
+                result.images.append(ImageResult(name=name, psnr=None, ssim=None, lpips=None, error=str(err)))
+        else:
+            outputs = []
+            for result, label, (upscale, _) in zip(results, labels, upscalers):
+                sub = None if save_images is None else (save_images if len(models) == 1 else save_images / label)
+                row, sr = score_pair(pair, upscale, proto, scale, lpips_net, sub, niqe_model=niqe_params)
+                result.images.append(row)
+                outputs.append(sr)
+            if save_images is not None:
+                _write_crops(save_images / "crops" / f"{name}.png", pair.hr, outputs, ["HR", *labels], crop)
         if progress is not None:
             progress(done, len(files), name)
-    result.seconds = time.perf_counter() - started
-    return result
+    seconds = time.perf_counter() - started
+    for result in results:
+        result.seconds = seconds
+    return results
 
 
 def score_pair(
-    pair: ImagePair, upscale: Upscale, protocol: Protocol, scale: int, lpips_net: LPIPS | None, save_dir: Path | None
-) -> ImageResult:
+    pair: ImagePair,
+    upscale: Upscale,
+    protocol: Protocol,
+    scale: int,
+    lpips_net: LPIPS | None,
+    save_dir: Path | None,
+    *,
+    niqe_model: NIQEModel | None = None,
+) -> tuple[ImageResult, np.ndarray]:
+    """Score one pair: (its row, the uint8 SR image H x W x 3)."""
     sr = upscale(pair.lr)
     if sr.shape != pair.hr.shape:
         raise SPSRError(f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}")
@@ -182,9 +295,16 @@ def score_pair(
     if lpips_net is not None:
         with torch.no_grad():
             d = float(lpips_net(image_to_lpips_input(sr), image_to_lpips_input(pair.hr))[0])
+    q = None
+    if niqe_model is not None:
+        try:
+            q = niqe_of_image(sr, niqe_model, border=protocol.border_for(scale))
+        except NIQEError as err:  # an image under 96 x 96 pixels has no NIQE
+            log.info("%s: no NIQE: %s", pair.name, err)
     if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
         _write_png(save_dir / f"{pair.name}.png", sr)
-    return ImageResult(name=pair.name, psnr=p, ssim=s, lpips=d)
+    return ImageResult(name=pair.name, psnr=p, ssim=s, lpips=d, niqe=q), sr
 
 
 def _lpips_or_note(
@@ -201,6 +321,18 @@ def _lpips_or_note(
         return None, f"LPIPS weights unavailable: {err}"
 
 
+def _niqe_or_note(wanted: bool, given: NIQEModel | None, *, offline: bool | None) -> tuple[NIQEModel | None, str | None]:
+    if not wanted:
+        return None, "NIQE not requested (--no-niqe)"
+    if given is not None:
+        return given, None
+    try:
+        return load_niqe_model(offline=bool(offline)), None
+    except SPSRError as err:
+        log.info("NIQE unavailable: %s", err)
+        return None, f"NIQE model unavailable: {err}"
+
+
 def _check_save_dir(save_dir: Path | None, source: DatasetSource) -> None:
     if save_dir is None:
         return
@@ -213,6 +345,7 @@ def _check_save_dir(save_dir: Path | None, source: DatasetSource) -> None:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
     os.close(fd)
     try:
@@ -221,6 +354,57 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise ImageError(f"cannot write {path}: {err}") from None
+
+
+# ---------------------------------------------------------------- side-by-side crops
+
+
+def crop_window(hr: np.ndarray, crop: Crop | None) -> tuple[int, int, int]:
+    """(x, y, size) of the crop: the given window (clamped into the image), else the most detailed one.
+
+    "Most detailed": the window, on a grid of half-window steps, with the largest mean squared
+    luma gradient of HR (the textures and edges the papers' figures show).
+    """
+    crop = crop or Crop()
+    h, w = hr.shape[:2]
+    size = max(8, min(crop.size, h, w))
+    if crop.x is not None and crop.y is not None:
+        return min(max(0, crop.x), w - size), min(max(0, crop.y), h - size), size
+    y = hr.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) if hr.ndim == 3 else hr.astype(np.float64)
+    energy = np.zeros_like(y)
+    energy[:, 1:] += np.diff(y, axis=1) ** 2
+    energy[1:, :] += np.diff(y, axis=0) ** 2
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    step = max(1, size // 2)
+    best, where = -1.0, (0, 0)
+    for top in list(range(0, h - size + 1, step)) + [h - size]:
+        for left in list(range(0, w - size + 1, step)) + [w - size]:
+            total = (integral[top + size, left + size] - integral[top, left + size]
+                     - integral[top + size, left] + integral[top, left])
+            if total > best:
+                best, where = float(total), (left, top)
+    return where[0], where[1], size
+
+
+def side_by_side(hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence[str], crop: Crop | None = None,
+                 *, zoom: int = 2, gap: int = 4) -> np.ndarray:
+    """One uint8 RGB figure: the same crop of HR and of each SR output, enlarged ``zoom`` x (nearest
+    neighbour, so pixels stay visible), side by side on white with a label under each panel."""
+    x, y, size = crop_window(hr, crop)
+    panels = [img[y : y + size, x : x + size] for img in (hr, *outputs)]
+    panels = [np.repeat(np.repeat(p, zoom, axis=0), zoom, axis=1) for p in panels]
+    edge, label_h = size * zoom, 14
+    figure = Image.new("RGB", (len(panels) * edge + (len(panels) + 1) * gap, edge + 2 * gap + label_h), "white")
+    draw = ImageDraw.Draw(figure)
+    for i, (panel, label) in enumerate(zip(panels, labels)):
+        left = gap + i * (edge + gap)
+        figure.paste(Image.fromarray(np.ascontiguousarray(panel)), (left, gap))
+        draw.text((left + 2, gap + edge + 2), label[: max(4, edge // 6)], fill="black")
+    return np.asarray(figure)
+
+
+def _write_crops(path: Path, hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence[str], crop: Crop | None) -> None:
+    _write_png(path, side_by_side(hr, outputs, labels, crop))
 
 
 # ---------------------------------------------------------------- writers
@@ -238,20 +422,31 @@ def _write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_json(result: EvalResult, path: Path) -> None:
-    """The ``--json`` document (see :meth:`EvalResult.to_dict`), written atomically."""
-    _write_text_atomic(path, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+def write_json(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
+    """The ``--json`` document, written atomically: :meth:`EvalResult.to_dict` for one model,
+    ``{"results": [...]}`` (one per model, in ``--compare`` order) for several."""
+    if isinstance(result, EvalResult):
+        doc: dict[str, Any] = result.to_dict()
+    else:
+        doc = {"results": [r.to_dict() for r in result]}
+    _write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
-def write_csv(result: EvalResult, path: Path) -> None:
-    """One row per image (name, psnr, ssim, lpips) and a last ``mean`` row, written atomically."""
+def write_csv(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
+    """One row per image (name, psnr, ssim, lpips, niqe, error) and a last ``mean`` row, written
+    atomically; for several models a first ``model`` column, and one block per model."""
+    several = not isinstance(result, EvalResult)
+    results = list(result) if several else [result]  # type: ignore[arg-type]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "psnr", "ssim", "lpips"])
-    for r in result.images:
-        writer.writerow([r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips)])
-    means = result.means
-    writer.writerow(["mean", _fmt(means["psnr"]), _fmt(means["ssim"]), _fmt(means["lpips"])])
+    lead = ["model"] if several else []
+    writer.writerow([*lead, "name", "psnr", "ssim", "lpips", "niqe", "error"])
+    for res in results:
+        first = [res.model] if several else []
+        for r in res.images:
+            writer.writerow([*first, r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or ""])
+        means = res.means
+        writer.writerow([*first, "mean", *(_fmt(means[m]) for m in METRICS), ""])
     _write_text_atomic(path, buffer.getvalue())
 
 
@@ -261,10 +456,16 @@ def _fmt(value: float | None) -> str:
 
 __all__ = [
     "BICUBIC",
+    "Crop",
     "EvalResult",
     "ImageResult",
+    "METRICS",
+    "crop_window",
     "evaluate",
+    "evaluate_many",
     "make_upscaler",
+    "model_labels",
+    "side_by_side",
     "quantise",
     "score_pair",
     "software_versions",

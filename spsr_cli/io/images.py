@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -52,6 +53,9 @@ from spsr_cli.errors import ImageError
 log = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+#: Read as inputs but never written (GIF: 256 colours; its first frame is used): an output
+#: for such an input needs another format (``spsr upscale --ext png``).
+READ_ONLY_EXTENSIONS: tuple[str, ...] = (".gif",)
 
 _FORMAT_BY_EXTENSION = {
     ".png": "PNG",
@@ -95,6 +99,8 @@ class Image:
     """Decoded image, independent of the file format.
 
     rgb: H x W x 3 float32 in [0, 1]; grayscale sources are replicated to 3 channels.
+        For writing, rgb and alpha may also hold quantised samples (uint8 0..255 for 8-bit,
+        uint16 0..65535 for 16-bit), as the engine's output does.
     alpha: H x W float32 in [0, 1], or None when the source has no transparency.
     bit_depth: 8 or 16, the precision of the source (16-bit is kept on PNG/TIFF output).
     grayscale: the source had no colour; it is written back as grayscale.
@@ -129,8 +135,29 @@ class Image:
 
 
 def is_image_path(path: Path) -> bool:
-    """True when the file name ends with a supported image extension (case-insensitive)."""
-    return Path(path).suffix.lower() in SUPPORTED_EXTENSIONS
+    """True when the file name ends with an extension we read (case-insensitive), GIF included."""
+    suffix = Path(path).suffix.lower()
+    return suffix in SUPPORTED_EXTENSIONS or suffix in READ_ONLY_EXTENSIONS
+
+
+def is_writable_extension(ext: str) -> bool:
+    """True when :func:`write_image` can write files with this extension (leading dot optional)."""
+    key = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    return key in _FORMAT_BY_EXTENSION
+
+
+def temporary_files(path: Path) -> list[Path]:
+    """Temporaries :func:`write_image` makes for ``path`` (``.NAME.XXXXXXXX.tmp`` beside it).
+
+    A writer that was killed leaves one behind; only files of exactly this naming are
+    returned, never anything else in the folder.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
+    try:
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+    except OSError:  # the folder does not exist (yet) or cannot be listed
+        return []
 
 
 def format_for_extension(ext: str) -> str:
@@ -166,6 +193,9 @@ def read_image(path: Path) -> Image:
         raise ImageError(f"cannot read {path}: no such file")
     try:
         with PIL.Image.open(path) as im:
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            if frames > 1:
+                log.warning("%s has %d frames (animated or multi-page); only the first frame is upscaled", path, frames)
             deep = _read_16bit_colour(path, im)
             if deep is not None:
                 return _image_from_deep_colour(im, *deep)
@@ -353,7 +383,7 @@ def write_image(path: Path, image: Image, *, format: str | None = None, quality:
     done = False
     try:
         with os.fdopen(fd, "wb") as fh:
-            _encode(fh, image, fmt, int(quality))
+            _encode(fh, image, fmt, int(quality), name=path)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
         done = True
@@ -364,22 +394,15 @@ def write_image(path: Path, image: Image, *, format: str | None = None, quality:
             tmp.unlink(missing_ok=True)
 
 
-def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int) -> None:
+def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int, *, name: Path | str = "output") -> None:
     gray = image.grayscale and fmt in _GRAY_FORMATS
     alpha = image.alpha
     if alpha is not None and fmt not in _ALPHA_FORMATS:
-        log.warning("%s cannot store transparency; the image is composited over white", fmt)
-    colour = _luma(image.rgb) if gray else _clean(image.rgb)
-    if alpha is not None and fmt not in _ALPHA_FORMATS:
-        a = _clean(alpha)
-        colour = colour * (a if gray else a[..., None]) + (1.0 - (a if gray else a[..., None]))
-        alpha = None
-    planes = colour[..., None] if gray else colour
-    if alpha is not None:
-        planes = np.concatenate([planes, _clean(alpha)[..., None]], axis=2)
+        log.warning("%s: %s cannot store transparency; the image is composited over white", name, fmt)
+    composite = alpha is not None and fmt not in _ALPHA_FORMATS
     icc = _matching_icc(image.icc_profile, gray)
     if image.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS:
-        data = _quantise(planes, 65535, np.uint16)
+        data = _planes(image, gray, composite, 65535, np.uint16)
         if fmt == "PNG":
             fh.write(_png16_bytes(data, icc=icc, dpi=image.dpi, exif=image.exif))
         else:
@@ -388,7 +411,7 @@ def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int) -> None
                 icc = _matching_icc(image.icc_profile, False)
             fh.write(_tiff16_bytes(data, icc=icc, dpi=image.dpi))
         return
-    data = _quantise(planes, 255, np.uint8)
+    data = _planes(image, gray, composite, 255, np.uint8)
     pil = PIL.Image.fromarray(data[..., 0] if data.shape[2] == 1 else data)
     pil.save(fh, format=fmt, **_save_options(fmt, image, icc, quality))
 
@@ -408,6 +431,43 @@ def _save_options(fmt: str, image: Image, icc: bytes | None, quality: int) -> di
     if fmt == "TIFF":
         opts["compression"] = "tiff_adobe_deflate"
     return opts
+
+
+def _planes(image: Image, gray: bool, composite: bool, peak: int, dtype: type) -> np.ndarray:
+    """The H x W x C ``dtype`` samples to encode (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
+
+    ``image.rgb`` and ``image.alpha`` are float in [0, 1] or already quantised (uint8,
+    uint16: the engine writes its output so); colour is reduced to luma for ``gray``,
+    composited over white for ``composite`` and rounded to ``peak``. The work goes in
+    bands of rows, so that memory beyond the result stays small, and quantised RGB that
+    needs no change is returned as it is, without a copy.
+    """
+    rgb, alpha = image.rgb, image.alpha
+    ready = rgb.dtype == dtype and not gray and not composite
+    if ready and alpha is None:
+        return rgb
+    height, width = rgb.shape[:2]
+    out = np.empty((height, width, (1 if gray else 3) + (alpha is not None and not composite)), dtype)
+    if ready and alpha is not None and alpha.dtype == dtype:
+        out[..., :3], out[..., 3] = rgb, alpha
+        return out
+    band = max(1, (1 << 20) // max(1, width))
+    for y in range(0, height, band):
+        colour = _luma(_unit(rgb[y : y + band])) if gray else _clean(_unit(rgb[y : y + band]))
+        a = _clean(_unit(alpha[y : y + band])) if alpha is not None else None
+        if a is not None and composite:
+            colour = colour * (a if gray else a[..., None]) + (1.0 - (a if gray else a[..., None]))
+        out[y : y + band, :, : 1 if gray else 3] = _quantise(colour[..., None] if gray else colour, peak, dtype)
+        if a is not None and not composite:
+            out[y : y + band, :, -1] = _quantise(a, peak, dtype)
+    return out
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    """Quantised samples (uint8, uint16) -> float32 in [0, 1]; float data unchanged."""
+    if arr.dtype.kind in "ui":
+        return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    return arr
 
 
 def _clean(arr: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ is how the standard SR benchmarks made their low-resolution images:
 
 * the cubic convolution kernel with a = -0.5;
 * when shrinking, the kernel is stretched by 1/scale (antialiasing);
-* samples beyond the border are mirrored (``symmetric``: the edge pixel repeats);
+* samples beyond the border repeat the edge pixel (MATLAB's
+  ``indices = min(max(1, indices), in_length)``);
 * output size ``ceil(scale * input)``; the height is resized first;
 * a ``uint8`` image comes back ``uint8``, rounded half away from zero and clipped,
   after *each* of the two one-dimensional passes, as MATLAB does.
@@ -52,9 +53,9 @@ def contributions(
     dist = u[:, None] - idx
     weights = scale * cubic(scale * dist) if stretch else cubic(dist)
     weights = weights / weights.sum(dim=1, keepdim=True)
-    # mirror out-of-range indices: ... 2 1 | 1 2 ... n | n n-1 ...
-    mirror = torch.cat([torch.arange(in_length), torch.arange(in_length - 1, -1, -1)])
-    idx0 = mirror[torch.remainder(idx.long() - 1, 2 * in_length)]
+    # out-of-range indices repeat the edge pixel, as MATLAB's imresize does:
+    # indices = min(max(1, indices), in_length)
+    idx0 = (idx.long() - 1).clamp(0, in_length - 1)
     keep = weights.ne(0).any(dim=0)
     return weights[:, keep], idx0[:, keep]
 

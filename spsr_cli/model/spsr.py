@@ -58,6 +58,26 @@ class SPSRConfig:
         """
         return tuple(min(self.nb, max(1, int(k * self.nb / 4.6 + 0.5))) for k in range(1, 5))  # type: ignore[return-value]
 
+    @property
+    def receptive_radius(self) -> int:
+        """Input pixels of context that can reach an output pixel, per side (an upper bound).
+
+        An output pixel depends only on input pixels within this distance (Chebyshev), so
+        tiling with at least this much context gives the whole-image result. Counted from the
+        3x3 convolutions on the longest path: 15 per RRDB; the SR trunk, or the gradient
+        branch fed by the trunk taps; then the convolutions at higher resolutions (a fraction
+        of an input pixel each), plus one pixel for nearest-neighbour upsampling alignment.
+        """
+        rrdb = 15
+        trunk = 1 + rrdb * self.nb + 1  # conv_first, RRDBs, trunk_conv
+        branch = 2  # gradient map, branch conv_first
+        for tap in self.taps:
+            branch = max(branch, 1 + rrdb * tap) + rrdb + 1  # block on [branch, trunk tap], concat
+        branch += 1  # lr_conv
+        upsampling = sum(0.5**j for j in range(1, self.num_upsamples + 1))  # one conv per x2 step
+        high_res = (2 + rrdb + 3) / self.scale  # hr_conv0/1, fusion RRDB, concat, hr_conv0, out
+        return math.ceil(max(trunk, branch) + upsampling + high_res) + 1
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 

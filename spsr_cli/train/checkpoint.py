@@ -23,6 +23,8 @@ from spsr_cli.errors import SPSRError
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
+#: The temporary name :func:`atomic_torch_save` writes a checkpoint under: ``.NAME.PID.tmp``.
+_TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\.(\d+)\.tmp$")
 
 
 class CheckpointError(SPSRError):
@@ -105,11 +107,43 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         os.close(fd)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:  # pragma: no cover - e.g. a platform without signals: assume alive, keep the file
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: Union[str, Path]) -> list[Path]:
+    """Delete ``checkpoints/.step_*.pt.PID.tmp`` files left by a killed run (its PID is gone).
+
+    Only files of exactly that naming are touched, and never one whose process still runs.
+    Returns the deleted paths.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def save_checkpoint(run_dir: Union[str, Path], step: int, state: dict[str, Any], *, keep: int = 0) -> Path:
     """Write ``state`` (plus step and format version) as the checkpoint of ``step``.
 
+    Stale temporaries of killed runs are removed first (:func:`remove_stale_temporaries`).
     ``keep`` > 0 deletes all but the newest ``keep`` checkpoints afterwards.
     """
+    remove_stale_temporaries(run_dir)
     path = checkpoint_path(Path(run_dir), step)
     atomic_torch_save({"format_version": FORMAT_VERSION, "step": step, **state}, path)
     if keep > 0:
@@ -126,7 +160,11 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many unrelated types for damaged/foreign files
-        raise CheckpointError(f"checkpoint {path} could not be read ({exc}); delete it to fall back to an older one") from None
+        from spsr_cli.weights.store import torch_load_refusal
+
+        raise CheckpointError(
+            f"checkpoint {path} could not be read: {torch_load_refusal(path, exc)}; delete it to fall back to an older one"
+        ) from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "step" not in state:
         raise CheckpointError(f"{path} is not a spsr training checkpoint (format {FORMAT_VERSION})")
     return state
@@ -144,8 +182,10 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many unrelated types for non-checkpoints
+        from spsr_cli.weights.store import torch_load_refusal
+
         raise CheckpointError(
-            f"{path} could not be read with torch.load(weights_only=True) ({exc}); "
+            f"{torch_load_refusal(path, exc)}; "
             "pass a .safetensors/.pth state dict, a training checkpoint or a run folder"
         ) from None
 
@@ -155,11 +195,11 @@ def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> di
 
     ``source`` may be a training run folder or checkpoint (its EMA generator), an SPSR
     generator file (canonical or published layout, loaded strictly), or a pretrained
-    RRDB network in the ESRGAN or BasicSR/Real-ESRGAN layout, whose tensors fill the
-    SR branch (the gradient branch, fusion layers and ``hr_conv1`` stay random).
+    RRDBNet in the ESRGAN or BasicSR/Real-ESRGAN layout, embedded exactly (the
+    generator's ``sr`` equals the RRDBNet's output; see :func:`embed_rrdbnet`).
 
-    Returns a JSON-friendly report: ``kind``, ``source``, ``loaded`` / ``random`` /
-    ``ignored`` key lists.
+    Returns a JSON-friendly report: ``kind``, ``source``, ``loaded`` / ``random``
+    (and for RRDBNets ``constructed``) key lists.
     """
     from spsr_cli.model.checkpoint import canonicalize_state_dict, check_state_dict, unwrap_state_dict
 
@@ -192,11 +232,10 @@ def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> di
     if canonical is not None:
         model.load_state_dict({k: v.float() for k, v in canonical.items()}, strict=True)
         return {"kind": kind or "spsr-generator", "source": str(path), "loaded": sorted(canonical), "random": [], "ignored": []}
-    from spsr_cli.train.pretrained import init_sr_branch_from_rrdb
+    from spsr_cli.train.pretrained import embed_rrdbnet
 
-    report = init_sr_branch_from_rrdb(model, sd)
+    report = embed_rrdbnet(model, sd)
     return {
-        "kind": "rrdb", "source": str(path), "loaded": list(report.loaded),
-        "random": list(report.random), "ignored": list(report.ignored),
+        "kind": "rrdb-warm-start", "source": str(path), "loaded": list(report.loaded),
+        "constructed": list(report.constructed), "random": list(report.random),
     }
-

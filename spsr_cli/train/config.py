@@ -22,6 +22,9 @@ from spsr_cli.model.spsr import SPSRConfig
 STAGES = ("psnr", "gan")
 BACKBONES = ("vgg19", "vgg16", "none")
 AMP_MODES = ("auto", "bf16", "off")
+#: Objectives of ``loss.preset`` and the structure extractor each uses by default (None: none).
+PRESETS = ("spsr-g", "spsr-p", "spsr-j")
+PRESET_NSE = {"spsr-p": "nse-contrastive", "spsr-j": "nse-jigsaw"}
 
 
 class ConfigError(UsageError):
@@ -55,7 +58,15 @@ class DataSection:
 @dataclass
 class LossSection:
     """SPSR-G weights used by ``--stage gan`` (the paper's values), plus the related
-    papers' structure losses (Gradient Variance, second-order gradient; default off)."""
+    papers' structure losses (Gradient Variance, second-order gradient; default off).
+
+    ``preset`` picks the objective: ``spsr-g`` (gradient-space losses, the structure
+    weights are ignored) or ``spsr-p`` / ``spsr-j`` (TPAMI: the image GAN and the
+    gradient-space losses ``gan``, ``gradient_pixel``, ``gradient_gan`` are ignored and
+    replaced by ``structure_pixel`` (L1 between normalised NSE features of SR and HR)
+    and ``structure_gan`` (RaGAN on NSE feature maps)). ``nse``: the structure extractor,
+    a file or a registered name; null = the preset's shipped one (PRESET_NSE).
+    """
 
     pixel: float = 0.01
     perceptual: float = 1.0
@@ -68,6 +79,16 @@ class LossSection:
     gv_patch_size: int = 8
     perceptual_backbone: str = "vgg19"
     d_channels: int = 64
+    preset: str = "spsr-g"
+    nse: Union[str, None] = None
+    structure_pixel: float = 1.0
+    structure_gan: float = 0.005
+
+    def nse_spec(self) -> Union[str, None]:
+        """The NSE the preset uses (``nse`` or the preset's shipped one); None for spsr-g."""
+        if self.preset not in PRESET_NSE:
+            return None
+        return self.nse or PRESET_NSE[self.preset]
 
 
 @dataclass
@@ -86,6 +107,8 @@ class TrainSection:
     the paper); the generator's norm is logged as ``grad_norm_g`` either way.
     ``threads``: CPU threads for torch in this process (0 keeps torch's default; 1 is
     fastest for tiny models and for several processes sharing a few cores).
+    ``d_warmup_steps``: the first steps train only the discriminators (the generator is
+    frozen), so fresh discriminators do not push a pretrained generator around.
     ``time_limit_min``: wall-clock budget of the loop in minutes (0: none). When it runs
     out, the run checkpoints, validates and stops as if ``steps`` were reached, so a
     time-boxed GPU lease always ends with its latest weights saved.
@@ -102,6 +125,7 @@ class TrainSection:
     gamma: float = 0.5
     grad_clip: float = 0.0
     fusion_only_steps: int = 5000
+    d_warmup_steps: int = 0
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"
@@ -205,6 +229,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError(value)
+            if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
+                return "on" if value else "off"
             return str(value)
     except (TypeError, ValueError):
         raise ConfigError(
@@ -246,6 +272,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.stage must be one of {', '.join(STAGES)}, got {t.stage!r}")
     if t.amp not in AMP_MODES:
         raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
+    if cfg.loss.preset not in PRESETS:
+        raise ConfigError(f"loss.preset must be one of {', '.join(PRESETS)}, got {cfg.loss.preset!r}")
     if cfg.loss.perceptual_backbone not in BACKBONES:
         raise ConfigError(
             f"loss.perceptual_backbone must be one of {', '.join(BACKBONES)}, got {cfg.loss.perceptual_backbone!r}"
@@ -271,6 +299,7 @@ def validate(cfg: TrainConfig) -> None:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     for key, value in (("train.fusion_only_steps", t.fusion_only_steps), ("train.grad_clip", t.grad_clip),
+                       ("train.d_warmup_steps", t.d_warmup_steps),
                        ("data.num_workers", d.num_workers), ("data.synthetic", d.synthetic),
                        ("train.threads", t.threads), ("data.cache_mb", d.cache_mb),
                        ("train.keep_checkpoints", t.keep_checkpoints)):

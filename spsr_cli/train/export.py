@@ -1,5 +1,8 @@
 """``spsr train export``: a run's EMA generator -> float16 safetensors + local manifest entry.
 
+NSE runs (``spsr train nse``) export their structure extractor instead: float32
+safetensors and an ``auxiliary`` entry of the local manifest (see :func:`spsr_cli.train.nse.export_nse`).
+
 The file is written with :func:`spsr_cli.weights.store.write_generator_file` (strictly
 checked, atomic, config and provenance in the metadata) under ``$SPSR_HOME/weights``
 and registered in ``$SPSR_HOME/weights_manifest.json``, so ``spsr upscale --model NAME``,
@@ -76,6 +79,11 @@ def export_run(
         )
     path = resolve_checkpoint(run)
     state = load_checkpoint(path)
+    if state.get("kind") == "nse":  # an `spsr train nse` run: float32 structure extractor, auxiliary entry
+        from spsr_cli.train.nse import export_nse
+
+        nse = export_nse(path, state, name=name, licence=licence, description=description, replace=replace)
+        return ExportResult(name=name, path=nse.path, sha256=nse.sha256, step=nse.step, weights="nse", entry=nse)
     cfg = TrainConfig.from_dict(state["config"])
     key = "ema" if use_ema else "model"
     step = int(state["step"])

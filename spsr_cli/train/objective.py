@@ -10,6 +10,12 @@ Generator (SPSR-G, ``--stage gan``)::
         + w_br   * L1(branch, G(hr))               branch
         + w_gv   * GV(sr, hr) + w_so * SecondOrder(sr, hr)   (related papers, default 0)
 
+SPSR-P / SPSR-J (``loss.preset``, TPAMI) drop ``gan``, ``gradient_pixel`` and
+``gradient_gan`` and add, with ``S`` the normalised features of a frozen NSE::
+
+        + w_spix * L1(S(sr), S(hr))                           structure_pixel
+        + w_sgan * RaGAN_G(D_str(S(hr)), D_str(S(sr)))        structure_gan
+
 ``G`` is the padding-1 gradient map, ``G'`` the padding-2 one. ``--stage psnr`` keeps
 only the pixel and branch terms. Discriminators: ``RaGAN_D`` on images and on
 gradient maps, with the SR image detached.
@@ -32,10 +38,15 @@ from spsr_cli.train.losses import (
     RelativisticAverageGANLoss,
     SecondOrderGradientLoss,
 )
+from spsr_cli.train.structure import structure_pixel_loss
 
 GENERATOR_TERMS = (
     "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "gradient_variance", "second_order",
+    "structure_pixel", "structure_gan",
 )
+#: Terms that the SPSR-P / SPSR-J presets replace by the structure terms.
+GRADIENT_SPACE_TERMS = ("gan", "gradient_pixel", "gradient_gan")
+STRUCTURE_TERMS = ("structure_pixel", "structure_gan")
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class LossWeights:
     branch: float = 0.0
     gradient_variance: float = 0.0
     second_order: float = 0.0
+    structure_pixel: float = 0.0
+    structure_gan: float = 0.0
 
     @classmethod
     def for_stage(cls, cfg, stage: str) -> LossWeights:
@@ -57,11 +70,18 @@ class LossWeights:
         if stage == "psnr":
             return cls(pixel=cfg.psnr_loss.pixel, branch=cfg.psnr_loss.branch)
         loss = cfg.loss
-        return cls(**{name: getattr(loss, name) for name in GENERATOR_TERMS})
+        values = {name: getattr(loss, name) for name in GENERATOR_TERMS}
+        dropped = GRADIENT_SPACE_TERMS if loss.nse_spec() is not None else STRUCTURE_TERMS
+        values.update({name: 0.0 for name in dropped})
+        return cls(**values)
 
     @property
     def adversarial(self) -> bool:
-        return self.gan > 0 or self.gradient_gan > 0
+        return self.gan > 0 or self.gradient_gan > 0 or self.structure_gan > 0
+
+    @property
+    def structure(self) -> bool:
+        return self.structure_pixel > 0 or self.structure_gan > 0
 
 
 class SPSRObjective(nn.Module):
@@ -75,6 +95,10 @@ class SPSRObjective(nn.Module):
             when ``weights.gan`` / ``weights.gradient_gan`` > 0). Pass the plain
             modules here; the training loop may run wrapped (DDP) copies for the
             discriminator step via :meth:`discriminator_losses`' arguments.
+        structure / d_structure: the frozen structure extractor
+            (:class:`spsr_cli.train.structure.StructureFeatures`, required when a
+            structure weight is > 0) and the feature-map discriminator (required when
+            ``weights.structure_gan`` > 0).
         gv_patch_size: patch size of the Gradient Variance loss.
     """
 
@@ -86,8 +110,14 @@ class SPSRObjective(nn.Module):
         d_image: Union[nn.Module, None] = None,
         d_gradient: Union[nn.Module, None] = None,
         gv_patch_size: int = 8,
+        structure: Union[nn.Module, None] = None,
+        d_structure: Union[nn.Module, None] = None,
     ) -> None:
         super().__init__()
+        if weights.structure and structure is None:
+            raise ValueError("a structure term has a non-zero weight but no structure extractor (NSE) was given")
+        if weights.structure_gan > 0 and d_structure is None:
+            raise ValueError("the structure GAN term has a non-zero weight but no feature discriminator was given")
         if weights.perceptual > 0 and perceptual_backbone is None:
             raise ValueError("the perceptual term has a non-zero weight but no backbone was given")
         if weights.gan > 0 and d_image is None:
@@ -100,9 +130,11 @@ class SPSRObjective(nn.Module):
         self.gradient_variance = GradientVarianceLoss(patch_size=gv_patch_size)
         self.second_order = SecondOrderGradientLoss()
         self.ragan = RelativisticAverageGANLoss()
+        self.structure = structure  # frozen StructureFeatures (a submodule: moves with .to())
         # Held as plain attributes (not submodules): the loop owns, saves and optimises them.
         self.__dict__["d_image"] = d_image
         self.__dict__["d_gradient"] = d_gradient
+        self.__dict__["d_structure"] = d_structure
 
     def generator_loss(
         self, sr: torch.Tensor, branch: torch.Tensor, hr: torch.Tensor
@@ -130,8 +162,14 @@ class SPSRObjective(nn.Module):
             terms["gradient_variance"] = w.gradient_variance * self.gradient_variance(sr, hr)
         if w.second_order > 0:
             terms["second_order"] = w.second_order * self.second_order(sr, hr)
+        if w.structure:
+            with torch.no_grad():
+                s_hr = self.structure(hr)
+            s_sr = self.structure(sr)
+            if w.structure_pixel > 0:
+                terms["structure_pixel"] = w.structure_pixel * structure_pixel_loss(s_sr, s_hr)
         if w.adversarial:
-            with _frozen(self.d_image, self.d_gradient):
+            with _frozen(self.d_image, self.d_gradient, self.d_structure):
                 if w.gan > 0:
                     real = self.d_image(hr).detach()
                     terms["gan"] = w.gan * self.ragan.generator_loss(real, self.d_image(sr))
@@ -139,6 +177,9 @@ class SPSRObjective(nn.Module):
                     real = self.d_gradient(gradient_map(hr, 2)).detach()
                     fake = self.d_gradient(gradient_map(sr, 2))
                     terms["gradient_gan"] = w.gradient_gan * self.ragan.generator_loss(real, fake)
+                if w.structure_gan > 0:
+                    real = self.d_structure(s_hr).detach()
+                    terms["structure_gan"] = w.structure_gan * self.ragan.generator_loss(real, self.d_structure(s_sr))
         total = sum(terms.values(), torch.zeros((), device=sr.device, dtype=torch.float32))
         return total, {k: v.detach() for k, v in terms.items()}
 
@@ -149,8 +190,9 @@ class SPSRObjective(nn.Module):
         *,
         d_image: Union[nn.Module, None] = None,
         d_gradient: Union[nn.Module, None] = None,
+        d_structure: Union[nn.Module, None] = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum of both discriminators' RaGAN losses on a detached ``sr``.
+        """Sum of the discriminators' RaGAN losses on a detached ``sr``.
 
         ``d_image`` / ``d_gradient`` default to the modules given at construction
         (pass DDP-wrapped ones to have their gradients averaged across processes).
@@ -158,6 +200,7 @@ class SPSRObjective(nn.Module):
         """
         d_image = d_image or self.d_image
         d_gradient = d_gradient or self.d_gradient
+        d_structure = d_structure or self.d_structure
         sr = sr.detach()
         total = torch.zeros((), device=sr.device, dtype=torch.float32)
         logs: dict[str, torch.Tensor] = {}
@@ -170,6 +213,12 @@ class SPSRObjective(nn.Module):
             loss = self.ragan.discriminator_loss(d_gradient(gradient_map(hr, 2)), d_gradient(gradient_map(sr, 2)))
             total = total + loss
             logs["d_gradient"] = loss.detach()
+        if self.weights.structure_gan > 0:
+            with torch.no_grad():
+                s_hr, s_sr = self.structure(hr), self.structure(sr)
+            loss = self.ragan.discriminator_loss(d_structure(s_hr), d_structure(s_sr))
+            total = total + loss
+            logs["d_structure"] = loss.detach()
         return total, logs
 
 

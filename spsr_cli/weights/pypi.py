@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
-from spsr_cli.weights.manifest import spsr_home
+from spsr_cli.weights.manifest import file_mode, spsr_home
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,7 @@ def extract_to_cache(archive: Path, member: str, dest: Path) -> Path:
     data = read_archive_member(archive, member)
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, prefix=".tmp-") as handle:
         handle.write(data)
+    os.chmod(handle.name, file_mode())
     os.replace(handle.name, dest)
     return dest
 

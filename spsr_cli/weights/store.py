@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,19 @@ from typing import Mapping
 
 import torch
 
-from spsr_cli.errors import CheckpointMismatchError, UnknownModelError
+from spsr_cli.errors import CheckpointMismatchError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.model.checkpoint import StateDict, build_generator, canonicalize_state_dict
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.weights.hub import sha256_file
-from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
+from spsr_cli.weights.manifest import (
+    FileSource, ModelEntry, add_local_entry, file_mode, load_manifest, spsr_home, validate_name,
+)
 
 FORMAT_TAG = "spsr-cli"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", re.S)
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,75 @@ class LoadedWeights:
     metadata: dict[str, str]
 
 
+def torch_load_refusal(path: Path, err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to disable
+    ``weights_only`` (which would let the file run arbitrary code: never suggested)."""
+    text = str(err)
+    found = _UNSUPPORTED_GLOBAL.search(text)
+    if found:
+        return (
+            f"{path} holds Python objects other than tensors ({found.group(1)}); it is refused because unpickling "
+            "them could run code. Save a plain state dict (name -> tensor) or safetensors where it was made"
+        )
+    detail = _UNPICKLER_DETAIL.search(text)
+    if detail:
+        reason = " ".join(detail.group(1).split())
+    else:
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if not reason or "weights_only" in reason:
+            reason = type(err).__name__
+    return f"{path} is not a readable PyTorch checkpoint ({reason})"
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`WeightsNotAvailableError` naming the OS's reason when ``path`` cannot be opened."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise WeightsNotAvailableError(
+            f"cannot read the weights file {path}: {err.strerror or err}; check its permissions"
+        ) from None
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or Inf (they give black images), naming the first such tensor."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointMismatchError(
+                f"{where}: tensor {key!r} holds {bad} NaN/Inf value(s) of {tensor.numel()}; these weights are "
+                "broken (a diverged training run?): use another checkpoint"
+            )
+
+
+def _training_checkpoint_hint(raw: object, path: Path) -> None:
+    if isinstance(raw, Mapping) and "format_version" in raw and "step" in raw and ("ema" in raw or "model" in raw):
+        raise UnknownModelError(
+            f"{path} is a training checkpoint (step {raw.get('step')}), not a generator weights file; "
+            f"export it first with `spsr train export {path} --name NAME` and use --model NAME"
+        )
+
+
 def read_weights_file(path: Path) -> LoadedWeights:
-    """Read a .safetensors or .pth generator checkpoint into the canonical layout (not yet loaded)."""
+    """Read a .safetensors or .pth generator checkpoint into the canonical layout (not yet loaded).
+
+    Refuses unreadable files, training checkpoints (with the export command to use) and
+    weights holding NaN/Inf (naming the tensor).
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # e.g. a folder on the way that we may not enter
+        raise WeightsNotAvailableError(f"cannot read the weights file {path}: {err.strerror or err}; check its permissions") from None
+    if is_dir:
+        raise UnknownModelError(
+            f"{path} is a folder, not a weights file; if it is a training run, export it with "
+            f"`spsr train export {path} --name NAME` and use --model NAME"
+        )
+    if not is_file:
         raise UnknownModelError(f"checkpoint file {path} does not exist")
+    check_readable(path)
     suffix = path.suffix.lower()
     metadata: dict[str, str] = {}
     if suffix in SAFETENSORS_SUFFIXES:
@@ -56,15 +125,14 @@ def read_weights_file(path: Path) -> LoadedWeights:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-            raise CheckpointMismatchError(
-                f"{path} could not be loaded with torch.load(weights_only=True): {err}. "
-                "Only plain tensor state dicts are accepted; convert other pickles first."
-            ) from None
+            raise CheckpointMismatchError(torch_load_refusal(path, err)) from None
+        _training_checkpoint_hint(raw, path)
     else:
         raise UnknownModelError(
             f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or .pth"
         )
     state_dict, inferred = canonicalize_state_dict(raw)
+    check_finite(state_dict, str(path))
     config = inferred
     if "config" in metadata:
         try:
@@ -97,6 +165,7 @@ def write_generator_file(
     from safetensors.torch import save_file
 
     build_generator(state_dict, config)  # refuses mismatches before anything is written
+    check_finite(state_dict, f"weights for {path}")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
     metadata = {
         "format": FORMAT_TAG, "architecture": "spsr", "config": json.dumps(config.to_dict()),
@@ -109,6 +178,7 @@ def write_generator_file(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; give the file the mode the umask asks for
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

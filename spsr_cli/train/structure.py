@@ -1,0 +1,236 @@
+"""Structure losses of SPSR-P / SPSR-J: NSE weight files, the frozen feature extractor,
+the pixelwise structure loss and the discriminator on NSE feature maps.
+
+NSE weight files are float32 safetensors with string metadata ``format`` ("spsr-cli"),
+``architecture`` ("nse"), ``config`` (JSON of :class:`NSEConfig`), ``method``
+("contrastive" or "jigsaw"), ``evaluation`` (JSON: held-out accuracy) and provenance.
+``loss.nse`` names one: a path to such a file, or a name from the packaged manifest's
+``auxiliary`` list (kind ``structure-extractor``, bundled, sha256-checked) or from the
+local registry's (``spsr train export`` of an NSE run). Entries keep the file's sha256 in
+their ``source``, as the other auxiliary entries do.
+
+The structure features are the NSE's channel vectors normalised to unit length (the NSE
+is trained with cosine similarity, so only their direction carries meaning):
+``f(x) = NSE(x) / max(||NSE(x)||_2, 1e-6)`` per position, N x C x H/4 x W/4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, UnknownModelError
+from spsr_cli.model.nse import STRIDE, NSEConfig, NSENet
+
+FORMAT_TAG = "spsr-cli"
+ARCHITECTURE = "nse"
+AUX_KIND = "structure-extractor"
+NORM_EPS = 1e-6
+NEGATIVE_SLOPE = 0.2
+HIDDEN = 100
+
+
+# ---- weight files ---------------------------------------------------------------------
+
+def write_nse_file(path: Path, model: NSENet, *, metadata: Mapping[str, str]) -> str:
+    """Write ``model`` as float32 safetensors with its config in the metadata, atomically.
+
+    Returns the file's sha256.
+    """
+    from safetensors.torch import save_file
+
+    from spsr_cli.weights.hub import sha256_file
+
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT_TAG, "architecture": ARCHITECTURE, "config": json.dumps(model.config.to_dict()),
+            "dtype": "float32", **dict(metadata)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha256_file(path)
+
+
+def read_nse_file(path: Union[str, Path]) -> tuple[NSENet, dict[str, str]]:
+    """Build the NSE stored in ``path`` (strict load, float32, eval mode) and return its metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {err}") from None
+    if metadata.get("architecture") != ARCHITECTURE or "config" not in metadata:
+        raise CheckpointMismatchError(
+            f"{path} is not an NSE weights file (architecture {metadata.get('architecture')!r}); "
+            "export one with `spsr train export RUN --name NAME` from an `spsr train nse` run"
+        )
+    try:
+        model = NSENet(NSEConfig.from_dict(json.loads(metadata["config"])))
+        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointMismatchError(f"{path}: its tensors do not match its stored NSE config ({err})") from None
+    return model.eval(), metadata
+
+
+def _auxiliary_entries() -> dict[str, tuple[dict[str, Any], Path]]:
+    """Known NSEs: packaged (bundled) first, then the local registry's; name -> (entry, file)."""
+    from spsr_cli.weights.manifest import load_manifest, local_manifest_path, read_manifest_file
+
+    found: dict[str, tuple[dict[str, Any], Path]] = {}
+    for name, raw in load_manifest().auxiliary.items():
+        if raw.get("kind") == AUX_KIND and raw.get("source", {}).get("type") == "bundled":
+            found[name] = (raw, Path(str(resources.files("spsr_cli") / raw["source"]["path"])))
+    local = local_manifest_path()
+    if local.is_file():
+        for raw in read_manifest_file(local).get("auxiliary", []):
+            if raw.get("kind") == AUX_KIND and raw.get("name") not in found:
+                found[raw["name"]] = (raw, Path(raw["source"]["path"]))
+    return found
+
+
+def known_nse_names() -> list[str]:
+    return sorted(_auxiliary_entries())
+
+
+def resolve_nse(spec: str) -> Path:
+    """``loss.nse`` -> a verified NSE weights file: an existing path, or a registered name."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    entries = _auxiliary_entries()
+    if spec not in entries:
+        raise UnknownModelError(
+            f"loss.nse {spec!r} is neither a file nor a known structure extractor "
+            f"(known: {', '.join(sorted(entries)) or 'none'}); train one with `spsr train nse` and export it"
+        )
+    entry, file = entries[spec]
+    if not file.is_file():
+        raise UnknownModelError(f"structure extractor {spec!r}: its file {file} is missing; reinstall or re-export it")
+    from spsr_cli.weights.hub import sha256_file
+
+    expected = str(entry.get("source", {}).get("sha256") or "").lower()
+    actual = sha256_file(file)
+    if expected != actual:
+        raise ChecksumMismatchError(
+            f"structure extractor {spec!r}: {file} has sha256 {actual}, the registry says {expected or 'nothing'}; "
+            "the file is damaged or was replaced: reinstall or re-export it"
+        )
+    return file
+
+
+def load_nse(spec: str) -> tuple[NSENet, dict[str, str]]:
+    """The NSE that ``loss.nse`` names (see :func:`resolve_nse`), in eval mode."""
+    return read_nse_file(resolve_nse(spec))
+
+
+# ---- losses ---------------------------------------------------------------------------
+
+def normalise_features(features: torch.Tensor) -> torch.Tensor:
+    """Unit-length channel vectors: N x C x h x w -> same shape, ``v / max(||v||, 1e-6)``."""
+    return F.normalize(features, dim=1, eps=NORM_EPS)
+
+
+class StructureFeatures(nn.Module):
+    """A frozen NSE that maps images to normalised structure features.
+
+    Input: N x 3 x H x W float RGB in [0, 1] (H, W multiples of 4).
+    Output: N x C x H/4 x W/4 unit channel vectors (same dtype as the NSE's output).
+    The NSE stays in eval mode and its parameters never train; gradients flow to the input.
+    """
+
+    def __init__(self, nse: NSENet, *, name: str = "") -> None:
+        super().__init__()
+        self.nse = nse.requires_grad_(False).eval()
+        self.name = name
+
+    @property
+    def channels(self) -> int:
+        return self.nse.config.channels
+
+    def train(self, mode: bool = True) -> StructureFeatures:
+        super().train(mode)
+        self.nse.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise_features(self.nse(x))
+
+
+def structure_pixel_loss(f_sr: torch.Tensor, f_hr: torch.Tensor) -> torch.Tensor:
+    """Pixelwise structure loss: mean absolute difference of the structure features
+    (N x C x h x w each; ``f_hr`` is treated as a constant)."""
+    return F.l1_loss(f_sr, f_hr.detach())
+
+
+def _conv_out(size: int) -> int:
+    return (size + 2 - 4) // 2 + 1
+
+
+class FeatureDiscriminator(nn.Module):
+    """Relativistic-GAN discriminator on NSE feature maps, VGG-style like the image and
+    gradient discriminators, adapted to the feature scale and channel count.
+
+    A map of side S (= crop / 4) goes through as many stages as halve it down to 4 x 4
+    (S = 32 for 128-px crops: 3 stages, the image discriminator's last feature size).
+    Each stage: 3x3 conv, 4x4 stride-2 conv, each followed by batch norm (not the very
+    first conv) and LeakyReLU(0.2); widths base, 2*base, 4*base (capped at 8*base).
+    Head: flattened features -> 100 -> 1 logit.
+
+    Input: N x in_channels x S x S float, S >= 8. Output: N x 1 logits.
+    """
+
+    def __init__(self, *, in_channels: int, base_channels: int = 64, input_size: int = 32) -> None:
+        super().__init__()
+        if input_size < 8:
+            raise ValueError(
+                f"FeatureDiscriminator needs feature maps of at least 8 x 8 (crops of {8 * STRIDE} px), "
+                f"got {input_size}; raise data.crop_size"
+            )
+        self.in_channels, self.input_size = in_channels, input_size
+        layers: list[nn.Module] = []
+        size, previous, stage = input_size, in_channels, 0
+        while size >= 8:
+            width = base_channels * min(2**stage, 8)
+            layers.append(nn.Conv2d(previous, width, 3, 1, 1, bias=stage == 0))
+            if stage > 0:
+                layers.append(nn.BatchNorm2d(width))
+            layers += [nn.LeakyReLU(NEGATIVE_SLOPE), nn.Conv2d(width, width, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(width), nn.LeakyReLU(NEGATIVE_SLOPE)]
+            size, previous, stage = _conv_out(size), width, stage + 1
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(previous * size * size, HIDDEN), nn.LeakyReLU(NEGATIVE_SLOPE),
+                                        nn.Linear(HIDDEN, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"FeatureDiscriminator expects N x {self.in_channels} x {self.input_size} x {self.input_size} "
+                f"feature maps, got {tuple(x.shape)}"
+            )
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def build_structure_features(spec: str) -> StructureFeatures:
+    """The frozen structure extractor that ``loss.nse`` (already resolved to a name or path) names."""
+    nse, _ = load_nse(spec)
+    return StructureFeatures(nse, name=spec)

@@ -1,0 +1,78 @@
+"""The README's table of exit codes, row by row: 0 success, 1 failed inputs or a runtime error,
+2 usage errors (nothing computed)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from spsr_cli.cli.app import run
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def world(tmp_path, tiny_weights, tiny_model):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        PILImage.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "batch").mkdir()
+    PILImage.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "batch/ok.png")
+    (tmp_path / "batch/broken.png").write_bytes(b"not a png")
+    PILImage.new("RGB", (12, 10)).save(tmp_path / "g.gif")
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    state["conv_first.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    (tmp_path / "run/checkpoints").mkdir(parents=True)
+    (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "done").mkdir()
+    PILImage.new("RGB", (48, 40)).save(tmp_path / "done/a_x4.png")
+    assert run(["weights", "import", str(tiny_weights), "--name", "taken"]) == 0
+    return {"dir": tmp_path, "w": str(tiny_weights)}
+
+
+ROWS = [
+    # 0: success
+    (0, "upscale {dir}/a.png --model {w} -o {dir}/out"),
+    (0, "upscale {dir}/a.png --model {w} -o {dir}/done --skip-existing"),
+    (0, "--help"),
+    (0, "--version"),
+    (0, "weights list"),
+    # 1: some inputs failed (the rest processed) or a runtime error
+    (1, "upscale {dir}/batch --model {w} -o {dir}/out1"),
+    (1, "upscale {dir}/a.png {dir}/g.gif --model {w} -o {dir}/out2"),
+    (1, "upscale {dir}/a.png --model {dir}/nan.pth"),
+    (1, "weights download realsr-df2k-rrdb --offline"),
+    # 2: usage errors
+    (2, "upscale {dir}/a.png --no-such-option"),
+    (2, ""),
+    (2, "weights"),
+    (2, "train"),
+    (2, "upscale {dir}/a.png --model {w} --ext xyz"),
+    (2, "upscale {dir}/a.png --model no-such-model"),
+    (2, "upscale {dir}/a.png --model {dir}/missing.safetensors"),
+    (2, "upscale {dir}/a.png --model {dir}/run"),
+    (2, "weights import {w} --name bad/name"),
+    (2, "weights import {w} --name taken"),
+    (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o {dir}/file.txt"),
+    (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o {dir}/one.png"),
+    (2, "upscale {dir}/nothing.png --model {w}"),
+]
+
+
+@pytest.mark.parametrize(("code", "args"), ROWS, ids=[f"{c}:{a.split(' --model')[0][:40]}" for c, a in ROWS])
+def test_exit_code(world, code, args, capsys):
+    argv = args.format(**world).split()
+    assert run(argv) == code, capsys.readouterr().err
+    if code == 2 and argv[:1] == ["upscale"]:  # nothing was computed
+        assert not any(p.name.endswith("_x4.png") for p in world["dir"].rglob("*") if "done" not in p.parts)
+
+
+def test_readme_documents_these_codes():
+    text = README.read_text()
+    table = dict(re.findall(r"^\| ([012]) \| ([^|]+) \|", text, re.M))
+    assert set(table) == {"0", "1", "2"}
+    assert "usage error" in table["2"] and "some inputs failed" in table["1"]
