@@ -15,15 +15,21 @@ Parts (each measurement runs in its own process, so peak-memory figures do not m
   the resident set, VmHWM; CUDA: ``max_memory_allocated``). Random weights of the full
   SPSR x4 architecture (speed does not depend on their values).
 * ``memory``: ``run_jobs`` (decode, tiled upscale, PNG encode) on generated photos of three
-  sizes with a fixed ``--tile``, as a user runs it; peak resident memory of the process and
-  its growth in bytes per extra output pixel. Tiny generator (the working set is the
-  tile's, whatever the model: this measures what grows with the image).
+  sizes with a fixed ``--tile``, as a user runs it; growth of the peak resident memory of the
+  process, and its growth in bytes per extra output pixel between the two largest. The
+  smallest generator (nf=4, nb=1): the tile's working set does not grow with the image,
+  whatever the model, and a small one keeps this part fast.
 * ``folder``: images per second on a folder of Set14-sized images (14 images, 62x90 to
   192x128 input) with the pipelined batch (``run_jobs``: decoding and encoding on worker
   threads) and with a plain loop (read, upscale, write one after the other).
 * ``quality``: PSNR of the bf16 output against the fp32 output (uint8, clamped) over a
   folder of low-resolution images, with given weights (a SPSR checkpoint, or a RealSR /
   ESRGAN RRDBNet that is embedded into SPSR as training's warm start does).
+
+* ``cuda-check`` (only when asked; needs a GPU): the CUDA paths on a real device: float16
+  default and channels_last, ``--tile auto`` from free VRAM, batched tiles against one by
+  one, float16 against float32, and a real out-of-memory (memory capped at 6 GiB, 512-pixel
+  tiles) that must end with a smaller tile.
 
 No timing is asserted anywhere; ``--json FILE`` keeps every number.
 """
@@ -164,8 +170,11 @@ def _memory_case(case: dict, queue: mp.Queue) -> None:
     from spsr_cli.engine.batch import OutputSpec, plan_jobs, run_jobs
     from spsr_cli.engine.options import InferenceOptions
 
+    from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+
     width, height = case["width"], case["height"]
-    model = _model(tiny=True)
+    torch.manual_seed(0)  # the smallest generator: the tile's working set stays small beside the output
+    model = SPSRNet(config=SPSRConfig(nf=4, nb=1, gc=2)).eval().requires_grad_(False)
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "photo.png"
         PILImage.fromarray((_photo(height, width) * 255).round().astype(np.uint8)).save(source)
@@ -249,6 +258,54 @@ def _quality_case(case: dict, queue: mp.Queue) -> None:
                    min_psnr=float(min(r["psnr"] for r in rows)), pooled_psnr=float(10 * np.log10(255.0**2 / mse_all))))
 
 
+def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
+    """The CUDA paths, checked on a real GPU: each line is (what, ok, detail)."""
+    import logging
+
+    from spsr_cli.engine.device import free_memory_bytes
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler, auto_tile_size
+
+    checks = []
+    model = _model(tiny=False)
+    rgb = _photo(256, 256)
+    default = Upscaler(model, InferenceOptions(device="cuda"))
+    weight = default.model.conv_first.weight
+    checks.append(("fp16 default, channels_last", default.dtype == torch.float16
+                   and weight.is_contiguous(memory_format=torch.channels_last), f"{default.dtype}"))
+    expected = auto_tile_size(model, default.device, default.dtype, default.overlap)
+    checks.append(("--tile auto from free VRAM", default.tile == expected,
+                   f"tile {default.tile}, free {free_memory_bytes(default.device) / 2**30:.1f} GiB"))
+    tiled = Upscaler(model, InferenceOptions(device="cuda", tile=64))
+    plan = tiled.plan(256, 256)
+    batched = tiled.upscale_array(rgb).astype(np.float64)
+    tiled.max_batch = 1
+    single = tiled.upscale_array(rgb).astype(np.float64)
+    mse = float(np.mean((batched - single) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    checks.append(("batched tiles", plan.batch > 1 and psnr > 50, f"{plan.batch} tiles per pass, {psnr:.1f} dB vs one by one"))
+    fp32 = Upscaler(model, InferenceOptions(device="cuda", precision="fp32", tile=64)).upscale_array(rgb).astype(np.float64)
+    mse = float(np.mean((fp32 - single) ** 2))
+    checks.append(("fp16 vs fp32", mse == 0 or 10 * np.log10(255.0**2 / mse) > 40, f"{10 * np.log10(255.0**2 / max(mse, 1e-12)):.1f} dB"))
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("spsr_cli.engine.tiling").addHandler(handler)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (6 << 30) / total))  # a 6 GiB GPU
+    big = Upscaler(model, InferenceOptions(device="cuda", tile=512))
+    big.max_batch = 1
+    try:
+        out = big.upscale_into(torch.from_numpy(_photo(512, 512)).permute(2, 0, 1)[None],
+                               np.empty((2048, 2048, 3), np.uint8), big.plan(512, 512))
+        ok = big.tile < 512 and out.std() > 0
+    except Exception as err:  # reported, not raised: the other checks still count
+        ok, records = False, records + [f"{type(err).__name__}: {err}"]
+    checks.append(("real OOM -> smaller tile", ok, f"tile now {big.tile}; " + " | ".join(records[-3:])))
+    queue.put(dict(case, checks=checks))
+
+
 def _spawn(target, case: dict) -> dict:
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
@@ -294,8 +351,8 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
 
 
 def part_memory(args: argparse.Namespace) -> list[dict]:
-    sizes = [(300, 225), (600, 450), (1200, 900)] if not args.tiny else [(80, 60), (160, 120), (240, 180)]
-    print(f"\nmemory: run_jobs (PNG in, PNG out), tiny generator, --tile {args.memory_tile}")
+    sizes = [(600, 450), (1200, 900), (1800, 1350)] if not args.tiny else [(80, 60), (160, 120), (240, 180)]
+    print(f"\nmemory: run_jobs (PNG in, PNG out), smallest generator (nf=4, nb=1), --tile {args.memory_tile}")
     print("| input | output MP | peak memory | s |")
     print("|---|---|---|---|")
     results = []
@@ -303,7 +360,7 @@ def part_memory(args: argparse.Namespace) -> list[dict]:
         r = _spawn(_memory_case, dict(width=width, height=height, tile=args.memory_tile))
         results.append(r)
         print(f"| {width}x{height} | {r['output_pixels'] / 1e6:.1f} | {r['peak_mib']:.0f} MiB | {r['seconds']:.1f} |", flush=True)
-    first, last = results[0], results[-1]
+    first, last = results[-2], results[-1]  # the two largest: the output dominates the tile's working set
     slope = (last["peak_mib"] - first["peak_mib"]) * 2**20 / (last["output_pixels"] - first["output_pixels"])
     print(f"growth: {slope:.1f} bytes per extra output pixel")
     results.append(dict(bytes_per_extra_output_pixel=slope))
@@ -343,7 +400,7 @@ def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="*", default=["speed", "memory", "folder", "quality"],
-                        choices=["speed", "memory", "folder", "quality"])
+                        choices=["speed", "memory", "folder", "quality", "cuda-check"])
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256], help="input edges for the speed part")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (after one warm-up run)")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
@@ -366,6 +423,12 @@ def main() -> None:
         results["folder"] = part_folder(args, devices)
     if "quality" in args.parts:
         results["quality"] = part_quality(args, devices)
+    if "cuda-check" in args.parts:
+        r = _spawn(_cuda_check_case, dict(device="cuda"))
+        print("\nCUDA paths:")
+        for what, ok, detail in r["checks"]:
+            print(f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}")
+        results["cuda_check"] = [r]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

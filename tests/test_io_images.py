@@ -634,3 +634,24 @@ def test_temporary_files_finds_only_our_naming(tmp_path):
     for name in (ours.name, ".a_x4.png.tmp", "a_x4.png", ".b_x4.png.abcdefgh.tmp", ".a_x4.png.abcdefgh.tmp.keep"):
         (tmp_path / name).write_bytes(b"")
     assert temporary_files(tmp_path / "a_x4.png") == [ours]
+
+
+@pytest.mark.parametrize(
+    "ext, gray, alpha, depth",
+    [("png", False, True, 8), ("jpg", False, True, 8), ("png", True, False, 8), ("tif", True, True, 8),
+     ("png", False, True, 16), ("tif", True, False, 16), ("bmp", False, False, 16)],
+)
+def test_quantised_samples_write_the_same_pixels_as_floats(tmp_path, ext, gray, alpha, depth):
+    """The engine hands write_image uint8/uint16 samples; the file must be what floats give."""
+    rng = np.random.default_rng(3)
+    rgb = rng.random((9, 11, 3), dtype=np.float32)
+    a = rng.random((9, 11), dtype=np.float32) if alpha else None
+    dtype, peak = (np.uint16, 65535) if depth == 16 else (np.uint8, 255)
+    q = lambda x: np.rint(x * peak).astype(dtype)  # noqa: E731
+    as_float = Image(rgb=q(rgb) / np.float32(peak), alpha=None if a is None else q(a) / np.float32(peak), bit_depth=depth, grayscale=gray)
+    quantised = Image(rgb=q(rgb), alpha=None if a is None else q(a), bit_depth=depth, grayscale=gray)
+    write_image(tmp_path / f"f.{ext}", as_float)
+    write_image(tmp_path / f"q.{ext}", quantised)
+    f, g = read_image(tmp_path / f"f.{ext}"), read_image(tmp_path / f"q.{ext}")
+    assert np.array_equal(f.rgb, g.rgb) and (f.alpha is None) == (g.alpha is None)
+    assert f.alpha is None or np.array_equal(f.alpha, g.alpha)

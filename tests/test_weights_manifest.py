@@ -67,3 +67,23 @@ def test_local_registry_never_shadows_packaged(tmp_path, monkeypatch):
 def test_invalid_names(name):
     with pytest.raises(UnknownModelError):
         m.validate_name(name)
+
+
+def test_the_shipped_default_matches_its_entry_and_the_shipping_floor():
+    from spsr_cli.weights.hub import sha256_file
+    from spsr_cli.weights.loader import cached_path
+
+    manifest = m.load_manifest()
+    entry = manifest.models[manifest.default]
+    assert entry.name == "spsr-x4" and entry.version >= 1 and "Apache-2.0" in entry.licence
+    path = cached_path(entry)
+    assert path is not None and sha256_file(path) == entry.sha256 and path.stat().st_size == entry.size
+    set14 = entry.metrics["Set14"]
+    assert set14["lpips"] <= 0.15 and set14["psnr"] >= 26.3  # the floor, spsr-paper protocol
+
+
+def test_weights_list_shows_the_version(capsys):
+    from spsr_cli.cli.app import run
+
+    assert run(["weights", "list"]) == 0
+    assert "spsr-x4 v" in capsys.readouterr().out

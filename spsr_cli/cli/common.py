@@ -20,7 +20,7 @@ TileOpt = Annotated[
 TileOverlapOpt = Annotated[int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile (input pixels).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[
-    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 elsewhere).")
+    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spsr_cli.cli.common import DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout
+from spsr_cli.cli.common import DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout
 from spsr_cli.errors import UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 from spsr_cli.eval.metrics import PROTOCOLS
@@ -48,7 +48,7 @@ def eval_command(
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, reproducible), fp16 or bf16 (faster).")] = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
@@ -61,7 +61,8 @@ def eval_command(
     window = _parse_crop(crop)
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
-    options = inference_options(tile, tile_overlap, device, precision)
+    # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
+    options = inference_options(tile, tile_overlap, device, precision or "fp32")
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     what = ", ".join(model_labels(chosen))

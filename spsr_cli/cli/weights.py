@@ -39,7 +39,7 @@ def list_command(
     for column in ("name", "scale", "source", "cached", "size", "sha256"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
-        name = entry.name + (" (default)" if entry.name == manifest.default else "")
+        name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
         cached = "yes" if cached_path(entry) is not None else "no"
         table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
     if not manifest.models:

@@ -5,7 +5,6 @@ Nothing here prints: progress goes through callbacks, results come back as data.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os
@@ -14,16 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
-import torch
-
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image  # noqa: F401 (upscale_image: public here too)
+from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image
 from spsr_cli.engine.tiling import Progress, Upscaler
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.io.images import (
-    SUPPORTED_EXTENSIONS, Image, is_image_path, is_writable_extension, read_image, resize_plane, write_image,
+    SUPPORTED_EXTENSIONS, Image, is_image_path, is_writable_extension, read_image, write_image,
 )
 from spsr_cli.model.spsr import SPSRNet
 

@@ -104,13 +104,15 @@ def use_channels_last(device: torch.device) -> bool:
 def free_memory_bytes(device: torch.device) -> int:
     """Memory that can still be allocated on ``device``, in bytes.
 
-    CUDA: free VRAM. CPU (and MPS, which shares system memory): ``MemAvailable`` of
+    CUDA: free VRAM plus what torch's caching allocator holds unused (it serves our next
+    allocations). CPU (and MPS, which shares system memory): ``MemAvailable`` of
     ``/proc/meminfo`` (free memory plus reclaimable caches), lowered to the headroom of a
     cgroup memory limit when one applies; elsewhere the free pages, or 4 GiB if unknown.
     """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(0, cached))
     available = _meminfo_available()
     if available is None:
         try:

@@ -10,7 +10,7 @@ import torch
 from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.model.spsr import SPSRNet
 from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file, sha256_file
-from spsr_cli.weights.manifest import BundledSource, FileSource, HubSource, Manifest, ModelEntry, load_manifest
+from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, load_manifest
 from spsr_cli.weights.store import load_weights_file
 
 NO_DEFAULT_HELP = (
