@@ -12,13 +12,7 @@ from spsr_cli.train.config import load_config
 from spsr_cli.train.discriminator import VGGDiscriminator
 from spsr_cli.train.objective import LossWeights, SPSRObjective
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest (and robust on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 PAPER = LossWeights(pixel=0.01, perceptual=1.0, gan=0.005, gradient_pixel=0.01, gradient_gan=0.005, branch=0.5)

@@ -24,12 +24,7 @@ from spsr_cli.train.structure import (
 from spsr_cli.weights.manifest import load_manifest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def test_features_are_unit_vectors_and_the_pixel_loss_matches_numpy() -> None:
