@@ -17,7 +17,6 @@ from spsr_cli.train.data import (
     TrainBatches,
     augment,
     batch_loader,
-    load_validation_pairs,
     make_lr,
     synthetic_images,
 )
@@ -149,13 +148,6 @@ def test_synthetic_images_join_the_pool() -> None:
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and a[0].shape == (64, 64, 3)
     pool = ImagePool(hr_dirs=[], crop_size=32, scale=4, synthetic=3)
     assert len(pool) == 3
-
-
-def test_validation_pairs(hr_dir: Path) -> None:
-    pairs = load_validation_pairs(hr_dir=hr_dir, lr_dir=None, scale=4, max_images=5)
-    assert [p[0] for p in pairs] == ["a", "b"]
-    name, lr, hr = pairs[1]
-    assert hr.shape == (3, 40, 56) and lr.shape == (3, 10, 14)
 
 
 def test_loader_workers_give_the_same_batches(hr_dir: Path) -> None:

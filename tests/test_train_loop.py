@@ -26,6 +26,7 @@ TINY = [
     "model.nf=8", "model.nb=2", "model.gc=4", "data.synthetic=4", "data.crop_size=32", "data.batch_size=2",
     "loss.d_channels=4", "train.threads=1", "train.device=cpu", "train.lr=2e-3", "train.lr_d=2e-3",
     "train.fusion_only_steps=0", "train.log_every=1", "train.ema_decay=0.9", "logging.progress=false",
+    "validation.lpips=false",
 ]
 
 
@@ -93,6 +94,59 @@ def test_fusion_only_phase_trains_only_the_fusion_layers(tmp_path: Path) -> None
     final = train(cfg, tmp_path / "run").state["model"]
     changed = {k for k in initial if not torch.equal(initial[k], final[k])}
     assert changed and all(k.startswith("fusion.") for k in changed)
+
+
+class _GraphProbe:
+    """Forward hooks recording, per generator part, whether its outputs joined the autograd graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.calls: dict[str, list[bool]] = {"trunk": [], "branch": [], "fusion": []}
+        parts = {"trunk": model.trunk[-1], "branch": model.branch, "fusion": model.fusion}
+        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in parts.items()]
+
+    def _hook(self, name: str):
+        def record(module, inputs, output) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            if torch.is_grad_enabled():  # training steps only (validation runs under no_grad)
+                self.calls[name].append(out.requires_grad)
+        return record
+
+
+@pytest.mark.parametrize(("trainable", "learning"), [("branch+fusion", {"branch", "fusion"}), ("fusion", {"fusion"}),
+                                                      ("branch", {"branch"}), ("all", {"trunk", "branch", "fusion"})])
+def test_frozen_parts_stay_unchanged_and_build_no_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        trainable: str, learning: set[str]) -> None:
+    from spsr_cli.model import spsr as spsr_module
+    from spsr_cli.model.spsr import part_of
+
+    probes: list[_GraphProbe] = []
+    original_init = spsr_module.SPSRNet.__init__
+
+    def init_and_probe(self, *args, **kwargs) -> None:
+        original_init(self, *args, **kwargs)
+        if not probes:  # the first SPSRNet the loop builds is the trained model (the EMA is a deep copy)
+            probes.append(_GraphProbe(self))
+
+    monkeypatch.setattr(spsr_module.SPSRNet, "__init__", init_and_probe)
+    stage = ["train.stage=psnr", "psnr_loss.pixel=0", "psnr_loss.branch=1"] if trainable == "branch" else []
+    cfg = tiny_config(*stage, f"train.trainable={trainable}", "train.steps=3", "train.checkpoint_every=3")
+    result = train(cfg, tmp_path / "run", perceptual_backbone=tiny_backbone())
+    torch.manual_seed(cfg.train.seed)
+    initial = SPSRNet(config=cfg.spsr_config()).state_dict()
+    final = result.state["model"]
+    changed = {part_of(k) for k in initial if not torch.equal(initial[k], final[k])}
+    assert changed == learning
+    calls = probes[0].calls
+    assert all(calls[part] for part in ("trunk", "branch"))
+    for part, flags in calls.items():
+        if part in learning:
+            assert all(flags), part
+        elif part == "trunk":
+            assert not any(flags), "the frozen trunk's outputs carry an autograd graph"
+    if trainable == "branch":  # no SR loss term: the fusion block is not even run
+        assert calls["fusion"] == []
+    with pytest.raises(UsageError, match="train.trainable"):
+        tiny_config("train.trainable=trunk")
 
 
 def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path: Path) -> None:

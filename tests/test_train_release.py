@@ -110,12 +110,14 @@ def test_one_improvement_round_continues_from_the_shipped_model(tmp_path: Path, 
         return candidate
 
     run = tmp_path / "run"
-    argv = ["--repo", str(repo), "--run", str(run), "--config", str(REPO / "configs" / "spsr-x4-cpu.yaml"), "--minutes", "30"]
+    argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0"]
     for item in TINY_TRAIN:
         argv += ["--set", item]
     assert _script().main(argv, scorer=scorer) == 0
-    init = json.loads((run / "init_report.json").read_text())
+    init = json.loads((run / "a-branch" / "init_report.json").read_text())  # stage A from the shipped model
     assert init["kind"] == "spsr-generator" and init["source"].endswith("bundled/spsr-x4.safetensors")
+    init = json.loads((run / "b-fusion" / "init_report.json").read_text())  # stage B from stage A
+    assert init["kind"] == "training-checkpoint" and "a-branch" in init["source"]
     assert len(scored) == 1 and read_weights_file(scored[0]).metadata["training_step"] == "3"
     entry = release.current_entry(repo, "spsr-x4")
     if ships:

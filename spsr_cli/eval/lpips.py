@@ -39,6 +39,10 @@ def alexnet_features() -> nn.Sequential:
     )
 
 
+#: Smallest image side LPIPS' AlexNet can take (its second pooling needs a 1 x 1 input).
+MIN_SIZE = 32
+
+
 class LPIPS(nn.Module):
     """Learned perceptual distance; lower is more similar.
 

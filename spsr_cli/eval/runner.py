@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import ImageError, SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files
-from spsr_cli.eval.lpips import LPIPS, image_to_lpips_input, load_lpips
+from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
 from spsr_cli.eval.niqe import NIQEError, NIQEModel, load_niqe_model, niqe_of_image
 from spsr_cli.io.imresize import bicubic_upscale
@@ -130,13 +130,20 @@ def make_upscaler(model: str, options: InferenceOptions, *, offline: bool | None
     """``bicubic`` or a generator (registry name / checkpoint path) -> (uint8 LR -> uint8 SR function, scale)."""
     if model == BICUBIC:
         return (lambda lr: bicubic_upscale(lr, 4)), 4
-    from spsr_cli.engine.tiling import Upscaler
     from spsr_cli.weights.loader import load_generator
 
-    upscaler = Upscaler(load_generator(model, offline=offline), options)
+    return module_upscaler(load_generator(model, offline=offline), options)
+
+
+def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple[Upscale, int]:
+    """A generator module -> (uint8 H x W x 3 LR -> uint8 sH x sW x 3 SR function, scale), through the
+    same tiled engine and quantisation as every evaluation (training validation uses it too)."""
+    from spsr_cli.engine.tiling import Upscaler
+
+    upscaler = Upscaler(module, options)
 
     def run(lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
         out = upscaler.upscale(x)[0]  # 3 x sH x sW in [0, 1]
         return quantise(out)
 
@@ -292,7 +299,7 @@ def score_pair(
         raise SPSRError(f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}")
     p, s = psnr_ssim(sr, pair.hr, protocol=protocol, scale=scale)
     d = None
-    if lpips_net is not None:
+    if lpips_net is not None and min(sr.shape[:2]) >= MIN_SIZE:  # smaller: no LPIPS for this image
         with torch.no_grad():
             d = float(lpips_net(image_to_lpips_input(sr), image_to_lpips_input(pair.hr))[0])
     q = None

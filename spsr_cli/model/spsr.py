@@ -90,15 +90,28 @@ class SPSRConfig:
         return cls(**{k: int(v) for k, v in data.items()})
 
 
+#: The generator's parameter groups, by what they do.
+PARTS = ("trunk", "branch", "fusion")
+
+
+def part_of(parameter_name: str) -> str:
+    """Which of :data:`PARTS` a parameter (``SPSRNet.named_parameters()`` name) belongs to."""
+    head = parameter_name.split(".", 1)[0]
+    if head in ("branch", "fusion"):
+        return head
+    return "trunk"
+
+
 class SPSROutput(NamedTuple):
     """Generator outputs.
 
-    sr: N x 3 x sH x sW super-resolved image, nominally [0, 1], NOT clamped.
+    sr: N x 3 x sH x sW super-resolved image, nominally [0, 1], NOT clamped (None when the
+        forward ran with ``fuse=False``).
     branch: N x 3 x sH x sW predicted high-resolution gradient map.
     grad_lr: N x 3 x H x W gradient map of the input.
     """
 
-    sr: torch.Tensor
+    sr: torch.Tensor | None
     branch: torch.Tensor
     grad_lr: torch.Tensor
 
@@ -152,6 +165,10 @@ class SPSRNet(nn.Module):
 
     Input: N x in_channels x H x W float tensor, RGB in [0, 1] (float32, float16 or bfloat16).
     Output: :class:`SPSROutput` with ``sr`` of shape N x out_channels x (scale*H) x (scale*W).
+
+    Parameters fall into three parts (:data:`PARTS`, :func:`part_of`): ``trunk`` (the SR
+    branch: the RRDB trunk and its upsampler), ``branch`` (the gradient branch) and
+    ``fusion``; training may freeze any of them.
     """
 
     def __init__(self, *, config: SPSRConfig | None = None) -> None:
@@ -173,7 +190,9 @@ class SPSRNet(nn.Module):
     def scale(self) -> int:
         return self.config.scale
 
-    def forward(self, x: torch.Tensor) -> SPSROutput:
+    def forward(self, x: torch.Tensor, *, fuse: bool = True) -> SPSROutput:
+        """``fuse=False`` skips the fusion block and the SR branch's upsampling (``sr`` is None):
+        the cheap path when only the gradient branch's prediction is wanted."""
         grad_lr = self.gradient(x)
         f0 = self.conv_first(x)
         taps = self.config.taps
@@ -184,10 +203,12 @@ class SPSRNet(nn.Module):
             if index in taps:
                 kept[index] = t
         features = [kept[index] for index in taps]
+        grad_features, branch = self.branch(grad_lr, features)
+        if not fuse:
+            return SPSROutput(sr=None, branch=branch, grad_lr=grad_lr)
         t = f0 + self.trunk_conv(t)
         for up in self.upsampler:
             t = up(t)
         s = self.hr_conv1(act(self.hr_conv0(t)))
-        grad_features, branch = self.branch(grad_lr, features)
         sr = self.fusion(grad_features, s)
         return SPSROutput(sr=sr, branch=branch, grad_lr=grad_lr)

@@ -25,6 +25,13 @@ AMP_MODES = ("auto", "bf16", "off")
 #: Objectives of ``loss.preset`` and the structure extractor each uses by default (None: none).
 PRESETS = ("spsr-g", "spsr-p", "spsr-j")
 PRESET_NSE = {"spsr-p": "nse-contrastive", "spsr-j": "nse-jigsaw"}
+#: ``train.trainable``: which generator parts (``spsr_cli.model.spsr.PARTS``) learn; the rest are frozen.
+TRAINABLE = {
+    "all": ("trunk", "branch", "fusion"),
+    "branch+fusion": ("branch", "fusion"),
+    "fusion": ("fusion",),
+    "branch": ("branch",),
+}
 
 
 class ConfigError(UsageError):
@@ -40,7 +47,8 @@ class DataSection:
     (one per HR folder), paired mode: LR files with the same stem are cropped at the
     matching position instead. ``synthetic``: that many generated images (shapes,
     stripes, gradients) join the pool; smoke tests and ``configs/tiny-cpu.yaml`` use
-    them. ``batch_size`` is per process.
+    them. ``batch_size`` is per process. ``holdout_percent``: a file is held out of
+    training (for validation) when ``sha256(file name) mod 100 < holdout_percent``.
     """
 
     hr_dirs: list[str] = field(default_factory=list)
@@ -53,6 +61,7 @@ class DataSection:
     quantize_lr: bool = True
     cache_mb: int = 4096
     num_workers: int = 0
+    holdout_percent: int = 0
 
 
 @dataclass
@@ -109,6 +118,10 @@ class TrainSection:
     fastest for tiny models and for several processes sharing a few cores).
     ``d_warmup_steps``: the first steps train only the discriminators (the generator is
     frozen), so fresh discriminators do not push a pretrained generator around.
+    ``trainable``: which generator parts learn (:data:`TRAINABLE`: ``all``,
+    ``branch+fusion``, ``fusion``, ``branch``); frozen parts get no gradient and no
+    autograd graph, so a step pays only for the trainable parts' backward. During the
+    first ``fusion_only_steps`` steps only ``fusion`` trains whatever this says.
     ``time_limit_min``: wall-clock budget of the loop in minutes (0: none). When it runs
     out, the run checkpoints, validates and stops as if ``steps`` were reached, so a
     time-boxed GPU lease always ends with its latest weights saved.
@@ -125,6 +138,7 @@ class TrainSection:
     gamma: float = 0.5
     grad_clip: float = 0.0
     fusion_only_steps: int = 5000
+    trainable: str = "all"
     d_warmup_steps: int = 0
     ema_decay: float = 0.999
     seed: int = 0
@@ -141,12 +155,23 @@ class TrainSection:
 
 @dataclass
 class ValidationSection:
-    """Validation on a folder of HR images (LR made like training) or a paired LR folder."""
+    """Validation, scored like ``spsr eval`` (PSNR/SSIM on the spsr-paper protocol, LPIPS).
+
+    On a folder of HR images (``hr_dir``; LR made like ``spsr eval`` does, or from the paired
+    ``lr_dir``), or, when ``hr_dir`` is null and ``data.holdout_percent`` > 0, on one fixed
+    centre crop of ``crop_size`` HR pixels of each held-out training image (never trained on).
+    ``max_images`` bounds either. The EMA generator of the validation with the lowest LPIPS
+    at PSNR >= ``psnr_floor`` (dB; 0: no floor) is kept as the run's ``best.pt``. ``lpips``:
+    score LPIPS too (its weights are fetched like ``spsr eval``'s when not cached).
+    """
 
     hr_dir: Union[str, None] = None
     lr_dir: Union[str, None] = None
     every: int = 5000
     max_images: int = 10
+    crop_size: int = 192
+    psnr_floor: float = 0.0
+    lpips: bool = True
 
 
 @dataclass
@@ -272,6 +297,13 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.stage must be one of {', '.join(STAGES)}, got {t.stage!r}")
     if t.amp not in AMP_MODES:
         raise ConfigError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {t.amp!r}")
+    if t.trainable not in TRAINABLE:
+        raise ConfigError(f"train.trainable must be one of {', '.join(TRAINABLE)}, got {t.trainable!r}")
+    if not 0 <= d.holdout_percent < 100:
+        raise ConfigError(f"data.holdout_percent must be in [0, 100), got {d.holdout_percent}")
+    if cfg.validation.crop_size <= 0 or cfg.validation.crop_size % m.scale:
+        raise ConfigError(f"validation.crop_size must be a positive multiple of model.scale ({m.scale}), "
+                          f"got {cfg.validation.crop_size}")
     if cfg.loss.preset not in PRESETS:
         raise ConfigError(f"loss.preset must be one of {', '.join(PRESETS)}, got {cfg.loss.preset!r}")
     if cfg.loss.perceptual_backbone not in BACKBONES:

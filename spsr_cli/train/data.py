@@ -23,6 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from spsr_cli.errors import UsageError
+from spsr_cli.files import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,19 @@ class ImageRecord:
     hr_size: tuple[int, int]  # (width, height)
     hr: Union[np.ndarray, None] = None  # cached H x W x 3 uint8
     lr: Union[np.ndarray, None] = None
+
+
+def is_held_out(path: Union[str, Path], percent: int) -> bool:
+    """The fixed validation split: a file is held out of training when ``sha256(file name) mod 100 < percent``.
+
+    Depends on the file name only (not the folder), so the split is the same on every machine.
+    """
+    return int(sha256_bytes(Path(path).name.encode()), 16) % 100 < percent
+
+
+def held_out_files(folders: Sequence[Union[str, Path]], percent: int) -> list[Path]:
+    """The image files of ``folders`` that :func:`is_held_out` keeps out of training (sorted by folder, name)."""
+    return [p for folder in folders for p in list_images(Path(folder)) if is_held_out(p, percent)]
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -72,6 +86,7 @@ class ImagePool:
 
     Unreadable files and images smaller than the crop are skipped with a warning.
     ``cache_mb`` bounds the decoded cache; beyond it images are decoded on access.
+    ``holdout_percent``: files that :func:`is_held_out` names are left out (validation's share).
     """
 
     def __init__(
@@ -84,6 +99,7 @@ class ImagePool:
         cache_mb: int = 4096,
         synthetic: int = 0,
         seed: int = 0,
+        holdout_percent: int = 0,
     ) -> None:
         if not hr_dirs and synthetic <= 0:
             raise NoTrainingImagesError("no training folders given; set data.hr_dirs (or data.synthetic) in the config")
@@ -92,6 +108,8 @@ class ImagePool:
         self.scale = scale
         self.records: list[ImageRecord] = []
         self.skipped: list[tuple[Path, str]] = []
+        self.holdout_percent = holdout_percent
+        self.held_out: list[Path] = []
         lr_list = list(lr_dirs) if lr_dirs else [None] * len(hr_dirs)
         for hr_dir, lr_dir in zip(hr_dirs, lr_list):
             self._scan(Path(hr_dir), Path(lr_dir) if lr_dir is not None else None)
@@ -113,6 +131,9 @@ class ImagePool:
     def _scan(self, hr_dir: Path, lr_dir: Union[Path, None]) -> None:
         lr_by_stem = {p.stem: p for p in list_images(lr_dir)} if lr_dir is not None else {}
         for path in list_images(hr_dir):
+            if is_held_out(path, self.holdout_percent):
+                self.held_out.append(path)
+                continue
             try:
                 w, h = _probe_size(path)
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
@@ -325,36 +346,3 @@ def batch_loader(
         persistent_workers=False,
     )
     return iter(loader)
-
-
-def load_validation_pairs(
-    *, hr_dir: Union[str, Path], lr_dir: Union[str, Path, None], scale: int, max_images: int, quantize_lr: bool = True
-) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Validation images as (name, LR 3 x h x w, HR 3 x sh x sw) float32 tensors in [0, 1].
-
-    HR is cropped to a multiple of ``scale``; LR comes from ``lr_dir`` (same stem) or
-    is made with the MATLAB bicubic. Bad images are skipped with a warning.
-    """
-    hr_dir = Path(hr_dir)
-    lr_by_stem = {p.stem: p for p in list_images(Path(lr_dir))} if lr_dir else {}
-    out = []
-    for path in list_images(hr_dir)[:max_images]:
-        try:
-            hr = decode_rgb(path)
-            h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-            if h == 0 or w == 0:
-                raise ValueError(f"{hr.shape[1]}x{hr.shape[0]} is smaller than the scale")
-            hr = hr[:h, :w]
-            if lr_dir:
-                if path.stem not in lr_by_stem:
-                    raise ValueError(f"no LR image with the same name in {lr_dir}")
-                lr = decode_rgb(lr_by_stem[path.stem])[: h // scale, : w // scale]
-                if lr.shape[:2] != (h // scale, w // scale):
-                    raise ValueError(f"LR size {lr.shape[1]}x{lr.shape[0]} does not match HR / {scale}")
-            else:
-                lr = make_lr(hr, scale=scale, quantize=quantize_lr)
-        except (OSError, ValueError) as exc:
-            log.warning("skipping validation image %s: %s", path, exc)
-            continue
-        out.append((path.stem, to_tensor(lr), to_tensor(hr)))
-    return out

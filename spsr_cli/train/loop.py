@@ -1,8 +1,11 @@
 """The training loop: one function, :func:`train`, read top to bottom.
 
 Per step: the generator step (SPSR-G, or pixel + branch L1 in ``--stage psnr``),
-the EMA update, then the discriminator step (``--stage gan``). During the first
-``train.fusion_only_steps`` steps only the fusion (``f_``) layers train. Every
+the EMA update, then the discriminator step (``--stage gan``). ``train.trainable``
+names the generator parts that learn (the others are frozen: no gradient, no autograd
+graph); during the first ``train.fusion_only_steps`` steps only the fusion (``f_``)
+layers train. When no loss term needs the SR image (a branch-only stage), the forward
+skips the fusion block. Every
 ``train.checkpoint_every`` steps an atomic checkpoint is written; ``resume=True``
 continues from the newest one and reproduces the uninterrupted run exactly (the
 batch of each step depends only on the seed, rank and step; every state, RNGs
@@ -29,7 +32,7 @@ import torch
 from torch import nn
 
 from spsr_cli.errors import SPSRError, UsageError
-from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.model.spsr import SPSRNet, part_of
 from spsr_cli.train import distributed
 from spsr_cli.train.checkpoint import (
     capture_rng_state,
@@ -41,8 +44,8 @@ from spsr_cli.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from spsr_cli.train.config import TrainConfig, write_config
-from spsr_cli.train.data import ImagePool, TrainBatches, batch_loader, load_validation_pairs
+from spsr_cli.train.config import TRAINABLE, TrainConfig, write_config
+from spsr_cli.train.data import ImagePool, TrainBatches, batch_loader
 from spsr_cli.train.objective import LossWeights, SPSRObjective
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ class TrainingDivergedError(SPSRError):
 LOG_FILE = "log.jsonl"
 CONFIG_FILE = "config.yaml"
 INIT_REPORT_FILE = "init_report.json"
+#: EMA generator of the best validation so far (lowest LPIPS at PSNR >= validation.psnr_floor).
+BEST_FILE = "best.pt"
 
 
 @dataclass
@@ -216,18 +221,19 @@ def train(
         # ---- data ------------------------------------------------------------------
         pool = ImagePool(hr_dirs=cfg.data.hr_dirs, lr_dirs=cfg.data.lr_dirs, crop_size=crop,
                          scale=cfg.model.scale, cache_mb=cfg.data.cache_mb, synthetic=cfg.data.synthetic,
-                         seed=t.seed)
+                         seed=t.seed, holdout_percent=cfg.data.holdout_percent)
         batches = TrainBatches(pool, batch_size=cfg.data.batch_size, crop_size=crop, scale=cfg.model.scale,
                                seed=t.seed, rank=ctx.rank, flip=cfg.data.flip, rotate=cfg.data.rotate,
                                quantize_lr=cfg.data.quantize_lr)
         last = min(end, stop_after) if stop_after is not None else end
         loader = batch_loader(batches, start_step=start, end_step=last, num_workers=cfg.data.num_workers,
                               pin_memory=device.type == "cuda")
-        val_pairs = []
-        if ctx.is_main and cfg.validation.hr_dir:
-            val_pairs = load_validation_pairs(hr_dir=cfg.validation.hr_dir, lr_dir=cfg.validation.lr_dir,
-                                              scale=cfg.model.scale, max_images=cfg.validation.max_images,
-                                              quantize_lr=cfg.data.quantize_lr)
+        val_pairs, lpips_net = [], None
+        if ctx.is_main:
+            val_pairs = _validation_pairs(cfg)
+            if val_pairs and cfg.validation.lpips:
+                lpips_net = _lpips_or_none()
+        best = _read_best(run_dir) if state is not None else None
 
         # ---- run folder, logs, progress ---------------------------------------------
         if ctx.is_main:
@@ -245,10 +251,13 @@ def train(
             _write_row(log_file, {"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
                                   "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
                                   "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
-                                  "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec()})
+                                  "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
+                                  "trainable": t.trainable, "train_images": len(pool),
+                                  "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
 
         # ---- the loop -------------------------------------------------------------
         g_ddp, fusion_phase = None, None
+        needs_sr = any(getattr(weights, name) > 0 for name in dataclasses.asdict(weights) if name != "branch")
         sums: dict[str, torch.Tensor] = {}
         window, window_start = 0, time.perf_counter()
         loop_start = window_start
@@ -256,8 +265,9 @@ def train(
         for step in range(start, last):
             fusion_only = step < t.fusion_only_steps
             if fusion_only != fusion_phase:  # (re)wrap: DDP only syncs parameters that train
+                parts = TRAINABLE["fusion" if fusion_only else t.trainable]
                 for name, p in model.named_parameters():
-                    p.requires_grad_(not fusion_only or name.startswith("fusion."))
+                    p.requires_grad_(part_of(name) in parts)
                 g_ddp = None  # drop the old wrapper (and its gradient hooks) first
                 g_ddp, fusion_phase = distributed.wrap_ddp(model, ctx), fusion_only
             batch = next(loader)
@@ -272,7 +282,7 @@ def train(
                 terms: dict[str, torch.Tensor] = {}
             else:
                 with _autocast(device, use_amp):
-                    out = g_ddp(lr_img)
+                    out = g_ddp(lr_img, fuse=needs_sr)
                     loss_g, terms = objective.generator_loss(out.sr, out.branch, hr_img)
                 opt_g.zero_grad(set_to_none=True)
                 if loss_g.requires_grad:
@@ -350,14 +360,19 @@ def train(
 
             # validation (EMA generator, the eval issue's metrics)
             if val_pairs and (done % cfg.validation.every == 0 or done == end or out_of_time):
-                metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale)
+                metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale, lpips_net=lpips_net)
                 row = {"event": "validation", "step": done, **metrics}
+                if _is_better(metrics, best, cfg.validation.psnr_floor):
+                    best = {"step": done, **metrics}
+                    _save_best(run_dir, best, ema, cfg)
+                    row["best"] = True
                 result.validation.append(row)
                 _write_row(log_file, row)
                 if tb is not None:
                     for key, value in metrics.items():
                         tb.add_scalar(f"val/{key}", value, done)
-                progress.note(f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+                progress.note(f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+                              + (f", LPIPS {metrics['lpips']:.4f}" if "lpips" in metrics else ""))
             if out_of_time:
                 if ctx.is_main:
                     _write_row(log_file, {"event": "time_limit", "step": done, "minutes": t.time_limit_min})
@@ -396,36 +411,64 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
                          f"with --stage {cfg.train.stage} --init {path.parent.parent} instead")
 
 
-def validate(
-    model: nn.Module, pairs: list[tuple[str, torch.Tensor, torch.Tensor]], *, device: torch.device, scale: int,
-    protocol: str = "spsr-paper",
-) -> dict[str, float]:
-    """Mean PSNR/SSIM of ``model`` over (name, LR, HR) pairs.
+def _validation_pairs(cfg: TrainConfig) -> list:
+    """The validation pairs the config names: a folder, the held-out training images, or none."""
+    from spsr_cli.train.validation import folder_pairs, holdout_pairs
 
-    Runs the same tiled inference as ``spsr upscale`` (float32 on ``device``) and scores
-    with the eval metrics under ``protocol``; ``model`` is left as it was.
-    """
-    from spsr_cli.engine.options import InferenceOptions
-    from spsr_cli.engine.tiling import Upscaler
-    from spsr_cli.eval.metrics import get_protocol, psnr_ssim
+    v = cfg.validation
+    if v.hr_dir:
+        return folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
+    if cfg.data.holdout_percent > 0 and cfg.data.hr_dirs:
+        return holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
+                             scale=cfg.model.scale, max_images=v.max_images)
+    return []
 
-    proto = get_protocol(protocol)
-    was_training = model.training
-    model.eval()
+
+def validate(model: nn.Module, pairs: list, *, device: torch.device, scale: int,
+             lpips_net: Union[nn.Module, None] = None) -> dict[str, float]:
+    """Mean validation scores of ``model`` (see :func:`spsr_cli.train.validation.validate`)."""
+    from spsr_cli.train.validation import validate as score
+
+    return score(model, pairs, device=device, scale=scale, lpips_net=lpips_net)
+
+
+def _lpips_or_none() -> Union[nn.Module, None]:
+    from spsr_cli.eval.lpips import load_lpips
+    from spsr_cli.weights.hub import hub_offline
+
     try:
-        upscaler = Upscaler(model, InferenceOptions(device=str(device), precision="fp32", tile="auto"))
-        scores = []
-        for _, lr, hr in pairs:
-            sr = upscaler.upscale(lr.unsqueeze(0))[0]
-            scores.append(psnr_ssim(_to_uint8(sr), _to_uint8(hr), protocol=proto, scale=scale))
-    finally:
-        model.train(was_training)
-    return {"psnr": float(np.mean([s[0] for s in scores])), "ssim": float(np.mean([s[1] for s in scores]))}
+        return load_lpips(offline=hub_offline())
+    except SPSRError as err:
+        log.warning("validation without LPIPS: %s (spsr weights download lpips fetches it)", err)
+        return None
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """3 x H x W float [0, 1] -> H x W x 3 uint8."""
-    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+def _is_better(metrics: dict[str, float], best: Union[dict[str, Any], None], psnr_floor: float) -> bool:
+    """Lower LPIPS (PSNR when LPIPS is missing) than ``best``, with PSNR at or above the floor."""
+    if metrics["psnr"] < psnr_floor:
+        return False
+    if best is None:
+        return True
+    if "lpips" in metrics and "lpips" in best:
+        return metrics["lpips"] < best["lpips"]
+    return metrics["psnr"] > best["psnr"]
+
+
+def _read_best(run_dir: Path) -> Union[dict[str, Any], None]:
+    path = run_dir / BEST_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)["validation"]
+
+
+def _save_best(run_dir: Path, best: dict[str, Any], ema: nn.Module, cfg: TrainConfig) -> None:
+    """Atomically write the best EMA generator so far (``best.pt``: config, validation row, ema)."""
+    import os
+
+    tmp = run_dir / f".{BEST_FILE}.{os.getpid()}.tmp"
+    torch.save({"config": cfg.to_dict(), "validation": best, "step": best["step"],
+                "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()}}, tmp)
+    os.replace(tmp, run_dir / BEST_FILE)
 
 
 def _use_bf16_autocast(device: torch.device, amp: str) -> bool:

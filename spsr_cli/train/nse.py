@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
@@ -343,16 +342,11 @@ def build_head(cfg: NSETrainConfig) -> torch.nn.Module:
 
 # ---- data -----------------------------------------------------------------------------
 
-def is_held_out(path: Path, percent: int) -> bool:
-    """Deterministic split by file name: ``sha256(name) mod 100 < percent``."""
-    return int(hashlib.sha256(Path(path).name.encode()).hexdigest(), 16) % 100 < percent
-
-
 class _Crops:
     """Random augmented HR crops of an image pool; batch of step ``s`` from ``rng(seed, s)``."""
 
     def __init__(self, cfg: NSETrainConfig) -> None:
-        from spsr_cli.train.data import ImagePool, TrainBatches
+        from spsr_cli.train.data import ImagePool, TrainBatches, is_held_out
 
         d = cfg.data
         pool = ImagePool(hr_dirs=d.hr_dirs, crop_size=d.crop_size, scale=4, cache_mb=d.cache_mb,

@@ -142,7 +142,8 @@ class SPSRObjective(nn.Module):
         """Total generator loss and its weighted terms (detached, for logging).
 
         Args:
-            sr: N x 3 x H x W generator output (not clamped).
+            sr: N x 3 x H x W generator output (not clamped); may be None when only the
+                ``branch`` term has a weight.
             branch: N x 3 x H x W gradient-branch output.
             hr: N x 3 x H x W target in [0, 1].
 
@@ -180,7 +181,7 @@ class SPSRObjective(nn.Module):
                 if w.structure_gan > 0:
                     real = self.d_structure(s_hr).detach()
                     terms["structure_gan"] = w.structure_gan * self.ragan.generator_loss(real, self.d_structure(s_sr))
-        total = sum(terms.values(), torch.zeros((), device=sr.device, dtype=torch.float32))
+        total = sum(terms.values(), torch.zeros((), device=branch.device, dtype=torch.float32))
         return total, {k: v.detach() for k, v in terms.items()}
 
     def discriminator_losses(
