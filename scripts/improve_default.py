@@ -14,8 +14,12 @@
    objective, from stage A's EMA generator, until the time budget (less ``--reserve`` minutes for
    the decision) runs out. Both validate on the held-out training photographs; stage B keeps the
    EMA with the lowest validation LPIPS at a PSNR no more than 0.10 dB under v1's (``best.pt``).
-4. The decision (skipped with ``--no-decide``): the candidate (stage B's ``best.pt``) is exported,
-   scored on Set5/Set14 and shipped only when the shipping rule of ``spsr_cli.train.release`` holds.
+4. The decision (skipped with ``--no-decide``): the validation rows of both stages join the learning
+   curve (``training_curve.jsonl`` and MODEL_CARD.md); the candidate (stage B's ``best.pt``) is
+   exported, scored on Set5/Set14, its gradient branch's share of the output measured on Set14, and it
+   is shipped only when the shipping rule of ``scripts/release.py`` holds: validation LPIPS better than
+   v1's on the same crops, Set14 LPIPS better, Set14 PSNR at most 0.10 dB lower. ``decision.json`` in
+   the run folder records everything.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-from spsr_cli.weights.manifest import spsr_home
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/release.py beside this file
+
+import release  # noqa: E402
+
+from spsr_cli.weights.manifest import spsr_home  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("improve_default")
@@ -48,16 +56,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bench", type=Path, default=REPO.parent / "shared" / "data" / "bench",
                         help="folder with Set5/ and Set14/ (HR, LR_bicubic_X4)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override for both stages")
+    parser.add_argument("--set-a", dest="overrides_a", action="append", default=[], help="override for stage A only")
+    parser.add_argument("--set-b", dest="overrides_b", action="append", default=[], help="override for stage B only")
     parser.add_argument("--init-source", default="realsr-df2k", help="RRDBNet for the first ship (exact warm start)")
     parser.add_argument("--no-train", action="store_true", help="only export, score and decide on --run")
     parser.add_argument("--no-decide", action="store_true", help="only train")
     parser.add_argument("--candidate", type=Path, help="score and decide on this generator file (no training)")
+    parser.add_argument("--no-branch-share", dest="branch_share", action="store_false",
+                        help="skip measuring the gradient branch's share of the output on Set14 (two float32 passes)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None, *, scorer=None) -> int:
-    from spsr_cli.train import release
-
     args = parse_args(argv)
     started = time.time()
     score = scorer or (lambda path: release.score_generator(path, args.bench))
@@ -94,13 +104,14 @@ def train_stages(args: argparse.Namespace, run: Path, shipped: Path, deadline: f
     from spsr_cli.train.loop import train
 
     stage_a, stage_b = run / "a-branch", run / "b-fusion"
-    for folder, config, init in ((stage_a, args.stage_a, shipped), (stage_b, args.stage_b, stage_a)):
+    stages = ((stage_a, args.stage_a, shipped, args.overrides_a), (stage_b, args.stage_b, stage_a, args.overrides_b))
+    for folder, config, init, own in stages:
         minutes = (deadline - time.time()) / 60.0
         if minutes < 1.0:
             log.info("no time left for %s", folder.name)
             return
         resume = latest_checkpoint(folder) is not None
-        overrides = [*args.overrides, f"train.time_limit_min={minutes:.2f}"]
+        overrides = [*args.overrides, *own, f"train.time_limit_min={minutes:.2f}"]
         if not resume:
             overrides.append(f"train.init={init}")
         if folder == stage_b:
@@ -142,16 +153,17 @@ def stage_a_baseline(stage_a: Path) -> dict | None:
 
 
 def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) -> int:
-    """Export stage B's best validated EMA generator (else its newest checkpoint's) and decide on it."""
+    """Grow the learning curve, export stage B's best validated EMA generator (else its newest
+    checkpoint's), score it, measure its branch share and ship it when the rule holds."""
     import torch
 
-    from spsr_cli.train import release
     from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
     from spsr_cli.train.config import TrainConfig
     from spsr_cli.train.loop import BEST_FILE
     from spsr_cli.weights.store import write_generator_file
 
-    stage_b = run / "b-fusion"
+    stage_a, stage_b = run / "a-branch", run / "b-fusion"
+    release.update_curve(args.repo, curve_rows(args.repo, entry, run))
     if (stage_b / BEST_FILE).is_file():
         state = torch.load(stage_b / BEST_FILE, map_location="cpu", weights_only=True)
     else:
@@ -165,22 +177,64 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
     write_generator_file(candidate, state["ema"], cfg.spsr_config(),
                          source=f"spsr train {run.name}/b-fusion step {state['step']} (EMA)",
                          licence=release.LICENCE, extra_metadata={"training_step": str(state["step"])})
-    summary = release.run_summary(stage_b)
-    summary.update(hardware=release.hardware_summary(), objective=f"SPSR-G ({summary['perceptual']})",
-                   data=[str(d) for d in cfg.data.hr_dirs], config=cfg.to_dict()["train"],
-                   selected_step=state["step"], validation=state.get("validation"))
-    return decide(args, entry, candidate, training_summary=summary, score=score)
+    baseline = stage_a_baseline(stage_a)
+    val_ok, val_why = release.validation_improves(state.get("validation"), baseline)
+    log.info("candidate %s: %s", candidate.name, val_why)
+    summary = {
+        "stage_a": release.run_summary(stage_a) if (stage_a / "log.jsonl").is_file() else None,
+        "stage_b": release.run_summary(stage_b) if (stage_b / "log.jsonl").is_file() else None,
+        "hardware": release.hardware_summary(), "data": [str(d) for d in cfg.data.hr_dirs],
+        "selected_step": state["step"], "validation": state.get("validation"), "validation_v1": baseline,
+        "stage_a_final_validation": (validation_rows(stage_a) or [None])[-1],
+    }
+    summary["steps"] = sum(int((summary[k] or {}).get("steps", 0)) for k in ("stage_a", "stage_b"))
+    if args.branch_share:
+        summary["branch_share_set14"] = release.branch_share(candidate, args.bench)
+        log.info("branch share on Set14: %s", summary["branch_share_set14"])
+    return decide(args, entry, candidate, training_summary=summary, score=score, validation_ok=val_ok,
+                  decision_file=run / "decision.json")
 
 
-def decide(args: argparse.Namespace, entry: dict, candidate: Path, *, training_summary: dict, score=None) -> int:
-    """Score ``candidate`` and ship it when it beats the shipped model's recorded numbers."""
-    from spsr_cli.train import release
+def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:
+    """This round's validation rows, numbered by total generator steps across every round so far."""
+    path = repo / release.CURVE_FILE
+    earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+    round_name = f"{entry['name']} v{entry['version']} -> v{entry['version'] + 1}"
+    offset = max((r["total_steps"] for r in earlier if r["round"] != round_name), default=0)
+    rows, stage_a_steps = [], 0
+    for stage in ("a-branch", "b-fusion"):
+        for row in validation_rows(run / stage):
+            metrics = {k: v for k, v in row.items() if k not in ("event", "time", "best")}
+            rows.append({"round": round_name, "stage": stage, **metrics,
+                         "total_steps": offset + stage_a_steps + row["step"]})
+        if stage == "a-branch":
+            stage_a_steps = checkpoint_step_of(run / stage)
+    return rows
 
+
+def checkpoint_step_of(run_dir: Path) -> int:
+    from spsr_cli.train.checkpoint import latest_checkpoint
+
+    return checkpoint_step(latest_checkpoint(run_dir)) if run_dir.is_dir() else 0
+
+
+def decide(args: argparse.Namespace, entry: dict, candidate: Path, *, training_summary: dict, score=None,
+           validation_ok: bool = True, decision_file: Path | None = None) -> int:
+    """Score ``candidate`` and ship it when it beats the shipped model's recorded numbers (and, for a
+    run of this script, its validation scores: ``validation_ok``)."""
     score = score or (lambda path: release.score_generator(path, args.bench))
     scores = score(candidate)
     better, why = release.is_improvement(scores, entry.get("metrics"))
-    log.info("candidate %s: %s -> %s", candidate.name, why, "shipping" if better else "keeping the shipped model")
-    if better:
+    ships = better and validation_ok
+    log.info("candidate %s: %s%s -> %s", candidate.name, why, "" if validation_ok else "; validation did not improve",
+             "shipping" if ships else "keeping the shipped model")
+    if decision_file is not None:
+        from spsr_cli.files import write_json_atomic
+
+        write_json_atomic(decision_file, {"candidate": str(candidate), "scores": scores, "ships": ships, "why": why,
+                                          "validation_ok": validation_ok, "training": training_summary})
+    if ships:
         previous = entry.get("training", {})
         total = int(training_summary.get("steps", 0)) + int(previous.get("total_steps", previous.get("steps", 0)))
         training = {
