@@ -15,15 +15,13 @@ from typing import Mapping
 
 import torch
 
-from spsr_cli.errors import CheckpointMismatchError, UnknownModelError, WeightsNotAvailableError
-from spsr_cli.model.checkpoint import StateDict, build_generator, canonicalize_state_dict
+from spsr_cli.errors import CheckpointMismatchError, NameTakenError, UnknownModelError, WeightsNotAvailableError
+from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
-from spsr_cli.weights.hub import sha256_file
-from spsr_cli.weights.manifest import (
-    FileSource, ModelEntry, add_local_entry, load_manifest, save_safetensors_atomic, spsr_home,
-    validate_name,
-)
+from spsr_cli.weights.layouts import StateDict, build_generator, canonicalize_state_dict
+from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
 
+#: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
 FORMAT_TAG = "spsr-cli"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -112,14 +110,10 @@ def read_weights_file(path: Path) -> LoadedWeights:
     suffix = path.suffix.lower()
     metadata: dict[str, str] = {}
     if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors import SafetensorError, safe_open
-
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
-                raw = {key: handle.get_tensor(key) for key in handle.keys()}
-        except (SafetensorError, OSError) as err:
-            raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {err}") from None
+            raw, metadata = read_safetensors(path)
+        except ValueError as err:
+            raise CheckpointMismatchError(str(err)) from None
     elif suffix in TORCH_SUFFIXES:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -179,8 +173,8 @@ def _ensure_name_free(name: str, *, replace: bool) -> None:
     if existing is None or (existing.origin == "local" and replace):
         return
     if existing.origin == "packaged":
-        raise UnknownModelError(f"a model named {name!r} exists already (a released model); choose another --name")
-    raise UnknownModelError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
+        raise NameTakenError(f"a model named {name!r} exists already (a released model); choose another --name")
+    raise NameTakenError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
 
 
 def _register(name: str, path: Path, config: SPSRConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:
