@@ -214,7 +214,9 @@ def _esrgan_rules(sd: Mapping[str, torch.Tensor]) -> list[Rule]:
     ])
 
 
-def _named_rules(block: str, rdb: str, body: str, up: str, hr: str) -> Callable[[Mapping[str, torch.Tensor]], list[Rule]]:
+def _named_rules(
+    block: str, rdb: str, body: str, up: str, hr: str
+) -> Callable[[Mapping[str, torch.Tensor]], list[Rule]]:
     rules = _compile([
         (rf"conv_first\.{_PARAM}", _fixed("conv_first")),
         (rf"{block}\.(\d+)\.{rdb}([123])\.conv([1-5])\.{_PARAM}", lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),

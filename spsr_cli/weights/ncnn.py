@@ -335,7 +335,8 @@ DEFAULT_INIT_SOURCE = "realsr-df2k"
 
 def rrdb_init_sources() -> dict[str, AuxiliaryEntry]:
     """``--source`` name (the manifest name without ``-rrdb``) -> auxiliary manifest entry."""
-    return {name.removesuffix("-rrdb"): entry for name, entry in load_manifest().auxiliary_of_kind(RRDB_INIT_KIND).items()}
+    entries = load_manifest().auxiliary_of_kind(RRDB_INIT_KIND)
+    return {name.removesuffix("-rrdb"): entry for name, entry in entries.items()}
 
 
 def fetch_rrdb_init(
