@@ -88,6 +88,28 @@ def _training_checkpoint_hint(raw: object, path: Path) -> None:
         )
 
 
+def read_tensor_file(path: Path) -> tuple[object, dict[str, str]]:
+    """(contents, metadata) of a ``.safetensors`` file (name -> tensor, its metadata) or a ``.pth``-style
+    file (whatever ``torch.load(weights_only=True)`` gives, no metadata): the one place weight files are read.
+
+    Raises :class:`CheckpointMismatchError` for an unreadable file (never suggesting to unpickle
+    arbitrary objects) and :class:`UnknownModelError` for another extension.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        try:
+            return read_safetensors(path)
+        except ValueError as err:
+            raise CheckpointMismatchError(str(err)) from None
+    if suffix in TORCH_SUFFIXES:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), {}
+        except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, ...)
+            raise CheckpointMismatchError(torch_load_refusal(path, err)) from None
+    raise UnknownModelError(f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or .pth")
+
+
 def read_weights_file(path: Path) -> LoadedWeights:
     """Read a .safetensors or .pth generator checkpoint into the canonical layout (not yet loaded).
 
@@ -107,23 +129,9 @@ def read_weights_file(path: Path) -> LoadedWeights:
     if not is_file:
         raise UnknownModelError(f"checkpoint file {path} does not exist")
     check_readable(path)
-    suffix = path.suffix.lower()
-    metadata: dict[str, str] = {}
-    if suffix in SAFETENSORS_SUFFIXES:
-        try:
-            raw, metadata = read_safetensors(path)
-        except ValueError as err:
-            raise CheckpointMismatchError(str(err)) from None
-    elif suffix in TORCH_SUFFIXES:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-            raise CheckpointMismatchError(torch_load_refusal(path, err)) from None
+    raw, metadata = read_tensor_file(path)
+    if path.suffix.lower() in TORCH_SUFFIXES:
         _training_checkpoint_hint(raw, path)
-    else:
-        raise UnknownModelError(
-            f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or .pth"
-        )
     state_dict, inferred = canonicalize_state_dict(raw)
     check_finite(state_dict, str(path))
     config = inferred
