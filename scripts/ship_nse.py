@@ -19,7 +19,7 @@ from pathlib import Path
 
 from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
 from spsr_cli.train.nse import write_nse_from_checkpoint
-from spsr_cli.train.structure import AUX_KIND
+from spsr_cli.weights.nse_files import AUX_KIND
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "weights_manifest.json"

@@ -15,8 +15,6 @@ class CheckpointMismatchError(SPSRError):
     """A checkpoint's keys or shapes do not match the architecture (never half-loaded)."""
 
 
-
-
 class WeightsNotAvailableError(SPSRError):
     """Weights are known but cannot be obtained (offline without cache, no default model, ...)."""
 
@@ -35,4 +33,9 @@ class UsageError(SPSRError):
 
 class UnknownModelError(UsageError):
     """A model name or path names nothing usable: not in the registry, not an existing file,
-    an invalid or taken name (a usage error: exit code 2)."""
+    or an invalid name (a usage error: exit code 2)."""
+
+
+class NameTakenError(UsageError):
+    """A name to register weights under is taken already (a released model, or a local one
+    without ``--force``): a usage error, exit code 2."""

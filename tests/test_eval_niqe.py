@@ -1,8 +1,7 @@
-"""spsr_cli.eval.niqe: NIQE (Mittal et al. 2013) and its pristine model from the pinned BasicSR archive."""
+"""spsr_cli.eval.niqe: NIQE (Mittal et al. 2013), checked against BasicSR's own on Set5."""
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -10,17 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spsr_cli.eval.niqe import (
-    NIQEError,
-    NIQEModel,
-    aggd_fit,
-    gaussian_window,
-    load_niqe_model,
-    model_from_npz,
-    niqe,
-    niqe_features,
-    niqe_of_image,
-)
+from spsr_cli.eval.niqe import aggd_fit, gaussian_window, niqe, niqe_features, niqe_of_image
+from spsr_cli.weights.niqe import NIQEError, NIQEModel, load_niqe_model
 
 BASICSR_SDIST = "basicsr-1.4.2.tar.gz"
 #: BasicSR 1.4.2's own NIQE (basicsr.metrics.niqe.niqe, run in float64 on the same rounded, 4-pixel-shaved
@@ -69,34 +59,6 @@ def test_features_per_block_and_size_limits() -> None:
         niqe_features(np.zeros((95, 300)))
     model = NIQEModel(mu=feats.mean(0), cov=np.eye(36))
     assert niqe(image, model) < niqe(np.kron(rng.integers(0, 256, (50, 75)), np.ones((4, 4))), model)
-
-
-def test_model_from_npz_reads_arrays_only() -> None:
-    good = io.BytesIO()
-    np.savez(good, mu_pris_param=np.zeros((1, 36)), cov_pris_param=np.eye(36))
-    model = model_from_npz(good.getvalue())
-    assert model.mu.shape == (36,) and model.cov.shape == (36, 36)
-    wrong = io.BytesIO()
-    np.savez(wrong, mu_pris_param=np.zeros(35), cov_pris_param=np.eye(36))
-    with pytest.raises(NIQEError, match="shapes"):
-        model_from_npz(wrong.getvalue())
-    pickled = io.BytesIO()
-    np.savez(pickled, mu_pris_param=np.array([{"a": 1}], dtype=object), cov_pris_param=np.eye(36))
-    with pytest.raises(NIQEError):
-        model_from_npz(pickled.getvalue())
-
-
-def test_offline_without_the_archive_is_a_clear_error() -> None:
-    from spsr_cli.errors import WeightsNotAvailableError
-
-    with pytest.raises(WeightsNotAvailableError, match="basicsr"):
-        load_niqe_model(offline=True)
-
-
-def test_pristine_model_from_the_pinned_archive() -> None:
-    model = _pristine_model()
-    assert model.mu.shape == (36,) and np.allclose(model.cov, model.cov.T)
-    assert "basicsr==1.4.2" in model.source
 
 
 def test_set5_bicubic_matches_basicsr_within_0_01(shared_dir: Path) -> None:

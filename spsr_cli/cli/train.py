@@ -99,7 +99,7 @@ def fetch_init_command(
     offline: OfflineOpt = False,
 ) -> None:
     """Download and convert a pretrained RRDBNet for --init (an exact warm start); prints the file's path."""
-    from spsr_cli.train.ncnn import fetch_rrdb_init
+    from spsr_cli.weights.ncnn import fetch_rrdb_init
 
     path = fetch_rrdb_init(source, offline=offline)
     typer.echo(str(path))

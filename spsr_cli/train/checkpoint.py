@@ -201,7 +201,7 @@ def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> di
     Returns a JSON-friendly report: ``kind``, ``source``, ``loaded`` / ``random``
     (and for RRDBNets ``constructed``) key lists.
     """
-    from spsr_cli.model.checkpoint import canonicalize_state_dict, check_state_dict, unwrap_state_dict
+    from spsr_cli.weights.layouts import canonicalize_state_dict, check_state_dict, unwrap_state_dict
 
     path = Path(source)
     if path.is_dir():

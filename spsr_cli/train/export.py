@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import torch
 
-from spsr_cli.errors import UnknownModelError
+from spsr_cli.errors import NameTakenError
 from spsr_cli.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from spsr_cli.train.config import TrainConfig
 
@@ -73,7 +73,7 @@ def export_run(
     validate_name(name)
     existing = load_manifest().models.get(name)
     if existing is not None and (existing.origin == "packaged" or not replace):
-        raise UnknownModelError(
+        raise NameTakenError(
             f"a model named {name!r} exists already; choose another --name"
             + ("" if existing.origin == "packaged" else " or pass --force")
         )

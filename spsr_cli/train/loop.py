@@ -161,7 +161,7 @@ def train(
                     log.warning("loss.perceptual_backbone is 'none': the perceptual term is switched off")
                 weights = dataclasses.replace(weights, perceptual=0.0)
             else:
-                from spsr_cli.train.perceptual import build_feature_extractor
+                from spsr_cli.weights.vgg import build_feature_extractor
                 from spsr_cli.weights.hub import hub_offline
 
                 for turn in (True, False):  # rank 0 downloads/converts first, the others read its cache

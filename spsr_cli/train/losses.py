@@ -11,7 +11,7 @@ to its first argument (the super-resolved image). Written from the papers:
   :class:`GradientVarianceLoss`.
 * :class:`SecondOrderGradientLoss`: L1 between gradient maps of gradient maps.
 * :class:`PerceptualLoss`: L1 between frozen backbone features (ESRGAN/SPSR use
-  VGG19 conv5_4 before its ReLU; see :mod:`spsr_cli.train.perceptual`).
+  VGG19 conv5_4 before its ReLU; see :mod:`spsr_cli.weights.vgg`).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class PerceptualLoss(nn.Module):
     """L1 (or MSE) between features of a frozen backbone.
 
     ``backbone`` maps N x 3 x H x W ImageNet-normalised RGB to a feature tensor
-    (e.g. :class:`spsr_cli.train.perceptual.VGGFeatures`). Its parameters are frozen
+    (e.g. :class:`spsr_cli.model.vgg.VGGFeatures`). Its parameters are frozen
     (``requires_grad=False``) and it stays in eval mode even when this loss is put
     in train mode. Gradients still flow to ``sr``.
 

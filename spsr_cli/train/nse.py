@@ -554,7 +554,7 @@ def nse_from_checkpoint(state: dict[str, Any]) -> tuple[NSENet, NSETrainConfig]:
 
 def write_nse_from_checkpoint(state: dict[str, Any], path: Path, *, source: str, licence: str) -> NSEExport:
     """Write a checkpoint's NSE as float32 safetensors (config, task, evaluation in the metadata)."""
-    from spsr_cli.train.structure import write_nse_file
+    from spsr_cli.weights.nse_files import write_nse_file
 
     model, cfg = nse_from_checkpoint(state)
     meta = {"method": cfg.task.method, "training_step": str(int(state["step"])),
@@ -571,7 +571,7 @@ def export_nse(checkpoint: Path, state: dict[str, Any], *, name: str, licence: U
     """``spsr train export`` of an NSE run: float32 safetensors under ``$SPSR_HOME/weights`` and an
     entry in the local registry's ``auxiliary`` list, so ``loss.nse: NAME`` finds it."""
     from spsr_cli.errors import UnknownModelError
-    from spsr_cli.train.structure import AUX_KIND, _auxiliary_entries
+    from spsr_cli.weights.nse_files import AUX_KIND, nse_entries as _auxiliary_entries
     from spsr_cli.weights.manifest import (
         FORMAT_VERSION, load_manifest, local_manifest_path, read_manifest_file, spsr_home, validate_name,
         write_json_atomic,

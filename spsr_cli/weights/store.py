@@ -15,15 +15,13 @@ from typing import Mapping
 
 import torch
 
-from spsr_cli.errors import CheckpointMismatchError, UnknownModelError, WeightsNotAvailableError
-from spsr_cli.model.checkpoint import StateDict, build_generator, canonicalize_state_dict
+from spsr_cli.errors import CheckpointMismatchError, NameTakenError, UnknownModelError, WeightsNotAvailableError
+from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
-from spsr_cli.weights.hub import sha256_file
-from spsr_cli.weights.manifest import (
-    FileSource, ModelEntry, add_local_entry, load_manifest, save_safetensors_atomic, spsr_home,
-    validate_name,
-)
+from spsr_cli.weights.layouts import StateDict, build_generator, canonicalize_state_dict
+from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
 
+#: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
 FORMAT_TAG = "spsr-cli"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -90,6 +88,28 @@ def _training_checkpoint_hint(raw: object, path: Path) -> None:
         )
 
 
+def read_tensor_file(path: Path) -> tuple[object, dict[str, str]]:
+    """(contents, metadata) of a ``.safetensors`` file (name -> tensor, its metadata) or a ``.pth``-style
+    file (whatever ``torch.load(weights_only=True)`` gives, no metadata): the one place weight files are read.
+
+    Raises :class:`CheckpointMismatchError` for an unreadable file (never suggesting to unpickle
+    arbitrary objects) and :class:`UnknownModelError` for another extension.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        try:
+            return read_safetensors(path)
+        except ValueError as err:
+            raise CheckpointMismatchError(str(err)) from None
+    if suffix in TORCH_SUFFIXES:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), {}
+        except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, ...)
+            raise CheckpointMismatchError(torch_load_refusal(path, err)) from None
+    raise UnknownModelError(f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or .pth")
+
+
 def read_weights_file(path: Path) -> LoadedWeights:
     """Read a .safetensors or .pth generator checkpoint into the canonical layout (not yet loaded).
 
@@ -109,27 +129,9 @@ def read_weights_file(path: Path) -> LoadedWeights:
     if not is_file:
         raise UnknownModelError(f"checkpoint file {path} does not exist")
     check_readable(path)
-    suffix = path.suffix.lower()
-    metadata: dict[str, str] = {}
-    if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
-                raw = {key: handle.get_tensor(key) for key in handle.keys()}
-        except (SafetensorError, OSError) as err:
-            raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {err}") from None
-    elif suffix in TORCH_SUFFIXES:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-            raise CheckpointMismatchError(torch_load_refusal(path, err)) from None
+    raw, metadata = read_tensor_file(path)
+    if path.suffix.lower() in TORCH_SUFFIXES:
         _training_checkpoint_hint(raw, path)
-    else:
-        raise UnknownModelError(
-            f"{path}: unsupported checkpoint extension {suffix!r}; use .safetensors or .pth"
-        )
     state_dict, inferred = canonicalize_state_dict(raw)
     check_finite(state_dict, str(path))
     config = inferred
@@ -179,8 +181,8 @@ def _ensure_name_free(name: str, *, replace: bool) -> None:
     if existing is None or (existing.origin == "local" and replace):
         return
     if existing.origin == "packaged":
-        raise UnknownModelError(f"a model named {name!r} exists already (a released model); choose another --name")
-    raise UnknownModelError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
+        raise NameTakenError(f"a model named {name!r} exists already (a released model); choose another --name")
+    raise NameTakenError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
 
 
 def _register(name: str, path: Path, config: SPSRConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:

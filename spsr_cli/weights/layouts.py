@@ -1,0 +1,358 @@
+"""State-dict layouts: which published layout a checkpoint uses, renaming it to ours, strict checks.
+
+One detection table (:data:`LAYOUTS`) and one renaming engine (:func:`rename_keys`) serve both
+families of checkpoints this tool reads:
+
+* ``spsr``: SPSR generators, renamed to the canonical :class:`SPSRNet` keys (what
+  ``SPSRNet.state_dict()`` gives and what we write). Layouts: the canonical one, and the
+  published ``spsr.pth`` layout (``model.0``, ``model.1.sub.N.RDBk.convj.0``, ``b_block_i``,
+  ``f_block``, ...), which also stores ``HR_conv0_new.0`` as a copy of ``model.8`` and the two
+  fixed gradient kernels ``get_g_nopadding.weight_{h,v}`` (checked, then dropped).
+* ``rrdbnet``: ESRGAN-family RRDBNets, renamed to BasicSR's names (``conv_first``,
+  ``body.{i}.rdb{k}.conv{j}``, ``conv_body``, ``conv_up{u}``, ``conv_hr``, ``conv_last``).
+  Layouts: original ESRGAN (``model.0``, ``model.1.sub.{i}.RDB{k}.conv{j}.0``,
+  ``model.1.sub.{nb}``, ``model.{3u+3}`` upsampling, ``model.{3U+2}`` HR conv, ``model.{3U+4}``
+  last conv, U the number of x2 stages), BasicSR / Real-ESRGAN, and ESRGAN's later code
+  (``RRDB_trunk.{i}.RDB{k}.conv{j}``, ``trunk_conv``, ``upconv{u}``, ``HRconv``).
+
+Any of them may be wrapped in ``params_ema`` / ``params`` / ``state_dict`` and carry
+``module.`` prefixes (DataParallel): :func:`unwrap_state_dict` strips both.
+:func:`canonicalize_state_dict` and :func:`rrdb_to_basicsr` are the two entry points;
+:func:`check_state_dict` / :func:`build_generator` refuse anything that does not match the
+architecture exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+import torch
+
+from spsr_cli.errors import CheckpointMismatchError
+from spsr_cli.model.gradient import KERNEL_H, KERNEL_V
+from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+
+StateDict = dict[str, torch.Tensor]
+#: A key pattern and what a match is renamed to (None: the layout cannot place that key).
+Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], Optional[str]]]
+
+WRAPPER_KEYS = ("params_ema", "params", "state_dict")
+SPSR = "spsr"
+RRDBNET = "rrdbnet"
+_PARAM = r"(weight|bias)"
+_MAX_LISTED = 12
+
+
+def listing(items: list[str]) -> str:
+    """The first few ``items``, comma-separated, with a count of the rest."""
+    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def unwrap_state_dict(obj: object) -> StateDict:
+    """Strip ``params_ema``/``params``/``state_dict`` wrappers and ``module.`` prefixes."""
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                return unwrap_state_dict(inner)
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointMismatchError(
+            "the checkpoint holds no state dict (expected a mapping of tensor names to tensors, "
+            f"possibly under one of {list(WRAPPER_KEYS)}); got {type(obj).__name__}"
+        )
+    out: StateDict = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointMismatchError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        name = str(key)
+        while name.startswith("module."):
+            name = name[len("module.") :]
+        out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- renaming engine
+
+
+def rename_keys(sd: Mapping[str, torch.Tensor], rules: list[Rule]) -> tuple[StateDict, list[str]]:
+    """Rename every key by the first rule whose pattern matches it in full.
+
+    Returns (renamed state dict, keys no rule placed), tensors unchanged.
+    """
+    renamed: StateDict = {}
+    unplaced: list[str] = []
+    for key, value in sd.items():
+        target = next((rename(m) for pattern, rename in rules if (m := pattern.fullmatch(key))), None)
+        if target is None:
+            unplaced.append(key)
+        else:
+            renamed[target] = value
+    return renamed, unplaced
+
+
+def _compile(rules: list[tuple[str, Callable[[re.Match[str]], Optional[str]]]]) -> list[Rule]:
+    return [(re.compile(pattern), rename) for pattern, rename in rules]
+
+
+def _fixed(name: str) -> Callable[[re.Match[str]], str]:
+    """``(weight|bias)`` as the last group -> ``name.weight`` / ``name.bias``."""
+    return lambda m: f"{name}.{m.group(m.lastindex or 0)}"
+
+
+def _count_indices(keys: object, pattern: str) -> int:
+    regex = re.compile(pattern)
+    found = {int(m.group(1)) for k in keys if (m := regex.match(k))}  # type: ignore[attr-defined]
+    return max(found) + 1 if found else 0
+
+
+# ---------------------------------------------------------------- SPSR layouts
+
+
+def is_published_layout(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "model.0.weight" in sd and any(k.startswith("b_fea_conv.") for k in sd)
+
+
+def infer_config(sd: Mapping[str, torch.Tensor]) -> SPSRConfig:
+    """Read the architecture from a canonical or published SPSR state dict's shapes."""
+    try:
+        if is_published_layout(sd):
+            first = sd["model.0.weight"]
+            nb = _count_indices(sd, r"model\.1\.sub\.(\d+)\.RDB1\.")
+            gc = sd["model.1.sub.0.RDB1.conv1.0.weight"].shape[0]
+            ups = sum(1 for k in sd if re.fullmatch(r"model\.(\d+)\.weight", k)) - 2  # minus model.0, HR conv0
+            out_channels = sd["f_HR_conv1.0.weight"].shape[0]
+        else:
+            first = sd["conv_first.weight"]
+            nb = _count_indices(sd, r"trunk\.(\d+)\.")
+            gc = sd["trunk.0.rdb1.conv1.weight"].shape[0]
+            ups = _count_indices(sd, r"upsampler\.(\d+)\.")
+            out_channels = sd["fusion.out.weight"].shape[0]
+    except KeyError as missing:
+        raise CheckpointMismatchError(
+            f"not an SPSR generator checkpoint: key {missing} is missing "
+            "(expected the published spsr.pth layout or spsr-cli's own safetensors layout)"
+        ) from None
+    return SPSRConfig(
+        in_channels=int(first.shape[1]), out_channels=int(out_channels), nf=int(first.shape[0]),
+        nb=nb, gc=int(gc), scale=2 ** max(ups, 0),
+    )
+
+
+def _published_rules(sd: Mapping[str, torch.Tensor]) -> list[Rule]:
+    config = infer_config(sd)
+    nb, nup = config.nb, config.num_upsamples
+    rdb = r"RDB([123])\.conv([1-5])\.0\.(weight|bias)"
+    rules: list[tuple[str, Callable[[re.Match[str]], Optional[str]]]] = [
+        (r"model\.0\.(weight|bias)", _fixed("conv_first")),
+        (rf"model\.1\.sub\.(\d+)\.{rdb}", lambda m: f"trunk.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
+        (rf"model\.1\.sub\.{nb}\.(weight|bias)", _fixed("trunk_conv")),
+        (rf"model\.{3 * nup + 2}\.(weight|bias)", _fixed("hr_conv0")),
+        (r"HR_conv1_new\.0\.(weight|bias)", _fixed("hr_conv1")),
+        (r"b_fea_conv\.0\.(weight|bias)", _fixed("branch.conv_first")),
+        (rf"b_block_([1-4])\.{rdb}", lambda m: f"branch.blocks.{int(m[1]) - 1}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
+        (r"b_concat_([1-4])\.0\.(weight|bias)", lambda m: f"branch.concats.{int(m[1]) - 1}.{m[2]}"),
+        (r"b_LR_conv\.0\.(weight|bias)", _fixed("branch.lr_conv")),
+        (rf"b_module\.{3 * nup}\.(weight|bias)", _fixed("branch.hr_conv0")),
+        (rf"b_module\.{3 * nup + 2}\.(weight|bias)", _fixed("branch.hr_conv1")),
+        (r"conv_w\.0\.(weight|bias)", _fixed("branch.out")),
+        (rf"f_block\.{rdb}", lambda m: f"fusion.block.rdb{m[1]}.conv{m[2]}.{m[3]}"),
+        (r"f_concat\.0\.(weight|bias)", _fixed("fusion.concat")),
+        (r"f_HR_conv0\.0\.(weight|bias)", _fixed("fusion.hr_conv0")),
+        (r"f_HR_conv1\.0\.(weight|bias)", _fixed("fusion.out")),
+    ]
+    for j in range(nup):
+        rules.append((rf"model\.{3 * j + 3}\.(weight|bias)", _fixed(f"upsampler.{j}.conv")))
+        rules.append((rf"b_module\.{3 * j + 1}\.(weight|bias)", _fixed(f"branch.upsampler.{j}.conv")))
+    return _compile(rules)
+
+
+def _check_published_extras(sd: Mapping[str, torch.Tensor], config: SPSRConfig) -> list[str]:
+    """Validate the duplicated and constant tensors of the published layout; return their keys."""
+    extras = []
+    hr0 = f"model.{3 * config.num_upsamples + 2}"
+    for suffix in ("weight", "bias"):
+        alias = f"HR_conv0_new.0.{suffix}"
+        if alias in sd:
+            extras.append(alias)
+            original = sd.get(f"{hr0}.{suffix}")
+            if original is None or original.shape != sd[alias].shape or not torch.equal(original, sd[alias]):
+                raise CheckpointMismatchError(
+                    f"{alias} must be an exact copy of {hr0}.{suffix} in the published layout, but it differs; "
+                    "the checkpoint is inconsistent (re-export it from the training code)"
+                )
+    for key, kernel in (("get_g_nopadding.weight_h", KERNEL_H), ("get_g_nopadding.weight_v", KERNEL_V)):
+        if key in sd:
+            extras.append(key)
+            expected = torch.tensor(kernel, dtype=torch.float32).view(1, 1, 3, 3)
+            if sd[key].shape != expected.shape or not torch.equal(sd[key].float(), expected):
+                raise CheckpointMismatchError(
+                    f"{key} must be the fixed kernel {kernel}; this checkpoint has other values, "
+                    "so it is not an SPSR generator"
+                )
+    return extras
+
+
+# ---------------------------------------------------------------- RRDBNet layouts
+
+
+def _esrgan_rules(sd: Mapping[str, torch.Tensor]) -> list[Rule]:
+    """Original ESRGAN ``model.N`` layout; N positions depend on the number of x2 stages."""
+    keys = list(sd)
+    nb = len({m.group(1) for k in keys if (m := re.fullmatch(rf"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.{_PARAM}", k))})
+    top = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"model\.(\d+)\.weight", k)))
+    ups = max(len(top) - 3, 0)  # model.0, HR conv, last conv + one per x2 stage
+    names = {0: "conv_first", 3 * ups + 2: "conv_hr", 3 * ups + 4: "conv_last"}
+    names.update({3 * u + 3: f"conv_up{u + 1}" for u in range(ups)})
+    return _compile([
+        (rf"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.{_PARAM}",
+         lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
+        (rf"model\.1\.sub\.{nb}\.{_PARAM}", _fixed("conv_body")),
+        (rf"model\.(\d+)\.{_PARAM}", lambda m: f"{names[int(m[1])]}.{m[2]}" if int(m[1]) in names else None),
+    ])
+
+
+def _named_rules(
+    block: str, rdb: str, body: str, up: str, hr: str
+) -> Callable[[Mapping[str, torch.Tensor]], list[Rule]]:
+    rules = _compile([
+        (rf"conv_first\.{_PARAM}", _fixed("conv_first")),
+        (rf"{block}\.(\d+)\.{rdb}([123])\.conv([1-5])\.{_PARAM}", lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
+        (rf"{body}\.{_PARAM}", _fixed("conv_body")),
+        (rf"{up}([1-9])\.{_PARAM}", lambda m: f"conv_up{m[1]}.{m[2]}"),
+        (rf"{hr}\.{_PARAM}", _fixed("conv_hr")),
+        (rf"conv_last\.{_PARAM}", _fixed("conv_last")),
+    ])
+    return lambda sd: rules
+
+
+# ---------------------------------------------------------------- the detection table
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A published state-dict layout: how to recognise it and how its keys map onto its family's names.
+
+    ``family``: :data:`SPSR` (canonical :class:`SPSRNet` keys) or :data:`RRDBNET` (BasicSR names).
+    ``marker``: a key only this layout has (None: the family's canonical layout, tried last).
+    ``rules``: the state dict -> its renaming rules (some layouts number layers by depth).
+    """
+
+    name: str
+    family: str
+    marker: Optional[Callable[[Mapping[str, torch.Tensor]], bool]]
+    rules: Callable[[Mapping[str, torch.Tensor]], list[Rule]]
+
+
+def _has(key: str) -> Callable[[Mapping[str, torch.Tensor]], bool]:
+    return lambda sd: key in sd
+
+
+_IDENTITY = _compile([(r"(.+)", lambda m: m[1])])
+
+#: Every layout this tool reads, in detection order within each family.
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("spsr-published (model.N, b_*, f_*)", SPSR, is_published_layout, _published_rules),
+    Layout("spsr (spsr-cli)", SPSR, None, lambda sd: _IDENTITY),
+    Layout("esrgan (model.N)", RRDBNET, _has("model.1.sub.0.RDB1.conv1.0.weight"), _esrgan_rules),
+    Layout("basicsr (body.N.rdbK)", RRDBNET, _has("body.0.rdb1.conv1.weight"),
+           _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr")),
+    Layout("esrgan-new (RRDB_trunk)", RRDBNET, _has("RRDB_trunk.0.RDB1.conv1.weight"),
+           _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv")),
+)
+
+
+def detect_layout(sd: Mapping[str, torch.Tensor], family: str) -> Optional[Layout]:
+    """The first layout of ``family`` whose marker ``sd`` has (else the family's canonical one, if any)."""
+    candidates = [layout for layout in LAYOUTS if layout.family == family]
+    for layout in candidates:
+        if layout.marker is not None and layout.marker(sd):
+            return layout
+    return next((layout for layout in candidates if layout.marker is None), None)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def canonicalize_state_dict(obj: object) -> tuple[StateDict, SPSRConfig]:
+    """Any supported SPSR checkpoint object -> (canonical state dict, inferred config).
+
+    Keys that the published layout cannot explain are kept under their own names,
+    so :func:`check_state_dict` lists them as unexpected.
+    """
+    sd = unwrap_state_dict(obj)
+    config = infer_config(sd)
+    layout = detect_layout(sd, SPSR)
+    assert layout is not None  # the canonical layout always matches
+    extras = set(_check_published_extras(sd, config)) if layout.marker is not None else set()
+    renamed, unplaced = rename_keys({k: v for k, v in sd.items() if k not in extras}, layout.rules(sd))
+    renamed.update({key: sd[key] for key in unplaced})
+    return renamed, config
+
+
+def rrdb_to_basicsr(state_dict: object) -> StateDict:
+    """Normalise an ESRGAN-family RRDBNet state dict to BasicSR key names (tensors unchanged).
+
+    Raises :class:`CheckpointMismatchError` for an unknown layout or keys that cannot be placed.
+    """
+    sd = unwrap_state_dict(state_dict)
+    layout = detect_layout(sd, RRDBNET)
+    if layout is None:
+        raise CheckpointMismatchError(
+            "not an ESRGAN/Real-ESRGAN RRDBNet state dict: expected the original ESRGAN layout "
+            "(model.1.sub.0.RDB1.conv1.0.weight), BasicSR's (body.0.rdb1.conv1.weight) or "
+            f"RRDB_trunk.0.RDB1.conv1.weight; saw keys {listing(list(sd))}"
+        )
+    mapped, unknown = rename_keys(sd, layout.rules(sd))
+    if unknown:
+        raise CheckpointMismatchError(f"RRDBNet state dict has keys this converter cannot place: {listing(unknown)}")
+    return mapped
+
+
+def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        lines = ["the checkpoint does not match the SPSR architecture; nothing was loaded:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches (checkpoint != model)", shapes)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): {listing(items)}")
+        lines.append("Check that the file is an SPSR generator and that its stored config matches its tensors.")
+        raise CheckpointMismatchError("\n".join(lines))
+
+
+def build_generator(sd: Mapping[str, torch.Tensor], config: SPSRConfig) -> SPSRNet:
+    """Build an :class:`SPSRNet` for ``config`` and load ``sd`` (canonical) strictly, in float32."""
+    model = SPSRNet(config=config)
+    check_state_dict(model, sd)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
+    return model
+
+
+__all__ = [
+    "LAYOUTS",
+    "Layout",
+    "RRDBNET",
+    "SPSR",
+    "StateDict",
+    "build_generator",
+    "canonicalize_state_dict",
+    "check_state_dict",
+    "detect_layout",
+    "infer_config",
+    "is_published_layout",
+    "listing",
+    "rename_keys",
+    "rrdb_to_basicsr",
+    "unwrap_state_dict",
+]
