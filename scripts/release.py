@@ -269,18 +269,16 @@ def refresh_card(text: str, entry: Mapping[str, Any]) -> str:
 
 def warm_start_file(init_source: str, target: Path, *, offline: bool = False) -> Path:
     """Write the exact warm start of an RRDBNet init source (``realsr-df2k``) as a float16 SPSR file."""
-    from safetensors.torch import load_file
-
     from spsr_cli.model.spsr import SPSRNet
-    from spsr_cli.train.ncnn import fetch_rrdb_init, rrdb_init_sources
     from spsr_cli.train.pretrained import embed_rrdbnet
+    from spsr_cli.weights.ncnn import rrdb_init_sources, rrdb_init_state_dict
     from spsr_cli.weights.store import write_generator_file
 
     entry = rrdb_init_sources()[init_source.removesuffix("-rrdb")]
     model = SPSRNet()
-    embed_rrdbnet(model, load_file(str(fetch_rrdb_init(init_source, offline=offline))))
-    write_generator_file(target, model.state_dict(), model.config, source=f"exact warm start from {entry['name']}",
-                         licence=str(entry.get("licence", "")), extra_metadata={"init": entry["name"]})
+    embed_rrdbnet(model, rrdb_init_state_dict(init_source, offline=offline))
+    write_generator_file(target, model.state_dict(), model.config, source=f"exact warm start from {entry.name}",
+                         licence=str(entry.licence or ""), extra_metadata={"init": entry.name})
     return target
 
 
