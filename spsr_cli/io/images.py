@@ -1,4 +1,4 @@
-"""Reading and writing images with Pillow.
+"""Reading and writing images: Pillow, with pypng and tifffile for 16-bit colour.
 
 Pixels travel through the program as float32 arrays in [0, 1]:
 
@@ -16,9 +16,10 @@ dropped because it no longer describes the pixels). EXIF orientation is applied 
 16-bit colour: Pillow has no 16-bit-per-channel RGB mode and decodes 48/64-bit PNG and
 TIFF to 8 bits per channel, so those pixels are decoded by ``pypng`` (PNG: RGB, RGBA,
 gray+alpha) and ``tifffile`` (TIFF: RGB, RGBA) instead, losslessly; Pillow still reads
-their metadata. A 16-bit colour TIFF that ``tifffile`` cannot decode (LZW or JPEG need the
-optional ``imagecodecs``, extra ``spsr-cli[tiff]``) falls back to 8 bits with a warning. 16-bit PNG and TIFF files are
-written by the same two libraries (PNG: zlib; TIFF: Adobe deflate with the horizontal predictor).
+their metadata. A 16-bit colour TIFF that ``tifffile`` cannot decode (LZW and JPEG need
+the optional ``imagecodecs``, extra ``spsr-cli[tiff]``) is read with 8 bits per channel
+and a warning. The same two libraries write 16-bit PNG (zlib) and TIFF (Adobe deflate
+with the horizontal predictor).
 
 Outputs: the format follows the extension (or ``format=``). 16-bit sources stay 16-bit
 in PNG and TIFF; JPEG, WebP and BMP are 8-bit. PNG, TIFF and WebP keep alpha; JPEG and

@@ -193,13 +193,10 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
 
 def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+            return files.read_safetensors(path)[0]
+        except ValueError as exc:  # names the file and the reason
+            raise CheckpointError(str(exc)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many unrelated types for non-checkpoints

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spsr_cli.errors import UsageError
-from spsr_cli.weights.hub import sha256_file
-from spsr_cli.weights.manifest import read_manifest_file, validate_name, write_json_atomic
+from spsr_cli.files import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from spsr_cli.weights.manifest import read_manifest_file, validate_name
 from spsr_cli.weights.store import read_weights_file
 
 BUNDLED_DIR = Path("spsr_cli") / "weights" / "bundled"
@@ -106,10 +106,8 @@ def bundle_default(
     previous = current_entry(repo, name)
     version = int(previous.get("version", 0)) + 1 if previous else 1
     target = repo / BUNDLED_DIR / f"{name}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(weights, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(weights, tmp)
     entry = {
         "name": name, "architecture": "spsr", "version": version, "config": loaded.config.to_dict(),
         "scale": loaded.config.scale, "licence": licence,
@@ -126,7 +124,7 @@ def bundle_default(
     write_json_atomic(manifest_path, data)
     card = repo / MODEL_CARD_FILE
     if card.is_file():
-        card.write_text(refresh_card(card.read_text(encoding="utf-8"), entry), encoding="utf-8")
+        write_text_atomic(card, refresh_card(card.read_text(encoding="utf-8"), entry))
     return entry
 
 
