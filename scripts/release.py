@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spsr_cli.errors import UsageError
-from spsr_cli.files import sha256_file, write_json_atomic, write_text_atomic
+from spsr_cli.files import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from spsr_cli.weights.manifest import read_manifest_file, validate_name
 from spsr_cli.weights.store import read_weights_file
 
@@ -186,10 +186,8 @@ def bundle_default(
     previous = current_entry(repo, name)
     version = int(previous.get("version", 0)) + 1 if previous else 1
     target = repo / BUNDLED_DIR / f"{name}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(weights, tmp)
-    tmp.replace(target)  # the weights file keeps its name: a fixed temporary is fine for a maintainer tool
+    with atomic_path(target) as tmp:
+        shutil.copyfile(weights, tmp)
     entry = {
         "name": name, "architecture": "spsr", "version": version, "config": loaded.config.to_dict(),
         "scale": loaded.config.scale, "licence": licence,

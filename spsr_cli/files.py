@@ -81,11 +81,11 @@ def temporary_prefix(path: PathLike) -> str:
 
 
 def temporary_files(path: PathLike) -> list[Path]:
-    """Temporaries that an atomic write of ``path`` may have left (from a killed process)."""
+    """Temporaries (regular files) that an atomic write of ``path`` may have left (from a killed process)."""
     path = Path(path)
     pattern = re.compile(re.escape(temporary_prefix(path)) + r"[a-z0-9_]{%d}" % _RANDOM_LEN + re.escape(_TMP_SUFFIX))
     try:
-        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
     except OSError:
         return []
 

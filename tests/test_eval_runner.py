@@ -117,6 +117,23 @@ def test_quantise_rounds_half_up() -> None:
     assert quantise(x)[0, :, 0].tolist() == [0, 1, 1, 255, 255]
 
 
+def test_reports_and_saved_images_follow_the_umask_and_leave_no_temporary(tmp_path: Path) -> None:
+    from spsr_cli.eval.runner import EvalResult, ImageResult, _write_png
+
+    result = EvalResult(protocol="basicsr", model="m", dataset={"name": "d"}, scale=4,
+                        images=[ImageResult(name="a", psnr=30.0, ssim=0.9, lpips=None)])
+    old = os.umask(0o027)
+    try:
+        write_json(result, tmp_path / "r.json")
+        write_csv(result, tmp_path / "r.csv")
+        _write_png(tmp_path / "a.png", np.zeros((4, 5, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "r.csv", "r.json"]
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o640}
+    assert np.asarray(Image.open(tmp_path / "a.png")).shape == (4, 5, 3)
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     app.command("eval")(eval_command)

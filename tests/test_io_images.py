@@ -655,3 +655,18 @@ def test_quantised_samples_write_the_same_pixels_as_floats(tmp_path, ext, gray, 
     f, g = read_image(tmp_path / f"f.{ext}"), read_image(tmp_path / f"q.{ext}")
     assert np.array_equal(f.rgb, g.rgb) and (f.alpha is None) == (g.alpha is None)
     assert f.alpha is None or np.array_equal(f.alpha, g.alpha)
+
+
+def test_a_16bit_tiff_tifffile_cannot_decode_falls_back_to_8_bits_and_says_so(tmp_path, monkeypatch, caplog):
+    values = random_u16((6, 9, 3), seed=21)
+    path = tmp_path / "lzw.tif"
+    path.write_bytes(raw_tiff16(values, big_endian=False))
+
+    def missing_codec(*args, **kwargs):
+        raise KeyError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(images.tifffile, "TiffFile", missing_codec)
+    with caplog.at_level("WARNING", logger="spsr_cli"):
+        back = read_image(path)
+    assert back.bit_depth == 8 and "8 bits per channel" in caplog.text and "pip install imagecodecs" in caplog.text
+    np.testing.assert_array_equal(u8(back.rgb), (values >> 8).astype(np.uint8))

@@ -155,3 +155,27 @@ def test_a_pickled_checkpoint_message_never_suggests_weights_only_false(tmp_path
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert "argparse.Namespace" in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_a_killed_writers_temporary_is_removed_a_locked_one_kept(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from spsr_cli.train.checkpoint import remove_stale_temporaries
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale = folder / ".step_00000004.pt.k2j_9xq0.tmp"  # what kill -9 during atomic_torch_save leaves
+    live = folder / ".step_00000004.pt.abcd1234.tmp"
+    for path in (stale, live):
+        path.write_bytes(b"half")
+    with open(live, "rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # as atomic_torch_save holds it while writing
+        assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()
+    assert remove_stale_temporaries(tmp_path) == [live]  # its writer is gone now
+    save_checkpoint(tmp_path, 1, {"x": 1})
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000001.pt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (folder / "step_00000001.pt").stat().st_mode & 0o777 == 0o666 & ~umask

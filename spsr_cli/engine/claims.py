@@ -5,7 +5,7 @@ Before an output ``NAME`` is rendered, its writer takes an exclusive, non-blocki
 place; a second process that finds the lock taken leaves that output alone. The kernel
 drops the lock when its process dies (even ``kill -9``), so a claim left behind by a
 killed run is recognised as stale: the next run removes it together with the killed
-writer's temporary ``.NAME.XXXXXXXX.tmp`` (see :func:`spsr_cli.io.images.temporary_files`).
+writer's temporary ``.NAME.XXXXXXXX.tmp`` (see :func:`spsr_cli.files.temporary_files`).
 Only files of exactly these two namings are ever removed.
 
 Where ``fcntl`` is missing (Windows) claims are a no-op: every output counts as claimed.
@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from spsr_cli.io.images import temporary_files
+from spsr_cli.files import temporary_files
 
 try:
     import fcntl

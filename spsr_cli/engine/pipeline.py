@@ -25,7 +25,7 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar
 import numpy as np
 
 from spsr_cli.engine.tiling import MemoryBudgetError, Progress, Upscaler
-from spsr_cli.io.images import Image, resize_plane
+from spsr_cli.io.images import Image, quantise, resize_plane
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,8 @@ K = TypeVar("K")
 #: Bytes per output pixel that writing an 8-bit image takes beyond its samples: Pillow's
 #: own copy (4 bytes per pixel for RGB and RGBA) and the encoder's buffers.
 WRITE_BYTES_8BIT = 6
-#: The same for 16-bit PNG/TIFF (byte-swapped copy, filtered rows, compressed stream), per channel.
+#: The same for 16-bit PNG/TIFF (pypng's byte-swapped copy, the compressed stream and its chunks), per channel.
 WRITE_BYTES_16BIT_PER_CHANNEL = 10
-
-
-def _quantised(plane: np.ndarray, dtype: type) -> np.ndarray:
-    peak = np.iinfo(dtype).max
-    return np.rint(np.clip(plane, 0.0, 1.0) * peak).astype(dtype)
 
 
 def write_bytes_estimate(image: Image, size: tuple[int, int]) -> int:
@@ -89,13 +84,13 @@ def upscale_image(
         if make_room is None or not make_room():
             raise
         upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)
-    alpha = _quantised(resize_plane(image.alpha, size), dtype) if image.alpha is not None else None
+    alpha = quantise(resize_plane(image.alpha, size), dtype) if image.alpha is not None else None
     sr = upscaler.upscale_array(image.rgb, dtype=dtype, extra_bytes=extra, progress=progress)
     if size != net_size:
         resized = np.empty((*size, 3), dtype)
         peak = np.float32(np.iinfo(dtype).max)
         for c in range(3):  # one float plane at a time
-            resized[..., c] = _quantised(resize_plane(sr[..., c].astype(np.float32) / peak, size), dtype)
+            resized[..., c] = quantise(resize_plane(sr[..., c].astype(np.float32) / peak, size), dtype)
         sr = resized
     return dataclasses.replace(image, rgb=sr, alpha=alpha)
 

@@ -268,7 +268,10 @@ class Upscaler:
         return sr
 
     def _store(self, sr: torch.Tensor, dest: np.ndarray, peak: int | None) -> None:
-        """Clamp one 3 x h x w result, quantise it to ``peak`` (None: keep float), copy it into ``dest`` (h x w x 3)."""
+        """Clamp one 3 x h x w result, quantise it to ``peak`` (None: keep float), copy it into ``dest`` (h x w x 3).
+
+        On the device, by the rule of :func:`spsr_cli.io.images.quantise` (NaN -> 0, clip, round half to even).
+        """
         value = torch.nan_to_num(sr.float(), nan=0.0).clamp_(0.0, 1.0)
         if peak is not None:
             value = value.mul_(peak).round_()

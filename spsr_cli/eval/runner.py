@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,9 @@ from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_fil
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
 from spsr_cli.eval.niqe import niqe_of_image
+from spsr_cli.files import write_text_atomic
+from spsr_cli.io.images import Image as SpsrImage
+from spsr_cli.io.images import write_image
 from spsr_cli.io.imresize import bicubic_upscale
 from spsr_cli.weights.niqe import NIQEError, NIQEModel, load_niqe_model
 
@@ -353,15 +355,8 @@ def _check_save_dir(save_dir: Path | None, source: DatasetSource) -> None:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise ImageError(f"cannot write {path}: {err}") from None
+    """H x W x 3 uint8 ``image`` as a PNG, atomically (:func:`spsr_cli.io.images.write_image`)."""
+    write_image(path, SpsrImage(rgb=image), format="PNG")
 
 
 # ---------------------------------------------------------------- side-by-side crops
@@ -418,18 +413,6 @@ def _write_crops(path: Path, hr: np.ndarray, outputs: Sequence[np.ndarray], labe
 # ---------------------------------------------------------------- writers
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
     """The ``--json`` document, written atomically: :meth:`EvalResult.to_dict` for one model,
     ``{"results": [...]}`` (one per model, in ``--compare`` order) for several."""
@@ -437,7 +420,7 @@ def write_json(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
         doc: dict[str, Any] = result.to_dict()
     else:
         doc = {"results": [r.to_dict() for r in result]}
-    _write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
@@ -455,7 +438,7 @@ def write_csv(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
             writer.writerow([*first, r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or ""])
         means = res.means
         writer.writerow([*first, "mean", *(_fmt(means[m]) for m in METRICS), ""])
-    _write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _fmt(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""Reading and writing images with Pillow.
+"""Reading and writing images: Pillow, with pypng and tifffile for 16-bit colour.
 
 Pixels travel through the program as float32 arrays in [0, 1]:
 
@@ -13,13 +13,13 @@ modes 1, L, LA, P/PA (palette transparency becomes alpha), I;16 (16-bit grayscal
 RGB, RGBA, CMYK (converted to RGB with Pillow's plain formula; a CMYK ICC profile is
 dropped because it no longer describes the pixels). EXIF orientation is applied on read.
 
-16-bit colour: Pillow (up to at least 13.0) has no 16-bit-per-channel RGB mode and decodes
-48/64-bit PNG and TIFF to 8 bits per channel. For PNG (RGB, RGBA, gray+alpha) and TIFF
-(RGB, RGBA, raw or libtiff-compressed) this module recovers the low bytes by decoding
-the file a second time with the byte-swapped raw mode, so those files are read
-losslessly. Any other 16-bit colour layout falls back to 8 bits with a warning. Pillow
-cannot write 16-bit colour either, so 16-bit PNG and TIFF files are written by the small
-encoders at the end of this module (PNG: zlib, "Sub" filter; TIFF: Adobe-deflate strips).
+16-bit colour: Pillow has no 16-bit-per-channel RGB mode and decodes 48/64-bit PNG and
+TIFF to 8 bits per channel, so those pixels are decoded by ``pypng`` (PNG: RGB, RGBA,
+gray+alpha) and ``tifffile`` (TIFF: RGB, RGBA) instead, losslessly; Pillow still reads
+their metadata. A 16-bit colour TIFF that ``tifffile`` cannot decode (LZW and JPEG need
+the optional ``imagecodecs``, extra ``spsr-cli[tiff]``) is read with 8 bits per channel
+and a warning. The same two libraries write 16-bit PNG (zlib) and TIFF (Adobe deflate
+with the horizontal predictor).
 
 Outputs: the format follows the extension (or ``format=``). 16-bit sources stay 16-bit
 in PNG and TIFF; JPEG, WebP and BMP are 8-bit. PNG, TIFF and WebP keep alpha; JPEG and
@@ -27,19 +27,16 @@ BMP cannot carry it, so the image is composited over white (a warning is logged)
 Grayscale sources are written as grayscale except to WebP (which has no grayscale
 mode). The ICC profile is embedded whenever its colour space matches the written
 pixels. 16-bit gray+alpha goes to TIFF as 16-bit RGBA (Pillow cannot read 16-bit
-gray+alpha TIFF back). Every write goes to a temporary file in the target folder and is renamed into
-place, so an existing file is never left half-written.
+gray+alpha TIFF back). Every write goes through :func:`spsr_cli.files.atomic_open` (a temporary
+file in the target folder, renamed into place, mode from the umask), so an existing file is
+never left half-written.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import re
 import struct
-import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +44,10 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import png
+import tifffile
 
+from spsr_cli import files
 from spsr_cli.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -73,25 +73,17 @@ _QUALITY_FORMATS = frozenset({"JPEG", "WEBP"})
 _EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "MPO"})
 _JPEG_MAX_EXIF = 65_000  # one APP1 segment
 _ORIENTATION_TAG = 0x0112
-_PNG_IDAT_CHUNK = 1 << 24
+_PNG_IDAT_CHUNK = 1 << 24  # largest IDAT chunk written (PNG chunk lengths are 31-bit)
+_TIFF_RGB = 2  # PhotometricInterpretation
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's "L"
 
-# Pillow's (mode, rawmode) for 16-bit colour -> raw mode that yields the low bytes instead.
-_NATIVE = "L" if sys.byteorder == "little" else "B"
-_LOW_BYTE_RAWMODE = {
-    ("RGB", "RGB;16B"): "RGB;16L",
-    ("RGB", "RGB;16L"): "RGB;16B",
-    ("RGB", "RGB;16N"): "RGB;16B" if _NATIVE == "L" else "RGB;16L",
-    ("RGBA", "RGBA;16B"): "RGBA;16L",
-    ("RGBA", "RGBA;16L"): "RGBA;16B",
-    ("RGBA", "RGBA;16N"): "RGBA;16B" if _NATIVE == "L" else "RGBA;16L",
-}
-
-# What Pillow raises for corrupt, truncated or oversized files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, PIL.Image.DecompressionBombError)
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+# What Pillow and pypng raise for corrupt, truncated or oversized files.
+_DECODE_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, PIL.Image.DecompressionBombError, png.Error
+)
+# What tifffile raises for a TIFF it cannot decode (KeyError: a codec that needs imagecodecs);
+# Pillow then decodes the file, or names what is wrong with it.
+_TIFF_ERRORS = (tifffile.TiffFileError, ValueError, KeyError, OSError, struct.error, zlib.error)
 
 
 @dataclass(kw_only=True)
@@ -146,18 +138,9 @@ def is_writable_extension(ext: str) -> bool:
     return key in _FORMAT_BY_EXTENSION
 
 
-def temporary_files(path: Path) -> list[Path]:
-    """Temporaries :func:`write_image` makes for ``path`` (``.NAME.XXXXXXXX.tmp`` beside it).
-
-    A writer that was killed leaves one behind; only files of exactly this naming are
-    returned, never anything else in the folder.
-    """
-    path = Path(path)
-    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
-    try:
-        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
-    except OSError:  # the folder does not exist (yet) or cannot be listed
-        return []
+#: Temporaries :func:`write_image` makes for a path (``.NAME.XXXXXXXX.tmp`` beside it) that a
+#: killed writer may have left: :func:`spsr_cli.files.temporary_files`, the one naming of every atomic write.
+temporary_files = files.temporary_files
 
 
 def format_for_extension(ext: str) -> str:
@@ -261,51 +244,53 @@ def _gray_image(gray: np.ndarray, alpha: np.ndarray | None, *, bit_depth: int, *
     return Image(rgb=rgb, alpha=alpha, bit_depth=bit_depth, grayscale=True, **meta)
 
 
-def _rawmodes(im: PIL.Image.Image) -> list[str] | None:
-    modes = []
-    for tile in im.tile:
-        args = tile[3]
-        rawmode = args if isinstance(args, str) else (args[0] if args else None)
-        if not isinstance(rawmode, str):
-            return None
-        modes.append(rawmode)
-    return modes
-
-
-def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
-    codec, extents, offset, args = tile[0], tile[1], tile[2], tile[3]
-    new_args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
-    return type(tile)(codec, extents, offset, new_args) if hasattr(tile, "_fields") else (
-        codec, extents, offset, new_args
-    )
-
-
 def _read_16bit_colour(path: Path, im: PIL.Image.Image) -> tuple[np.ndarray, bool] | None:
-    """(uint16 H x W x C array, is_gray_alpha) for 16-bit colour files, else None.
+    """(uint16 H x W x C array, is_gray_alpha) for a 16-bit colour PNG or TIFF, else None.
 
-    Pillow decodes these to 8 bits (the high byte). Decoding a second time with the raw
-    mode of the opposite byte order yields the low bytes; 16-bit gray+alpha PNG is read
-    as its 4 raw bytes per pixel. Unknown layouts return None (8-bit, with a warning).
+    Pillow opens these as 8-bit RGB/RGBA (16-bit gray+alpha PNG as RGBA); their pixels
+    are decoded here by pypng or tifffile instead. Other files return None (Pillow's
+    decoding is exact for them).
     """
-    rawmodes = _rawmodes(im)
-    if im.mode not in ("RGB", "RGBA") or not rawmodes or not any(";16" in r for r in rawmodes):
+    if im.mode not in ("RGB", "RGBA"):
         return None
-    gray_alpha = all(r == "LA;16B" for r in rawmodes)
-    if not gray_alpha and not all((im.mode, r) in _LOW_BYTE_RAWMODE for r in rawmodes):
-        log.warning("%s: 16-bit colour layout %s is read with 8 bits per channel", path, rawmodes)
+    if im.format == "PNG":
+        return _read_png16(path)
+    if im.format == "TIFF":
+        return _read_tiff16(path, im.mode)
+    return None
+
+
+def _read_png16(path: Path) -> tuple[np.ndarray, bool] | None:
+    """Rows of a 16-bit PNG through pypng (which checks every chunk's CRC), or None for 8-bit."""
+    width, height, rows, info = png.Reader(filename=str(path)).read()
+    if info["bitdepth"] != 16:
         return None
-    with PIL.Image.open(path) as second:
-        if second.mode != im.mode or len(second.tile) != len(im.tile):
-            return None
-        if gray_alpha:
-            second.tile = [_with_rawmode(t, "RGBA") for t in second.tile]
-            raw = np.asarray(second).astype(np.uint16)
-            return (raw[..., 0::2] << 8) | raw[..., 1::2], True
-        low_modes = [_LOW_BYTE_RAWMODE[(im.mode, r)] for r in rawmodes]
-        second.tile = [_with_rawmode(t, r) for t, r in zip(second.tile, low_modes)]
-        low = np.asarray(second).astype(np.uint16)
-    high = np.asarray(im).astype(np.uint16)
-    return (high << 8) | low, False
+    planes = int(info["planes"])
+    data = np.empty((height, width * planes), np.uint16)
+    for y, row in enumerate(rows):  # array("H") rows, native byte order
+        data[y] = np.frombuffer(row, np.uint16)
+    return data.reshape(height, width, planes), bool(info["greyscale"])
+
+
+def _read_tiff16(path: Path, mode: str) -> tuple[np.ndarray, bool] | None:
+    """The first page of a 16-bit RGB(A) TIFF through tifffile, or None (Pillow then reads 8 bits)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if page.bitspersample != 16 or page.photometric != _TIFF_RGB or page.samplesperpixel < 3:
+                return None
+            data = page.asarray()
+            separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    except _TIFF_ERRORS as exc:
+        fix = "; `pip install imagecodecs` (spsr-cli[tiff]) reads it in full" if isinstance(exc, KeyError) else ""
+        log.warning("%s: 16-bit colour TIFF is read with 8 bits per channel (%s)%s", path, exc, fix)
+        return None
+    if separate:  # S x H x W
+        data = np.moveaxis(data, 0, -1)
+    if data.ndim != 3 or data.dtype.kind != "u":
+        log.warning("%s: 16-bit colour layout %s %s is read with 8 bits per channel", path, data.shape, data.dtype)
+        return None
+    return np.ascontiguousarray(data[..., : 4 if mode == "RGBA" else 3], dtype=np.uint16), False
 
 
 def _image_from_deep_colour(im: PIL.Image.Image, data: np.ndarray, gray_alpha: bool) -> Image:
@@ -362,7 +347,8 @@ def resize_plane(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def write_image(path: Path, image: Image, *, format: str | None = None, quality: int = 95) -> None:
-    """Write ``image`` atomically (temp file in the same folder, then os.replace).
+    """Write ``image`` atomically (:func:`spsr_cli.files.atomic_open`: a temporary file in the same
+    folder, renamed into place; the file gets the umask's usual mode).
 
     format: Pillow name or extension ("PNG", "jpg", ...); None -> from path's extension.
     quality: 1-100, used by JPEG and WebP. Parent folders are created. On any failure
@@ -375,23 +361,10 @@ def write_image(path: Path, image: Image, *, format: str | None = None, quality:
     if path.is_dir():
         raise ImageError(f"cannot write {path}: it is a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ImageError(f"cannot write {path}: {exc}") from exc
-    tmp = Path(tmp_name)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with files.atomic_open(path, "wb") as fh:
             _encode(fh, image, fmt, int(quality), name=path)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-        done = True
-    except (OSError, ValueError, KeyError, struct.error) as exc:
+    except (OSError, ValueError, KeyError, struct.error, png.Error) as exc:
         raise ImageError(f"cannot write {path} as {fmt}: {exc}") from exc
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
 
 
 def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int, *, name: Path | str = "output") -> None:
@@ -402,7 +375,7 @@ def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int, *, name
     composite = alpha is not None and fmt not in _ALPHA_FORMATS
     icc = _matching_icc(image.icc_profile, gray)
     if image.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS:
-        data = _planes(image, gray, composite, 65535, np.uint16)
+        data = _planes(image, gray, composite, np.uint16)
         if fmt == "PNG":
             fh.write(_png16_bytes(data, icc=icc, dpi=image.dpi, exif=image.exif))
         else:
@@ -411,7 +384,7 @@ def _encode(fh: io.BufferedIOBase, image: Image, fmt: str, quality: int, *, name
                 icc = _matching_icc(image.icc_profile, False)
             fh.write(_tiff16_bytes(data, icc=icc, dpi=image.dpi))
         return
-    data = _planes(image, gray, composite, 255, np.uint8)
+    data = _planes(image, gray, composite, np.uint8)
     pil = PIL.Image.fromarray(data[..., 0] if data.shape[2] == 1 else data)
     pil.save(fh, format=fmt, **_save_options(fmt, image, icc, quality))
 
@@ -433,12 +406,12 @@ def _save_options(fmt: str, image: Image, icc: bytes | None, quality: int) -> di
     return opts
 
 
-def _planes(image: Image, gray: bool, composite: bool, peak: int, dtype: type) -> np.ndarray:
+def _planes(image: Image, gray: bool, composite: bool, dtype: type) -> np.ndarray:
     """The H x W x C ``dtype`` samples to encode (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
 
     ``image.rgb`` and ``image.alpha`` are float in [0, 1] or already quantised (uint8,
     uint16: the engine writes its output so); colour is reduced to luma for ``gray``,
-    composited over white for ``composite`` and rounded to ``peak``. The work goes in
+    composited over white for ``composite`` and quantised by :func:`quantise`. The work goes in
     bands of rows, so that memory beyond the result stays small, and quantised RGB that
     needs no change is returned as it is, without a copy.
     """
@@ -457,9 +430,9 @@ def _planes(image: Image, gray: bool, composite: bool, peak: int, dtype: type) -
         a = _clean(_unit(alpha[y : y + band])) if alpha is not None else None
         if a is not None and composite:
             colour = colour * (a if gray else a[..., None]) + (1.0 - (a if gray else a[..., None]))
-        out[y : y + band, :, : 1 if gray else 3] = _quantise(colour[..., None] if gray else colour, peak, dtype)
+        out[y : y + band, :, : 1 if gray else 3] = quantise(colour[..., None] if gray else colour, dtype)
         if a is not None and not composite:
-            out[y : y + band, :, -1] = _quantise(a, peak, dtype)
+            out[y : y + band, :, -1] = quantise(a, dtype)
     return out
 
 
@@ -478,8 +451,16 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.clip(_clean(rgb) @ _LUMA, 0.0, 1.0)
 
 
-def _quantise(planes: np.ndarray, peak: int, dtype: type) -> np.ndarray:
-    return np.rint(planes * peak).astype(dtype)
+def quantise(planes: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
+    """Float samples in [0, 1] (any shape) -> ``dtype`` samples: uint8 0..255 or uint16 0..65535.
+
+    The one quantiser of the image output path: NaN becomes 0, values are clipped to [0, 1],
+    scaled in float32 and rounded half to even (``np.rint``; the engine's on-device tile
+    store, :meth:`spsr_cli.engine.tiling.Upscaler._store`, rounds the same way).
+    """
+    peak = np.float32(np.iinfo(dtype).max)
+    scaled = np.clip(np.nan_to_num(np.asarray(planes, dtype=np.float32)), 0.0, 1.0) * peak
+    return np.rint(scaled, out=scaled).astype(dtype)
 
 
 def _matching_icc(icc: bytes | None, gray: bool) -> bytes | None:
@@ -493,95 +474,54 @@ def _matching_icc(icc: bytes | None, gray: bool) -> bytes | None:
 # ----------------------------------------------------------------------------- 16-bit encoders
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
 def _png16_bytes(
     data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None
 ) -> bytes:
-    """16-bit PNG from an H x W x C uint16 array (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA)."""
+    """16-bit PNG (pypng) from an H x W x C uint16 array (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
+
+    pypng writes IHDR, pHYs and the pixels; the iCCP and eXIf chunks it has no option for
+    are added before the image data, and no IDAT chunk is longer than ``_PNG_IDAT_CHUNK``.
+    """
     height, width, channels = data.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = data.astype(">u2").reshape(height, width * channels).view(np.uint8)
-    bpp = 2 * channels
-    sub = rows.copy()
-    sub[:, bpp:] = rows[:, bpp:] - rows[:, :-bpp]  # "Sub" filter, uint8 wrap-around
-    filtered = np.concatenate([np.ones((height, 1), np.uint8), sub], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
+    ppm = [max(1, round(d / 0.0254)) for d in dpi] if dpi else [None, None]
+    writer = png.Writer(
+        width, height, greyscale=channels <= 2, alpha=channels in (2, 4), bitdepth=16, compression=6,
+        x_pixels_per_unit=ppm[0], y_pixels_per_unit=ppm[1], unit_is_meter=True,
+    )
+    encoded = io.BytesIO()
+    writer.write_packed(encoded, data.astype(">u2").view(np.uint8).reshape(height, width * channels * 2))
+    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
+    del encoded
+    header = [c for c in chunks if c[0] not in (b"IDAT", b"IEND")]
     if icc:
-        parts.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if dpi:
-        ppm = [max(1, round(d / 0.0254)) for d in dpi]
-        parts.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+        header.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
-        parts.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    compressed = zlib.compress(filtered.tobytes(), 6)
-    for start in range(0, max(1, len(compressed)), _PNG_IDAT_CHUNK):  # chunk lengths are 31-bit
-        parts.append(_png_chunk(b"IDAT", compressed[start : start + _PNG_IDAT_CHUNK]))
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
+        header.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    pixels = [
+        (b"IDAT", payload[start : start + _PNG_IDAT_CHUNK])
+        for kind, payload in chunks if kind == b"IDAT"
+        for start in range(0, max(1, len(payload)), _PNG_IDAT_CHUNK)
+    ]
+    out = io.BytesIO()
+    png.write_chunks(out, [*header, *pixels, (b"IEND", b"")])
+    return out.getvalue()
 
 
 def _tiff16_bytes(data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None) -> bytes:
-    """16-bit little-endian TIFF, Adobe-deflate strips, from an H x W x C uint16 array."""
-    height, width, channels = data.shape
-    rows_per_strip = max(1, (1 << 18) // max(1, width * channels * 2))
-    pixels = data.astype("<u2")
-    strips = [
-        zlib.compress(pixels[y : y + rows_per_strip].tobytes(), 6) for y in range(0, height, rows_per_strip)
-    ]
-    body = bytearray(b"II*\x00\x00\x00\x00\x00")
-    offsets = []
-    for strip in strips:
-        offsets.append(len(body))
-        body += strip
-        if len(body) % 2:
-            body += b"\x00"
-    # (tag, type, values) with types 3 SHORT, 4 LONG, 5 RATIONAL, 7 UNDEFINED
-    tags: list[tuple[int, int, object]] = [
-        (256, 4, [width]),
-        (257, 4, [height]),
-        (258, 3, [16] * channels),
-        (259, 3, [8]),
-        (262, 3, [1 if channels <= 2 else 2]),
-        (273, 4, offsets),
-        (277, 3, [channels]),
-        (278, 4, [rows_per_strip]),
-        (279, 4, [len(s) for s in strips]),
-        (284, 3, [1]),
-    ]
-    if dpi:
-        tags += [(282, 5, [_rational(dpi[0])]), (283, 5, [_rational(dpi[1])]), (296, 3, [2])]
-    if channels in (2, 4):
-        tags.append((338, 3, [2]))  # unassociated alpha
-    if icc:
-        tags.append((34675, 7, icc))
-    tags.sort(key=lambda t: t[0])
-    entries = []
-    for tag, kind, values in tags:
-        payload, count = _tiff_payload(kind, values)
-        if len(payload) <= 4:
-            entries.append(struct.pack("<HHI", tag, kind, count) + payload.ljust(4, b"\x00"))
-        else:
-            entries.append(struct.pack("<HHII", tag, kind, count, len(body)))
-            body += payload + (b"\x00" if len(payload) % 2 else b"")
-    struct.pack_into("<I", body, 4, len(body))
-    body += struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
-    return bytes(body)
-
-
-def _rational(value: float) -> tuple[int, int]:
-    return max(0, round(value * 1000)), 1000
-
-
-def _tiff_payload(kind: int, values: object) -> tuple[bytes, int]:
-    if kind == 7:
-        return bytes(values), len(values)  # type: ignore[arg-type]
-    if kind == 5:
-        flat = [v for pair in values for v in pair]  # type: ignore[union-attr]
-        return struct.pack(f"<{len(flat)}I", *flat), len(values)  # type: ignore[arg-type]
-    code = "H" if kind == 3 else "I"
-    return struct.pack(f"<{len(values)}{code}", *values), len(values)  # type: ignore[arg-type]
+    """16-bit TIFF (tifffile, Adobe deflate + horizontal predictor) from an H x W x C uint16 array (C: 1, 3 or 4)."""
+    channels = data.shape[2]
+    out = io.BytesIO()
+    tifffile.imwrite(
+        out,
+        data[..., 0] if channels == 1 else data,
+        photometric="minisblack" if channels == 1 else "rgb",
+        extrasamples=("unassalpha",) if channels == 4 else None,
+        compression="adobe_deflate",
+        predictor=True,
+        resolution=tuple(dpi) if dpi else None,
+        resolutionunit="inch" if dpi else None,
+        extratags=[(34675, 7, len(icc), icc, True)] if icc else None,  # InterColorProfile
+        metadata=None,
+        software=False,
+    )
+    return out.getvalue()

@@ -3,8 +3,9 @@
 A checkpoint is one ``torch.save`` file ``RUN/checkpoints/step_XXXXXXXX.pt`` holding
 the generator, its EMA copy, both discriminators, the optimisers and schedulers, the
 step, every RNG state and the resolved config. It is written to a temporary file in
-the same folder, flushed to disk and renamed, so a run killed at any moment leaves
-either the old set of checkpoints or the new one, never a half-written file.
+the same folder, flushed to disk and renamed (:func:`spsr_cli.files.atomic_path`), so a
+run killed at any moment leaves either the old set of checkpoints or the new one, never
+a half-written file.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from spsr_cli import files
 from spsr_cli.errors import SPSRError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
-#: The temporary name :func:`atomic_torch_save` writes a checkpoint under: ``.NAME.PID.tmp``.
-_TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\.(\d+)\.tmp$")
+#: The temporary names a checkpoint is written under: ``.NAME.XXXXXXXX.tmp`` (:func:`atomic_torch_save`)
+#: and ``.NAME.PID.tmp`` (earlier versions).
+_TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\.[a-z0-9_]{8}\.tmp$")
+_TEMPORARY_PID = re.compile(r"^\.step_\d{8,}\.pt\.(\d+)\.tmp$")
 
 
 class CheckpointError(SPSRError):
@@ -83,28 +92,36 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` via a fsynced temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """``torch.save`` to ``path`` through :func:`spsr_cli.files.atomic_path` (durable: the file
+    and its folder are fsynced before and after the rename).
+
+    The temporary stays ``flock``-ed while it is written, so :func:`remove_stale_temporaries`
+    tells a killed writer's temporary (unlocked) from a running one's.
+    """
+    with files.atomic_path(path, durable=True) as tmp:
+        with open(tmp, "wb") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # while locked; atomic_path's own fsync then has nothing left to write
+
+
+def _locked(path: Path) -> bool:
+    """True when another open file holds a ``flock`` on ``path`` (a writer at work)."""
+    if fcntl is None:  # pragma: no cover - Windows: assume a writer, keep the file
+        return True
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # gone (renamed into place) or unreadable: leave it alone
     try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
     finally:
         os.close(fd)
+    return False
 
 
 def _process_alive(pid: int) -> bool:
@@ -120,9 +137,10 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(run_dir: Union[str, Path]) -> list[Path]:
-    """Delete ``checkpoints/.step_*.pt.PID.tmp`` files left by a killed run (its PID is gone).
+    """Delete checkpoint temporaries left by a killed run: ``checkpoints/.step_*.pt.XXXXXXXX.tmp``
+    that no writer holds locked, and ``.step_*.pt.PID.tmp`` (earlier versions) whose process is gone.
 
-    Only files of exactly that naming are touched, and never one whose process still runs.
+    Only files of exactly these namings are touched, and never one a running process writes.
     Returns the deleted paths.
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -130,10 +148,13 @@ def remove_stale_temporaries(run_dir: Union[str, Path]) -> list[Path]:
         return []
     removed = []
     for path in folder.iterdir():
-        match = _TEMPORARY.match(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+        by_pid = _TEMPORARY_PID.match(path.name)
+        if not (by_pid or _TEMPORARY.match(path.name)) or not path.is_file() or _locked(path):
+            continue
+        if by_pid and (int(by_pid.group(1)) == os.getpid() or _process_alive(int(by_pid.group(1)))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
 
 
@@ -172,13 +193,10 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
 
 def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+            return files.read_safetensors(path)[0]
+        except ValueError as exc:  # names the file and the reason
+            raise CheckpointError(str(exc)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many unrelated types for non-checkpoints

@@ -17,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from spsr_cli.errors import UsageError
+from spsr_cli.files import write_text_atomic
 from spsr_cli.model.spsr import SPSRConfig
 
 STAGES = ("psnr", "gan")
@@ -416,13 +417,8 @@ def dump_yaml(cfg: TrainConfig) -> str:
 
 
 def write_config(cfg: TrainConfig, path: Path) -> None:
-    """Write the resolved config atomically."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_yaml(cfg), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write the resolved config as YAML, atomically (:func:`spsr_cli.files.write_text_atomic`)."""
+    write_text_atomic(path, dump_yaml(cfg))
 
 
 def resolve_run_config(
