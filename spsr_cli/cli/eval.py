@@ -9,12 +9,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spsr_cli.cli.common import DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout
+from spsr_cli.cli.common import (
+    DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop, stdout,
+)
 from spsr_cli.errors import UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 from spsr_cli.eval.degradation import parse_degradation
 from spsr_cli.eval.metrics import PROTOCOLS
-from spsr_cli.eval.runner import Crop, EvalResult, evaluate_many, model_labels, write_csv, write_json
+from spsr_cli.eval.runner import EvalResult, evaluate_many, model_labels, write_csv, write_json
 
 
 def _dataset_help() -> str:
@@ -64,7 +66,7 @@ def eval_command(
     if protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} is not known; use one of: {', '.join(PROTOCOLS)}")
     chosen = _models(model, compare, models)
-    window = _parse_crop(crop)
+    window = parse_crop(crop)
     pipeline = None
     if degradation is not None:
         pipeline = parse_degradation(degradation)
@@ -116,18 +118,6 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
     if models:
         raise UsageError(f"unexpected argument(s) {' '.join(models)}: use --model NAME, or --compare A B ... for several models")
     return [model or "bicubic"]
-
-
-def _parse_crop(value: str | None) -> Crop | None:
-    if value is None:
-        return None
-    try:
-        x, y, size = (int(part) for part in value.split(","))
-    except ValueError:
-        raise UsageError(f"--crop {value!r} is not X,Y,SIZE (three whole numbers, e.g. 120,40,96)") from None
-    if x < 0 or y < 0 or size < 8:
-        raise UsageError(f"--crop {value!r}: X and Y must be >= 0 and SIZE >= 8")
-    return Crop(x=x, y=y, size=size)
 
 
 def _source(
