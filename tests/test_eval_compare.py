@@ -136,23 +136,6 @@ def test_bad_photo_fails_alone_and_names(tmp_path: Path) -> None:
     assert photo_names([Path("x/a.jpg"), Path("y/a.png"), Path("my photo.jpg")]) == ["a", "a-2", "my_photo"]
 
 
-def test_cli_compare(tmp_path: Path, tiny_weights: Path, capsys, one_thread) -> None:
-    from spsr_cli.cli.app import run
-
-    photos = _photos(tmp_path / "in")
-    args = ["compare", str(photos[0]), "-m", "bicubic", "-m", str(tiny_weights), "-o", str(tmp_path / "out"),
-            "--device", "cpu", "--offline"]
-    assert run(args) == 0
-    err = capsys.readouterr().err
-    assert "a: bicubic" in err and "index.html" in err
-    assert run(args) == 2 and "--force" in capsys.readouterr().err
-    assert run([*args, "--force", "--crop", "1,1,12"]) == 0
-    assert run(["compare", str(photos[0]), "-o", str(tmp_path / "x")]) == 2
-    assert run(["compare", str(photos[0]), "-m", "bicubic"]) == 2
-    assert run(["compare", str(photos[0]), "-m", "bicubic", "-o", str(tmp_path / "y"), "--crop", "1,2"]) == 2
-    assert run(["compare", str(photos[0]), "-m", "no-such-model", "-o", str(tmp_path / "z")]) == 2
-
-
 # ---------------------------------------------------------------- in a real browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
