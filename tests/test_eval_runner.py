@@ -310,3 +310,49 @@ def test_cli_dataset_with_the_hub_unreachable_fails_fast_and_names_local_folders
     err = capsys.readouterr().err
     assert "could not reach the hub" in err and "--hr-dir DIR [--lr-dir DIR]" in err
     assert "Retrying" not in err and slept == [] and err.count("error:") == 1
+
+
+def test_degradation_makes_the_lr_and_is_recorded(tmp_path: Path) -> None:
+    from spsr_cli.eval.datasets import load_pair
+    from spsr_cli.eval.degradation import parse_degradation
+
+    hr_dir = _tiny_set(tmp_path)
+    lr_dir = tmp_path / "LR"  # published LR that a degradation must ignore: all black
+    lr_dir.mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(lr_dir / f"im{i}.png")
+    pipeline = parse_degradation("jpeg:30,noise:4")
+    result = evaluate(local_source(hr_dir, lr_dir), model="bicubic", lpips=False, niqe=False, degradation=pipeline)
+    plain = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False)
+    black = evaluate(local_source(hr_dir, lr_dir), model="bicubic", lpips=False, niqe=False)
+    assert black.means["psnr"] < result.means["psnr"] < plain.means["psnr"]  # degraded, but from HR
+    pair = load_pair("im0", hr_dir / "im0.png", None, 4, degradation=pipeline)
+    assert np.array_equal(pair.lr, pipeline.apply(pair.hr, "im0"))
+    with pytest.raises(ValueError, match="degradation"):
+        load_pair("im0", hr_dir / "im0.png", lr_dir / "im0.png", 4, degradation=pipeline)
+
+    write_json(result, tmp_path / "r.json")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["degradation"]["spec"] == "noise:4,jpeg:30" and doc["degradation"]["jpeg_quality"] == 30
+    assert doc["dataset"]["lr"] == "generated (--degradation noise:4,jpeg:30)"
+    write_csv([result, result], tmp_path / "r.csv")
+    rows = list(csv.reader((tmp_path / "r.csv").open()))
+    assert rows[0][-1] == "degradation" and {row[-1] for row in rows[1:]} == {"noise:4,jpeg:30"}
+    write_json(plain, tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())["degradation"] is None
+
+
+def test_cli_degradation_option(tmp_path: Path, capsys) -> None:
+    from spsr_cli.cli.app import run
+
+    hr_dir = _tiny_set(tmp_path, n=1)
+    code = run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--degradation", "jpeg:40",
+                "--json", str(tmp_path / "o.json")])
+    assert code == 0
+    assert json.loads((tmp_path / "o.json").read_text())["degradation"]["spec"] == "jpeg:40"
+    assert "LR: jpeg:40" in capsys.readouterr().out
+    for bad in (["--degradation", "jpeg:500"], ["--degradation", "gauss:1"],
+                ["--degradation", "jpeg:40", "--lr-dir", str(hr_dir)]):
+        assert run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", *bad]) == 2, bad
+    err = capsys.readouterr().err
+    assert "1..100" in err and "gauss:1" in err and "drop --lr-dir" in err

@@ -12,6 +12,7 @@ from rich.logging import RichHandler
 
 from spsr_cli import __version__
 from spsr_cli.cli.common import console, stdout
+from spsr_cli.cli.compare import compare_command
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.cli.train import train_app
 from spsr_cli.cli.upscale import upscale_command
@@ -41,6 +42,7 @@ def _root(
 
 app.command("upscale")(upscale_command)
 app.command("eval")(eval_command)
+app.command("compare")(compare_command)
 app.add_typer(weights_app, name="weights")
 app.add_typer(train_app, name="train")
 

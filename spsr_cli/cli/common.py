@@ -9,6 +9,7 @@ from rich.console import Console
 
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import UsageError
+from spsr_cli.eval.runner import Crop
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
 console = Console(stderr=True, highlight=False)
@@ -43,3 +44,16 @@ def inference_options(tile: str, tile_overlap: int, device: str, precision: str 
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
     return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
+
+
+def parse_crop(value: str | None) -> Crop | None:
+    """``--crop X,Y,SIZE`` (whole numbers, X and Y >= 0, SIZE >= 8) -> :class:`Crop`; None when not given."""
+    if value is None:
+        return None
+    try:
+        x, y, size = (int(part) for part in value.split(","))
+    except ValueError:
+        raise UsageError(f"--crop {value!r} is not X,Y,SIZE (three whole numbers, e.g. 120,40,96)") from None
+    if x < 0 or y < 0 or size < 8:
+        raise UsageError(f"--crop {value!r}: X and Y must be >= 0 and SIZE >= 8")
+    return Crop(x=x, y=y, size=size)

@@ -9,11 +9,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spsr_cli.cli.common import DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout
+from spsr_cli.cli.common import (
+    DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop, stdout,
+)
 from spsr_cli.errors import UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
+from spsr_cli.eval.degradation import parse_degradation
 from spsr_cli.eval.metrics import PROTOCOLS
-from spsr_cli.eval.runner import Crop, EvalResult, evaluate_many, model_labels, write_csv, write_json
+from spsr_cli.eval.runner import EvalResult, evaluate_many, model_labels, write_csv, write_json
 
 
 def _dataset_help() -> str:
@@ -34,6 +37,11 @@ def eval_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=_dataset_help())] = None,
     hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).")] = None,
     lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).")] = None,
+    degradation: Annotated[Optional[str], typer.Option(
+        "--degradation",
+        help="Make each LR from HR as a real photo would be: bicubic x4, then blur, noise and JPEG, e.g. jpeg:50 or "
+        "jpeg:30,noise:5 (also blur:SIGMA, seed:N); not with --lr-dir. Pipeline: README, section Evaluation.",
+    )] = None,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row; the default).")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Evaluate every model given as an argument in one run: `--compare bicubic my-spsr other.safetensors`; one table, the paper's layout.")] = False,
@@ -58,7 +66,14 @@ def eval_command(
     if protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} is not known; use one of: {', '.join(PROTOCOLS)}")
     chosen = _models(model, compare, models)
-    window = _parse_crop(crop)
+    window = parse_crop(crop)
+    pipeline = None
+    if degradation is not None:
+        pipeline = parse_degradation(degradation)
+        if lr_dir is not None:
+            raise UsageError(
+                "--degradation makes the LR from HR; drop --lr-dir (or drop --degradation to use those LR images)"
+            )
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
@@ -75,7 +90,7 @@ def eval_command(
         results = evaluate_many(
             source, models=chosen, protocol=protocol, options=options, lpips=lpips, niqe=niqe,
             save_images=save_images, crop=window, progress=on_image, offline=offline or None,
-            trust_unverified=trust_unverified,
+            trust_unverified=trust_unverified, degradation=pipeline,
         )
     stdout.print(_compare_table(results) if compare else _table(results[0]))
     first = results[0]
@@ -105,18 +120,6 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
     return [model or "bicubic"]
 
 
-def _parse_crop(value: str | None) -> Crop | None:
-    if value is None:
-        return None
-    try:
-        x, y, size = (int(part) for part in value.split(","))
-    except ValueError:
-        raise UsageError(f"--crop {value!r} is not X,Y,SIZE (three whole numbers, e.g. 120,40,96)") from None
-    if x < 0 or y < 0 or size < 8:
-        raise UsageError(f"--crop {value!r}: X and Y must be >= 0 and SIZE >= 8")
-    return Crop(x=x, y=y, size=size)
-
-
 def _source(
     dataset: str | None, hr_dir: Path | None, lr_dir: Path | None, *, revision: str | None, offline: bool,
     trust_unverified: bool,
@@ -144,8 +147,13 @@ def _num(value: float | None, digits: int, bold: bool = False) -> str:
     return f"[bold]{text}[/]" if bold else text
 
 
+def _lr_note(result: EvalResult) -> str:
+    return "" if result.degradation is None else f" (LR: {result.degradation.spec})"
+
+
 def _table(result: EvalResult) -> Table:
-    table = Table(title=f"{result.dataset['name']} x{result.scale} - {result.model} - protocol {result.protocol}")
+    where = f"{result.dataset['name']} x{result.scale}{_lr_note(result)}"
+    table = Table(title=f"{where} - {result.model} - protocol {result.protocol}")
     table.add_column("image")
     for metric in ("PSNR (dB)", "SSIM", "LPIPS", "NIQE"):
         table.add_column(metric, justify="right")
@@ -170,7 +178,7 @@ def _table(result: EvalResult) -> Table:
 def _compare_table(results: list[EvalResult]) -> Table:
     """The papers' layout: one row per model, LPIPS / PSNR / SSIM (and NIQE) of the set."""
     first = results[0]
-    table = Table(title=f"{first.dataset['name']} x{first.scale} - protocol {first.protocol}")
+    table = Table(title=f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}")
     table.add_column("model")
     for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):
         table.add_column(metric, justify="right")

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from spsr_cli.errors import ImageError, SPSRError, UsageError, WeightsNotAvailableError
+from spsr_cli.eval.degradation import Degradation
 from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple
 
 log = logging.getLogger(__name__)
@@ -327,10 +328,17 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.floor(image.rgb.astype(np.float64) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
 
-def load_pair(name: str, hr_path: Path, lr_path: Path | None, scale: int) -> ImagePair:
-    """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated."""
+def load_pair(
+    name: str, hr_path: Path, lr_path: Path | None, scale: int, *, degradation: Degradation | None = None
+) -> ImagePair:
+    """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated
+    (MATLAB bicubic, or ``degradation``'s pipeline seeded by ``name``; ``lr_path`` must then be None)."""
     full = read_rgb(hr_path)
     hr = crop_to_multiple(full, scale)
+    if degradation is not None:
+        if lr_path is not None:
+            raise ValueError(f"{name}: an LR file and a degradation were both given; the degradation makes the LR")
+        return ImagePair(name=name, hr=hr, lr=degradation.apply(hr, name, scale))
     if lr_path is None:
         return ImagePair(name=name, hr=hr, lr=bicubic_downscale(hr, scale))
     lr = read_rgb(lr_path)

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import ImageError, SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files
+from spsr_cli.eval.degradation import Degradation
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
 from spsr_cli.eval.niqe import niqe_of_image
@@ -72,6 +73,7 @@ class EvalResult:
     lpips_note: str | None = None  # why LPIPS is missing, if it is
     niqe_note: str | None = None  # why NIQE is missing, if it is
     seconds: float = 0.0
+    degradation: Degradation | None = None  # how the LR was made from HR, if not the benchmark's
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -105,6 +107,7 @@ class EvalResult:
             "scale": self.scale,
             "lpips_note": self.lpips_note,
             "niqe_note": self.niqe_note,
+            "degradation": None if self.degradation is None else self.degradation.to_dict(),
             "seconds": round(self.seconds, 3),
             "versions": software_versions(),
         }
@@ -200,6 +203,7 @@ def evaluate(
     trust_unverified: bool = False,
     upscale: Upscale | None = None,
     scale: int | None = None,
+    degradation: Degradation | None = None,
 ) -> EvalResult:
     """Super-resolve every LR image of ``source`` with one model and score it against its HR.
 
@@ -210,7 +214,7 @@ def evaluate(
     return evaluate_many(
         source, models=[model], protocol=protocol, options=options, lpips=lpips, lpips_model=lpips_model, niqe=niqe,
         niqe_model=niqe_model, save_images=save_images, crop=crop, progress=progress, offline=offline,
-        trust_unverified=trust_unverified, upscalers=upscalers,
+        trust_unverified=trust_unverified, upscalers=upscalers, degradation=degradation,
     )[0]
 
 
@@ -230,6 +234,7 @@ def evaluate_many(
     offline: bool | None = None,
     trust_unverified: bool = False,
     upscalers: Sequence[tuple[Upscale, int]] | None = None,
+    degradation: Degradation | None = None,
 ) -> list[EvalResult]:
     """Score several models on ``source`` in one pass over its images; one :class:`EvalResult` per model.
 
@@ -239,6 +244,8 @@ def evaluate_many(
     model's SR images (``DIR/NAME.png`` for one model, ``DIR/LABEL/NAME.png`` for several) and
     side-by-side crops ``DIR/crops/NAME.png`` (HR, then each model; window from ``crop``, else the
     most detailed part of HR). An image that fails to load or pair becomes a row with ``error``.
+    ``degradation``: make every LR from HR with that pipeline (:mod:`spsr_cli.eval.degradation`), never
+    using ``source.lr_dir``; the results record it.
     """
     if not models:
         raise UsageError("no model to evaluate")
@@ -256,15 +263,21 @@ def evaluate_many(
     _check_save_dir(save_images, source)
     lpips_net, lpips_note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
     niqe_params, niqe_note = _niqe_or_note(niqe, niqe_model, offline=offline)
-    files = pair_files(source.hr_dir, source.lr_dir)
+    dataset = source.to_dict()
+    if degradation is not None:
+        if source.lr_dir is not None:
+            log.info("LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec,
+                     source.lr_dir)
+        dataset["lr"] = f"generated (--degradation {degradation.spec})"
+    files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir)
     results = [
-        EvalResult(protocol=proto.name, model=m, dataset=source.to_dict(), scale=scale, lpips_note=lpips_note,
-                   niqe_note=niqe_note)
+        EvalResult(protocol=proto.name, model=m, dataset=dataset, scale=scale, lpips_note=lpips_note,
+                   niqe_note=niqe_note, degradation=degradation)
         for m in models
     ]
     for done, (name, hr_path, lr_path) in enumerate(files, start=1):
         try:
-            pair = load_pair(name, hr_path, lr_path, scale)
+            pair = load_pair(name, hr_path, lr_path, scale, degradation=degradation)
         except ImageError as err:
             log.error("%s: %s", name, err)
             for result in results:
@@ -425,19 +438,24 @@ def write_json(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
 
 def write_csv(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
     """One row per image (name, psnr, ssim, lpips, niqe, error) and a last ``mean`` row, written
-    atomically; for several models a first ``model`` column, and one block per model."""
+    atomically; for several models a first ``model`` column, and one block per model; with a
+    ``--degradation`` a last ``degradation`` column holding its spec on every row."""
     several = not isinstance(result, EvalResult)
     results = list(result) if several else [result]  # type: ignore[arg-type]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     lead = ["model"] if several else []
-    writer.writerow([*lead, "name", "psnr", "ssim", "lpips", "niqe", "error"])
+    degraded = any(res.degradation is not None for res in results)
+    writer.writerow([*lead, "name", "psnr", "ssim", "lpips", "niqe", "error", *(["degradation"] if degraded else [])])
     for res in results:
         first = [res.model] if several else []
+        last = [res.degradation.spec if res.degradation else "bicubic"] if degraded else []
         for r in res.images:
-            writer.writerow([*first, r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or ""])
+            writer.writerow(
+                [*first, r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or "", *last]
+            )
         means = res.means
-        writer.writerow([*first, "mean", *(_fmt(means[m]) for m in METRICS), ""])
+        writer.writerow([*first, "mean", *(_fmt(means[m]) for m in METRICS), "", *last])
     write_text_atomic(path, buffer.getvalue())
 
 

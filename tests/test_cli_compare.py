@@ -1,0 +1,35 @@
+"""`spsr compare` on the command line: options, exit codes, messages (the work: tests/test_eval_compare.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spsr_cli.cli.app import run
+
+
+def test_cli_compare(tmp_path: Path, tiny_weights: Path, capsys, one_thread) -> None:
+    photos = [tmp_path / "a.jpg"]
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(photos[0])
+    args = ["compare", str(photos[0]), "-m", "bicubic", "-m", str(tiny_weights), "-o", str(tmp_path / "out"),
+            "--device", "cpu", "--offline"]
+    assert run(args) == 0
+    err = capsys.readouterr().err
+    assert "a: bicubic" in err and "index.html" in err
+    assert run(args) == 2 and "--force" in capsys.readouterr().err
+    assert run([*args, "--force", "--crop", "1,1,12"]) == 0
+    assert run(["compare", str(photos[0]), "-o", str(tmp_path / "x")]) == 2
+    assert run(["compare", str(photos[0]), "-m", "bicubic"]) == 2
+    assert run(["compare", str(photos[0]), "-m", "bicubic", "-o", str(tmp_path / "y"), "--crop", "1,2"]) == 2
+    assert run(["compare", str(photos[0]), "-m", "no-such-model", "-o", str(tmp_path / "z")]) == 2
+
+
+def test_cli_compare_exit_1_when_a_photo_fails(tmp_path: Path, capsys) -> None:
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(good)
+    bad.write_bytes(b"not an image")
+    assert run(["compare", str(good), str(bad), "-m", "bicubic", "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.png" in err and "1 photo compared" in err and "1 failed" in err
