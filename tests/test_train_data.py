@@ -176,4 +176,5 @@ def test_training_reads_pixels_as_spsr_eval_does(tmp_path: Path) -> None:
         for index, record in enumerate(pool.records):
             np.testing.assert_array_equal(pool.get(index)[0], read_rgb(record.hr_path))
     grey = pool.get(0)[0]
-    np.testing.assert_array_equal(grey[..., 1], np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8))
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(grey[..., 1], expected)
