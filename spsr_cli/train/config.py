@@ -211,7 +211,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a nested dict; missing keys keep their defaults, unknown keys raise."""
         cfg = _build(cls, data, prefix="")
-        validate(cfg)
+        validate_config(cfg)
         return cfg
 
     def spsr_config(self) -> SPSRConfig:
@@ -299,7 +299,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {err}") from None
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate_config(cfg: TrainConfig) -> None:
     """Check value ranges and combinations; raises :class:`ConfigError` naming the key."""
     t, d, m = cfg.train, cfg.data, cfg.model
     if t.stage not in STAGES:

@@ -35,7 +35,7 @@ from torch import nn
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.files import write_json_atomic
 from spsr_cli.model.spsr import SPSRNet, part_of
-from spsr_cli.train import distributed
+from spsr_cli.train import distributed, validation
 from spsr_cli.train.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
@@ -234,11 +234,11 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
         result = TrainResult(run_dir=run_dir, step=start, checkpoint=None, perceptual=perceptual_name, rank=ctx.rank)
         if ctx.is_main:
             run_log.write({"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
-                                  "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
-                                  "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
-                                  "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
-                                  "trainable": t.trainable, "train_images": len(pool),
-                                  "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
+                           "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
+                           "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
+                           "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
+                           "trainable": t.trainable, "train_images": len(pool),
+                           "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
 
         # ---- the loop -------------------------------------------------------------
         g_ddp, fusion_phase = None, None
@@ -343,7 +343,8 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
 
             # validation (EMA generator, the eval issue's metrics)
             if val_pairs and (done % cfg.validation.every == 0 or done == end or out_of_time):
-                metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale, lpips_net=lpips_net)
+                metrics = validation.validate(ema, val_pairs, device=device, scale=cfg.model.scale,
+                                              lpips_net=lpips_net)
                 row = {"event": "validation", "step": done, **metrics}
                 if _is_better(metrics, best, cfg.validation.psnr_floor):
                     best = {"step": done, **metrics}
@@ -394,23 +395,13 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
 
 def _validation_pairs(cfg: TrainConfig) -> list:
     """The validation pairs the config names: a folder, the held-out training images, or none."""
-    from spsr_cli.train.validation import folder_pairs, holdout_pairs
-
     v = cfg.validation
     if v.hr_dir:
-        return folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
+        return validation.folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
     if cfg.data.holdout_percent > 0 and cfg.data.hr_dirs:
-        return holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
+        return validation.holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
                              scale=cfg.model.scale, max_images=v.max_images)
     return []
-
-
-def validate(model: nn.Module, pairs: list, *, device: torch.device, scale: int,
-             lpips_net: Union[nn.Module, None] = None) -> dict[str, float]:
-    """Mean validation scores of ``model`` (see :func:`spsr_cli.train.validation.validate`)."""
-    from spsr_cli.train.validation import validate as score
-
-    return score(model, pairs, device=device, scale=scale, lpips_net=lpips_net)
 
 
 def _lpips_or_none() -> Union[nn.Module, None]:
