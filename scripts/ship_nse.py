@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
-from spsr_cli.train.nse import write_nse_from_checkpoint
+from spsr_cli.train.export import write_nse_from_checkpoint
 from spsr_cli.weights.nse_files import AUX_KIND
 
 ROOT = Path(__file__).resolve().parents[1]

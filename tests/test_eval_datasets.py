@@ -20,6 +20,9 @@ from spsr_cli.eval.datasets import (
     DatasetSpec,
     datasets_home,
     get_spec,
+    image_files,
+    image_size,
+    is_scale_pair,
     load_pair,
     load_registry,
     local_source,
@@ -27,6 +30,7 @@ from spsr_cli.eval.datasets import (
     pair_key,
     prepare_dataset,
     read_rgb,
+    to_uint8,
     unpack_images,
 )
 from spsr_cli.io.imresize import bicubic_downscale
@@ -261,3 +265,29 @@ def test_read_rgb_rounds_16_bit_grey_and_colour(tmp_path: Path) -> None:
     write_image(tmp_path / "rgb16.png", SpsrImage(rgb=(rgb16 / 65535.0).astype(np.float32), bit_depth=16))
     colour = read_rgb(tmp_path / "rgb16.png")
     np.testing.assert_array_equal(colour, np.floor(rgb16.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8))
+
+
+def test_to_uint8_rounds_half_up_and_clips() -> None:
+    x = np.array([-0.2, 0.0, 0.5 / 255, 1.49 / 255, 2.5 / 255, 1.0, 1.2])
+    out = to_uint8(x)
+    assert out.dtype == np.uint8 and out.tolist() == [0, 0, 1, 1, 3, 255, 255]  # 2.5 -> 3, not to even
+    assert to_uint8(x.astype(np.float32)).tolist() == out.tolist()
+
+
+def test_image_size_applies_the_exif_orientation_without_decoding(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(tmp_path / "plain.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert [p.name for p in image_files(tmp_path)] == ["broken.png", "plain.jpg", "turned.png"]
+    assert image_size(tmp_path / "turned.png") == (10, 30) == read_rgb(tmp_path / "turned.png").shape[1::-1]
+    assert image_size(tmp_path / "plain.jpg") == (30, 10)
+    with pytest.raises(ImageError, match="broken.png"):
+        image_size(tmp_path / "broken.png")
+
+
+def test_an_lr_image_pairs_with_an_hr_up_to_scale_minus_one_pixels_larger() -> None:
+    assert is_scale_pair((64, 48), (16, 12), 4) and is_scale_pair((67, 51), (16, 12), 4)
+    assert not is_scale_pair((68, 48), (16, 12), 4) and not is_scale_pair((63, 48), (16, 12), 4)

@@ -156,3 +156,25 @@ def test_loader_workers_give_the_same_batches(hr_dir: Path) -> None:
     with_workers = list(batch_loader(batches, start_step=2, end_step=5, num_workers=2))
     for step, batch in zip(range(2, 5), with_workers):
         assert torch.equal(batch["hr"], batches[step]["hr"]) and torch.equal(batch["lr"], batches[step]["lr"])
+
+
+def test_training_reads_pixels_as_spsr_eval_does(tmp_path: Path) -> None:
+    """EXIF orientation applied (also to the size probe) and 16-bit rounded, exactly as eval's read_rgb."""
+    from spsr_cli.eval.datasets import read_rgb
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    Image.fromarray(_rand(40, 56, 4)).save(folder / "rotated.png", exif=exif)
+    values = np.random.default_rng(5).integers(0, 65536, (48, 36), dtype=np.uint16)
+    Image.fromarray(values).save(folder / "grey16.png")
+    for cache_mb in (4096, 0):
+        pool = ImagePool(hr_dirs=[folder], crop_size=36, scale=4, cache_mb=cache_mb)
+        assert [r.hr_path.name for r in pool.records] == ["grey16.png", "rotated.png"]
+        assert [r.hr_size for r in pool.records] == [(36, 48), (40, 56)]  # (width, height) as displayed
+        for index, record in enumerate(pool.records):
+            np.testing.assert_array_equal(pool.get(index)[0], read_rgb(record.hr_path))
+    grey = pool.get(0)[0]
+    expected = np.floor(values.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(grey[..., 1], expected)

@@ -114,7 +114,7 @@ def nse_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
 ) -> None:
     """Train a neural structure extractor (SPSR-P / SPSR-J's loss network) by self-supervision."""
-    from spsr_cli.train.nse import load_nse_config, train_nse
+    from spsr_cli.train import load_nse_config, train_nse
 
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp"}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _COMPLETE = ".complete"
+_ORIENTATION_TAG = 0x0112  # EXIF orientation
 
 
 class DatasetError(SPSRError):
@@ -272,11 +273,19 @@ def pair_key(stem: str) -> str:
     return (key or stem).lower()
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (by suffix, :data:`IMAGE_SUFFIXES`), sorted by name.
+
+    The one listing evaluation and training share; ``folder`` must exist (callers say which option named it).
+    """
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files of ``folder`` sorted by name; two files with one name and different extensions are refused."""
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise UsageError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     by_stem: dict[str, list[str]] = {}
@@ -325,7 +334,41 @@ def read_rgb(path: Path) -> np.ndarray:
     from spsr_cli.io.images import read_image
 
     image = read_image(path)  # H x W x 3 float32 in [0, 1]; 16-bit sources keep their precision
-    return np.floor(image.rgb.astype(np.float64) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    return to_uint8(image.rgb.astype(np.float64))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """The one float -> uint8 quantiser of evaluation and training: values in [0, 1] (any shape, float)
+    -> ``round(255 x)`` as uint8 of the same shape, halves rounded up like MATLAB's ``im2uint8``;
+    values outside [0, 1] are clipped. Computed in the input's float precision."""
+    return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`read_rgb` returns it (EXIF orientation applied),
+    without decoding the pixels. Raises :class:`ImageError` naming the file when it cannot be read."""
+    import struct
+
+    import PIL.Image
+
+    try:
+        with PIL.Image.open(path) as im:
+            im.verify()  # header and (PNG) checksums
+        with PIL.Image.open(path) as im:
+            width, height = im.size
+            try:
+                orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+            except (ValueError, SyntaxError, struct.error, KeyError):
+                orientation = 1  # read_rgb ignores an unreadable orientation too
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, PIL.Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot read {path}: {exc or type(exc).__name__}") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def is_scale_pair(hr_size: tuple[int, int], lr_size: tuple[int, int], scale: int) -> bool:
+    """Whether an LR image of ``lr_size`` is the x``scale`` LR of an HR image of ``hr_size`` (both (w, h) or
+    both (h, w)): HR may have up to ``scale - 1`` more pixels per side, which :func:`load_pair` crops away."""
+    return all(hr // scale == lr for hr, lr in zip(hr_size, lr_size))
 
 
 def load_pair(
@@ -343,7 +386,7 @@ def load_pair(
         return ImagePair(name=name, hr=hr, lr=bicubic_downscale(hr, scale))
     lr = read_rgb(lr_path)
     h, w = lr.shape[0] * scale, lr.shape[1] * scale
-    if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] - h >= scale or hr.shape[1] - w >= scale:
+    if not is_scale_pair(full.shape[:2], lr.shape[:2], scale):
         raise ImageError(
             f"{hr_path} is {full.shape[1]}x{full.shape[0]} but {lr_path} is {lr.shape[1]}x{lr.shape[0]}: "
             f"not a x{scale} pair (HR should be {w}x{h}, up to {scale - 1} more pixels per side)"
@@ -364,6 +407,9 @@ __all__ = [
     "ImagePair",
     "datasets_home",
     "get_spec",
+    "image_files",
+    "image_size",
+    "is_scale_pair",
     "load_pair",
     "load_registry",
     "local_source",
@@ -371,5 +417,6 @@ __all__ = [
     "pair_key",
     "prepare_dataset",
     "read_rgb",
+    "to_uint8",
     "unpack_images",
 ]

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import ImageError, SPSRError, UsageError
-from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files
+from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files, to_uint8
 from spsr_cli.eval.degradation import Degradation
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
@@ -157,8 +157,9 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
 
 
 def quantise(image: torch.Tensor) -> np.ndarray:
-    """3 x H x W float in [0, 1] -> H x W x 3 uint8, rounding half up like MATLAB's ``im2uint8``."""
-    return torch.floor(image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    """3 x H x W float tensor in [0, 1] -> H x W x 3 uint8, rounding half up like MATLAB's ``im2uint8``
+    (:func:`~spsr_cli.eval.datasets.to_uint8`, the one quantiser)."""
+    return to_uint8(image.detach().cpu().permute(1, 2, 0).numpy())
 
 
 def model_labels(models: Sequence[str]) -> list[str]:

@@ -134,7 +134,7 @@ class JigsawHead(nn.Module):
     """3-layer fully connected classifier of NSE-J.
 
     Input: N x 4*C (four feature vectors concatenated in a permuted order).
-    Output: N x 24 logits over :data:`spsr_cli.train.nse.PERMUTATIONS`.
+    Output: N x 24 logits over :data:`spsr_cli.train.nse_tasks.PERMUTATIONS`.
     """
 
     def __init__(self, channels: int, hidden: int) -> None:

@@ -3,6 +3,12 @@
 One :class:`TrainConfig` describes a run completely. It is written next to the run
 (``config.yaml``) and stored inside every checkpoint, so a run can always be resumed
 or inspected without re-specifying anything by hand.
+
+The reading machinery is shared with the other training configs (the NSE one,
+:mod:`spsr_cli.train.nse_config`): :func:`read_config_file` (YAML/TOML -> mapping),
+:func:`apply_overrides`, :func:`build_config` (mapping -> nested dataclasses, every key and
+type checked), :func:`load_typed_config` (all three), and :func:`write_config` (the one
+atomic ``config.yaml`` writer).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ TRAINABLE = {
     "fusion": ("fusion",),
     "branch": ("branch",),
 }
+
+
+_C = typing.TypeVar("_C")
 
 
 class ConfigError(UsageError):
@@ -203,7 +212,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a nested dict; missing keys keep their defaults, unknown keys raise."""
         cfg = _build(cls, data, prefix="")
-        validate(cfg)
+        validate_config(cfg)
         return cfg
 
     def spsr_config(self) -> SPSRConfig:
@@ -291,7 +300,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}': {err}") from None
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate_config(cfg: TrainConfig) -> None:
     """Check value ranges and combinations; raises :class:`ConfigError` naming the key."""
     t, d, m = cfg.train, cfg.data, cfg.model
     if t.stage not in STAGES:
@@ -351,7 +360,15 @@ def default_config() -> TrainConfig:
     return TrainConfig()
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def build_config(cls: type[_C], data: Any) -> _C:
+    """A config dataclass ``cls`` (sections are nested dataclasses) from a nested mapping: missing keys
+    keep their defaults; unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+    Range checks are the config's own (its ``from_dict``)."""
+    return _build(cls, data, prefix="")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML or TOML config file holds (empty for an empty file)."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing .yaml or .toml file")
     text = path.read_text(encoding="utf-8")
@@ -405,19 +422,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def load_typed_config(cls: Any, path: Union[str, Path, None] = None,
+                      overrides: Union[list[str], None] = None) -> Any:
+    """``cls.from_dict`` of a YAML/TOML file (the defaults when ``path`` is None) with ``section.key=value``
+    overrides applied; ``cls`` is a config dataclass with a validating ``from_dict``."""
+    data = read_config_file(Path(path)) if path is not None else {}
+    return cls.from_dict(apply_overrides(data, list(overrides or [])))
+
+
 def load_config(path: Union[str, Path, None] = None, overrides: Union[list[str], None] = None) -> TrainConfig:
     """Read a YAML/TOML config (or the defaults when ``path`` is None) and apply overrides."""
-    data = _read_mapping(Path(path)) if path is not None else {}
-    return TrainConfig.from_dict(apply_overrides(data, list(overrides or [])))
+    return load_typed_config(TrainConfig, path, overrides)
 
 
-def dump_yaml(cfg: TrainConfig) -> str:
-    """The resolved config as YAML text."""
+def dump_yaml(cfg: Any) -> str:
+    """A resolved config (anything with ``to_dict()``: :class:`TrainConfig`, the NSE config) as YAML text."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
 
 
-def write_config(cfg: TrainConfig, path: Path) -> None:
-    """Write the resolved config as YAML, atomically (:func:`spsr_cli.files.write_text_atomic`)."""
+def write_config(cfg: Any, path: Path) -> None:
+    """Write a resolved config (see :func:`dump_yaml`) as YAML, atomically
+    (:func:`spsr_cli.files.write_text_atomic`)."""
     write_text_atomic(path, dump_yaml(cfg))
 
 

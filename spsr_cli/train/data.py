@@ -5,10 +5,13 @@ from its own ``numpy`` generator seeded with those three numbers. A resumed run
 therefore sees exactly the batches the uninterrupted run would have seen, no
 sampler state has to be checkpointed, and loader workers can build any step.
 
-LR images are made from each (augmented) HR crop with the same MATLAB-compatible
-bicubic that ``spsr eval`` uses (:func:`spsr_cli.io.imresize.imresize`), so training
-and evaluation see the same degradation. Paired mode (``data.lr_dirs``) crops
-matching LR/HR windows from files with the same stem instead.
+Images are listed and read by the eval package (:func:`~spsr_cli.eval.datasets.image_files`,
+:func:`~spsr_cli.eval.datasets.read_rgb`: EXIF orientation applied, 16-bit rounded to 8 bits),
+so training sees the pixels ``spsr eval`` scores. LR images are made from each (augmented) HR
+crop with the same MATLAB-compatible bicubic that ``spsr eval`` uses
+(:func:`spsr_cli.io.imresize.imresize`), so training and evaluation see the same degradation.
+Paired mode (``data.lr_dirs``) crops matching LR/HR windows from files with the same stem
+instead (an HR image may have up to ``scale - 1`` more pixels per side, as in ``spsr eval``).
 """
 
 from __future__ import annotations
@@ -20,14 +23,12 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from spsr_cli.errors import UsageError
+from spsr_cli.errors import ImageError, UsageError
+from spsr_cli.eval.datasets import image_files, image_size, is_scale_pair, read_rgb, to_uint8
 from spsr_cli.files import sha256_bytes
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
 class NoTrainingImagesError(UsageError):
@@ -59,26 +60,10 @@ def held_out_files(folders: Sequence[Union[str, Path]], percent: int) -> list[Pa
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (sorted, by suffix)."""
+    """Image files directly inside a configured training folder (:func:`~spsr_cli.eval.datasets.image_files`)."""
     if not folder.is_dir():
         raise NoTrainingImagesError(f"image folder {folder} does not exist; check data.hr_dirs / data.lr_dirs")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def decode_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to an H x W x 3 uint8 RGB array (raises OSError/ValueError if bad)."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode not in ("RGB",):
-            im = im.convert("RGB")
-        return np.asarray(im, dtype=np.uint8).copy()
-
-
-def _probe_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        return im.size
+    return image_files(folder)
 
 
 class ImagePool:
@@ -120,7 +105,8 @@ class ImagePool:
         self._fill_cache(cache_mb * 1024 * 1024)
         size = max(2 * crop_size, 96)
         for i, img in enumerate(synthetic_images(synthetic, size=size, seed=seed)):
-            self.records.append(ImageRecord(hr_path=Path(f"<synthetic {i}>"), lr_path=None, hr_size=(size, size), hr=img))
+            self.records.append(ImageRecord(hr_path=Path(f"<synthetic {i}>"), lr_path=None, hr_size=(size, size),
+                                            hr=img))
         if not self.records:
             raise NoTrainingImagesError(f"no training image in {', '.join(map(str, hr_dirs))} could be decoded")
 
@@ -135,8 +121,8 @@ class ImagePool:
                 self.held_out.append(path)
                 continue
             try:
-                w, h = _probe_size(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                w, h = image_size(path)
+            except ImageError as exc:
                 self._skip(path, f"cannot be decoded ({exc})")
                 continue
             if min(w, h) < self.crop_size:
@@ -149,12 +135,11 @@ class ImagePool:
                     self._skip(path, f"no LR image with the same name in {lr_dir}")
                     continue
                 try:
-                    lw, lh = _probe_size(lr_path)
-                except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                    lw, lh = image_size(lr_path)
+                except ImageError as exc:
                     self._skip(path, f"its LR image {lr_path} cannot be decoded ({exc})")
                     continue
-                if lw * self.scale > w or lh * self.scale > h or w - lw * self.scale >= self.scale \
-                        or h - lh * self.scale >= self.scale:
+                if not is_scale_pair((w, h), (lw, lh), self.scale):
                     self._skip(path, f"LR {lw}x{lh} is not HR {w}x{h} divided by {self.scale}")
                     continue
             self.records.append(ImageRecord(hr_path=path, lr_path=lr_path, hr_size=(w, h)))
@@ -170,10 +155,10 @@ class ImagePool:
                 kept.append(record)
                 continue
             try:
-                record.hr = decode_rgb(record.hr_path)
+                record.hr = read_rgb(record.hr_path)
                 if record.lr_path is not None:
-                    record.lr = decode_rgb(record.lr_path)
-            except (OSError, ValueError) as exc:
+                    record.lr = read_rgb(record.lr_path)
+            except ImageError as exc:
                 self._skip(record.hr_path, f"cannot be decoded ({exc})")
                 continue
             used += need
@@ -188,10 +173,10 @@ class ImagePool:
     def get(self, index: int) -> tuple[np.ndarray, Union[np.ndarray, None]]:
         """(HR H x W x 3 uint8, LR h x w x 3 uint8 or None) of image ``index``."""
         record = self.records[index]
-        hr = record.hr if record.hr is not None else decode_rgb(record.hr_path)
+        hr = record.hr if record.hr is not None else read_rgb(record.hr_path)
         lr = None
         if record.lr_path is not None:
-            lr = record.lr if record.lr is not None else decode_rgb(record.lr_path)
+            lr = record.lr if record.lr is not None else read_rgb(record.lr_path)
         return hr, lr
 
 
@@ -216,7 +201,7 @@ def synthetic_images(count: int, *, size: int, seed: int = 0) -> list[np.ndarray
                 phase = (np.cos(angle) * xx + np.sin(angle) * yy) / period
                 mask = ((phase % 1.0) < 0.5) & ((yy - cy) ** 2 + (xx - cx) ** 2 < 4 * r * r)
             img[mask] = colour
-        images.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+        images.append(to_uint8(img))
     return images
 
 
@@ -248,12 +233,6 @@ def make_lr(hr: np.ndarray, *, scale: int, quantize: bool = True) -> np.ndarray:
         return imresize(np.ascontiguousarray(hr, dtype=np.uint8), 1.0 / scale).astype(np.float32) / 255.0
     lr = imresize(hr.astype(np.float64) / 255.0, 1.0 / scale)
     return np.clip(lr, 0.0, 1.0).astype(np.float32)
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 or float [0, 1] -> 3 x H x W float32 tensor in [0, 1]."""
-    arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 class TrainBatches(torch.utils.data.Dataset):

@@ -1,4 +1,4 @@
-"""The training loop: one function, :func:`train`, read top to bottom.
+"""The generator's training loop: :func:`train`, read top to bottom.
 
 Per step: the generator step (SPSR-G, or pixel + branch L1 in ``--stage psnr``),
 the EMA update, then the discriminator step (``--stage gan``). ``train.trainable``
@@ -11,6 +11,8 @@ continues from the newest one and reproduces the uninterrupted run exactly (the
 batch of each step depends only on the seed, rank and step; every state, RNGs
 included, is restored). Under ``torchrun`` the generator and both discriminators
 run in DistributedDataParallel; logs, checkpoints and validation are rank 0's job.
+The run folder (``config.yaml``, ``log.jsonl``, checkpoints), the resume and thread rules
+and the divergence check are :mod:`spsr_cli.train.run_folder`'s, shared with NSE training.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -32,30 +33,23 @@ import torch
 from torch import nn
 
 from spsr_cli.errors import SPSRError, UsageError
+from spsr_cli.files import write_json_atomic
 from spsr_cli.model.spsr import SPSRNet, part_of
-from spsr_cli.train import distributed
+from spsr_cli.train import distributed, validation
 from spsr_cli.train.checkpoint import (
+    atomic_torch_save,
     capture_rng_state,
     initialise_generator,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
-from spsr_cli.train.config import TRAINABLE, TrainConfig, write_config
+from spsr_cli.train.config import TRAINABLE, TrainConfig
 from spsr_cli.train.data import ImagePool, TrainBatches, batch_loader
 from spsr_cli.train.objective import LossWeights, SPSRObjective
+from spsr_cli.train.run_folder import RunLog, check_finite, open_run_folder, resume_state, torch_threads
 
 log = logging.getLogger(__name__)
 
-class TrainingDivergedError(SPSRError):
-    """A loss became NaN or infinite."""
-
-
-LOG_FILE = "log.jsonl"
-CONFIG_FILE = "config.yaml"
 INIT_REPORT_FILE = "init_report.json"
 #: EMA generator of the best validation so far (lowest LPIPS at PSNR >= validation.psnr_floor).
 BEST_FILE = "best.pt"
@@ -98,26 +92,21 @@ def train(
     Returns:
         :class:`TrainResult` with the per-log-window loss history.
     """
-    run_dir = Path(run_dir)
+    with torch_threads(cfg.train.threads):
+        return _train(cfg, Path(run_dir), resume=resume, perceptual_backbone=perceptual_backbone,
+                      stop_after=stop_after)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
+           perceptual_backbone: Union[tuple[nn.Module, str], None], stop_after: Union[int, None]) -> TrainResult:
     t = cfg.train
     ctx = distributed.setup(t.device)
     device = ctx.device
-    log_file = tb = progress = None
-    threads_before = torch.get_num_threads()
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
+    run_log, tb, progress = RunLog(None), None, None
     try:
         # ---- where to start ---------------------------------------------------------
-        state = None
-        if resume:
-            latest = latest_checkpoint(run_dir)
-            if latest is not None:
-                state = load_checkpoint(latest)
-                _check_resumable(cfg, state, latest)
-            elif ctx.is_main:
-                log.info("no checkpoint in %s yet; starting from step 0", run_dir)
-        elif list_checkpoints(run_dir):
-            raise UsageError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+        state = resume_state(run_dir, resume=resume, check=lambda found, path: _check_resumable(cfg, found, path),
+                             announce=ctx.is_main)
         start = state["step"] if state else 0
         end = t.steps
 
@@ -237,23 +226,19 @@ def train(
 
         # ---- run folder, logs, progress ---------------------------------------------
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in remove_stale_temporaries(run_dir):  # left by a run killed mid-save
-                log.info("removed %s, left by a killed run", stale.name)
-            write_config(cfg, run_dir / CONFIG_FILE)
+            run_log = open_run_folder(run_dir, cfg)
             if init_report is not None:
-                (run_dir / INIT_REPORT_FILE).write_text(json.dumps(init_report, indent=1), encoding="utf-8")
-            log_file = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+                write_json_atomic(run_dir / INIT_REPORT_FILE, init_report)
             tb = _tensorboard(run_dir) if cfg.logging.tensorboard else None
-        progress = _Progress(enabled=ctx.is_main and cfg.logging.progress, start=start, total=end)
+        progress = _TrainProgressBar(enabled=ctx.is_main and cfg.logging.progress, start=start, total=end)
         result = TrainResult(run_dir=run_dir, step=start, checkpoint=None, perceptual=perceptual_name, rank=ctx.rank)
         if ctx.is_main:
-            _write_row(log_file, {"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
-                                  "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
-                                  "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
-                                  "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
-                                  "trainable": t.trainable, "train_images": len(pool),
-                                  "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
+            run_log.write({"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
+                           "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
+                           "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
+                           "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
+                           "trainable": t.trainable, "train_images": len(pool),
+                           "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
 
         # ---- the loop -------------------------------------------------------------
         g_ddp, fusion_phase = None, None
@@ -328,13 +313,11 @@ def train(
                 elapsed = time.perf_counter() - window_start
                 row = {"step": done, "lr": lr_used, "it_s": window / max(elapsed, 1e-9),
                        "fusion_only": fusion_only, **values}
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise TrainingDivergedError(
-                        f"non-finite loss at step {done}: {values}; lower train.lr, set train.grad_clip, check "
-                        "the data or --init weights, or resume from an earlier checkpoint")
+                check_finite(values, done, "lower train.lr, set train.grad_clip, check the data or --init weights, "
+                             "or resume from an earlier checkpoint")
                 result.history.append(row)
                 if ctx.is_main:
-                    _write_row(log_file, row)
+                    run_log.write(row)
                     if tb is not None:
                         for key, value in values.items():
                             tb.add_scalar(f"train/{key}", value, done)
@@ -360,14 +343,15 @@ def train(
 
             # validation (EMA generator, the eval issue's metrics)
             if val_pairs and (done % cfg.validation.every == 0 or done == end or out_of_time):
-                metrics = validate(ema, val_pairs, device=device, scale=cfg.model.scale, lpips_net=lpips_net)
+                metrics = validation.validate(ema, val_pairs, device=device, scale=cfg.model.scale,
+                                              lpips_net=lpips_net)
                 row = {"event": "validation", "step": done, **metrics}
                 if _is_better(metrics, best, cfg.validation.psnr_floor):
                     best = {"step": done, **metrics}
                     _save_best(run_dir, best, ema, cfg)
                     row["best"] = True
                 result.validation.append(row)
-                _write_row(log_file, row)
+                run_log.write(row)
                 if tb is not None:
                     for key, value in metrics.items():
                         tb.add_scalar(f"val/{key}", value, done)
@@ -375,7 +359,7 @@ def train(
                               + (f", LPIPS {metrics['lpips']:.4f}" if "lpips" in metrics else ""))
             if out_of_time:
                 if ctx.is_main:
-                    _write_row(log_file, {"event": "time_limit", "step": done, "minutes": t.time_limit_min})
+                    run_log.write({"event": "time_limit", "step": done, "minutes": t.time_limit_min})
                 progress.note(f"time limit of {t.time_limit_min} min reached at step {done}; checkpoint saved")
                 break
         result.step = step + 1 if last > start else start
@@ -383,16 +367,14 @@ def train(
                         (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient),
                          ("d_structure", d_structure))
                         if module is not None}
-        _write_row(log_file, {"event": "stop", "step": result.step})
+        run_log.write({"event": "stop", "step": result.step})
         return result
     finally:
         if progress is not None:
             progress.close()
-        if log_file is not None:
-            log_file.close()
+        run_log.close()
         if tb is not None:
             tb.close()
-        torch.set_num_threads(threads_before)
         distributed.cleanup(ctx)
 
 
@@ -413,23 +395,13 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
 
 def _validation_pairs(cfg: TrainConfig) -> list:
     """The validation pairs the config names: a folder, the held-out training images, or none."""
-    from spsr_cli.train.validation import folder_pairs, holdout_pairs
-
     v = cfg.validation
     if v.hr_dir:
-        return folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
+        return validation.folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
     if cfg.data.holdout_percent > 0 and cfg.data.hr_dirs:
-        return holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
+        return validation.holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
                              scale=cfg.model.scale, max_images=v.max_images)
     return []
-
-
-def validate(model: nn.Module, pairs: list, *, device: torch.device, scale: int,
-             lpips_net: Union[nn.Module, None] = None) -> dict[str, float]:
-    """Mean validation scores of ``model`` (see :func:`spsr_cli.train.validation.validate`)."""
-    from spsr_cli.train.validation import validate as score
-
-    return score(model, pairs, device=device, scale=scale, lpips_net=lpips_net)
 
 
 def _lpips_or_none() -> Union[nn.Module, None]:
@@ -463,12 +435,8 @@ def _read_best(run_dir: Path) -> Union[dict[str, Any], None]:
 
 def _save_best(run_dir: Path, best: dict[str, Any], ema: nn.Module, cfg: TrainConfig) -> None:
     """Atomically write the best EMA generator so far (``best.pt``: config, validation row, ema)."""
-    import os
-
-    tmp = run_dir / f".{BEST_FILE}.{os.getpid()}.tmp"
-    torch.save({"config": cfg.to_dict(), "validation": best, "step": best["step"],
-                "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()}}, tmp)
-    os.replace(tmp, run_dir / BEST_FILE)
+    atomic_torch_save({"config": cfg.to_dict(), "validation": best, "step": best["step"],
+                       "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()}}, run_dir / BEST_FILE)
 
 
 def _use_bf16_autocast(device: torch.device, amp: str) -> bool:
@@ -491,13 +459,6 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _write_row(fh, row: dict[str, Any]) -> None:
-    if fh is None:
-        return
-    fh.write(json.dumps({"time": time.time(), **row}) + "\n")
-    fh.flush()
-
-
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -508,7 +469,7 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-class _Progress:
+class _TrainProgressBar:
     """Rich progress bar with the latest losses, it/s and ETA (rank 0 only)."""
 
     SHOWN = ("loss_g", "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "structure_pixel",

@@ -1,34 +1,21 @@
-"""NSE training: InfoNCE and jigsaw losses vs numpy, sampling rules, a tiny run that resumes and exports."""
+"""NSE tasks: InfoNCE and jigsaw losses vs numpy, sampling rules."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from spsr_cli.errors import UnknownModelError
 from spsr_cli.model.nse import CONTEXT_OFFSETS, JigsawHead
-from spsr_cli.train.checkpoint import list_checkpoints
-from spsr_cli.train.config import ConfigError
-from spsr_cli.train.export import export_run
-from spsr_cli.train.nse import (
+from spsr_cli.train.nse_tasks import (
     PERMUTATIONS,
     JigsawSample,
     info_nce,
     jigsaw_inputs,
     jigsaw_loss,
-    load_nse_config,
     sample_contrastive,
     sample_jigsaw,
-    train_nse,
 )
-from spsr_cli.weights.nse_files import load_nse
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
@@ -75,14 +62,6 @@ def test_negatives_never_overlap_the_positive_or_the_inputs(variant: str) -> Non
     assert set(s.image) == {0, 1, 2} and np.bincount(s.image).tolist() == [40, 40, 40]
 
 
-def test_too_small_a_map_for_the_negatives_is_refused() -> None:
-    with pytest.raises(ConfigError, match="non-overlapping negative"):
-        load_nse_config(CONFIGS / "nse-tiny.yaml", ["data.crop_size=64"])
-    with pytest.raises(ValueError, match="non-overlapping negatives"):
-        sample_contrastive(np.random.default_rng(0), batch=1, height=16, width=16, offsets=CONTEXT_OFFSETS["cross"],
-                           anchors=100, negatives=4, min_distance=8)
-
-
 def test_jigsaw_slots_hold_the_permuted_cells() -> None:
     assert len(PERMUTATIONS) == 24 and len(set(PERMUTATIONS)) == 24
     w = 12
@@ -116,42 +95,3 @@ def test_jigsaw_loss_matches_numpy() -> None:
         logits = head(torch.tensor(np.stack(rows))).numpy()
     assert float(loss.detach()) == pytest.approx(_np_cross_entropy(logits, sample.label), rel=1e-6)
     assert float(acc) == pytest.approx(np.mean(logits.argmax(1) == sample.label))
-
-
-@pytest.mark.parametrize("method", ["contrastive", "jigsaw"])
-def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path: Path, method: str) -> None:
-    cfg = load_nse_config(CONFIGS / "nse-tiny.yaml", [f"task.method={method}", "train.steps=8",
-                                                      "train.checkpoint_every=4", "train.eval_every=8"])
-    full = train_nse(cfg, tmp_path / "full")
-    assert full.step == 8 and len(full.history) == 3 and full.evaluation[-1]["step"] == 8
-    assert 0.0 <= full.evaluation[-1]["accuracy"] <= 1.0 and full.train_seconds > 0
-    split = json.loads((tmp_path / "full" / "split.json").read_text())
-    assert split["held_out"] and not set(split["held_out"]) & set(split["train"])
-
-    train_nse(cfg, tmp_path / "cut", stop_after=4)
-    with pytest.raises(Exception, match="--resume"):
-        train_nse(cfg, tmp_path / "cut")
-    resumed = train_nse(cfg, tmp_path / "cut", resume=True)
-    assert resumed.step == 8 and resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], rel=1e-6)
-    state_full = torch.load(list_checkpoints(tmp_path / "full")[-1][1], weights_only=True)
-    state_cut = torch.load(list_checkpoints(tmp_path / "cut")[-1][1], weights_only=True)
-    for key, value in state_full["model"].items():
-        torch.testing.assert_close(state_cut["model"][key], value, rtol=0, atol=0)
-
-    result = export_run(tmp_path / "full", name=f"tiny-{method}")
-    assert result.weights == "nse" and result.path.suffix == ".safetensors"
-    nse, meta = load_nse(f"tiny-{method}")
-    assert meta["method"] == method and json.loads(meta["evaluation"])["step"] == 8
-    for key, value in nse.state_dict().items():
-        assert value.dtype == torch.float32
-        torch.testing.assert_close(value, state_full["model"][key])
-    with pytest.raises(UnknownModelError, match="exists already"):
-        export_run(tmp_path / "full", name=f"tiny-{method}")
-
-
-def test_shipped_nse_configs_parse() -> None:
-    p, j = (load_nse_config(CONFIGS / f"nse-{m}.yaml") for m in ("contrastive", "jigsaw"))
-    assert (p.task.method, j.task.method) == ("contrastive", "jigsaw")
-    assert p.task.temperature == 64.0 and p.train.lr == 1e-3 and p.train.gamma == 0.2
-    assert p.model == j.model and p.data == j.data and p.train == j.train
-    assert not any("bench" in d or "Set" in d for d in p.data.hr_dirs)  # never a benchmark image
