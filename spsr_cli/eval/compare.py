@@ -36,7 +36,7 @@ from PIL import Image
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import read_rgb
-from spsr_cli.eval.runner import Crop, Upscale, make_upscaler, model_labels, side_by_side, software_versions
+from spsr_cli.eval.runner import Crop, Upscale, make_upscalers, model_labels, side_by_side, software_versions
 from spsr_cli.files import atomic_path, write_json_atomic, write_text_atomic
 from spsr_cli.io.images import is_image_path
 
@@ -197,15 +197,8 @@ def compare_photos(
     labels = model_labels([INPUT, *models])[1:]  # a model can never be called "input"
     out_dir = Path(out_dir)
     check_output_folder(out_dir, planned_files(names, labels), sources, force=force)
-    if upscalers is None:
-        upscalers = [make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
-    if len(upscalers) != len(models):
-        raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
-    scales = {s for _, s in upscalers}
-    if len(scales) != 1:
-        found = ", ".join(f"x{s}" for s in sorted(scales))
-        raise UsageError(f"models of different scales cannot be shown side by side ({found}); compare one scale at a time")
-    scale = scales.pop()
+    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers,
+                                      purpose="be shown side by side")
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for done, (source, name) in enumerate(zip(sources, names), start=1):

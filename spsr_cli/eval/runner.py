@@ -156,6 +156,24 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
     return run, upscaler.scale
 
 
+def make_upscalers(models: Sequence[str], options: InferenceOptions | None, *, offline: bool | None,
+                   given: Sequence[tuple[Upscale, int]] | None = None,
+                   purpose: str = "share one run") -> tuple[list[tuple[Upscale, int]], int]:
+    """One upscaler per model (or the ``given`` ones, one per model) and their common scale.
+
+    Raises :class:`UsageError` when the models' scales differ (``purpose`` says what they cannot do).
+    """
+    upscalers = list(given) if given is not None else [
+        make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
+    if len(upscalers) != len(models):
+        raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
+    scales = {s for _, s in upscalers}
+    if len(scales) != 1:
+        found = ", ".join(f"x{s}" for s in sorted(scales))
+        raise UsageError(f"models of different scales cannot {purpose} ({found}); use models of one scale")
+    return upscalers, scales.pop()
+
+
 def quantise(image: torch.Tensor) -> np.ndarray:
     """3 x H x W float tensor in [0, 1] -> H x W x 3 uint8, rounding half up like MATLAB's ``im2uint8``
     (:func:`~spsr_cli.eval.datasets.to_uint8`, the one quantiser)."""
@@ -252,14 +270,8 @@ def evaluate_many(
         raise UsageError("no model to evaluate")
     started = time.perf_counter()
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    if upscalers is None:
-        upscalers = [make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
-    if len(upscalers) != len(models):
-        raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
-    scales = {s for _, s in upscalers}
-    if len(scales) != 1:
-        raise UsageError(f"models of different scales cannot share one evaluation: {', '.join(map(str, sorted(scales)))}")
-    scale = scales.pop()
+    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers,
+                                      purpose="share one evaluation")
     labels = model_labels(models)
     _check_save_dir(save_images, source)
     lpips_net, lpips_note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
