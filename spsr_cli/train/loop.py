@@ -166,7 +166,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             structure=structure, d_structure=d_structure,
             gv_patch_size=cfg.loss.gv_patch_size,
         )
-        use_amp = _use_bf16_autocast(device, t.amp)
+        use_amp = use_bf16_autocast(device, t.amp)
         # channels_last pays on CUDA and, with bf16, on CPUs with bf16 matrix units
         channels_last = t.channels_last and (device.type == "cuda" or use_amp)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -262,11 +262,11 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             # generator step (frozen while the discriminators warm up)
             lr_used = opt_g.param_groups[0]["lr"]
             if opt_d is not None and step < t.d_warmup_steps:
-                with torch.no_grad(), _autocast(device, use_amp):
+                with torch.no_grad(), autocast_context(device, use_amp):
                     out = model(lr_img)
                 terms: dict[str, torch.Tensor] = {}
             else:
-                with _autocast(device, use_amp):
+                with autocast_context(device, use_amp):
                     out = g_ddp(lr_img, fuse=needs_sr)
                     loss_g, terms = objective.generator_loss(out.sr, out.branch, hr_img)
                 opt_g.zero_grad(set_to_none=True)
@@ -285,7 +285,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
 
             # discriminator step
             if opt_d is not None:
-                with _autocast(device, use_amp):
+                with autocast_context(device, use_amp):
                     loss_d, d_logs = objective.discriminator_losses(out.sr, hr_img, d_image=d_image_ddp,
                                                                     d_gradient=d_gradient_ddp,
                                                                     d_structure=d_structure_ddp)
@@ -439,7 +439,7 @@ def _save_best(run_dir: Path, best: dict[str, Any], ema: nn.Module, cfg: TrainCo
                        "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()}}, run_dir / BEST_FILE)
 
 
-def _use_bf16_autocast(device: torch.device, amp: str) -> bool:
+def use_bf16_autocast(device: torch.device, amp: str) -> bool:
     """``train.amp``: ``auto`` = bfloat16 autocast on CUDA and on CPUs with bf16 matrix
     units (AMX / AVX512-BF16), float32 elsewhere; ``bf16`` forces it; ``off`` = float32."""
     if amp == "off":
@@ -453,7 +453,7 @@ def _use_bf16_autocast(device: torch.device, amp: str) -> bool:
     return device.type == "cpu" and cpu_has_bf16_units()
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast_context(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
