@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Sequence
 
 import typer
+from typer.core import TyperOption
 from typer.exceptions import TyperException
 from rich.logging import RichHandler
 
@@ -20,8 +21,18 @@ from spsr_cli.errors import SPSRError, UsageError
 
 app = typer.Typer(
     name="spsr", help="Structure-preserving x4 super-resolution (SPSR).", no_args_is_help=True,
-    add_completion=False, pretty_exceptions_enable=False,
+    add_completion=True, pretty_exceptions_enable=False,
 )
+
+_type_column = TyperOption.display_type_rich
+
+
+def _without_flag_types(self: TyperOption, ctx: typer.Context) -> str | None:
+    """``--help`` shows no ``<bool>`` after a flag: a flag takes no value."""
+    return None if self.is_flag else _type_column(self, ctx)
+
+
+TyperOption.display_type_rich = _without_flag_types  # type: ignore[method-assign]
 
 
 @app.callback(invoke_without_command=True)
@@ -79,9 +90,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="spsr")
     except typer.Exit as done:
         return done.exit_code
-    except typer.Abort:
-        console.print("[red]aborted[/]")
-        return 1
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[red]interrupted[/]")
+        return 130
     except TyperException as err:  # click's usage errors (Typer vendors click)
         err.show(file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(err, "exit_code", 2)

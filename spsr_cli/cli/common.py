@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.errors import UsageError
+from spsr_cli.errors import SPSRError, UsageError
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
+#: ``--help`` panels: options grouped by what they are about.
+RUN_PANEL = "Speed and memory"
+
 TileOpt = Annotated[
-    str, typer.Option("--tile", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.")
+    str, typer.Option("--tile", "-t", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
+                      rich_help_panel=RUN_PANEL)
 ]
-TileOverlapOpt = Annotated[int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile (input pixels).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+TileOverlapOpt = Annotated[
+    int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL)
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
 PrecisionOpt = Annotated[
-    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")
+    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).",
+                                rich_help_panel=RUN_PANEL)
 ]
+Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
 
@@ -38,8 +49,22 @@ def parse_tile(value: str) -> int | str:
     return tile
 
 
-def inference_options(tile: str, tile_overlap: int, device: str, precision: str | None) -> InferenceOptions:
+def inference_options(tile: str, tile_overlap: int, device: str, precision: str | None, *, fp32: bool = False) -> InferenceOptions:
     """Build :class:`InferenceOptions` from the shared CLI options (validated)."""
+    if fp32:
+        if precision not in (None, "fp32"):
+            raise UsageError(f"--fp32 and --precision {precision} disagree; give one of them")
+        precision = "fp32"
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
     return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a ``--json`` record atomically (file names that are not UTF-8 come out escaped)."""
+    from spsr_cli.files import write_text_atomic
+
+    try:
+        write_text_atomic(path, json.dumps(record, indent=2, default=os.fsdecode) + "\n")
+    except OSError as err:
+        raise SPSRError(f"cannot write --json {path}: {err.strerror or err}") from None

