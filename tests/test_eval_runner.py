@@ -180,7 +180,7 @@ def test_unreadable_image_is_a_failed_row_the_rest_scored_and_exit_1(tmp_path: P
     broken = result.images[0]
     assert broken.error and str(hr_dir / "broken.png") in broken.error and broken.psnr is None
     assert result.means["psnr"] == pytest.approx(np.mean([r.psnr for r in result.images[1:]]))
-    code = run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
+    code = run(["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
     assert code == 1
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["failed"] == 1 and doc["scored"] == 2 and "error" in doc["images"][0]

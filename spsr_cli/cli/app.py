@@ -12,7 +12,7 @@ from typer.exceptions import TyperException
 from rich.logging import RichHandler
 
 from spsr_cli import __version__
-from spsr_cli.cli.common import console, stdout
+from spsr_cli.cli.common import Interrupted, console, stdout
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.cli.train import train_app
 from spsr_cli.cli.upscale import upscale_command
@@ -90,6 +90,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="spsr")
     except typer.Exit as done:
         return done.exit_code
+    except Interrupted as err:
+        console.print(f"[red]interrupted:[/] {err}")
+        return 130
     except (typer.Abort, KeyboardInterrupt):
         console.print("[red]interrupted[/]")
         return 130
@@ -102,6 +105,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SPSRError as err:
         console.print(f"[red]error:[/] {err}")
         return 1
+    if result == 130:  # click turned Ctrl-C into exit code 130
+        console.print("[red]interrupted[/]")
     return result if isinstance(result, int) else 0
 
 

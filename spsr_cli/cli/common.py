@@ -17,6 +17,10 @@ from spsr_cli.errors import SPSRError, UsageError
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
+class Interrupted(Exception):
+    """Ctrl-C during a command, with the line that says what was finished (exit code 130)."""
+
+
 #: ``--help`` panels: options grouped by what they are about.
 RUN_PANEL = "Speed and memory"
 

@@ -12,7 +12,7 @@ from spsr_cli.cli.common import (
     RUN_PANEL, DeviceOpt, Fp32Opt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, stdout,
 )
 from spsr_cli.errors import UsageError
-from spsr_cli.eval.datasets import DatasetSource, load_registry
+from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 
 if TYPE_CHECKING:  # torch is imported when the command runs, never for --help
     from spsr_cli.eval.runner import Crop, EvalResult
@@ -143,8 +143,6 @@ def _source(
 ) -> DatasetSource:
     if (dataset is None) == (hr_dir is None):
         raise UsageError("give exactly one of --dataset NAME or --hr-dir DIR")
-    from spsr_cli.eval.datasets import get_spec, local_source, prepare_dataset
-
     if hr_dir is None:
         if lr_dir is not None:
             raise UsageError("--lr-dir goes with --hr-dir, not with --dataset")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from spsr_cli.cli.common import (
-    DeviceOpt, Fp32Opt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, write_record,
+    DeviceOpt, Fp32Opt, Interrupted, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, write_record,
 )
 from spsr_cli.engine.options import parse_bytes
 
@@ -65,11 +65,10 @@ def upscale_command(
         result = _run(jobs, loader, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports)
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
-        console.print(
-            f"[red]interrupted[/]: {written} of {len(jobs)} images written, {len(reports) - written} skipped or failed; "
-            "outputs are written whole or not at all: rerun the same command with --skip-existing to resume"
-        )
-        raise typer.Exit(130) from None
+        raise Interrupted(
+            f"{written} of {len(jobs)} images written, {len(reports) - written} skipped or failed; outputs are "
+            "written whole or not at all: rerun the same command with --skip-existing to resume"
+        ) from None
     _summarise(result, len(jobs))
     if json_path is not None:
         write_record(json_path, {

@@ -43,11 +43,11 @@ def list_command(
         for entry in manifest.models.values():
             name = entry.name + (" (default)" if entry.name == manifest.default else "")
             version = f"v{entry.version}" if entry.version else "-"
-            stdout.out("\t".join(["model", name, version, f"x{entry.scale}", entry.source.describe(),
-                                   f"cached: {status[entry.name]}", _size(entry.size), entry.sha256]), highlight=False)
+            typer.echo("\t".join(["model", name, version, f"x{entry.scale}", entry.source.describe(),
+                                   f"cached: {status[entry.name]}", _size(entry.size), entry.sha256]))
         for name, raw in manifest.auxiliary.items():
-            stdout.out("\t".join(["auxiliary", name, str(raw.get("kind", "")), str(raw.get("licence", "")),
-                                   _aux_pins(raw)]), highlight=False)
+            typer.echo("\t".join(["auxiliary", name, str(raw.get("kind", "")), str(raw.get("licence", "")),
+                                   _aux_pins(raw)]))
         return
     table = Table(title="SPSR models", show_lines=False)
     for column in ("name", "scale", "source", "cached", "size", "sha256"):

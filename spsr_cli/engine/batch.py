@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
-from torch import nn
+import torch
 
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image
@@ -371,7 +371,7 @@ def run_jobs(
             _book(result, job, outcome, {}, on_done, on_report)
         return result
 
-    network = model if isinstance(model, nn.Module) else model()
+    network = model if isinstance(model, torch.nn.Module) else model()
     upscaler = Upscaler(network, options)
     result.settings = upscaler_settings(upscaler)
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
@@ -401,7 +401,7 @@ def run_jobs(
         height, width = image_size(job.source)  # the header only
         return read_image(job.source) if height * width * DECODE_BYTES_PER_PIXEL <= PREFETCH_MAX_BYTES else None
 
-    def decode_checked(job: Job) -> Image:
+    def decode_checked(job: Job, writer: WriteBehind) -> Image:
         """Check, from the header's size, that the image fits before decoding it."""
         height, width = image_size(job.source)
         extra = height * width * DECODE_BYTES_PER_PIXEL
@@ -413,8 +413,7 @@ def run_jobs(
             upscaler.plan(height, width, extra_bytes=extra)
         return read_image(job.source)
 
-    # The next image is decoded and the previous one written on worker threads (one each).
-    with Prefetcher(jobs, load) as decoded, WriteBehind() as writer:
+    def work(decoded: Prefetcher, writer: WriteBehind) -> None:
         for job, image, read_error in decoded:
             for finished in writer.finished():
                 record(*finished)
@@ -451,7 +450,7 @@ def run_jobs(
             try:
                 if read_error is not None:
                     raise read_error
-                image = image if image is not None else decode_checked(job)
+                image = image if image is not None else decode_checked(job, writer)
                 info["input_size"] = image.size[::-1]
                 out = upscale_image(image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room)
                 info["output_size"] = out.size[::-1]
@@ -466,6 +465,15 @@ def run_jobs(
             del image
             writer.submit(job, lambda job=job, out=out, claim=claim: write(job, out, claim))
             del out
+
+    # The next image is decoded and the previous one written on worker threads (one each).
+    with Prefetcher(jobs, load) as decoded, WriteBehind() as writer:
+        try:
+            work(decoded, writer)
+        except KeyboardInterrupt:  # book what was finished (the write in flight completes), then stop
+            for finished in writer.drain():
+                record(*finished)
+            raise
         for finished in writer.drain():
             record(*finished)
     return result
@@ -485,8 +493,6 @@ def check_outscale(outscale: float | None) -> None:
 
 def upscaler_settings(upscaler: Upscaler) -> dict:
     """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
-    import torch
-
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
     return {"device": str(upscaler.device), "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
             "tile": upscaler.tile}
