@@ -74,6 +74,15 @@ class _LogHandler(logging.Handler):
             pass
 
 
+def _configure_streams() -> None:
+    """File names that are not UTF-8 (``os.fsdecode`` surrogates) are shown escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a text stream we may reconfigure
+            pass
+
+
 def _configure_logging() -> None:
     root = logging.getLogger("spsr_cli")
     if not any(isinstance(h, _LogHandler) for h in root.handlers):
@@ -84,7 +93,8 @@ def _configure_logging() -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI in-process and return its exit code (0 ok, 1 failures, 2 usage errors)."""
+    """Run the CLI in-process and return its exit code (0 ok, 1 failures, 2 usage errors, 130 interrupted)."""
+    _configure_streams()
     _configure_logging()
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="spsr")
