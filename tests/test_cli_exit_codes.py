@@ -100,11 +100,11 @@ def test_readme_documents_these_codes():
 
 
 def test_an_interrupted_batch_exits_130(world, monkeypatch, capsys):
-    from spsr_cli.engine import batch
+    from spsr_cli.engine import pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch, "upscale_image", interrupted)
+    monkeypatch.setattr(pipeline, "upscale_image", interrupted)
     assert run(f"upscale {world['dir']}/a.png --model {world['w']} -o {world['dir']}/int".split()) == 130
     assert "--skip-existing" in capsys.readouterr().err

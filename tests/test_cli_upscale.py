@@ -218,11 +218,11 @@ def test_a_fifo_input_is_not_a_regular_file(tmp_path, tiny_weights, capsys):
 
 
 def test_an_interrupt_says_what_was_finished_and_how_to_resume(tmp_path, tiny_weights, monkeypatch, capsys):
-    from spsr_cli.engine import batch
+    from spsr_cli.engine import pipeline
 
     for i in range(3):
         save(tmp_path / f"{i}.png")
-    real, calls = batch.upscale_image, []
+    real, calls = pipeline.upscale_image, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -230,7 +230,7 @@ def test_an_interrupt_says_what_was_finished_and_how_to_resume(tmp_path, tiny_we
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "upscale_image", interrupted)
+    monkeypatch.setattr(pipeline, "upscale_image", interrupted)
     assert run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights)]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert "interrupted" in err and "1 of 3 images written" in err and "--skip-existing" in err

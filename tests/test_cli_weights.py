@@ -54,8 +54,8 @@ def test_list_piped_gives_one_plain_row_per_model(capsys):
     rows = [line.split("\t") for line in out.splitlines() if line.startswith("model\t")]
     assert len(rows) == len(manifest.models)
     for row in rows:  # whole sha256 values, nothing folded at 80 columns
-        name = row[1].replace(" (default)", "")
-        assert row[-1] == manifest.models[name].sha256 and row[5] == "cached: yes"
+        name = row[1].split()[0]  # "spsr-x4 v1 (default)"
+        assert row[-1] == manifest.models[name].sha256 and row[4] == "cached: yes"
     assert "│" not in out and "┃" not in out
 
 
@@ -68,7 +68,7 @@ def test_list_shows_a_damaged_cached_file(tmp_path, tiny_weights, capsys):
     capsys.readouterr()
     assert run(["weights", "list"]) == 0
     (row,) = [line.split("\t") for line in capsys.readouterr().out.splitlines() if line.startswith("model\tmine")]
-    assert row[5] == "cached: damaged"
+    assert row[4] == "cached: damaged"
     assert run(["weights", "list", "--json"]) == 0
     models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert models["mine"]["damaged"] is True and models["mine"]["cached"] is False

@@ -50,14 +50,13 @@ def upscale_command(
 ) -> None:
     """Super-resolve images x4 with SPSR."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
-    from spsr_cli.weights.loader import model_scale
 
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32)
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
     loader = ModelLoader(model, offline=offline or None)
-    scale = outscale or model_scale(model) or loader().scale  # names: _x{real factor}; loads only if it must
+    scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
     jobs = shard(plan_jobs(inputs, OutputSpec(output=output, suffix=suffix, ext=ext), scale=scale, recursive=recursive))
     started = time.time()
     reports: list[JobReport] = []

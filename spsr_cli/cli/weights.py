@@ -41,9 +41,7 @@ def list_command(
         return
     if not stdout.is_terminal:  # piped: plain rows, nothing cut or wrapped
         for entry in manifest.models.values():
-            name = entry.name + (" (default)" if entry.name == manifest.default else "")
-            version = f"v{entry.version}" if entry.version else "-"
-            typer.echo("\t".join(["model", name, version, f"x{entry.scale}", entry.source.describe(),
+            typer.echo("\t".join(["model", _label(entry, manifest.default), f"x{entry.scale}", entry.source.describe(),
                                    f"cached: {status[entry.name]}", _size(entry.size), entry.sha256]))
         for name, raw in manifest.auxiliary.items():
             typer.echo("\t".join(["auxiliary", name, str(raw.get("kind", "")), str(raw.get("licence", "")),
@@ -53,7 +51,7 @@ def list_command(
     for column in ("name", "scale", "source", "cached", "size", "sha256"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
-        name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
+        name = _label(entry, manifest.default)
         cached = {"damaged": "[red]damaged (sha256 mismatch)[/]"}.get(status[entry.name], status[entry.name])
         table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
     if not manifest.models:
@@ -66,6 +64,11 @@ def list_command(
         for name, raw in manifest.auxiliary.items():
             aux.add_row(name, str(raw.get("kind", "")), str(raw.get("licence", "")), _aux_pins(raw))
         stdout.print(aux)
+
+
+def _label(entry, default: str | None) -> str:
+    """``spsr-x4 v1 (default)``: the name, the version of a re-shipped model, the default mark."""
+    return entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == default else "")
 
 
 def _aux_pins(raw: dict) -> str:

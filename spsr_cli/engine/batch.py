@@ -15,18 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
-import torch
-
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image
-from spsr_cli.engine.tiling import MemoryBudgetError, Progress, Upscaler
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.io.images import (
     SUPPORTED_EXTENSIONS, Image, image_size, is_image_path, is_writable_extension, read_image, write_image,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch (with the pipeline and tiling) is imported when an image needs the network:
+    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind  # a rerun with nothing to do never loads it
+    from spsr_cli.engine.tiling import Progress, Upscaler
     from spsr_cli.model.spsr import SPSRNet
 
 log = logging.getLogger(__name__)
@@ -95,6 +93,15 @@ class ModelLoader:
         self.sha256: str | None = None
         self._model: SPSRNet | None = None
 
+    def scale(self) -> int:
+        """The model's scale, without loading or downloading it where the registry entry or the
+        ``.safetensors`` header tells; otherwise (a ``.pth`` file) the model is loaded to learn it."""
+        if self._model is None:
+            known = registry_scale(self.source)
+            if known is not None:
+                return known
+        return self().scale
+
     def __call__(self) -> SPSRNet:
         if self._model is None:
             from spsr_cli.files import sha256_file
@@ -105,6 +112,27 @@ class ModelLoader:
             self._model = load_generator(self.path)
             log.debug("model %s: %s, sha256 %s", self.source or "(default)", self.path, self.sha256)
         return self._model
+
+
+def registry_scale(source: str | None) -> int | None:
+    """The scale of the model ``source`` names from its registry entry or its ``.safetensors``
+    header (no torch, no download); None when only loading it can tell."""
+    import json
+
+    from spsr_cli.weights.manifest import load_manifest_json
+
+    try:
+        path = Path(str(source)).expanduser() if source is not None else None
+        if path is not None and path.suffix.lower() == ".safetensors" and path.is_file():
+            with open(path, "rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(min(length, 1 << 24)))
+            return int(json.loads(header["__metadata__"]["config"]).get("scale", 4))
+        models, default = load_manifest_json()
+        raw = models.get(default if source is None else str(source))
+        return int(raw.get("scale") or raw["config"]["scale"]) if raw else None
+    except (SPSRError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # loading the model says what is wrong
 
 
 @dataclass
@@ -371,6 +399,12 @@ def run_jobs(
             _book(result, job, outcome, {}, on_done, on_report)
         return result
 
+    import torch
+
+    from spsr_cli.engine import pipeline
+    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
+    from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler
+
     network = model if isinstance(model, torch.nn.Module) else model()
     upscaler = Upscaler(network, options)
     result.settings = upscaler_settings(upscaler)
@@ -452,7 +486,9 @@ def run_jobs(
                     raise read_error
                 image = image if image is not None else decode_checked(job, writer)
                 info["input_size"] = image.size[::-1]
-                out = upscale_image(image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room)
+                out = pipeline.upscale_image(
+                    image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room
+                )
                 info["output_size"] = out.size[::-1]
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
@@ -493,6 +529,8 @@ def check_outscale(outscale: float | None) -> None:
 
 def upscaler_settings(upscaler: Upscaler) -> dict:
     """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
+    import torch
+
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
     return {"device": str(upscaler.device), "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
             "tile": upscaler.tile}

@@ -105,29 +105,6 @@ def load_generator(source: str | Path | None = None, device: str | torch.device 
     return model.eval().to(device)
 
 
-def model_scale(source: str | Path | None) -> int | None:
-    """The scale of the model ``source`` names, without loading (or downloading) it: from the
-    registry entry, or from a ``.safetensors`` file's header. None when only loading can tell
-    (a ``.pth`` file, an unreadable path): the caller then loads the model to learn it."""
-    try:
-        manifest = load_manifest()
-        name = manifest.default if source is None else str(source)
-        if name in manifest.models and not Path(name).expanduser().is_file():
-            return manifest.models[name].scale
-        path = Path(str(source)).expanduser()
-        if path.suffix.lower() != ".safetensors" or not path.is_file():
-            return None
-        import json
-
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            config = json.loads((handle.metadata() or {})["config"])
-        return int(config.get("scale", 4))
-    except Exception:  # anything unreadable here: loading the model later says what is wrong with it
-        return None
-
-
 def cache_status(entry: ModelEntry) -> str:
     """``"yes"`` (on disk, sha256 as registered), ``"no"`` (not on disk) or ``"damaged"`` (sha256 differs)."""
     path = cached_path(entry)

@@ -23,10 +23,12 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from spsr_cli.errors import SPSRError, UnknownModelError
-from spsr_cli.model.spsr import SPSRConfig
+
+if TYPE_CHECKING:  # imported when an entry is parsed: reading the registry's raw JSON needs no torch
+    from spsr_cli.model.spsr import SPSRConfig
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "weights_manifest.json"
@@ -136,6 +138,8 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
 
 
 def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
+    from spsr_cli.model.spsr import SPSRConfig
+
     try:
         name = raw["name"]
         config = SPSRConfig.from_dict(raw["config"])
@@ -184,6 +188,21 @@ def read_manifest_file(path: Path) -> dict[str, Any]:
     if data.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
     return data
+
+
+def load_manifest_json() -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The registry's raw model entries (name -> JSON object; packaged ones first) and the default
+    name, unvalidated and without importing torch; an unreadable local registry is left out."""
+    data = read_manifest_file(packaged_manifest_path())
+    models = {raw["name"]: raw for raw in data.get("models", []) if isinstance(raw, dict) and "name" in raw}
+    try:
+        local = read_manifest_file(local_manifest_path()) if local_manifest_path().is_file() else {}
+    except (ManifestError, OSError, UnicodeDecodeError, AttributeError):
+        local = {}
+    for raw in local.get("models", []) if isinstance(local, dict) else []:
+        if isinstance(raw, dict) and "name" in raw:
+            models.setdefault(raw["name"], raw)
+    return models, data.get("default")
 
 
 def load_manifest() -> Manifest:
