@@ -24,18 +24,15 @@ class Interrupted(Exception):
 #: ``--help`` panels: options grouped by what they are about.
 RUN_PANEL = "Speed and memory"
 
-TileOpt = Annotated[
-    str, typer.Option("--tile", "-t", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
-                      rich_help_panel=RUN_PANEL)
-]
-TileOverlapOpt = Annotated[
-    int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL)
-]
+TileOpt = Annotated[str, typer.Option(
+    "--tile", "-t", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
+    rich_help_panel=RUN_PANEL)]
+TileOverlapOpt = Annotated[int, typer.Option(
+    "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
-PrecisionOpt = Annotated[
-    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).",
-                                rich_help_panel=RUN_PANEL)
-]
+PrecisionOpt = Annotated[Optional[str], typer.Option(
+    "--precision", rich_help_panel=RUN_PANEL,
+    help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
@@ -53,7 +50,9 @@ def parse_tile(value: str) -> int | str:
     return tile
 
 
-def inference_options(tile: str, tile_overlap: int, device: str, precision: str | None, *, fp32: bool = False) -> InferenceOptions:
+def inference_options(
+    tile: str, tile_overlap: int, device: str, precision: str | None, *, fp32: bool = False,
+) -> InferenceOptions:
     """Build :class:`InferenceOptions` from the shared CLI options (validated)."""
     if fp32:
         if precision not in (None, "fp32"):

@@ -61,7 +61,9 @@ def eval_command(
 
     The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
     from spsr_cli.eval.metrics import PROTOCOLS
     from spsr_cli.eval.runner import evaluate_many, model_labels, write_csv, write_json
@@ -118,7 +120,9 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
 
         default = load_manifest().default
         if default is None:
-            raise UsageError("no default model is installed: give --model NAME|PATH, or --model bicubic for the baseline")
+            raise UsageError(
+                "no default model is installed: give --model NAME|PATH, or --model bicubic for the baseline"
+            )
         return [default]
     return [model]
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from spsr_cli.cli.common import (
-    DeviceOpt, Fp32Opt, Interrupted, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, write_record,
+    DeviceOpt, Fp32Opt, Interrupted, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options,
+    write_record,
 )
 from spsr_cli.engine.options import parse_bytes
 
@@ -26,26 +27,39 @@ _RUN = "Speed and memory"
 
 def upscale_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or checkpoint path (default: the default model).")] = None,
-    outscale: Annotated[Optional[float], typer.Option("--outscale", "-s", help="Final scale if not the model's (e.g. 2 or 3.5).", rich_help_panel=_OUT)] = None,
-    suffix: Annotated[Optional[str], typer.Option("--suffix", help="Added to output names after an underscore: --suffix big gives NAME_big.png (default: x4).", rich_help_panel=_OUT)] = None,
-    ext: Annotated[Optional[str], typer.Option("--ext", "-f", help="Output format by extension: png, jpg, webp, tif, bmp.", rich_help_panel=_OUT)] = None,
-    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality.", rich_help_panel=_OUT)] = 95,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders (output mirrors the tree).")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that exist already (resumes an interrupted run).", rich_help_panel=_OUT)] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, precision, tile.", rich_help_panel=_OUT)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Registry name or checkpoint path (default: the default model).")] = None,
+    outscale: Annotated[Optional[float], typer.Option(
+        "--outscale", "-s", help="Final scale if not the model's (e.g. 2 or 3.5).", rich_help_panel=_OUT)] = None,
+    suffix: Annotated[Optional[str], typer.Option(
+        "--suffix", rich_help_panel=_OUT,
+        help="Added to output names after an underscore: --suffix big gives NAME_big.png (default: x4).")] = None,
+    ext: Annotated[Optional[str], typer.Option(
+        "--ext", "-f", help="Output format by extension: png, jpg, webp, tif, bmp.", rich_help_panel=_OUT)] = None,
+    quality: Annotated[int, typer.Option(
+        "--quality", min=1, max=100, help="JPEG/WebP quality.", rich_help_panel=_OUT)] = 95,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Descend into sub-folders (output mirrors the tree).")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave outputs that exist already (resumes an interrupted run).",
+        rich_help_panel=_OUT)] = False,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", rich_help_panel=_OUT,
+        help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, "
+             "precision, tile.")] = None,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     fp32: Fp32Opt = False,
-    max_memory: Annotated[
-        Optional[str], typer.Option("--max-memory", help="Most memory one image may take, e.g. 8G (default: what is available).", rich_help_panel=_RUN)
-    ] = None,
-    compile_model: Annotated[
-        bool, typer.Option("--compile", help="Run the network through torch.compile (faster on GPU; slow first tile).", rich_help_panel=_RUN)
-    ] = False,
+    max_memory: Annotated[Optional[str], typer.Option(
+        "--max-memory", help="Most memory one image may take, e.g. 8G (default: what is available).",
+        rich_help_panel=_RUN)] = None,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="Run the network through torch.compile (faster on GPU; slow first tile).",
+        rich_help_panel=_RUN)] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Super-resolve images x4 with SPSR."""
@@ -61,7 +75,9 @@ def upscale_command(
     started = time.time()
     reports: list[JobReport] = []
     try:
-        result = _run(jobs, loader, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports)
+        result = _run(
+            jobs, loader, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+        )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
         raise Interrupted(
@@ -84,11 +100,15 @@ def upscale_command(
 
 def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchResult:
     """Run the jobs with a progress display on a terminal, one line per image otherwise."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
     from spsr_cli.engine.batch import SKIPPED, run_jobs
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
     plain = not console.is_terminal
     with Progress(*columns, console=console, transient=True, disable=plain) as progress:
         files = progress.add_task("images", total=len(jobs))
@@ -119,11 +139,15 @@ def _line(report: JobReport) -> str:
     size = lambda wh: f"{wh[0]}x{wh[1]}" if wh else "?"  # noqa: E731
     tiles = f", {report.tiles} tile{'s' if report.tiles != 1 else ''}" if report.tiles else ""
     seconds = f", {report.seconds:.2f} s" if report.seconds is not None else ""
-    return f"{report.source} -> {report.target}, {size(report.input_size)} -> {size(report.output_size)}{seconds}{tiles}"
+    sizes = f"{size(report.input_size)} -> {size(report.output_size)}"
+    return f"{report.source} -> {report.target}, {sizes}{seconds}{tiles}"
 
 
 def _summarise(result: BatchResult, count: int) -> None:
-    reasons = [(len(result.skipped) - len(result.busy), "existing, --skip-existing"), (len(result.busy), "another process writes them")]
+    reasons = [
+        (len(result.skipped) - len(result.busy), "existing, --skip-existing"),
+        (len(result.busy), "another process writes them"),
+    ]
     detail = "; ".join(f"{n} {why}" for n, why in reasons if n)
     skipped = f"{len(result.skipped)} skipped" + (f" ({detail})" if detail else "")
     console.print(

@@ -68,7 +68,8 @@ def list_command(
 
 def _label(entry, default: str | None) -> str:
     """``spsr-x4 v1 (default)``: the name, the version of a re-shipped model, the default mark."""
-    return entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == default else "")
+    version = f" v{entry.version}" if entry.version else ""
+    return entry.name + version + (" (default)" if entry.name == default else "")
 
 
 def _aux_pins(raw: dict) -> str:

@@ -209,7 +209,9 @@ def output_suffix(suffix: str | None, scale: float) -> str:
     if suffix is None:
         return f"_x{scale:g}"
     if "/" in suffix or os.sep in suffix or (os.altsep and os.altsep in suffix) or ".." in suffix or "\0" in suffix:
-        raise UsageError(f"--suffix {suffix!r} must not hold a path separator or '..': it names files beside their input")
+        raise UsageError(
+            f"--suffix {suffix!r} must not hold a path separator or '..': it names files beside their input"
+        )
     return suffix if not suffix or suffix[0] in "_-" else f"_{suffix}"
 
 
@@ -258,7 +260,8 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             source.stat()
         except OSError as err:  # e.g. a folder on the way that may not be searched: this input fails alone
             problem = f"cannot read {source}: {err.strerror or err}"
-        if problem is None and not is_writable_extension(target.suffix):  # only an input's own extension gets here (e.g. .gif)
+        # only an input's own extension gets here (e.g. .gif)
+        if problem is None and not is_writable_extension(target.suffix):
             problem = (
                 f"{source.suffix.lower()} files cannot be written; pass --ext png (or jpg, webp, tif, bmp) to "
                 "upscale it (an animated image: its first frame)"

@@ -93,7 +93,9 @@ def upscale_image(
     except MemoryBudgetError as err:
         if size == net_size:
             raise
-        raise MemoryBudgetError(f"with --outscale {factor:g} the output is {size[1]} x {size[0]} pixels: {err}") from None
+        raise MemoryBudgetError(
+            f"with --outscale {factor:g} the output is {size[1]} x {size[0]} pixels: {err}"
+        ) from None
     alpha = _quantised(resize_plane(image.alpha, size), dtype) if image.alpha is not None else None
     sr = upscaler.upscale_array(image.rgb, dtype=dtype, extra_bytes=extra, progress=progress)
     if size != net_size:
