@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = list(dict.fromkeys(precisions))
     peaks = {label: matmul_peak_gflops(torch.bfloat16 if bf16 else torch.float32) for label, bf16 in precisions}
     print("matrix-multiply peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
-    print(f"| trainable | precision | batch x crop | s / step | it/s | GFLOP / step | GFLOP/s | % of peak |")
+    print("| trainable | precision | batch x crop | s / step | it/s | GFLOP / step | GFLOP/s | % of peak |")
     print("|---|---|---|---|---|---|---|---|")
     for label, bf16 in precisions:
         for trainable in sets:

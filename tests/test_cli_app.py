@@ -30,3 +30,36 @@ def test_messages_are_not_wrapped_when_stderr_is_not_a_terminal(tmp_path, capsys
     logging.getLogger("spsr_cli.test").warning("see %s for details", deep)
     logged = capsys.readouterr().err
     assert logged == f"warning: see {deep} for details\n"
+
+
+def test_help_and_version_never_import_torch():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from spsr_cli.cli.app import run\n"
+        "codes = [run(a.split()) for a in ('--help', '--version', 'upscale --help', 'eval --help', "
+        "'weights list --help', 'weights import --help', 'train --help', 'train export --help')]\n"
+        "print(codes, 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "[0, 0, 0, 0, 0, 0, 0, 0] False", done.stderr
+
+
+def test_help_shows_no_bool_type_for_flags_and_offers_completion(capsys):
+    assert run(["upscale", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "<bool>" not in out and "--skip-existing" in out and "<path>" in out
+    assert "Speed and memory" in out and "-t" in out and "--fp32" in out  # grouped; Real-ESRGAN's short options
+    assert run(["--help"]) == 0
+    assert "--install-completion" in capsys.readouterr().out
+
+
+def test_an_interrupt_anywhere_exits_130(monkeypatch, capsys):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("spsr_cli.weights.manifest.load_manifest", interrupted)
+    assert run(["weights", "list"]) == 130
+    assert "interrupted" in capsys.readouterr().err

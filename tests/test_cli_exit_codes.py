@@ -1,6 +1,7 @@
 """The README's table of exit codes, row by row: 0 success, 1 failed inputs or a runtime error,
 2 usage errors (nothing computed)."""
 
+import os
 import re
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def world(tmp_path, tiny_weights, tiny_model):
     (tmp_path / "file.txt").write_text("a file")
     (tmp_path / "done").mkdir()
     PILImage.new("RGB", (48, 40)).save(tmp_path / "done/a_x4.png")
+    (tmp_path / "rerun").mkdir()  # a finished in-place batch: an input and its output side by side
+    PILImage.new("RGB", (12, 10)).save(tmp_path / "rerun/r.png")
+    PILImage.new("RGB", (48, 40)).save(tmp_path / "rerun/r_x4.png")
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "lr").mkdir()
+    for name, size in (("p", (48, 40)), ("q", (48, 40))):
+        PILImage.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"hr/{name}.png")
+    PILImage.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "lr/p.png")  # q has no LR
+    os.mkfifo(tmp_path / "fifo.png")
     assert run(["weights", "import", str(tiny_weights), "--name", "taken"]) == 0
     return {"dir": tmp_path, "w": str(tiny_weights)}
 
@@ -41,11 +51,15 @@ ROWS = [
     (0, "--help"),
     (0, "--version"),
     (0, "weights list"),
+    (0, "upscale {dir}/rerun --model {w} --skip-existing"),
+    (0, "upscale {dir}/a.png --model {w} -s 2 -t 8 -f jpg --fp32 -o {dir}/short.jpg"),
     # 1: some inputs failed (the rest processed) or a runtime error
     (1, "upscale {dir}/batch --model {w} -o {dir}/out1"),
     (1, "upscale {dir}/a.png {dir}/g.gif --model {w} -o {dir}/out2"),
     (1, "upscale {dir}/a.png --model {dir}/nan.pth"),
     (1, "weights download realsr-df2k-rrdb --offline"),
+    (1, "upscale {dir}/a.png --model {w} --outscale 1e6 -o {dir}/huge.png"),
+    (1, "eval --hr-dir {dir}/hr --lr-dir {dir}/lr --model bicubic --no-lpips --no-niqe"),
     # 2: usage errors
     (2, "upscale {dir}/a.png --no-such-option"),
     (2, ""),
@@ -60,6 +74,12 @@ ROWS = [
     (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o {dir}/file.txt"),
     (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o {dir}/one.png"),
     (2, "upscale {dir}/nothing.png --model {w}"),
+    (2, "upscale {dir}/fifo.png --model {w}"),
+    (2, "upscale {dir}/a.png --model {w} --suffix ../x"),
+    (2, "upscale {dir}/a.png --model {w} --outscale inf"),
+    (2, "upscale {dir}/a.png --model {w} --fp32 --precision bf16"),
+    (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o /proc/x"),
+    (2, "weights import {w} --name " + "n" * 300),
 ]
 
 
@@ -68,11 +88,23 @@ def test_exit_code(world, code, args, capsys):
     argv = args.format(**world).split()
     assert run(argv) == code, capsys.readouterr().err
     if code == 2 and argv[:1] == ["upscale"]:  # nothing was computed
-        assert not any(p.name.endswith("_x4.png") for p in world["dir"].rglob("*") if "done" not in p.parts)
+        assert not any(p.name.endswith("_x4.png") for p in world["dir"].rglob("*") if not {"done", "rerun"} & set(p.parts))
 
 
 def test_readme_documents_these_codes():
     text = README.read_text()
-    table = dict(re.findall(r"^\| ([012]) \| ([^|]+) \|", text, re.M))
-    assert set(table) == {"0", "1", "2"}
+    table = dict(re.findall(r"^\| (0|1|2|130) \| ([^|]+) \|", text, re.M))
+    assert set(table) == {"0", "1", "2", "130"}
     assert "usage error" in table["2"] and "some inputs failed" in table["1"]
+    assert "interrupted" in table["130"]
+
+
+def test_an_interrupted_batch_exits_130(world, monkeypatch, capsys):
+    from spsr_cli.engine import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "upscale_image", interrupted)
+    assert run(f"upscale {world['dir']}/a.png --model {world['w']} -o {world['dir']}/int".split()) == 130
+    assert "--skip-existing" in capsys.readouterr().err

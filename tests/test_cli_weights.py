@@ -43,3 +43,54 @@ def test_the_niqe_model_downloads_by_name(capsys):
     _cache("basicsr", "1.4.2", "basicsr-1.4.2.tar.gz")
     assert run(["weights", "download", "niqe-pristine-params", "--offline"]) == 0
     assert "niqe-pristine-params ready" in capsys.readouterr().err
+
+
+def test_list_piped_gives_one_plain_row_per_model(capsys):
+    from spsr_cli.weights.manifest import load_manifest
+
+    assert run(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    manifest = load_manifest()
+    rows = [line.split("\t") for line in out.splitlines() if line.startswith("model\t")]
+    assert len(rows) == len(manifest.models)
+    for row in rows:  # whole sha256 values, nothing folded at 80 columns
+        name = row[1].split()[0]  # "spsr-x4 v1 (default)"
+        assert row[-1] == manifest.models[name].sha256 and row[4] == "cached: yes"
+    assert "│" not in out and "┃" not in out
+
+
+def test_list_shows_a_damaged_cached_file(tmp_path, tiny_weights, capsys):
+    import json
+
+    assert run(["weights", "import", str(tiny_weights), "--name", "mine"]) == 0
+    stored = json.loads((spsr_home() / "weights_manifest.json").read_text())["models"][0]["source"]["path"]
+    Path(stored).write_bytes(Path(stored).read_bytes()[:-8] + b"damaged!")
+    capsys.readouterr()
+    assert run(["weights", "list"]) == 0
+    (row,) = [line.split("\t") for line in capsys.readouterr().out.splitlines() if line.startswith("model\tmine")]
+    assert row[4] == "cached: damaged"
+    assert run(["weights", "list", "--json"]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert models["mine"]["damaged"] is True and models["mine"]["cached"] is False
+
+
+def test_a_damaged_local_registry_blocks_only_what_needs_it(tmp_path, tiny_weights, capsys):
+    import numpy as np
+    from PIL import Image
+
+    registry = spsr_home() / "weights_manifest.json"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    registry.write_text('{"format_version": 1, "models": [')  # cut short
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "a.png")
+    assert run(["upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights)]) == 0  # a path needs no registry
+    assert run(["weights", "list"]) == 0
+    assert str(registry) in " ".join(capsys.readouterr().err.split())
+    assert run(["upscale", str(tmp_path / "a.png"), "--model", "mine", "-o", str(tmp_path / "o.png")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert str(registry) in err and "spsr weights import" in err
+    assert registry.read_text() == '{"format_version": 1, "models": ['  # left for the user to repair
+
+
+def test_an_overlong_name_is_a_usage_error_naming_the_limit(tiny_weights, capsys):
+    assert run(["weights", "import", str(tiny_weights), "--name", "n" * 300]) == 2
+    assert "at most 100" in capsys.readouterr().err

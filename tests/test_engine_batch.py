@@ -128,16 +128,16 @@ def test_an_image_too_large_for_memory_fails_alone(tmp_path, tiny_model):
 
 
 def test_an_allocation_failure_fails_that_file_only(tmp_path, tiny_model, monkeypatch):
-    import spsr_cli.engine.batch as batch
+    import spsr_cli.engine.pipeline as pipeline
 
-    real = batch.upscale_image
+    real = pipeline.upscale_image
 
     def fake(image, upscaler, **kw):
         if image.size == (30, 20):
             raise MemoryError("Unable to allocate 3.2 GiB for an array")
         return real(image, upscaler, **kw)
 
-    monkeypatch.setattr(batch, "upscale_image", fake)
+    monkeypatch.setattr(pipeline, "upscale_image", fake)
     save(tmp_path / "a.png")
     save(tmp_path / "b.png", size=(20, 30))
     save(tmp_path / "c.png")

@@ -55,3 +55,23 @@ def test_a_killed_writer_leaves_nothing_behind_after_the_next_run(tmp_path):
     removed = remove_stale_claims(tmp_path)  # and leftovers of outputs it does not write go too
     assert sorted(p.name for p in removed) == [".b_x4.png.abcd1234.tmp", ".b_x4.png.spsr-claim"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [unrelated.name]
+
+
+def test_a_claim_that_cannot_be_written_leaves_no_claim_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from spsr_cli.engine import claims
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(claims, "_record_holder", full)
+    with pytest.raises(OSError, match="No space"):
+        claims.claim_output(tmp_path / "a_x4.png")
+    assert list(tmp_path.iterdir()) == []  # no 0-byte .a_x4.png.spsr-claim left behind
+    monkeypatch.undo()
+    claim = claims.claim_output(tmp_path / "a_x4.png")  # and the lock was released
+    assert claim is not None
+    claim.release()

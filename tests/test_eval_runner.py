@@ -197,7 +197,7 @@ def test_unreadable_image_is_a_failed_row_the_rest_scored_and_exit_1(tmp_path: P
     broken = result.images[0]
     assert broken.error and str(hr_dir / "broken.png") in broken.error and broken.psnr is None
     assert result.means["psnr"] == pytest.approx(np.mean([r.psnr for r in result.images[1:]]))
-    code = run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
+    code = run(["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
     assert code == 1
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["failed"] == 1 and doc["scored"] == 2 and "error" in doc["images"][0]
@@ -356,3 +356,43 @@ def test_cli_degradation_option(tmp_path: Path, capsys) -> None:
         assert run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", *bad]) == 2, bad
     err = capsys.readouterr().err
     assert "1..100" in err and "gauss:1" in err and "drop --lr-dir" in err
+
+
+# ---------------------------------------------------------------- issue 18
+
+
+def test_eval_without_model_scores_the_default_model(tmp_path: Path) -> None:
+    from spsr_cli.cli.app import run
+    from spsr_cli.weights.manifest import load_manifest
+
+    hr_dir = _tiny_set(tmp_path, n=1)
+    assert run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--json", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["model"] == load_manifest().default != "bicubic"
+    assert run(["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["model"] == "bicubic"
+
+
+def test_awkward_images_are_failed_rows_and_the_rest_are_written(tmp_path: Path, capsys) -> None:
+    """Too small for SSIM, a non-UTF-8 name, an HR without its LR: failed rows, exit 1, CSV and JSON written."""
+    from spsr_cli.cli.app import run
+
+    hr_dir = _tiny_set(tmp_path, n=2)
+    lr_dir = tmp_path / "LR"
+    lr_dir.mkdir()
+    for png in sorted(hr_dir.iterdir()):
+        Image.open(png).resize((11, 9), Image.BICUBIC).save(lr_dir / png.name)
+    Image.fromarray(np.full((12, 12, 3), 128, np.uint8)).save(hr_dir / "tiny.png")
+    Image.fromarray(np.full((3, 3, 3), 128, np.uint8)).save(lr_dir / "tiny.png")
+    odd = os.fsdecode(b"caf\xe9")  # a Latin-1 file name: not UTF-8
+    Image.open(hr_dir / "im0.png").save(hr_dir / f"{odd}.png")
+    Image.open(lr_dir / "im0.png").save(lr_dir / f"{odd}.png")
+    Image.open(hr_dir / "im0.png").save(hr_dir / "alone.png")  # no LR partner
+    args = ["eval", "--hr-dir", str(hr_dir), "--lr-dir", str(lr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe"]
+    assert run([*args, "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")]) == 1
+    doc = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["name"]: r for r in doc["images"]}
+    assert "SSIM" in rows["tiny"]["error"] and "no LR image" in rows["alone"]["error"]
+    assert rows["im0"]["psnr"] is not None and rows[odd]["psnr"] is not None
+    assert doc["failed"] == 2 and doc["scored"] == 3
+    text = (tmp_path / "r.csv").read_text(encoding="utf-8")
+    assert "caf\\udce9," in text and "tiny," in text and "alone," in text

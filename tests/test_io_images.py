@@ -670,3 +670,46 @@ def test_a_16bit_tiff_tifffile_cannot_decode_falls_back_to_8_bits_and_says_so(tm
         back = read_image(path)
     assert back.bit_depth == 8 and "8 bits per channel" in caplog.text and "pip install imagecodecs" in caplog.text
     np.testing.assert_array_equal(u8(back.rgb), (values >> 8).astype(np.uint8))
+
+
+# ---------------------------------------------------------------- issue 18: the probe's last bad inputs
+
+
+def test_a_legal_long_output_name_is_written(tmp_path: Path) -> None:
+    target = tmp_path / ("n" * 239 + ".png")  # 243 characters: legal, but ".NAME.XXXXXXXX.tmp" would not be
+    write_image(target, Image(rgb=np.full((4, 5, 3), 0.5, np.float32)))
+    assert PIL.Image.open(target).size == (5, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert images.temporary_files(target) == []
+
+
+def test_a_fifo_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_image_size_reads_the_header_only(tmp_path: Path) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "big.png"  # claims 12000 x 9000 pixels and holds almost nothing
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 9000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    assert images.image_size(path) == (9000, 12000)
+
+
+def test_pillows_bomb_warning_becomes_our_message(tmp_path: Path, monkeypatch, caplog) -> None:
+    import warnings
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
+    PIL.Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "a.png")  # 144 pixels: a "bomb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own warning would fail here
+        assert read_image(tmp_path / "a.png").size == (12, 12)
+    assert "12 x 12 pixels" in caplog.text
+    PIL.Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "b.png")  # past twice the limit
+    with pytest.raises(ImageError, match="decompression bomb"):
+        read_image(tmp_path / "b.png")

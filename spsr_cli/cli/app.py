@@ -7,11 +7,12 @@ import sys
 from typing import Annotated, Sequence
 
 import typer
+from typer.core import TyperOption
 from typer.exceptions import TyperException
 from rich.logging import RichHandler
 
 from spsr_cli import __version__
-from spsr_cli.cli.common import console, stdout
+from spsr_cli.cli.common import Interrupted, console, stdout
 from spsr_cli.cli.compare import compare_command
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.cli.train import train_app
@@ -21,8 +22,18 @@ from spsr_cli.errors import SPSRError, UsageError
 
 app = typer.Typer(
     name="spsr", help="Structure-preserving x4 super-resolution (SPSR).", no_args_is_help=True,
-    add_completion=False, pretty_exceptions_enable=False,
+    add_completion=True, pretty_exceptions_enable=False,
 )
+
+_type_column = TyperOption.display_type_rich
+
+
+def _without_flag_types(self: TyperOption, ctx: typer.Context) -> str | None:
+    """``--help`` shows no ``<bool>`` after a flag: a flag takes no value."""
+    return None if self.is_flag else _type_column(self, ctx)
+
+
+TyperOption.display_type_rich = _without_flag_types  # type: ignore[method-assign]
 
 
 @app.callback(invoke_without_command=True)
@@ -65,6 +76,15 @@ class _LogHandler(logging.Handler):
             pass
 
 
+def _configure_streams() -> None:
+    """File names that are not UTF-8 (``os.fsdecode`` surrogates) are shown escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # not a text stream we may reconfigure
+            pass
+
+
 def _configure_logging() -> None:
     root = logging.getLogger("spsr_cli")
     if not any(isinstance(h, _LogHandler) for h in root.handlers):
@@ -75,15 +95,19 @@ def _configure_logging() -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI in-process and return its exit code (0 ok, 1 failures, 2 usage errors)."""
+    """Run the CLI in-process and return its exit code (0 ok, 1 failures, 2 usage errors, 130 interrupted)."""
+    _configure_streams()
     _configure_logging()
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False, prog_name="spsr")
     except typer.Exit as done:
         return done.exit_code
-    except typer.Abort:
-        console.print("[red]aborted[/]")
-        return 1
+    except Interrupted as err:
+        console.print(f"[red]interrupted:[/] {err}")
+        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[red]interrupted[/]")
+        return 130
     except TyperException as err:  # click's usage errors (Typer vendors click)
         err.show(file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(err, "exit_code", 2)
@@ -93,6 +117,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SPSRError as err:
         console.print(f"[red]error:[/] {err}")
         return 1
+    if result == 130:  # click turned Ctrl-C into exit code 130
+        console.print("[red]interrupted[/]")
     return result if isinstance(result, int) else 0
 
 

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.errors import UsageError
-from spsr_cli.eval.runner import Crop
+from spsr_cli.errors import SPSRError, UsageError
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
-TileOpt = Annotated[
-    str, typer.Option("--tile", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.")
-]
-TileOverlapOpt = Annotated[int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile (input pixels).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[
-    Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")
-]
+class Interrupted(Exception):
+    """Ctrl-C during a command, with the line that says what was finished (exit code 130)."""
+
+
+#: ``--help`` panels: options grouped by what they are about.
+RUN_PANEL = "Speed and memory"
+
+TileOpt = Annotated[str, typer.Option(
+    "--tile", "-t", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
+    rich_help_panel=RUN_PANEL)]
+TileOverlapOpt = Annotated[int, typer.Option(
+    "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
+PrecisionOpt = Annotated[Optional[str], typer.Option(
+    "--precision", rich_help_panel=RUN_PANEL,
+    help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")]
+Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
 
@@ -39,15 +50,32 @@ def parse_tile(value: str) -> int | str:
     return tile
 
 
-def inference_options(tile: str, tile_overlap: int, device: str, precision: str | None) -> InferenceOptions:
+def inference_options(
+    tile: str, tile_overlap: int, device: str, precision: str | None, *, fp32: bool = False,
+) -> InferenceOptions:
     """Build :class:`InferenceOptions` from the shared CLI options (validated)."""
+    if fp32:
+        if precision not in (None, "fp32"):
+            raise UsageError(f"--fp32 and --precision {precision} disagree; give one of them")
+        precision = "fp32"
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
     return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
 
 
-def parse_crop(value: str | None) -> Crop | None:
-    """``--crop X,Y,SIZE`` (whole numbers, X and Y >= 0, SIZE >= 8) -> :class:`Crop`; None when not given."""
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a ``--json`` record atomically (file names that are not UTF-8 come out escaped)."""
+    from spsr_cli.files import write_text_atomic
+
+    try:
+        write_text_atomic(path, json.dumps(record, indent=2, default=os.fsdecode) + "\n")
+    except OSError as err:
+        raise SPSRError(f"cannot write --json {path}: {err.strerror or err}") from None
+
+
+def parse_crop(value: str | None):
+    """``--crop X,Y,SIZE`` (whole numbers, X and Y >= 0, SIZE >= 8) -> :class:`~spsr_cli.eval.runner.Crop`;
+    None when not given."""
     if value is None:
         return None
     try:
@@ -56,4 +84,6 @@ def parse_crop(value: str | None) -> Crop | None:
         raise UsageError(f"--crop {value!r} is not X,Y,SIZE (three whole numbers, e.g. 120,40,96)") from None
     if x < 0 or y < 0 or size < 8:
         raise UsageError(f"--crop {value!r}: X and Y must be >= 0 and SIZE >= 8")
+    from spsr_cli.eval.runner import Crop  # imports torch: only when a crop is given
+
     return Crop(x=x, y=y, size=size)

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from spsr_cli.cli.common import (
-    DeviceOpt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop, stdout,
+    RUN_PANEL, DeviceOpt, Fp32Opt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop,
+    stdout,
 )
 from spsr_cli.errors import UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
-from spsr_cli.eval.degradation import parse_degradation
-from spsr_cli.eval.metrics import PROTOCOLS
-from spsr_cli.eval.runner import EvalResult, evaluate_many, model_labels, write_csv, write_json
+
+if TYPE_CHECKING:  # torch is imported when the command runs, never for --help
+    from spsr_cli.eval.runner import EvalResult
+
+_OUT = "Output"
+_SOURCE = "Images"
 
 
 def _dataset_help() -> str:
@@ -34,35 +37,45 @@ def _dataset_help() -> str:
 
 def eval_command(
     models: Annotated[Optional[list[str]], typer.Argument(help="With --compare: the models to put side by side (names, paths or 'bicubic').", show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=_dataset_help())] = None,
-    hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).")] = None,
-    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=_dataset_help(), rich_help_panel=_SOURCE)] = None,
+    hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).", rich_help_panel=_SOURCE)] = None,
+    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).", rich_help_panel=_SOURCE)] = None,
     degradation: Annotated[Optional[str], typer.Option(
         "--degradation",
         help="Make each LR from HR as a real photo would be: bicubic x4, then blur, noise and JPEG, e.g. jpeg:50 or "
         "jpeg:30,noise:5 (also blur:SIGMA, seed:N); not with --lr-dir. Pipeline: README, section Evaluation.",
+        rich_help_panel=_SOURCE,
     )] = None,
-    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row; the default).")] = None,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.", rich_help_panel=_SOURCE)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row). Default: the default model.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Evaluate every model given as an argument in one run: `--compare bicubic my-spsr other.safetensors`; one table, the paper's layout.")] = False,
     protocol: Annotated[str, typer.Option("--protocol", help="spsr-paper (MATLAB toolbox of the SPSR paper) or basicsr.")] = "spsr-paper",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write means, per-image rows (psnr, ssim, lpips, niqe) and provenance as JSON.")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image rows and the mean as CSV.")] = None,
-    save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Folder for the SR images (PNG; one sub-folder per model with --compare) and side-by-side crops in crops/.")] = None,
-    crop: Annotated[Optional[str], typer.Option("--crop", help="Crop window X,Y,SIZE in HR pixels for --save-images (default: the most detailed 96-pixel window).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write means, per-image rows (psnr, ssim, lpips, niqe) and provenance as JSON.", rich_help_panel=_OUT)] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image rows and the mean as CSV.", rich_help_panel=_OUT)] = None,
+    save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Folder for the SR images (PNG; one sub-folder per model with --compare) and side-by-side crops in crops/.", rich_help_panel=_OUT)] = None,
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Crop window X,Y,SIZE in HR pixels for --save-images (default: the most detailed 96-pixel window).", rich_help_panel=_OUT)] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (downloads its weights once).")] = True,
     niqe: Annotated[bool, typer.Option("--niqe/--no-niqe", help="Compute NIQE (no-reference; downloads its model once).")] = True,
     trust_unverified: Annotated[bool, typer.Option("--trust-unverified", help="Also use files neither the hub nor the registry gives a content hash for.")] = False,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, reproducible), fp16 or bf16 (faster).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, reproducible), fp16 or bf16 (faster).", rich_help_panel=RUN_PANEL)] = None,
+    fp32: Fp32Opt = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
 
     The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
     """
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    from spsr_cli.eval.degradation import parse_degradation
+    from spsr_cli.eval.metrics import PROTOCOLS
+    from spsr_cli.eval.runner import evaluate_many, model_labels, write_csv, write_json
+
     if protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} is not known; use one of: {', '.join(PROTOCOLS)}")
     chosen = _models(model, compare, models)
@@ -77,7 +90,7 @@ def eval_command(
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
-    options = inference_options(tile, tile_overlap, device, precision or "fp32")
+    options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None)
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     what = ", ".join(model_labels(chosen))
@@ -117,7 +130,16 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
         return list(models)
     if models:
         raise UsageError(f"unexpected argument(s) {' '.join(models)}: use --model NAME, or --compare A B ... for several models")
-    return [model or "bicubic"]
+    if model is None:
+        from spsr_cli.weights.manifest import load_manifest
+
+        default = load_manifest().default
+        if default is None:
+            raise UsageError(
+                "no default model is installed: give --model NAME|PATH, or --model bicubic for the baseline"
+            )
+        return [default]
+    return [model]
 
 
 def _source(
@@ -178,6 +200,8 @@ def _table(result: EvalResult) -> Table:
 def _compare_table(results: list[EvalResult]) -> Table:
     """The papers' layout: one row per model, LPIPS / PSNR / SSIM (and NIQE) of the set."""
     first = results[0]
+    from spsr_cli.eval.runner import model_labels
+
     table = Table(title=f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}")
     table.add_column("model")
     for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):

@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image
-from spsr_cli.engine.tiling import Progress, Upscaler
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.io.images import (
-    SUPPORTED_EXTENSIONS, Image, is_image_path, is_writable_extension, read_image, write_image,
+    SUPPORTED_EXTENSIONS, Image, image_size, is_image_path, is_writable_extension, read_image, write_image,
 )
-from spsr_cli.model.spsr import SPSRNet
+
+if TYPE_CHECKING:  # torch (with the pipeline and tiling) is imported when an image needs the network:
+    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind  # a rerun with nothing to do never loads it
+    from spsr_cli.engine.tiling import Progress, Upscaler
+    from spsr_cli.model.spsr import SPSRNet
 
 log = logging.getLogger(__name__)
 _GLOB_CHARS = set("*?[")
@@ -53,46 +57,194 @@ class OutputSpec:
 
 
 @dataclass
+class JobReport:
+    """What happened to one job, for logs and ``--json`` records.
+
+    ``status`` is ``written``, ``skipped`` (an existing output, or one another process writes) or
+    ``failed``; ``reason`` says why for the last two. Sizes are (width, height) in pixels.
+    """
+
+    source: Path
+    target: Path
+    status: str
+    reason: str | None = None
+    seconds: float | None = None
+    input_size: tuple[int, int] | None = None
+    output_size: tuple[int, int] | None = None
+    tiles: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "input": os.fsdecode(self.source), "output": os.fsdecode(self.target), "status": self.status,
+            "reason": self.reason, "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "input_size": list(self.input_size) if self.input_size else None,
+            "output_size": list(self.output_size) if self.output_size else None, "tiles": self.tiles,
+        }
+
+
+class ModelLoader:
+    """Loads the model ``source`` names on the first call (a rerun with nothing to do never
+    loads it) and remembers its file and sha256 for reports."""
+
+    def __init__(self, source: str | None, *, offline: bool | None = None) -> None:
+        self.source = source
+        self.offline = offline
+        self.path: Path | None = None
+        self.sha256: str | None = None
+        self._model: SPSRNet | None = None
+
+    def scale(self) -> int:
+        """The model's scale, without loading or downloading it where the registry entry or the
+        ``.safetensors`` header tells; otherwise (a ``.pth`` file) the model is loaded to learn it."""
+        if self._model is None:
+            known = registry_scale(self.source)
+            if known is not None:
+                return known
+        return self().scale
+
+    def __call__(self) -> SPSRNet:
+        if self._model is None:
+            from spsr_cli.files import sha256_file
+            from spsr_cli.weights.loader import load_generator, resolve_weights
+
+            self.path = resolve_weights(self.source, offline=self.offline)
+            self.sha256 = sha256_file(self.path)
+            self._model = load_generator(self.path)
+            log.debug("model %s: %s, sha256 %s", self.source or "(default)", self.path, self.sha256)
+        return self._model
+
+
+def registry_scale(source: str | None) -> int | None:
+    """The scale of the model ``source`` names from its registry entry or its ``.safetensors``
+    header (no torch, no download); None when only loading it can tell."""
+    import json
+
+    from spsr_cli.weights.manifest import load_manifest_json
+
+    try:
+        path = Path(str(source)).expanduser() if source is not None else None
+        if path is not None and path.suffix.lower() == ".safetensors" and path.is_file():
+            with open(path, "rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(min(length, 1 << 24)))
+            return int(json.loads(header["__metadata__"]["config"]).get("scale", 4))
+        models, default = load_manifest_json()
+        raw = models.get(default if source is None else str(source))
+        return int(raw.get("scale") or raw["config"]["scale"]) if raw else None
+    except (SPSRError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # loading the model says what is wrong
+
+
+@dataclass
 class BatchResult:
     done: list[Job] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)
     failed: list[tuple[Job, str]] = field(default_factory=list)
     #: The skipped jobs whose output another process was writing (or wrote) during this run.
     busy: list[Job] = field(default_factory=list)
+    #: One report per job, in job order.
+    reports: list[JobReport] = field(default_factory=list)
+    #: How the network ran (``device``, ``precision``, ``tile``); empty when no image needed it.
+    settings: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
 
-def _expand_one(item: str, recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, root it is relative to) pairs for one CLI argument."""
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, with a folder we may not search counting as a file to report (not a crash)."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        return True  # read_image (or the job's problem) says what is wrong with it
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    """Image files in ``root`` (and its sub-folders with ``recursive``), sorted; an unreadable
+    sub-folder is left out with a warning naming it."""
+    found: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        if Path(err.filename or "") != root:
+            log.warning("cannot read the folder %s (%s): its images are left out", err.filename, err.strerror or err)
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable):
+        subfolders.sort()
+        found.extend(Path(folder) / n for n in names if is_image_path(Path(n)) and _is_file(Path(folder) / n))
+        if not recursive:
+            break
+    return sorted(found)
+
+
+def _expand_one(item: str, recursive: bool) -> tuple[list[tuple[Path, Path]], bool]:
+    """(file, root it is relative to) pairs for one CLI argument, and whether it was a folder or pattern."""
     path = Path(item).expanduser()
-    if path.is_file():
-        return [(path, path.parent)]
-    if path.is_dir():
-        walker = path.rglob("*") if recursive else path.glob("*")
-        return [(p, path) for p in sorted(walker) if p.is_file() and is_image_path(p)]
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except PermissionError:  # a folder on the way may not be searched: the file fails alone
+        return [(path, path.parent)], False
+    if is_file:
+        return [(path, path.parent)], False
+    if is_dir:
+        try:
+            os.listdir(path)
+        except OSError as err:
+            raise UsageError(f"cannot read the folder {path}: {err.strerror or err}; fix its permissions") from None
+        return [(p, path) for p in _walk(path, recursive)], True
     if _GLOB_CHARS & set(item):
         matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-        files = [p for p in matches if p.is_file() and is_image_path(p)]
+        files = [p for p in matches if is_image_path(p) and _is_file(p)]
         if not files:
             raise UsageError(f"the pattern {item!r} matches no image files")
-        return [(p, p.parent) for p in files]
+        return [(p, p.parent) for p in files], True
+    if os.path.lexists(path):
+        raise UsageError(f"input {item!r} is not a regular file (a FIFO, socket or device?); give an image file")
     raise UsageError(f"input {item!r} does not exist")
 
 
+def output_suffix(suffix: str | None, scale: float) -> str:
+    """The text added to an input's stem: ``_x4`` by default; ``--suffix big`` gives ``_big``
+    (the underscore added as Real-ESRGAN does, unless it starts with ``_`` or ``-``)."""
+    if suffix is None:
+        return f"_x{scale:g}"
+    if "/" in suffix or os.sep in suffix or (os.altsep and os.altsep in suffix) or ".." in suffix or "\0" in suffix:
+        raise UsageError(
+            f"--suffix {suffix!r} must not hold a path separator or '..': it names files beside their input"
+        )
+    return suffix if not suffix or suffix[0] in "_-" else f"_{suffix}"
+
+
+def _own_outputs(files: Sequence[Path], suffix: str) -> set[Path]:
+    """The files among ``files`` that are this naming rule's outputs of another of them
+    (``a_x4.png`` beside ``a.png``): a folder or pattern never takes them as inputs."""
+    if not suffix:
+        return set()
+    stems = {(p.parent, p.stem) for p in files}
+    return {p for p in files if p.stem.endswith(suffix) and (p.parent, p.stem[: -len(suffix)]) in stems}
+
+
 def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive: bool = False) -> list[Job]:
-    """Expand files, folders and globs into jobs; refuse any output that would overwrite an input."""
+    """Expand files, folders and globs into jobs; refuse any output that would overwrite an input.
+
+    A folder or pattern never yields this naming rule's own outputs (``a_x4.png`` beside
+    ``a.png``), so reruns in place neither refuse nor upscale them again.
+    """
     if not inputs:
         raise UsageError("no input given: pass image files, folders or glob patterns")
+    suffix = output_suffix(spec.suffix, scale)
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
-        pairs.extend(_expand_one(item, recursive))
+        found, expanded = _expand_one(item, recursive)
+        if expanded:
+            earlier = _own_outputs([p for p, _ in found], suffix)
+            if earlier:
+                log.debug("%d earlier outputs (NAME%s beside NAME) not taken as inputs", len(earlier), suffix)
+            found = [(p, root) for p, root in found if p not in earlier]
+        pairs.extend(found)
     if not pairs:
         raise UsageError(f"no images found in {', '.join(inputs)} (use --recursive for sub-folders)")
     ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
-    suffix = f"_x{scale:g}" if spec.suffix is None else spec.suffix
     single_file_target = _check_output_spec(spec, inputs, len(pairs), ext)
     jobs = []
     for source, root in pairs:
@@ -104,7 +256,12 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             folder = source.parent if spec.output is None else spec.output / source.parent.relative_to(root)
             target = folder / name
         problem = None
-        if not is_writable_extension(target.suffix):  # only an input's own extension gets here (e.g. .gif)
+        try:
+            source.stat()
+        except OSError as err:  # e.g. a folder on the way that may not be searched: this input fails alone
+            problem = f"cannot read {source}: {err.strerror or err}"
+        # only an input's own extension gets here (e.g. .gif)
+        if problem is None and not is_writable_extension(target.suffix):
             problem = (
                 f"{source.suffix.lower()} files cannot be written; pass --ext png (or jpg, webp, tif, bmp) to "
                 "upscale it (an animated image: its first frame)"
@@ -112,10 +269,10 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
                 f"{source.name} is not a supported image type ({', '.join(SUPPORTED_EXTENSIONS)}, .gif)"
             )
         jobs.append(Job(source=source, target=target, problem=problem))
-    sources = {j.source.resolve() for j in jobs}
+    sources = {_resolved(j.source) for j in jobs}
     seen: dict[Path, Path] = {}
     for job in jobs:
-        resolved = job.target.resolve()
+        resolved = _resolved(job.target)
         if resolved in sources:
             raise UsageError(
                 f"output {job.target} would overwrite the input image {resolved}; choose another -o, --suffix or --ext"
@@ -123,8 +280,15 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
         if resolved in seen:
             raise UsageError(f"inputs {seen[resolved]} and {job.source} would both be written to {job.target}")
         seen[resolved] = job.source
-    check_destinations(jobs)
+    check_destinations([job for job in jobs if job.problem is None])
     return jobs
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
 
 
 def _check_output_spec(spec: OutputSpec, inputs: Sequence[str], count: int, ext: str | None) -> bool:
@@ -165,8 +329,9 @@ def check_destinations(jobs: Sequence[Job]) -> None:
     """Refuse, before any image is computed, outputs that cannot be written.
 
     Every output folder (or its nearest existing ancestor, where it is to be created)
-    must be a writable folder, and no output may be an existing folder.
-    Raises :class:`UsageError` naming the path and the fix.
+    must be a writable folder, and no output may be an existing folder. Writability is
+    probed by creating and removing a file (``os.access`` says yes to root everywhere,
+    even in ``/proc``). Raises :class:`UsageError` naming the path and the fix.
     """
     checked: set[Path] = set()
     for job in jobs:
@@ -180,6 +345,14 @@ def check_destinations(jobs: Sequence[Job]) -> None:
             raise UsageError(f"cannot write {job.target}: {folder} is a file, not a folder; choose another -o")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"cannot write into {folder}: permission denied; choose another -o or fix its permissions")
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".spsr-probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise UsageError(
+                f"cannot write into {folder}: {err.strerror or err}; choose another -o or fix its permissions"
+            ) from None
 
 
 def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = None) -> list[Job]:
@@ -193,7 +366,7 @@ def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = Non
 
 def run_jobs(
     jobs: Iterable[Job],
-    model: SPSRNet,
+    model: Union[SPSRNet, Callable[[], SPSRNet]],
     options: InferenceOptions,
     *,
     outscale: float | None = None,
@@ -202,11 +375,17 @@ def run_jobs(
     on_start: Callable[[Job], None] | None = None,
     on_tile: Progress | None = None,
     on_done: Callable[[Job, str | None], None] | None = None,
+    on_report: Callable[[JobReport], None] | None = None,
 ) -> BatchResult:
-    """Upscale every job; one bad file is recorded and the rest go on."""
-    if outscale is not None and outscale <= 0:
-        raise UsageError(f"--outscale must be positive, got {outscale}")
-    upscaler = Upscaler(model, options)
+    """Upscale every job; one bad file is recorded and the rest go on.
+
+    ``model`` is a generator, or a function returning one: it is called only when some job
+    needs the network (a rerun with ``skip_existing`` over finished outputs loads nothing).
+    ``on_done(job, problem)`` and ``on_report(report)`` are called per job, in job order.
+    Before an image is decoded, its size is read from the file's header and its memory
+    checked, so a small file that decodes to a huge image fails alone without being decoded.
+    """
+    check_outscale(outscale)
     result = BatchResult()
     jobs = list(jobs)
     started = time.time()
@@ -217,33 +396,61 @@ def run_jobs(
     def wanted(job: Job) -> bool:
         return job.problem is None and not (skip_existing and job.target.exists())
 
+    if not any(wanted(job) for job in jobs):  # nothing to compute: no model, no torch
+        for job in jobs:
+            outcome = ("failed", job.problem) if job.problem is not None else ("skipped", SKIPPED)
+            _book(result, job, outcome, {}, on_done, on_report)
+        return result
+
+    import torch
+
+    from spsr_cli.engine import pipeline
+    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
+    from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler
+
+    network = model if isinstance(model, torch.nn.Module) else model()
+    upscaler = Upscaler(network, options)
+    result.settings = upscaler_settings(upscaler)
+    log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
+    details: dict[int, dict] = {}
+
     def record(job: Job, outcome: object) -> None:
         """Book one finished job, in job order: None written, an exception failed, (kind, message) as settled."""
         if isinstance(outcome, BaseException) and not isinstance(outcome, (SPSRError, OSError, MemoryError)):
             raise outcome
-        if outcome is None:
-            result.done.append(job)
-        elif isinstance(outcome, BaseException):
+        if isinstance(outcome, BaseException):
             log.debug("failed on %s", job.source, exc_info=outcome)
             outcome = ("failed", str(outcome) or type(outcome).__name__)
-        if isinstance(outcome, tuple):
-            kind, message = outcome
-            if kind == "failed":
-                result.failed.append((job, message))
-            else:
-                result.skipped.append(job)
-                if kind == "busy":
-                    result.busy.append(job)
-        if on_done:
-            on_done(job, None if outcome is None else f"failed: {outcome[1]}" if outcome[0] == "failed" else outcome[1])
+        _book(result, job, outcome, details.pop(id(job), {}), on_done, on_report)
 
     def write(job: Job, out: Image, claim: object) -> None:
         with claim:  # type: ignore[attr-defined]
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, out, quality=quality)
+        info = details.get(id(job))
+        if info is not None:
+            info["seconds"] = time.perf_counter() - info.pop("t0")
 
-    # The next image is decoded and the previous one written on worker threads (one each).
-    with Prefetcher(jobs, lambda job: read_image(job.source) if wanted(job) else None) as decoded, WriteBehind() as writer:
+    def load(job: Job) -> Image | None:
+        """Decode ahead on the worker thread, unless the image is large: the main thread checks its memory first."""
+        if not wanted(job):
+            return None
+        height, width = image_size(job.source)  # the header only
+        return read_image(job.source) if height * width * DECODE_BYTES_PER_PIXEL <= PREFETCH_MAX_BYTES else None
+
+    def decode_checked(job: Job, writer: WriteBehind) -> Image:
+        """Check, from the header's size, that the image fits before decoding it."""
+        height, width = image_size(job.source)
+        extra = height * width * DECODE_BYTES_PER_PIXEL
+        try:
+            upscaler.plan(height, width, extra_bytes=extra)
+        except MemoryBudgetError:
+            if not writer.make_room():
+                raise
+            upscaler.plan(height, width, extra_bytes=extra)
+        return read_image(job.source)
+
+    def work(decoded: Prefetcher, writer: WriteBehind) -> None:
         for job, image, read_error in decoded:
             for finished in writer.finished():
                 record(*finished)
@@ -269,13 +476,26 @@ def run_jobs(
                 continue
             if on_start:
                 on_start(job)
+            info: dict = {"t0": time.perf_counter()}
+            details[id(job)] = info
+
+            def count_tiles(done: int, total: int, info: dict = info) -> None:
+                info["tiles"] = total
+                if on_tile:
+                    on_tile(done, total)
+
             try:
                 if read_error is not None:
                     raise read_error
-                image = image if image is not None else read_image(job.source)
-                out = upscale_image(image, upscaler, outscale=outscale, progress=on_tile, make_room=writer.make_room)
+                image = image if image is not None else decode_checked(job, writer)
+                info["input_size"] = image.size[::-1]
+                out = pipeline.upscale_image(
+                    image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room
+                )
+                info["output_size"] = out.size[::-1]
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
+                info["seconds"] = time.perf_counter() - info.pop("t0")
                 writer.settle(job, err)
                 continue
             except BaseException:
@@ -284,9 +504,68 @@ def run_jobs(
             del image
             writer.submit(job, lambda job=job, out=out, claim=claim: write(job, out, claim))
             del out
+
+    # The next image is decoded and the previous one written on worker threads (one each).
+    with Prefetcher(jobs, load) as decoded, WriteBehind() as writer:
+        try:
+            work(decoded, writer)
+        except KeyboardInterrupt:  # book what was finished (the write in flight completes), then stop
+            for finished in writer.drain():
+                record(*finished)
+            raise
         for finished in writer.drain():
             record(*finished)
     return result
+
+
+#: Bytes per input pixel that decoding takes: Pillow's 8-bit RGB(A) copy and our float32 planes.
+DECODE_BYTES_PER_PIXEL = 16
+#: Images whose decoding takes more than this are decoded only after their memory check, not ahead.
+PREFETCH_MAX_BYTES = 256 << 20
+
+
+def check_outscale(outscale: float | None) -> None:
+    """Refuse an ``--outscale`` that is not a finite positive number (a usage error)."""
+    if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
+        raise UsageError(f"--outscale must be a finite positive factor such as 2 or 3.5, got {outscale}")
+
+
+def upscaler_settings(upscaler: Upscaler) -> dict:
+    """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
+    import torch
+
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    return {"device": str(upscaler.device), "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
+            "tile": upscaler.tile}
+
+
+def _book(
+    result: BatchResult, job: Job, outcome: object, info: dict,
+    on_done: Callable[[Job, str | None], None] | None, on_report: Callable[[JobReport], None] | None,
+) -> None:
+    """Record one job's outcome: None written, (kind, message) failed, skipped or busy."""
+    status, reason = "written", None
+    if outcome is None:
+        result.done.append(job)
+    else:
+        kind, reason = outcome  # type: ignore[misc]
+        if kind == "failed":
+            status = "failed"
+            result.failed.append((job, reason))
+        else:
+            status = "skipped"
+            result.skipped.append(job)
+            if kind == "busy":
+                result.busy.append(job)
+    report = JobReport(
+        source=job.source, target=job.target, status=status, reason=reason, seconds=info.get("seconds"),
+        input_size=info.get("input_size"), output_size=info.get("output_size"), tiles=info.get("tiles"),
+    )
+    result.reports.append(report)
+    if on_done:
+        on_done(job, None if outcome is None else f"failed: {reason}" if status == "failed" else reason)
+    if on_report:
+        on_report(report)
 
 
 #: ``on_done``'s message for a job left alone: an existing output, or one another process writes.

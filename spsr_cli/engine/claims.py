@@ -95,12 +95,22 @@ def claim_output(target: Path) -> Claim | None:
     fd = _lock(claim_path(target))
     if fd is None:
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    claim = Claim(target, fd)
+    try:
+        _record_holder(fd)
+    except OSError:  # e.g. a full disk: release the lock and leave no empty claim file behind
+        claim.release()
+        raise
     for stale in temporary_files(target):
         log.info("removing %s, left by an interrupted run", stale)
         stale.unlink(missing_ok=True)
-    return Claim(target, fd)
+    return claim
+
+
+def _record_holder(fd: int) -> None:
+    """Write this process's id into a claim file (for :func:`holder`'s messages)."""
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def holder(target: Path) -> str:

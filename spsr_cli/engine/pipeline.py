@@ -79,11 +79,18 @@ def upscale_image(
     if size != net_size:
         extra += size[0] * size[1] * 3 * itemsize + 12 * max(size[0] * size[1], net_size[0] * net_size[1])  # float planes
     try:  # fail before resizing the alpha
-        upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)
-    except MemoryBudgetError:
-        if make_room is None or not make_room():
+        try:
+            upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)
+        except MemoryBudgetError:
+            if make_room is None or not make_room():
+                raise
+            upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)
+    except MemoryBudgetError as err:
+        if size == net_size:
             raise
-        upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)
+        raise MemoryBudgetError(
+            f"with --outscale {factor:g} the output is {size[1]} x {size[0]} pixels: {err}"
+        ) from None
     alpha = quantise(resize_plane(image.alpha, size), dtype) if image.alpha is not None else None
     sr = upscaler.upscale_array(image.rgb, dtype=dtype, extra_bytes=extra, progress=progress)
     if size != net_size:

@@ -21,13 +21,14 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from spsr_cli.errors import ImageError, SPSRError, UsageError, WeightsNotAvailableError
-from spsr_cli.eval.degradation import Degradation
-from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple
+
+if TYPE_CHECKING:  # eval.degradation imports torch (through imresize): only when a degradation is used
+    from spsr_cli.eval.degradation import Degradation
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +301,14 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path | None]]:
-    """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given."""
+def pair_files(
+    hr_dir: Path, lr_dir: Path | None, *, unpaired: list[tuple[str, str]] | None = None,
+) -> list[tuple[str, Path, Path | None]]:
+    """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given.
+
+    An HR image without its LR is a usage error, or with ``unpaired`` (a list) is appended
+    there as (name, reason) and left out, so that the caller reports it as a failed image.
+    """
     hr_files = list_images(hr_dir)
     if lr_dir is None:
         return [(p.stem, p, None) for p in hr_files]
@@ -317,9 +324,11 @@ def pair_files(hr_dir: Path, lr_dir: Path | None) -> list[tuple[str, Path, Path 
             match = candidates[0] if len(candidates) == 1 else None
         if match is None:
             missing.append(hr.name)
+            if unpaired is not None:
+                unpaired.append((hr.stem, f"no LR image in {lr_dir} matches {hr.name}"))
         else:
             pairs.append((pair_key(hr.stem) if match.stem != hr.stem else hr.stem, hr, match))
-    if missing:
+    if missing and unpaired is None:
         raise UsageError(f"no LR image in {lr_dir} matches {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     return pairs
 
@@ -376,6 +385,8 @@ def load_pair(
 ) -> ImagePair:
     """Read one pair; HR is cropped to a multiple of ``scale`` (and to scale x LR); a missing LR is generated
     (MATLAB bicubic, or ``degradation``'s pipeline seeded by ``name``; ``lr_path`` must then be None)."""
+    from spsr_cli.io.imresize import bicubic_downscale, crop_to_multiple  # torch: imported when needed
+
     full = read_rgb(hr_path)
     hr = crop_to_multiple(full, scale)
     if degradation is not None:

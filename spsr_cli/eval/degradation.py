@@ -20,7 +20,6 @@ The decoded pixels depend on Pillow's libjpeg build (reports record Pillow's ver
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from spsr_cli.errors import UsageError
+from spsr_cli.files import sha256_bytes
 from spsr_cli.io.imresize import bicubic_downscale
 
 #: Pillow's ``subsampling`` value for 4:2:0.
@@ -143,7 +143,7 @@ def _number(value: str, kind: str, kind_type: type) -> Any:
 
 def noise_rng(name: str, seed: int = 0) -> np.random.Generator:
     """The noise generator of one image: PCG64 seeded by the first 8 bytes of ``sha256("SEED:NAME")``."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode("utf-8")).digest()
+    digest = bytes.fromhex(sha256_bytes(f"{seed}:{name}".encode("utf-8")))
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:8], "little")))
 
 

@@ -282,12 +282,17 @@ def evaluate_many(
             log.info("LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec,
                      source.lr_dir)
         dataset["lr"] = f"generated (--degradation {degradation.spec})"
-    files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir)
+    unpaired: list[tuple[str, str]] = []
+    files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir, unpaired=unpaired)
     results = [
         EvalResult(protocol=proto.name, model=m, dataset=dataset, scale=scale, lpips_note=lpips_note,
                    niqe_note=niqe_note, degradation=degradation)
         for m in models
     ]
+    for name, problem in unpaired:  # an HR image without its LR partner: a failed row, the rest are scored
+        log.error("%s: %s", name, problem)
+        for result in results:
+            result.images.append(ImageResult(name=name, psnr=None, ssim=None, lpips=None, error=problem))
     for done, (name, hr_path, lr_path) in enumerate(files, start=1):
         try:
             pair = load_pair(name, hr_path, lr_path, scale, degradation=degradation)
@@ -299,16 +304,23 @@ def evaluate_many(
             outputs = []
             for result, label, (upscale, _) in zip(results, labels, upscalers):
                 sub = None if save_images is None else (save_images if len(models) == 1 else save_images / label)
-                row, sr = score_pair(pair, upscale, proto, scale, lpips_net, sub, niqe_model=niqe_params)
+                try:
+                    row, sr = score_pair(pair, upscale, proto, scale, lpips_net, sub, niqe_model=niqe_params)
+                except ImageError as err:
+                    log.error("%s", err)
+                    result.images.append(ImageResult(name=name, psnr=None, ssim=None, lpips=None, error=str(err)))
+                    continue
                 result.images.append(row)
                 outputs.append(sr)
-            if save_images is not None:
+            if save_images is not None and len(outputs) == len(models):
                 _write_crops(save_images / "crops" / f"{name}.png", pair.hr, outputs, ["HR", *labels], crop)
         if progress is not None:
             progress(done, len(files), name)
     seconds = time.perf_counter() - started
     for result in results:
         result.seconds = seconds
+        if unpaired:
+            result.images.sort(key=lambda r: r.name)
     return results
 
 
@@ -326,7 +338,14 @@ def score_pair(
     sr = upscale(pair.lr)
     if sr.shape != pair.hr.shape:
         raise SPSRError(f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}")
-    p, s = psnr_ssim(sr, pair.hr, protocol=protocol, scale=scale)
+    try:
+        p, s = psnr_ssim(sr, pair.hr, protocol=protocol, scale=scale)
+    except RuntimeError as err:  # torch's message for a window larger than the image
+        border = protocol.border_for(scale) or 0
+        raise ImageError(
+            f"{pair.name} is too small to score: {pair.hr.shape[1]}x{pair.hr.shape[0]} HR pixels, less the "
+            f"{border}-pixel border, leave no room for SSIM's 11 x 11 window ({err})"
+        ) from None
     d = None
     if lpips_net is not None and min(sr.shape[:2]) >= MIN_SIZE:  # smaller: no LPIPS for this image
         with torch.no_grad():
@@ -464,8 +483,9 @@ def write_csv(result: EvalResult | Sequence[EvalResult], path: Path) -> None:
         first = [res.model] if several else []
         last = [res.degradation.spec if res.degradation else "bicubic"] if degraded else []
         for r in res.images:
+            name = r.name.encode("utf-8", "backslashreplace").decode("utf-8")  # a non-UTF-8 file name, escaped
             writer.writerow(
-                [*first, r.name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or "", *last]
+                [*first, name, _fmt(r.psnr), _fmt(r.ssim), _fmt(r.lpips), _fmt(r.niqe), r.error or "", *last]
             )
         means = res.means
         writer.writerow([*first, "mean", *(_fmt(means[m]) for m in METRICS), "", *last])

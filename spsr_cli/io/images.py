@@ -34,12 +34,16 @@ never left half-written.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import PIL.Image
@@ -165,17 +169,66 @@ def _normalise_format(fmt: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
+def _check_regular(path: Path) -> None:
+    try:
+        if path.is_file():
+            return
+        exists = os.path.lexists(path)
+    except OSError as exc:  # e.g. a folder on the way without search permission
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if exists:
+        raise ImageError(f"cannot read {path}: it is not a regular file (a folder, FIFO, socket or device)")
+    raise ImageError(f"cannot read {path}: no such file")
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[PIL.Image.Image]:
+    """``PIL.Image.open`` with Pillow's decompression-bomb warning and error replaced by our messages."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        try:
+            im = PIL.Image.open(path)
+        except PIL.Image.DecompressionBombError:
+            raise ImageError(
+                f"cannot read {path}: it declares more than {2 * (PIL.Image.MAX_IMAGE_PIXELS or 0)} pixels, which "
+                "decoding a small file into would take gigabytes (a decompression bomb?); downscale it with "
+                "another tool first if it is a real image"
+            ) from None
+    with im:
+        width, height = im.size
+        if PIL.Image.MAX_IMAGE_PIXELS and width * height > PIL.Image.MAX_IMAGE_PIXELS:
+            log.warning(
+                "%s is %d x %d pixels (%.0f megapixels): decoding it alone takes about %.1f GB",
+                path, width, height, width * height / 1e6, width * height * 16 / 1e9,
+            )
+        yield im
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels
+    (EXIF orientation not applied: the product, and so the memory, is the same)."""
+    path = Path(path)
+    _check_regular(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as im:
+                width, height = im.size
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot read {path}: {exc or type(exc).__name__}") from exc
+    return int(height), int(width)
+
+
 def read_image(path: Path) -> Image:
     """Read an image file into float32 planes in [0, 1], EXIF orientation applied.
 
     Raises ImageError (naming the file and the reason) for missing, corrupt or
-    unsupported files.
+    unsupported files, and for files that are not regular files (FIFOs, devices).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"cannot read {path}: no such file")
+    _check_regular(path)
     try:
-        with PIL.Image.open(path) as im:
+        with _opened(path) as im:
             frames = int(getattr(im, "n_frames", 1) or 1)
             if frames > 1:
                 log.warning("%s has %d frames (animated or multi-page); only the first frame is upscaled", path, frames)
@@ -187,6 +240,19 @@ def read_image(path: Path) -> Image:
         raise
     except _DECODE_ERRORS as exc:
         raise ImageError(f"cannot read {path}: {exc or type(exc).__name__}") from exc
+
+
+def image_from_pil(im: PIL.Image.Image) -> Image:
+    """An in-memory Pillow image as an :class:`Image` (8-bit modes; EXIF orientation applied)."""
+    return _image_from_pillow(im)
+
+
+def image_to_array(image: Image) -> np.ndarray:
+    """The samples of ``image`` as written: H x W (gray), H x W x 2 (gray + alpha), H x W x 3 or
+    H x W x 4 (RGBA); uint8 for 8-bit images, uint16 for 16-bit ones."""
+    peak, dtype = (65535, np.uint16) if image.bit_depth == 16 else (255, np.uint8)
+    data = _planes(image, image.grayscale, False, peak, dtype)
+    return data[..., 0] if data.shape[2] == 1 else data
 
 
 def _metadata(im: PIL.Image.Image, source_format: str | None) -> dict:

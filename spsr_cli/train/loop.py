@@ -479,12 +479,15 @@ class _TrainProgressBar:
         self.bar = None
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        err = Console(stderr=True, highlight=False)  # progress goes to stderr, like every message
+        err.soft_wrap = not err.is_terminal  # in a log file: whole lines, not cut at 80 columns
         self.bar = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-            transient=False,
+            transient=False, console=err,
         )
         self.task = self.bar.add_task("train", total=total, completed=start, rate="", losses="")
         self.bar.start()

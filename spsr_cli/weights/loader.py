@@ -104,3 +104,14 @@ def load_generator(source: str | Path | None = None, device: str | torch.device 
     model = load_weights_file(resolve_weights(source, offline=offline))
     model.requires_grad_(False)
     return model.eval().to(device)
+
+
+def cache_status(entry: ModelEntry) -> str:
+    """``"yes"`` (on disk, sha256 as registered), ``"no"`` (not on disk) or ``"damaged"`` (sha256 differs)."""
+    path = cached_model_file(entry)
+    if path is None:
+        return "no"
+    try:
+        return "yes" if sha256_file(path) == entry.sha256 else "damaged"
+    except OSError:
+        return "damaged"

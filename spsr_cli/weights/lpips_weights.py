@@ -169,7 +169,7 @@ def _first_working(
             return _read_source(raw, part, opts), where
         except SPSRError as err:
             reasons.append(f"{where}: {err}")
-            log.info("LPIPS %s source %s failed: %s", part, where, err)
+            log.debug("LPIPS %s source %s failed: %s", part, where, err)  # reported only if no source works
     return None
 
 

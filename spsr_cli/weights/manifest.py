@@ -30,11 +30,13 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from spsr_cli.errors import NameTakenError, SPSRError, UnknownModelError
 from spsr_cli.files import write_json_atomic
-from spsr_cli.model.spsr import SPSRConfig
+
+if TYPE_CHECKING:  # imported when an entry is parsed: reading the registry's raw JSON needs no torch
+    from spsr_cli.model.spsr import SPSRConfig
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "weights_manifest.json"
@@ -144,6 +146,8 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
 
 
 def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
+    from spsr_cli.model.spsr import SPSRConfig
+
     try:
         name = raw["name"]
         config = SPSRConfig.from_dict(raw["config"])
@@ -228,6 +232,8 @@ class Manifest:
     default: str | None = None
     auxiliary: dict[str, AuxiliaryEntry] = field(default_factory=dict)
     local_auxiliary: dict[str, AuxiliaryEntry] = field(default_factory=dict)
+    #: Why the local registry could not be read (its models are then missing), or None.
+    local_error: str | None = None
 
     def auxiliary_of_kind(self, kind: str) -> dict[str, AuxiliaryEntry]:
         """Auxiliary entries of ``kind``, packaged first, then local ones under names not taken."""
@@ -240,6 +246,8 @@ class Manifest:
     def get(self, name: str) -> ModelEntry:
         if name in self.models:
             return self.models[name]
+        if self.local_error is not None:
+            raise ManifestError(f"model {name!r} may be in the local registry, but {self.local_error}")
         known = ", ".join(sorted(self.models)) or "none yet"
         raise UnknownModelError(
             f"unknown model {name!r}: it is not a file and not in the weights registry (known: {known}). "
@@ -255,6 +263,21 @@ def read_manifest_file(path: Path) -> dict[str, Any]:
     if data.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
     return data
+
+
+def load_manifest_json() -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The registry's raw model entries (name -> JSON object; packaged ones first) and the default
+    name, unvalidated and without importing torch; an unreadable local registry is left out."""
+    data = read_manifest_file(packaged_manifest_path())
+    models = {raw["name"]: raw for raw in data.get("models", []) if isinstance(raw, dict) and "name" in raw}
+    try:
+        local = read_manifest_file(local_manifest_path()) if local_manifest_path().is_file() else {}
+    except (ManifestError, OSError, UnicodeDecodeError, AttributeError):
+        local = {}
+    for raw in local.get("models", []) if isinstance(local, dict) else []:
+        if isinstance(raw, dict) and "name" in raw:
+            models.setdefault(raw["name"], raw)
+    return models, data.get("default")
 
 
 def load_manifest() -> Manifest:
@@ -273,17 +296,33 @@ def load_manifest() -> Manifest:
         raise ManifestError(f"{packaged}: default model {manifest.default!r} is not among its models")
     local = local_manifest_path()
     if local.is_file():
-        data = read_manifest_file(local)
-        for raw in data.get("models", []):
-            entry = _parse_model(raw, "local", str(local))
+        try:
+            data = read_manifest_file(local)
+            entries = [_parse_model(raw, "local", str(local)) for raw in data.get("models", [])]
+            local_aux = [_parse_auxiliary(raw, "local", str(local)) for raw in data.get("auxiliary", [])]
+        except (ManifestError, OSError, UnicodeDecodeError, AttributeError, TypeError) as err:
+            # A damaged local registry blocks only what needs it (a local model's name, an import).
+            manifest.local_error = (
+                f"the local registry {local} cannot be read ({err}); repair it from the entries of the models "
+                f"you imported, or move it aside and import them again with `spsr weights import FILE --name NAME`"
+            )
+            return manifest
+        for entry in entries:
             manifest.models.setdefault(entry.name, entry)
-        for raw in data.get("auxiliary", []):
-            aux = _parse_auxiliary(raw, "local", str(local))
+        for aux in local_aux:
             manifest.local_auxiliary[aux.name] = aux
     return manifest
 
 
+#: The longest model name: it becomes part of file names (255 bytes at most on common file systems).
+MAX_NAME_LENGTH = 100
+
+
 def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise UnknownModelError(
+            f"invalid model name {name[:40]!r}... ({len(name)} characters): use at most {MAX_NAME_LENGTH}"
+        )
     if not _NAME.fullmatch(name):
         raise UnknownModelError(
             f"invalid model name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
