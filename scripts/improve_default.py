@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None, *, scorer=None) -> int:
         scores = score(warm)
         entry = release.bundle_default(
             warm, repo=args.repo, name=args.name, metrics=scores, licence=release.LICENCE,
-            description=release.DESCRIPTION,
+            description=release.WARM_START_DESCRIPTION,
             training={"init": args.init_source, "steps": 0, "note": "exact warm start, no SPSR training",
                       "reference_scores": {f"warm start ({args.init_source})": scores}})
         log.info("shipped the warm start as %s v%s: %s", args.name, entry["version"], scores)

@@ -60,6 +60,10 @@ def test_an_interrupt_anywhere_exits_130(monkeypatch, capsys):
     def interrupted(**kwargs):
         raise KeyboardInterrupt
 
+    # import first what `weights list` imports lazily, so no module binds the patched function for good
+    import spsr_cli.weights.auxiliary  # noqa: F401
+    import spsr_cli.weights.loader  # noqa: F401
+
     monkeypatch.setattr("spsr_cli.weights.manifest.load_manifest", interrupted)
     assert run(["weights", "list"]) == 130
     assert "interrupted" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from spsr_cli.cli.common import (
     DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop,
 )
 from spsr_cli.errors import UsageError
-from spsr_cli.eval.compare import compare_photos
 
 
 def compare_command(
@@ -37,6 +36,8 @@ def compare_command(
 ) -> None:
     """Run several models on your own photos: a labelled side-by-side crop per photo and one offline
     page (index.html) with every output, a before/after slider per model pair and each model's time."""
+    from spsr_cli.eval.compare import compare_photos  # imports torch: only when the command runs
+
     if not models:
         raise UsageError("give the models to compare with --model, e.g. --model bicubic --model spsr-x4")
     if output is None:
