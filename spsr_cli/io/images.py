@@ -250,8 +250,8 @@ def image_from_pil(im: PIL.Image.Image) -> Image:
 def image_to_array(image: Image) -> np.ndarray:
     """The samples of ``image`` as written: H x W (gray), H x W x 2 (gray + alpha), H x W x 3 or
     H x W x 4 (RGBA); uint8 for 8-bit images, uint16 for 16-bit ones."""
-    peak, dtype = (65535, np.uint16) if image.bit_depth == 16 else (255, np.uint8)
-    data = _planes(image, image.grayscale, False, peak, dtype)
+    dtype = np.uint16 if image.bit_depth == 16 else np.uint8
+    data = _planes(image, image.grayscale, False, dtype)
     return data[..., 0] if data.shape[2] == 1 else data
 
 
@@ -328,13 +328,14 @@ def _read_16bit_colour(path: Path, im: PIL.Image.Image) -> tuple[np.ndarray, boo
 
 def _read_png16(path: Path) -> tuple[np.ndarray, bool] | None:
     """Rows of a 16-bit PNG through pypng (which checks every chunk's CRC), or None for 8-bit."""
-    width, height, rows, info = png.Reader(filename=str(path)).read()
-    if info["bitdepth"] != 16:
-        return None
-    planes = int(info["planes"])
-    data = np.empty((height, width * planes), np.uint16)
-    for y, row in enumerate(rows):  # array("H") rows, native byte order
-        data[y] = np.frombuffer(row, np.uint16)
+    with open(path, "rb") as handle:  # closed even when the rows are never read (8-bit files)
+        width, height, rows, info = png.Reader(file=handle).read()
+        if info["bitdepth"] != 16:
+            return None
+        planes = int(info["planes"])
+        data = np.empty((height, width * planes), np.uint16)
+        for y, row in enumerate(rows):  # array("H") rows, native byte order
+            data[y] = np.frombuffer(row, np.uint16)
     return data.reshape(height, width, planes), bool(info["greyscale"])
 
 
