@@ -191,20 +191,16 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     return state
 
 
-def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            return files.read_safetensors(path)[0]
-        except ValueError as exc:  # names the file and the reason
-            raise CheckpointError(str(exc)) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many unrelated types for non-checkpoints
-        from spsr_cli.weights.store import torch_load_refusal
+def _read_tensor_file(path: Path) -> object:
+    """The contents of an init weights file, read by the weights package (the one reader of weight files)."""
+    from spsr_cli.errors import CheckpointMismatchError, UnknownModelError
+    from spsr_cli.weights.store import read_tensor_file
 
+    try:
+        return read_tensor_file(path)[0]
+    except (CheckpointMismatchError, UnknownModelError) as err:
         raise CheckpointError(
-            f"{torch_load_refusal(path, exc)}; "
-            "pass a .safetensors/.pth state dict, a training checkpoint or a run folder"
+            f"{err}; pass a .safetensors/.pth state dict, a training checkpoint or a run folder"
         ) from None
 
 
