@@ -270,7 +270,9 @@ class Layout:
     ``family``: the architecture, :data:`SPSR` (canonical :class:`SPSRNet` keys) or
     :data:`RRDBNET` (BasicSR names). ``marker``: what only this layout has (tried in table
     order). ``hint``: the key that marks it, for error messages. ``rules``: the state dict ->
-    its renaming rules (some layouts number layers by depth).
+    its renaming rules (some layouts number layers by depth). ``fallback``: the family's own
+    layout, taken when the family is known (our files say it) and no marker matches, so that
+    :func:`check_state_dict` lists what is missing.
     """
 
     name: str
@@ -278,6 +280,7 @@ class Layout:
     marker: Callable[[Mapping[str, torch.Tensor]], bool]
     rules: Callable[[Mapping[str, torch.Tensor]], list[Rule]]
     hint: str = ""
+    fallback: bool = False
 
 
 def _has(key: str) -> Callable[[Mapping[str, torch.Tensor]], bool]:
@@ -295,7 +298,7 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("spsr-published (model.N, b_*, f_*)", SPSR, is_published_layout, _published_rules,
            "model.0.weight with b_fea_conv.*"),
     Layout("spsr (spsr-cli)", SPSR, _has_prefix("trunk.", "branch.", "fusion."), lambda sd: _IDENTITY,
-           "trunk.*, branch.*, fusion.*"),
+           "trunk.*, branch.*, fusion.*", fallback=True),
     Layout("esrgan (model.N)", RRDBNET, _has("model.1.sub.0.RDB1.conv1.0.weight"), _esrgan_rules,
            "model.1.sub.0.RDB1.conv1.0.weight"),
     Layout("basicsr / real-esrgan (body.N.rdbK)", RRDBNET, _has("body.0.rdb1.conv1.weight"),
@@ -303,12 +306,15 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("esrgan-new (RRDB_trunk)", RRDBNET, _has("RRDB_trunk.0.RDB1.conv1.weight"),
            _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv"), "RRDB_trunk.0.RDB1.conv1.weight"),
 )
-_SPSR_CANONICAL = LAYOUTS[1]
 
 
 def detect_layout(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) -> Optional[Layout]:
-    """The first layout (of ``family``, if given) whose marker ``sd`` has, else None."""
-    return next((layout for layout in LAYOUTS if family in (None, layout.family) and layout.marker(sd)), None)
+    """The first layout (of ``family``, if given) whose marker ``sd`` has; else, with a
+    ``family``, that family's fallback layout, if any; else None."""
+    found = next((layout for layout in LAYOUTS if family in (None, layout.family) and layout.marker(sd)), None)
+    if found is None and family is not None:
+        found = next((layout for layout in LAYOUTS if layout.family == family and layout.fallback), None)
+    return found
 
 
 def unknown_layout_message(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) -> str:
@@ -330,8 +336,9 @@ def canonicalize_state_dict(obj: object) -> tuple[StateDict, SPSRConfig]:
     """
     sd = unwrap_state_dict(obj)
     config = infer_config(sd)
-    layout = detect_layout(sd, SPSR) or _SPSR_CANONICAL  # keys it cannot place are listed by check_state_dict
-    extras = set(_check_published_extras(sd, config)) if layout is not _SPSR_CANONICAL else set()
+    layout = detect_layout(sd, SPSR)
+    assert layout is not None  # the SPSR family has a fallback layout
+    extras = set(_check_published_extras(sd, config)) if not layout.fallback else set()
     renamed, unplaced = rename_keys({k: v for k, v in sd.items() if k not in extras}, layout.rules(sd))
     renamed.update({key: sd[key] for key in unplaced})
     return renamed, config
