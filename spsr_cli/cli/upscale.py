@@ -11,15 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from spsr_cli.cli.common import DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options
 from spsr_cli.engine.batch import SKIPPED, Job, OutputSpec, plan_jobs, run_jobs, shard
+from spsr_cli.engine.model_choice import ModelChoice
 from spsr_cli.engine.options import parse_bytes
 from spsr_cli.errors import UsageError
 from spsr_cli.weights.loader import load_generator
+from spsr_cli.weights.manifest import load_manifest
 
 
 def upscale_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or checkpoint path (default: the default model).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path (SPSR or ESRGAN-family .pth/.safetensors), or auto: low-quality JPEGs to realsr-df2k-jpeg, the rest to the default model.")] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Appended to output names (default: _x4).")] = None,
     ext: Annotated[Optional[str], typer.Option("--ext", help="Output format by extension: png, jpg, webp, tif, bmp.")] = None,
     quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality.")] = 95,
@@ -38,13 +40,14 @@ def upscale_command(
     ] = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Super-resolve images x4 with SPSR."""
+    """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
     options = inference_options(tile, tile_overlap, device, precision)
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     if outscale is not None and not outscale > 0:
         raise UsageError(f"--outscale must be a positive factor such as 2 or 3.5, got {outscale}")
-    generator = load_generator(model, offline=offline or None)
+    generator = ModelChoice(model, options, load=lambda name: load_generator(name, offline=offline or None),
+                            default_name=load_manifest().default)
     spec = OutputSpec(output=output, suffix=suffix, ext=ext)
     jobs = shard(plan_jobs(inputs, spec, scale=outscale or generator.scale, recursive=recursive))  # names: _x{real factor}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())

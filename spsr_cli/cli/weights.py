@@ -26,23 +26,29 @@ def _size(n: int) -> str:
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
-    """Show every known model: source, cached or not, size and sha256."""
+    """Show every known model: what photos it is for, architecture, licence, cost, source, cached or not."""
     manifest = load_manifest()
     if as_json:
         rows = [
-            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default, "cached": cached_model_file(entry) is not None}
+            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default,
+             "cached": cached_model_file(entry) is not None, "gmacs_per_megapixel": round(entry.gmacs_per_megapixel, 1)}
             for entry in manifest.models.values()
         ]
         aux_rows = [entry.to_json() for entry in auxiliary_entries(manifest).values()]
         stdout.print_json(json.dumps({"models": rows, "auxiliary": aux_rows}))
         return
-    table = Table(title="SPSR models", show_lines=False)
-    for column in ("name", "scale", "source", "cached", "size", "sha256"):
+    table = Table(title="Models (`spsr upscale --model NAME`; --model auto picks per photo)", show_lines=False)
+    for column in ("name", "for", "architecture", "licence", "cost per output MP", "source", "cached", "size", "sha256"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
         name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
         cached = "yes" if cached_model_file(entry) is not None else "no"
-        table.add_row(name, f"x{entry.scale}", entry.source.describe(), cached, _size(entry.size), entry.sha256)
+        timed = "; ".join(f"{s:.2f} s on {where}" for where, s in entry.seconds_per_megapixel.items()) or "time not measured"
+        table.add_row(
+            name, entry.good_for or entry.description, f"{entry.architecture} x{entry.scale}", entry.licence,
+            f"{entry.gmacs_per_megapixel:,.0f} GMAC; {timed}", entry.source.describe(), cached, _size(entry.size),
+            entry.sha256[:16] + "...",
+        )
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
     stdout.print(table)
@@ -62,7 +68,7 @@ def download_command(
     name: Annotated[str, typer.Argument(help="A model or auxiliary name from `spsr weights list`.")],
     offline: OfflineOpt = False,
 ) -> None:
-    """Fetch a model (or auxiliary weights: LPIPS, VGG, init) and verify its sha256."""
+    """Fetch a model (converting it where it ships in another format) or auxiliary weights, verifying sha256s."""
     manifest = load_manifest()
     if name in manifest.models or name not in auxiliary_entries(manifest):
         path = ensure_model_file(manifest.get(name), offline=offline or None)

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from spsr_cli.engine.model_choice import ModelChoice
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.pipeline import Prefetcher, WriteBehind, upscale_image
-from spsr_cli.engine.tiling import Progress, Upscaler
+from spsr_cli.engine.tiling import Progress
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.io.images import (
     SUPPORTED_EXTENSIONS, Image, is_image_path, is_writable_extension, read_image, write_image,
 )
-from spsr_cli.model.spsr import SPSRNet
+from spsr_cli.model.architectures import Generator
 
 log = logging.getLogger(__name__)
 _GLOB_CHARS = set("*?[")
@@ -193,7 +194,7 @@ def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = Non
 
 def run_jobs(
     jobs: Iterable[Job],
-    model: SPSRNet,
+    model: Generator | ModelChoice,
     options: InferenceOptions,
     *,
     outscale: float | None = None,
@@ -203,10 +204,14 @@ def run_jobs(
     on_tile: Progress | None = None,
     on_done: Callable[[Job, str | None], None] | None = None,
 ) -> BatchResult:
-    """Upscale every job; one bad file is recorded and the rest go on."""
+    """Upscale every job; one bad file is recorded and the rest go on.
+
+    ``model``: one generator for every image, or a :class:`ModelChoice` (e.g. ``--model auto``)
+    that picks each image's model (each loaded once).
+    """
     if outscale is not None and outscale <= 0:
         raise UsageError(f"--outscale must be positive, got {outscale}")
-    upscaler = Upscaler(model, options)
+    choice = model if isinstance(model, ModelChoice) else ModelChoice.of_module(model, options)
     result = BatchResult()
     jobs = list(jobs)
     started = time.time()
@@ -273,6 +278,7 @@ def run_jobs(
                 if read_error is not None:
                     raise read_error
                 image = image if image is not None else read_image(job.source)
+                upscaler = choice.upscaler_for(job.source)
                 out = upscale_image(image, upscaler, outscale=outscale, progress=on_tile, make_room=writer.make_room)
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()

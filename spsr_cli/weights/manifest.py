@@ -42,7 +42,7 @@ from typing import Any, Mapping, Union
 
 from spsr_cli.errors import NameTakenError, SPSRError, UnknownModelError
 from spsr_cli.files import write_json_atomic
-from spsr_cli.model.architectures import AnyConfig, config_from_dict
+from spsr_cli.model.architectures import AnyConfig, config_from_dict, macs_per_output_megapixel
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "weights_manifest.json"
@@ -151,6 +151,11 @@ class ModelEntry:
     @property
     def scale(self) -> int:
         return self.config.scale
+
+    @property
+    def gmacs_per_megapixel(self) -> float:
+        """Compute per megapixel of output, in 10**9 multiply-accumulates (from the architecture)."""
+        return macs_per_output_megapixel(self.config) / 1e9
 
     def to_json(self) -> dict[str, Any]:
         source = self.source.to_dict() if isinstance(self.source, PyPIModelSource) else dict(self.source.__dict__)
