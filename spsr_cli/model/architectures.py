@@ -41,7 +41,7 @@ class GeneratorConfig(Protocol):
         """Activation elements per output pixel at the peak of one forward pass."""
 
     @property
-    def macs_per_input_pixel(self) -> int:
+    def macs_per_input_pixel(self) -> float:
         """Multiply-accumulates of one forward pass per input pixel."""
 
     def to_dict(self) -> dict[str, int]: ...

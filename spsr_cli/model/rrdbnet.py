@@ -95,13 +95,14 @@ class RRDBNetConfig:
         return 3 * self.nf + 16 + body + math.ceil(16 * self.in_channels / self.scale**2)
 
     @property
-    def macs_per_input_pixel(self) -> int:
-        """Multiply-accumulates of one forward pass per input pixel (every convolution)."""
+    def macs_per_input_pixel(self) -> float:
+        """Multiply-accumulates of one forward pass per input pixel (every convolution; a fraction
+        where the body runs on a folded grid)."""
         u2, s2 = self.unshuffle**2, self.scale**2
         nf = self.nf
         body = self.nb * rrdb_macs(nf, self.gc) + 9 * nf * nf  # RRDBs, conv_body, on the folded grid
         ups = sum(9 * nf * nf * 4**k for k in range(1, self.num_upsamples + 1))
-        return 9 * self.in_channels * nf + (body + ups) // u2 + (9 * nf * nf + 9 * nf * self.out_channels) * s2
+        return 9 * self.in_channels * nf + (body + ups) / u2 + (9 * nf * nf + 9 * nf * self.out_channels) * s2
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
