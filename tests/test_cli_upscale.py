@@ -81,3 +81,15 @@ def test_skip_existing_is_summarised_and_outscale_names_the_output(tmp_path, tin
     err = capsys.readouterr().err
     assert "3 skipped (3 existing, --skip-existing)" in err
     assert "0.png" not in err and err.count("skipped") == 1  # one summary line, not a line per file
+
+
+def test_an_esrgan_family_checkpoint_upscales_as_is(tmp_path):
+    import torch
+
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+
+    net = RRDBNet(config=RRDBNetConfig(nf=8, nb=1, gc=4, scale=2, unshuffle=2))  # Real-ESRGAN's x2 layout
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "RealESRGAN_x2plus.pth")
+    save(tmp_path / "p.png")
+    assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "RealESRGAN_x2plus.pth")]) == 0
+    assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
