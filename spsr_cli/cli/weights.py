@@ -38,7 +38,8 @@ def list_command(
         stdout.print_json(json.dumps({"models": rows, "auxiliary": aux_rows}))
         return
     table = Table(title="Models (`spsr upscale --model NAME`; --model auto picks per photo)", show_lines=False)
-    for column in ("name", "for", "architecture", "licence", "cost per output MP", "source", "cached", "size", "sha256"):
+    table.add_column("name", no_wrap=True)
+    for column in ("for", "architecture", "licence", "cost per output MP", "source", "cached", "size"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
         name = entry.name + (f" v{entry.version}" if entry.version else "") + (" (default)" if entry.name == manifest.default else "")
@@ -47,10 +48,11 @@ def list_command(
         table.add_row(
             name, entry.good_for or entry.description, f"{entry.architecture} x{entry.scale}", entry.licence,
             f"{entry.gmacs_per_megapixel:,.0f} GMAC; {timed}", entry.source.describe(), cached, _size(entry.size),
-            entry.sha256[:16] + "...",
         )
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
+    else:
+        table.caption = "sha256 and every other field: `spsr weights list --json`"
     stdout.print(table)
     auxiliary = auxiliary_entries(manifest)
     if auxiliary:
