@@ -7,13 +7,15 @@
 
 Parts (each measurement runs in its own process, so peak-memory figures do not mix):
 
-* ``speed``: for each device and input size, the shipped default path (``Upscaler`` with the
-  default precision and ``--tile auto``, uint8 output), a plain whole-image float32 forward
-  (the baseline), and the engine in each precision. Output MP/s, effective GFLOP/s (the full
-  generator costs 52.4 M multiply-adds per input pixel, 2 FLOP each), the percentage of the
-  device's measured matrix-multiply peak in that precision, and peak memory (CPU: growth of
-  the resident set, VmHWM; CUDA: ``max_memory_allocated``). Random weights of the full
-  SPSR x4 architecture (speed does not depend on their values).
+* ``speed``: for each architecture (``--archs``: ``spsr`` = spsr-x4; ``rrdbnet`` =
+  realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg; ``rrdbnet-6b`` = realesrgan-x4plus-anime),
+  device and input size, the shipped default path (``Upscaler`` with the default precision and
+  ``--tile auto``, uint8 output), a plain whole-image float32 forward (the baseline), and the
+  engine in each precision. Output MP/s, effective GFLOP/s (multiply-adds per input pixel from
+  the architecture's config, 2 FLOP each: 52.4 M for SPSR x4, 17.9 M for RRDBNet x4), the
+  percentage of the device's measured matrix-multiply peak in that precision, and peak memory
+  (CPU: growth of the resident set, VmHWM; CUDA: ``max_memory_allocated``). Random weights of
+  the full architectures (speed does not depend on their values).
 * ``memory``: ``run_jobs`` (decode, tiled upscale, PNG encode) on generated photos of three
   sizes with a fixed ``--tile``, as a user runs it; growth of the peak resident memory of the
   process, and its growth in bytes per extra output pixel between the two largest. The
@@ -23,8 +25,8 @@ Parts (each measurement runs in its own process, so peak-memory figures do not m
   192x128 input) with the pipelined batch (``run_jobs``: decoding and encoding on worker
   threads) and with a plain loop (read, upscale, write one after the other).
 * ``quality``: PSNR of the bf16 output against the fp32 output (uint8, clamped) over a
-  folder of low-resolution images, with given weights (a SPSR checkpoint, or a RealSR /
-  ESRGAN RRDBNet that is embedded into SPSR as training's warm start does).
+  folder of low-resolution images, with given weights (a registry name, or any checkpoint
+  ``spsr upscale --model`` reads: SPSR or ESRGAN-family RRDBNet).
 
 * ``cuda-check`` (only when asked; needs a GPU): the CUDA paths on a real device: float16
   default and channels_last, ``--tile auto`` from free VRAM, batched tiles against one by
@@ -49,7 +51,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MACS_PER_INPUT_PIXEL = 52.4e6
+#: ``--archs`` names -> (registry models of that architecture, full-size config kwargs).
+ARCHS = {
+    "spsr": ("spsr-x4", "spsr", {}),
+    "rrdbnet": ("realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg", "rrdbnet", {}),
+    "rrdbnet-6b": ("realesrgan-x4plus-anime", "rrdbnet", {"nb": 6}),
+}
 #: Input sizes (width, height) of Set14's x4 low-resolution images.
 SET14_SIZES = [(125, 120), (180, 144), (128, 128), (88, 72), (62, 90), (69, 69), (125, 90), (88, 72), (128, 128),
                (128, 128), (192, 128), (128, 128), (132, 164), (146, 97)]
@@ -75,12 +82,13 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _model(tiny: bool):
-    from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+def _model(tiny: bool, arch: str = "spsr"):
+    from spsr_cli.model.architectures import build, get_architecture
 
     torch.manual_seed(0)
-    config = SPSRConfig(nf=8, nb=2, gc=4) if tiny else SPSRConfig()
-    return SPSRNet(config=config).eval().requires_grad_(False)
+    _, name, kwargs = ARCHS[arch]
+    config = get_architecture(name).config_type(**({**kwargs, "nf": 8, "nb": 2, "gc": 4} if tiny else kwargs))
+    return build(config).eval().requires_grad_(False)
 
 
 def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -102,8 +110,11 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
     from spsr_cli.engine.options import InferenceOptions
     from spsr_cli.engine.tiling import Upscaler
 
+    from spsr_cli.model.architectures import architecture_of
+
     device, size, kind = case["device"], case["size"], case["kind"]
-    model = _model(case["tiny"])
+    model = _model(case["tiny"], case.get("arch", "spsr"))
+    image_of, macs, scale = architecture_of(model).image, model.config.macs_per_input_pixel, model.scale
     rgb = _photo(size, size)
     cuda = device.startswith("cuda")
     if kind == "baseline":  # plain whole-image float32 forward, result back on the CPU
@@ -112,7 +123,7 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
 
         def run() -> object:
             with torch.inference_mode():
-                return net(x.to(device)).sr.float().clamp(0, 1).cpu()
+                return image_of(net(x.to(device))).float().clamp(0, 1).cpu()
 
         precision, tile, batch = "float32", None, 1
     else:
@@ -140,9 +151,9 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
     seconds = (time.perf_counter() - start) / case["repeat"]
     del out
     peak = torch.cuda.max_memory_allocated() if cuda else (_status_kib("VmHWM") - rss_before) * 1024
-    flops = 2 * MACS_PER_INPUT_PIXEL * size * size
+    flops = 2 * macs * size * size
     queue.put(dict(case, precision=precision, tile=tile, batch=batch, seconds=seconds,
-                   output_mp_per_s=(4 * size) ** 2 / 1e6 / seconds, gflops=flops / seconds / 1e9,
+                   output_mp_per_s=(scale * size) ** 2 / 1e6 / seconds, gflops=flops / seconds / 1e9,
                    peak_mib=max(peak, 0) / 2**20, threads=torch.get_num_threads()))
 
 
@@ -228,23 +239,10 @@ def _quality_case(case: dict, queue: mp.Queue) -> None:
 
     from spsr_cli.engine.options import InferenceOptions
     from spsr_cli.engine.tiling import Upscaler
-    from spsr_cli.model.spsr import SPSRNet
-
-    from spsr_cli.errors import SPSRError
     from spsr_cli.weights.loader import load_generator
 
-    path = case["weights"]
-    try:
-        model = load_generator(path)
-        source = "spsr checkpoint"
-    except SPSRError:  # not an SPSR checkpoint: embed an RRDBNet the way training's warm start does
-        from safetensors.torch import load_file
-
-        from spsr_cli.train.pretrained import embed_rrdbnet
-
-        model = SPSRNet().eval()
-        embed_rrdbnet(model, load_file(path) if path.endswith(".safetensors") else torch.load(path, weights_only=True))
-        source = "RRDBNet embedded in SPSR"
+    model = load_generator(case["weights"])  # a registry name or any checkpoint `spsr upscale --model` reads
+    source = f"{model.config.architecture} ({case['weights']})"
     engines = {p: Upscaler(model, InferenceOptions(device=case["device"], precision=p)) for p in ("fp32", case["precision"])}
     rows = []
     for file in sorted(Path(case["lr_dir"]).iterdir()):
@@ -333,20 +331,25 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
         peaks = {p: _spawn(_matmul_peak_case, dict(device=device, dtype={"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[p]))["gflops"]
                  for p in precisions}
         print(f"\n{device}: matrix-multiply peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()), flush=True)
-        print("| input | case | precision | tile x batch | output MP/s | GFLOP/s | % of peak | s / image | peak memory |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | input | case | precision | tile x batch | output MP/s | s / output MP | GFLOP/s | % of peak | "
+              "s / image | peak memory |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         cases = [dict(kind="default", label="default (`spsr upscale`)"), dict(kind="baseline", label="whole-image fp32 forward")]
         cases += [dict(kind="engine", label=f"engine --precision {p}", precision=p) for p in precisions]
         if cuda and args.compile:
             cases.append(dict(kind="engine", label="default + --compile", compile=True))
-        for size in args.sizes:
-            for case in cases:
-                r = _spawn(_speed_case, dict(case, device=device, size=size, repeat=args.repeat, tiny=args.tiny))
-                short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["precision"]]
-                r["percent_of_peak"] = 100 * r["gflops"] / peaks[short]
-                results.append(r)
-                print(f"| {size}x{size} | {r['label']} | {short} | {r['tile'] or 'whole'} x {r['batch']} | {r['output_mp_per_s']:.4f} | "
-                      f"{r['gflops']:.0f} | {r['percent_of_peak']:.0f}% | {r['seconds']:.2f} | {r['peak_mib']:.0f} MiB |", flush=True)
+        for arch in args.archs:
+            for size in args.sizes:
+                for case in cases:
+                    r = _spawn(_speed_case, dict(case, arch=arch, device=device, size=size, repeat=args.repeat,
+                                                 tiny=args.tiny))
+                    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["precision"]]
+                    r["percent_of_peak"] = 100 * r["gflops"] / peaks[short]
+                    results.append(r)
+                    print(f"| {arch} ({ARCHS[arch][0]}) | {size}x{size} | {r['label']} | {short} | "
+                          f"{r['tile'] or 'whole'} x {r['batch']} | {r['output_mp_per_s']:.4f} | "
+                          f"{1 / r['output_mp_per_s']:.1f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f}% | "
+                          f"{r['seconds']:.2f} | {r['peak_mib']:.0f} MiB |", flush=True)
     return results
 
 
@@ -402,13 +405,15 @@ def main() -> None:
     parser.add_argument("--parts", nargs="*", default=["speed", "memory", "folder", "quality"],
                         choices=["speed", "memory", "folder", "quality", "cuda-check"])
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256], help="input edges for the speed part")
+    parser.add_argument("--archs", nargs="*", default=list(ARCHS), choices=list(ARCHS),
+                        help="architectures for the speed part (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (after one warm-up run)")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--memory-tile", type=int, default=128, help="--tile of the memory part")
     parser.add_argument("--compile", action="store_true", help="also time --compile (CUDA)")
     parser.add_argument("--tiny", action="store_true", help="tiny generator everywhere (a smoke test of this script)")
     parser.add_argument("--lr-dir", default=None, help="quality part: folder of low-resolution images")
-    parser.add_argument("--weights", default=None, help="quality part: SPSR checkpoint or RRDBNet safetensors/pth")
+    parser.add_argument("--weights", default=None, help="quality part: registry name or checkpoint (SPSR or RRDBNet)")
     parser.add_argument("--json", default=None, help="write every result to this file")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

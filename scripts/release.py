@@ -197,8 +197,9 @@ def bundle_default(
         "source": {"type": "bundled", "path": str(target.relative_to(repo / "spsr_cli"))},
         "metrics": dict(metrics), "training": dict(training),
     }
-    if previous and previous.get("base_model"):
-        entry["base_model"] = previous["base_model"]
+    for key in ("base_model", "good_for"):  # what the model grew from and what it is for carry over
+        if previous and previous.get(key):
+            entry[key] = previous[key]
     manifest_path = repo / MANIFEST_FILE
     data = read_manifest_file(manifest_path)
     data["models"] = [m for m in data.get("models", []) if m.get("name") != name] + [entry]

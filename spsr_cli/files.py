@@ -163,12 +163,27 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def save_safetensors_atomic(path: PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> Path:
-    """Write ``tensors`` (name -> torch tensor) as safetensors with string ``metadata``, atomically."""
-    from safetensors.torch import save_file
+    """Write ``tensors`` (name -> torch tensor) as safetensors with string ``metadata``, atomically.
 
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))
+    The bytes depend only on the tensors and the metadata (safetensors itself writes the
+    metadata in a random order), so a file converted twice has one sha256 that can be pinned.
+    """
+    from safetensors.torch import save
+
+    with atomic_open(path, "wb") as handle:
+        handle.write(_sorted_metadata(save({k: v.contiguous() for k, v in tensors.items()}, metadata=dict(metadata))))
     return Path(path)
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """A serialised safetensors file with its ``__metadata__`` keys in sorted order (data unchanged)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def read_safetensors(path: PathLike) -> tuple[dict[str, Any], dict[str, str]]:

@@ -292,3 +292,15 @@ def test_an_input_behind_a_folder_without_search_permission_fails_alone(tmp_path
     err = " ".join(capsys.readouterr().err.split())
     assert "cannot read the folder" in err and "sub" in err
     assert sorted(p.name for p in (tmp_path / "out2").rglob("*.png")) == ["c_x4.png"]
+
+
+def test_an_esrgan_family_checkpoint_upscales_as_is(tmp_path):
+    import torch
+
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+
+    net = RRDBNet(config=RRDBNetConfig(nf=8, nb=1, gc=4, scale=2, unshuffle=2))  # Real-ESRGAN's x2 layout
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "RealESRGAN_x2plus.pth")
+    save(tmp_path / "p.png")
+    assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "RealESRGAN_x2plus.pth")]) == 0
+    assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)

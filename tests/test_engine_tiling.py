@@ -296,3 +296,49 @@ def test_a_huge_tile_overlap_is_clamped_to_the_receptive_radius_with_a_warning(t
     exact = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=8, tile_overlap=radius))
     assert torch.equal(huge.upscale(image), exact.upscale(image))  # the clamp changes nothing in the result
     assert Upscaler(tiny_model, InferenceOptions(device="cpu", tile=8, tile_overlap=16)).overlap == 16
+
+
+# ---------------------------------------------------------------- every architecture
+
+
+def _rrdbnet(**config):
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+
+    torch.manual_seed(3)
+    return RRDBNet(config=RRDBNetConfig(**{"nf": 8, "nb": 1, "gc": 4, **config})).eval()
+
+
+@pytest.mark.parametrize("config", [{}, {"scale": 2, "unshuffle": 2}], ids=["x4", "x2-unshuffle"])
+def test_rrdbnet_tiles_plan_and_run_like_spsr(config, image, one_thread):
+    model = _rrdbnet(**config)
+    s = model.scale
+    whole = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0)).upscale(image)
+    assert whole.shape == (1, 3, 70 * s, 90 * s)
+    with torch.no_grad():
+        assert torch.allclose(whole, model(image).clamp(0, 1), atol=1e-6)
+    radius = model.config.receptive_radius
+    huge = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=10000))
+    assert huge.overlap == radius  # clamped to the architecture's own radius
+    tiled = huge.upscale(image)
+    if model.config.unshuffle == 1:
+        assert torch.equal(tiled, whole)  # context of a full receptive radius: the whole-image result
+    else:  # folded 2x2 blocks start where each tile starts: close, not bit-equal
+        assert psnr(tiled, whole) > 40
+    roomy = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("1G")))
+    tight = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("48M")))
+    assert tight.plan(400, 400).tile < roomy.plan(400, 400).tile  # --tile auto from this architecture's formula
+
+
+def test_rrdbnet_peak_memory_stays_under_its_formula(one_thread):
+    """The working-set formula (RRDBNetConfig.work_channels) bounds the measured peak, with < 70 % margin."""
+    rng = np.random.default_rng(0)
+    for config in ({}, {"scale": 2, "unshuffle": 2}):
+        model = _rrdbnet(nf=16, gc=8, **config)
+        s = model.scale
+        for tile in (16, 32):
+            up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile, tile_overlap=4))
+            rgb = rng.random((64, 64, 3), dtype=np.float32)
+            with LiveBytes() as meter:
+                up.upscale_array(rgb)
+            formula = working_set_bytes(model.config, (s * (tile + 8)) ** 2, 4) - (8 << 20)
+            assert meter.peak <= formula <= 1.7 * meter.peak, (config, tile)

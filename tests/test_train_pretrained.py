@@ -7,7 +7,7 @@ import torch
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
-from spsr_cli.model.rrdbnet import RRDBNet
+from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
 from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet
 
 NF, NB, GC = 8, 2, 4
@@ -50,7 +50,7 @@ def _real_df2k() -> dict[str, torch.Tensor]:
 
 
 def _rrdbnet(sd: dict[str, torch.Tensor], nb: int = NB) -> RRDBNet:
-    net = RRDBNet(nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdb1.conv1.weight"].shape[0])
+    net = RRDBNet(config=RRDBNetConfig(nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdb1.conv1.weight"].shape[0]))
     net.load_state_dict(sd, strict=True)
     return net.eval()
 
@@ -62,7 +62,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("scale", [2, 4])
 def test_warm_start_reproduces_the_rrdbnet_exactly(scale: int) -> None:
     torch.manual_seed(1)
-    net = RRDBNet(nf=NF, nb=NB, gc=GC, scale=scale).eval()
+    net = RRDBNet(config=RRDBNetConfig(nf=NF, nb=NB, gc=GC, scale=scale)).eval()
     model = SPSRNet(config=SPSRConfig(nf=NF, nb=NB, gc=GC, scale=scale))
     report = embed_rrdbnet(model, net.state_dict())
     x = torch.rand(2, 3, 9, 7)
@@ -89,7 +89,7 @@ def test_warm_start_with_the_real_realsr_df2k_weights() -> None:
 
 def test_the_gradient_branch_steers_only_once_fusion_weights_move() -> None:
     torch.manual_seed(2)
-    net = RRDBNet(nf=NF, nb=NB, gc=GC).eval()
+    net = RRDBNet(config=RRDBNetConfig(nf=NF, nb=NB, gc=GC)).eval()
     model = SPSRNet(config=SPSRConfig(nf=NF, nb=NB, gc=GC)).eval()
     embed_rrdbnet(model, net.state_dict())
     x = torch.rand(1, 3, 8, 8)

@@ -212,3 +212,76 @@ def test_one_detection_table_serves_both_families(shared_dir) -> None:
     assert detect_layout(_basicsr(), RRDBNET).name.startswith("basicsr")
     assert detect_layout(_relayout(_basicsr(), _BASICSR_TO_ESRGAN), RRDBNET).name.startswith("esrgan (")
     assert detect_layout({"encoder.weight": torch.zeros(1)}, RRDBNET) is None
+
+
+# ---------------------------------------------------------------- any generator: one detection for both families
+
+
+def _tiny_rrdbnet(config=None):
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+
+    return RRDBNet(config=config or RRDBNetConfig(nf=NF, nb=NB, gc=GC)).eval()
+
+
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        pytest.param(lambda sd: _relayout(sd, _BASICSR_TO_ESRGAN), "esrgan (", id="esrgan-model.N"),
+        pytest.param(lambda sd: sd, "basicsr", id="basicsr"),
+        pytest.param(lambda sd: {"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}}, "basicsr",
+                     id="real-esrgan-params_ema"),
+        pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, "esrgan-new", id="rrdb_trunk"),
+    ],
+)
+def test_every_rrdbnet_layout_loads_as_an_rrdbnet(tmp_path, layout, expected) -> None:
+    from spsr_cli.weights.layouts import normalize_generator
+
+    net = _tiny_rrdbnet()
+    source = net.state_dict()
+    assert detect_layout(unwrap(layout(source))).name.startswith(expected)
+    architecture, sd, config = normalize_generator(layout(source))
+    assert architecture == RRDBNET and config == net.config
+    path = tmp_path / "foreign.pth"
+    torch.save(layout(source), path)
+    model = load_generator(path)  # params_ema wins over params, as Real-ESRGAN intends
+    x = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
+
+
+def unwrap(obj):
+    from spsr_cli.weights.layouts import unwrap_state_dict
+
+    return unwrap_state_dict(obj)
+
+
+@pytest.mark.parametrize("scale, unshuffle", [(8, 1), (4, 1), (2, 1), (2, 2), (1, 4)])
+def test_rrdbnet_scale_and_unshuffle_come_from_the_weights(scale, unshuffle) -> None:
+    from spsr_cli.model.rrdbnet import RRDBNetConfig
+    from spsr_cli.weights.layouts import infer_rrdbnet_config
+
+    config = RRDBNetConfig(nf=NF, nb=3, gc=GC, scale=scale, unshuffle=unshuffle)
+    assert infer_rrdbnet_config(_tiny_rrdbnet(config).state_dict()) == config
+
+
+def test_a_file_of_no_known_layout_names_what_was_found(tmp_path) -> None:
+    path = tmp_path / "unet.pth"
+    torch.save({"encoder.0.weight": torch.zeros(2, 3, 3, 3), "decoder.bias": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"not a generator checkpoint.*esrgan \(model\.N\).*"
+                                                      r"saw keys encoder\.0\.weight, decoder\.bias"):
+        load_generator(path)
+
+
+def test_our_rrdbnet_safetensors_round_trip_with_its_config(tmp_path) -> None:
+    from spsr_cli.model.rrdbnet import RRDBNetConfig
+    from spsr_cli.weights.store import read_weights_file, write_generator_file
+
+    net = _tiny_rrdbnet(RRDBNetConfig(nf=NF, nb=1, gc=GC, scale=2, unshuffle=2))
+    path = tmp_path / "x2.safetensors"
+    write_generator_file(path, net.state_dict(), net.config, source="test", licence="MIT", dtype=torch.float32)
+    loaded = read_weights_file(path)
+    assert loaded.architecture == RRDBNET and loaded.config == net.config
+    assert loaded.metadata["architecture"] == "rrdbnet" and json.loads(loaded.metadata["config"])["unshuffle"] == 2
+    x = torch.rand(1, 3, 7, 6)
+    with torch.no_grad():
+        assert torch.equal(load_generator(path)(x), net(x))

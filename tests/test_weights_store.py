@@ -191,3 +191,28 @@ def test_weight_files_and_registry_follow_the_umask(tmp_path, tiny_model):
 
     for path in (entry.source.path, local_manifest_path()):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+
+
+def test_an_esrgan_checkpoint_imports_as_an_rrdbnet(tmp_path):
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+    from spsr_cli.weights.manifest import load_manifest
+
+    net = RRDBNet(config=RRDBNetConfig(nf=8, nb=1, gc=4)).eval()
+    rename = {"conv_first": "model.0", "conv_body": "model.1.sub.1", "conv_up1": "model.3", "conv_up2": "model.6",
+              "conv_hr": "model.8", "conv_last": "model.10"}
+    sd = {}
+    for key, value in net.state_dict().items():
+        head, param = key.rsplit(".", 1)
+        if head.startswith("body."):
+            _, i, rdb, conv = head.split(".")
+            sd[f"model.1.sub.{i}.{rdb.upper()}.{conv}.0.{param}"] = value
+        else:
+            sd[f"{rename[head]}.{param}"] = value
+    pth = tmp_path / "RRDB_ESRGAN_x4.pth"
+    torch.save(sd, pth)
+    entry = import_checkpoint(pth, name="esrgan", licence="Apache-2.0")
+    assert entry.architecture == "rrdbnet" and entry.config == net.config
+    assert load_manifest().models["esrgan"].config == net.config  # the local registry keeps the architecture
+    x = torch.rand(1, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(load_generator("esrgan")(x), net(x))

@@ -30,7 +30,9 @@ def upscale_command(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Registry name or checkpoint path (default: the default model).")] = None,
+        "--model", "-m",
+        help="Registry name, checkpoint path (SPSR or ESRGAN-family .pth/.safetensors), or auto: low-quality JPEGs "
+             "to realsr-df2k-jpeg, the rest to the default model (default: the default model).")] = None,
     outscale: Annotated[Optional[float], typer.Option(
         "--outscale", "-s", help="Final scale if not the model's (e.g. 2 or 3.5).", rich_help_panel=_OUT)] = None,
     suffix: Annotated[Optional[str], typer.Option(
@@ -62,21 +64,23 @@ def upscale_command(
         rich_help_panel=_RUN)] = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Super-resolve images x4 with SPSR."""
+    """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
 
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32)
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
-    loader = ModelLoader(model, offline=offline or None)
+    auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
+    loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
     jobs = shard(plan_jobs(inputs, OutputSpec(output=output, suffix=suffix, ext=ext), scale=scale, recursive=recursive))
     started = time.time()
     reports: list[JobReport] = []
     try:
+        network = _auto_choice(options, offline=offline or None) if auto else loader
         result = _run(
-            jobs, loader, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+            jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
         )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
@@ -96,6 +100,21 @@ def upscale_command(
         })
         console.print(f"-> {json_path}")
     raise typer.Exit(result.exit_code)
+
+
+def _auto_choice(options, *, offline: bool | None):
+    """``--model auto``: a function building the per-image :class:`~spsr_cli.engine.model_choice.ModelChoice`
+    (called only when some image needs the network)."""
+
+    def build():
+        from spsr_cli.engine.model_choice import AUTO, ModelChoice
+        from spsr_cli.weights.loader import load_generator
+        from spsr_cli.weights.manifest import load_manifest
+
+        return ModelChoice(AUTO, options, load=lambda name: load_generator(name, offline=offline),
+                           default_name=load_manifest().default)
+
+    return build
 
 
 def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchResult:

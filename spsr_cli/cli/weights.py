@@ -22,7 +22,8 @@ def _size(n: int) -> str:
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
-    """Show every known model: source, cached or not, size and sha256 (one tab-separated row per model when piped)."""
+    """Show every known model: what photos it is for, architecture, licence, cost, source, cached or not
+    (one tab-separated row per model when piped)."""
     from spsr_cli.weights.auxiliary import auxiliary_entries
     from spsr_cli.weights.loader import cache_status
     from spsr_cli.weights.manifest import load_manifest
@@ -35,7 +36,8 @@ def list_command(
     if as_json:
         rows = [
             {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default,
-             "cached": status[entry.name] == "yes", "damaged": status[entry.name] == "damaged"}
+             "cached": status[entry.name] == "yes", "damaged": status[entry.name] == "damaged",
+             "gmacs_per_megapixel": round(entry.gmacs_per_megapixel, 1)}
             for entry in manifest.models.values()
         ]
         aux_rows = [entry.to_json() for entry in auxiliary.values()]
@@ -43,20 +45,27 @@ def list_command(
         return
     if not stdout.is_terminal:  # piped: plain rows, nothing cut or wrapped
         for entry in manifest.models.values():
-            typer.echo("\t".join(["model", _label(entry, manifest.default), f"x{entry.scale}", entry.source.describe(),
-                                  f"cached: {status[entry.name]}", _size(entry.size), entry.sha256]))
+            typer.echo("\t".join(["model", _label(entry, manifest.default), f"{entry.architecture} x{entry.scale}",
+                                  entry.good_for or entry.description, entry.licence, _cost(entry),
+                                  entry.source.describe(), f"cached: {status[entry.name]}", _size(entry.size),
+                                  entry.sha256]))
         for name, entry in auxiliary.items():
             typer.echo("\t".join(["auxiliary", name, entry.kind, entry.licence, _pins(entry)]))
         return
-    table = Table(title="SPSR models", show_lines=False)
-    for column in ("name", "scale", "source", "cached", "size", "sha256"):
+    table = Table(title="Models (`spsr upscale --model NAME`; --model auto picks per photo)", show_lines=False)
+    table.add_column("name", no_wrap=True)
+    for column in ("for", "architecture", "licence", "cost per output MP", "source", "cached", "size"):
         table.add_column(column, overflow="fold")
     for entry in manifest.models.values():
         cached = {"damaged": "[red]damaged (sha256 mismatch)[/]"}.get(status[entry.name], status[entry.name])
-        table.add_row(_label(entry, manifest.default), f"x{entry.scale}", entry.source.describe(), cached,
-                      _size(entry.size), entry.sha256)
+        table.add_row(
+            _label(entry, manifest.default), entry.good_for or entry.description, f"{entry.architecture} x{entry.scale}",
+            entry.licence, _cost(entry), entry.source.describe(), cached, _size(entry.size),
+        )
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
+    else:
+        table.caption = "sha256 and every other field: `spsr weights list --json`"
     stdout.print(table)
     if auxiliary:
         aux = Table(title="Auxiliary weights (metrics, losses)")
@@ -73,6 +82,12 @@ def _label(entry, default: str | None) -> str:
     return entry.name + version + (" (default)" if entry.name == default else "")
 
 
+def _cost(entry) -> str:
+    """Compute per output megapixel, and the measured time where the registry records one."""
+    timed = "; ".join(f"{s:.2f} s on {where}" for where, s in entry.seconds_per_megapixel.items()) or "time not measured"
+    return f"{entry.gmacs_per_megapixel:,.0f} GMAC; {timed}"
+
+
 def _pins(entry) -> str:
     return " / ".join(p if p else "unpinned" for p in entry.sha256_pins())
 
@@ -82,7 +97,7 @@ def download_command(
     name: Annotated[str, typer.Argument(help="A model or auxiliary name from `spsr weights list`.")],
     offline: OfflineOpt = False,
 ) -> None:
-    """Fetch a model (or auxiliary weights: LPIPS, VGG, init) and verify its sha256."""
+    """Fetch a model (converting it where it ships in another format) or auxiliary weights, verifying sha256s."""
     from spsr_cli.weights.auxiliary import auxiliary_entries, fetch_auxiliary
     from spsr_cli.weights.loader import ensure_model_file
     from spsr_cli.weights.manifest import load_manifest

@@ -23,9 +23,10 @@ from spsr_cli.io.images import (
 )
 
 if TYPE_CHECKING:  # torch (with the pipeline and tiling) is imported when an image needs the network:
-    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind  # a rerun with nothing to do never loads it
+    from spsr_cli.engine.model_choice import ModelChoice  # a rerun with nothing to do never loads it
+    from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
     from spsr_cli.engine.tiling import Progress, Upscaler
-    from spsr_cli.model.spsr import SPSRNet
+    from spsr_cli.model.architectures import Generator
 
 log = logging.getLogger(__name__)
 _GLOB_CHARS = set("*?[")
@@ -91,7 +92,7 @@ class ModelLoader:
         self.offline = offline
         self.path: Path | None = None
         self.sha256: str | None = None
-        self._model: SPSRNet | None = None
+        self._model: Generator | None = None
 
     def scale(self) -> int:
         """The model's scale, without loading or downloading it where the registry entry or the
@@ -102,7 +103,19 @@ class ModelLoader:
                 return known
         return self().scale
 
-    def __call__(self) -> SPSRNet:
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the registry's default model (``--model`` not given, or naming it)."""
+        if self.source is None:
+            return True
+        from spsr_cli.weights.manifest import load_manifest_json
+
+        try:
+            return self.source == load_manifest_json()[1]
+        except (SPSRError, OSError, ValueError):
+            return False
+
+    def __call__(self) -> Generator:
         if self._model is None:
             from spsr_cli.files import sha256_file
             from spsr_cli.weights.loader import load_generator, resolve_weights
@@ -366,7 +379,7 @@ def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = Non
 
 def run_jobs(
     jobs: Iterable[Job],
-    model: Union[SPSRNet, Callable[[], SPSRNet]],
+    model: Union[Generator, ModelChoice, Callable[[], Union[Generator, ModelChoice]]],
     options: InferenceOptions,
     *,
     outscale: float | None = None,
@@ -379,8 +392,9 @@ def run_jobs(
 ) -> BatchResult:
     """Upscale every job; one bad file is recorded and the rest go on.
 
-    ``model`` is a generator, or a function returning one: it is called only when some job
-    needs the network (a rerun with ``skip_existing`` over finished outputs loads nothing).
+    ``model`` is a generator, a :class:`ModelChoice` (``--model auto`` picks each image's model, each
+    loaded once), or a function returning either: it is called only when some job needs the
+    network (a rerun with ``skip_existing`` over finished outputs loads nothing).
     ``on_done(job, problem)`` and ``on_report(report)`` are called per job, in job order.
     Before an image is decoded, its size is read from the file's header and its memory
     checked, so a small file that decodes to a huge image fails alone without being decoded.
@@ -406,11 +420,14 @@ def run_jobs(
 
     from spsr_cli.engine import pipeline
     from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
-    from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler
+    from spsr_cli.engine.tiling import MemoryBudgetError
 
-    network = model if isinstance(model, torch.nn.Module) else model()
-    upscaler = Upscaler(network, options)
-    result.settings = upscaler_settings(upscaler)
+    from spsr_cli.engine.model_choice import ModelChoice
+
+    loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
+    choice = loaded if isinstance(loaded, ModelChoice) else ModelChoice.of_module(
+        loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
+    result.settings = upscaler_settings(choice.first)
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
     details: dict[int, dict] = {}
 
@@ -438,7 +455,7 @@ def run_jobs(
         height, width = image_size(job.source)  # the header only
         return read_image(job.source) if height * width * DECODE_BYTES_PER_PIXEL <= PREFETCH_MAX_BYTES else None
 
-    def decode_checked(job: Job, writer: WriteBehind) -> Image:
+    def decode_checked(job: Job, writer: WriteBehind, upscaler: Upscaler) -> Image:
         """Check, from the header's size, that the image fits before decoding it."""
         height, width = image_size(job.source)
         extra = height * width * DECODE_BYTES_PER_PIXEL
@@ -487,7 +504,8 @@ def run_jobs(
             try:
                 if read_error is not None:
                     raise read_error
-                image = image if image is not None else decode_checked(job, writer)
+                upscaler = choice.upscaler_for(job.source)
+                image = image if image is not None else decode_checked(job, writer, upscaler)
                 info["input_size"] = image.size[::-1]
                 out = pipeline.upscale_image(
                     image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room

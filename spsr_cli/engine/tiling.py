@@ -30,7 +30,7 @@ import torch
 from spsr_cli.engine.device import free_memory_bytes, resolve_device, resolve_dtype, use_channels_last
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
-from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+from spsr_cli.model.architectures import Generator, GeneratorConfig, architecture_of
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,17 @@ class MemoryBudgetError(SPSRError):
     """An image needs more memory than is available (or than ``--max-memory`` allows)."""
 
 
-def working_set_bytes(config: SPSRConfig, out_pixels: int, itemsize: int) -> int:
+def working_set_bytes(config: GeneratorConfig, out_pixels: int, itemsize: int) -> int:
     """Upper bound of the activation memory of one forward pass producing ``out_pixels`` pixels.
 
-    At output resolution the fusion RRDB works on 2*nf channels plus four dense-growth
-    layers (gc each) while the SR trunk, SR branch and gradient branch features (nf each)
-    are still alive. Measured with torch's CPU allocator profile (full and tiny models,
-    float32 and bfloat16, contiguous and channels_last): 15.6 to 20.5 x nf x itemsize bytes
-    per output pixel with gc = nf / 2. The bound used here is (16 nf + 10 gc) channels,
-    i.e. 21 x nf x itemsize for gc = nf / 2, plus a fixed 8 MiB.
+    The architecture's config says how many activation elements per output pixel its peak
+    holds (``work_channels``, fitted to peaks measured by counting tensor bytes); a fixed
+    8 MiB covers small low-resolution activations and allocator slack.
     """
-    channels = 16 * config.nf + 10 * config.gc
-    return _WORK_BASE + out_pixels * channels * itemsize
+    return _WORK_BASE + out_pixels * config.work_channels * itemsize
 
 
-def auto_tile_size(model: SPSRNet, device: torch.device, dtype: torch.dtype, overlap: int, budget: int | None = None) -> int:
+def auto_tile_size(model: Generator, device: torch.device, dtype: torch.dtype, overlap: int, budget: int | None = None) -> int:
     """Largest tile (input pixels per side, multiple of 8) whose working set fits in ``budget``.
 
     ``budget`` defaults to :data:`WORK_SHARE` of the free memory of ``device``. The result
@@ -76,7 +72,7 @@ def auto_tile_size(model: SPSRNet, device: torch.device, dtype: torch.dtype, ove
     if budget is None:
         budget = int(WORK_SHARE * free_memory_bytes(device))
     itemsize = torch.finfo(dtype).bits // 8
-    per_out_pixel = 16 * model.config.nf + 10 * model.config.gc
+    per_out_pixel = model.config.work_channels
     out_pixels = max(0, budget - _WORK_BASE) / (per_out_pixel * itemsize)
     side = int(math.sqrt(out_pixels) / model.scale)  # padded input side, context included
     side = min(MAX_AUTO_TILE, side) - 2 * overlap
@@ -142,7 +138,7 @@ class Upscaler:
         max_batch: most tiles per forward pass (``MAX_TILE_BATCH`` on CUDA, 1 elsewhere).
     """
 
-    def __init__(self, model: SPSRNet, options: InferenceOptions = InferenceOptions()) -> None:
+    def __init__(self, model: Generator, options: InferenceOptions = InferenceOptions()) -> None:
         if options.tile_overlap < 0:
             raise UsageError(f"--tile-overlap must be >= 0, got {options.tile_overlap}")
         if isinstance(options.tile, int) and options.tile < 0:
@@ -152,7 +148,8 @@ class Upscaler:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(self.device, options.precision)
         self.scale = model.scale
-        self.config = model.config
+        self.config: GeneratorConfig = model.config
+        self._image = architecture_of(model).image  # forward output -> the SR image
         self.overlap = options.tile_overlap
         if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
             log.warning(
@@ -166,7 +163,7 @@ class Upscaler:
         self.model = self._prepared(self.dtype)
         if options.compile:
             self.model = torch.compile(self.model)
-        self._fp32: SPSRNet | None = self.model if self.dtype == torch.float32 else None
+        self._fp32: Generator | None = self.model if self.dtype == torch.float32 else None
         self.auto = options.tile == "auto"
         if self.auto:
             self.tile: int | None = auto_tile_size(model, self.device, self.dtype, self.overlap)
@@ -174,7 +171,7 @@ class Upscaler:
             self.tile = int(options.tile) if options.tile else None
         self.max_batch = MAX_TILE_BATCH if self.device.type == "cuda" else 1
 
-    def _prepared(self, dtype: torch.dtype) -> SPSRNet:
+    def _prepared(self, dtype: torch.dtype) -> Generator:
         param = next(self._source.parameters())
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         if (
@@ -259,12 +256,12 @@ class Upscaler:
         """N x 3 x h x w float patch (CPU, any strides) -> N x 3 x sh x sw ``sr`` on the device, finite."""
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         inp = patch.to(self.device, self.dtype, memory_format=memory_format)
-        sr = self.model(inp).sr
+        sr = self._image(self.model(inp))
         if self.dtype != torch.float32 and not torch.isfinite(sr).all():
             log.warning("a tile overflowed in %s (NaN/Inf); recomputing it in float32", str(self.dtype).removeprefix("torch."))
             if self._fp32 is None:
                 self._fp32 = self._prepared(torch.float32)
-            sr = self._fp32(patch.to(self.device, torch.float32, memory_format=memory_format)).sr
+            sr = self._image(self._fp32(patch.to(self.device, torch.float32, memory_format=memory_format)))
         return sr
 
     def _store(self, sr: torch.Tensor, dest: np.ndarray, peak: int | None) -> None:
@@ -403,6 +400,6 @@ class Upscaler:
         return out
 
 
-def upscale_tensor(model: SPSRNet, x: torch.Tensor, options: InferenceOptions = InferenceOptions(), progress: Progress | None = None) -> torch.Tensor:
+def upscale_tensor(model: Generator, x: torch.Tensor, options: InferenceOptions = InferenceOptions(), progress: Progress | None = None) -> torch.Tensor:
     """One-off convenience around :class:`Upscaler` (use an ``Upscaler`` for many images)."""
     return Upscaler(model, options).upscale(x, progress)

@@ -1,4 +1,4 @@
-"""Building blocks shared by the SPSR generator: dense residual blocks and upsampling.
+"""Building blocks shared by the generators (SPSR, RRDBNet): dense residual blocks and upsampling.
 
 All convolutions are 3x3, stride 1, zero padding 1, with bias; the activation is
 LeakyReLU(0.2). Every block maps N x C x H x W float tensors to the same dtype.
@@ -20,6 +20,16 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 def act(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, NEGATIVE_SLOPE)
+
+
+def rdb_macs(channels: int, growth: int) -> int:
+    """Multiply-accumulates per pixel of one :class:`ResidualDenseBlock`."""
+    return 9 * sum((channels + j * growth) * (growth if j < 4 else channels) for j in range(5))
+
+
+def rrdb_macs(channels: int, growth: int) -> int:
+    """Multiply-accumulates per pixel of one :class:`RRDB` (three dense blocks)."""
+    return 3 * rdb_macs(channels, growth)
 
 
 class ResidualDenseBlock(nn.Module):

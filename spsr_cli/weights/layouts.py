@@ -17,7 +17,9 @@ families of checkpoints this tool reads:
 
 Any of them may be wrapped in ``params_ema`` / ``params`` / ``state_dict`` and carry
 ``module.`` prefixes (DataParallel): :func:`unwrap_state_dict` strips both.
-:func:`canonicalize_state_dict` and :func:`rrdb_to_basicsr` are the two entry points;
+:func:`normalize_generator` detects the layout of any checkpoint (one table, :data:`LAYOUTS`)
+and returns its architecture, our key names and its config; :func:`canonicalize_state_dict`
+(SPSR) and :func:`rrdb_to_basicsr` (RRDBNet) are the per-family entry points;
 :func:`check_state_dict` / :func:`build_generator` refuse anything that does not match the
 architecture exactly.
 """
@@ -31,8 +33,10 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from spsr_cli.errors import CheckpointMismatchError
+from spsr_cli.model.architectures import AnyConfig, GeneratorConfig, architecture_of
 from spsr_cli.model.gradient import KERNEL_H, KERNEL_V
-from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+from spsr_cli.model.rrdbnet import RRDBNetConfig
+from spsr_cli.model.spsr import SPSRConfig
 
 StateDict = dict[str, torch.Tensor]
 #: A key pattern and what a match is renamed to (None: the layout cannot place that key).
@@ -228,6 +232,34 @@ def _named_rules(
     return lambda sd: rules
 
 
+def infer_rrdbnet_config(sd: Mapping[str, torch.Tensor]) -> RRDBNetConfig:
+    """Read an RRDBNet's architecture from a BasicSR-named state dict's shapes.
+
+    nf, gc, nb and the number of x2 steps come from the tensors; the image channels and
+    Real-ESRGAN's pixel-unshuffle from ``conv_first``'s input channels: 4x or 16x the output
+    channels means the x2 or x1 layout (2x2 or 4x4 pixels folded into channels).
+    """
+    try:
+        first, last = sd["conv_first.weight"], sd["conv_last.weight"]
+        gc = int(sd["body.0.rdb1.conv1.weight"].shape[0])
+    except KeyError as missing:
+        raise CheckpointMismatchError(f"not an RRDBNet state dict: key {missing} is missing") from None
+    nf, first_in, out = int(first.shape[0]), int(first.shape[1]), int(last.shape[0])
+    nb = _count_indices(sd, r"body\.(\d+)\.")
+    steps = _count_indices(sd, r"conv_up(\d+)\.") - 1  # conv_up1..conv_upK count as K + 1
+    unshuffle = next((u for u in (4, 2) if first_in == out * u * u), 1)
+    in_channels = first_in // (unshuffle * unshuffle)
+    if steps < 1 or 2**steps % unshuffle:
+        raise CheckpointMismatchError(
+            f"RRDBNet with {max(steps, 0)} upsampling convolutions and conv_first taking {first_in} channels "
+            "is not a layout this tool knows (x8, x4, x2 or Real-ESRGAN's x2/x1 pixel-unshuffle models)")
+    try:
+        return RRDBNetConfig(in_channels=in_channels, out_channels=out, nf=nf, nb=nb, gc=gc,
+                             scale=2**steps // unshuffle, unshuffle=unshuffle)
+    except ValueError as err:
+        raise CheckpointMismatchError(f"unsupported RRDBNet: {err}") from None
+
+
 # ---------------------------------------------------------------- the detection table
 
 
@@ -235,42 +267,62 @@ def _named_rules(
 class Layout:
     """A published state-dict layout: how to recognise it and how its keys map onto its family's names.
 
-    ``family``: :data:`SPSR` (canonical :class:`SPSRNet` keys) or :data:`RRDBNET` (BasicSR names).
-    ``marker``: a key only this layout has (None: the family's canonical layout, tried last).
-    ``rules``: the state dict -> its renaming rules (some layouts number layers by depth).
+    ``family``: the architecture, :data:`SPSR` (canonical :class:`SPSRNet` keys) or
+    :data:`RRDBNET` (BasicSR names). ``marker``: what only this layout has (tried in table
+    order). ``hint``: the key that marks it, for error messages. ``rules``: the state dict ->
+    its renaming rules (some layouts number layers by depth). ``fallback``: the family's own
+    layout, taken when the family is known (our files say it) and no marker matches, so that
+    :func:`check_state_dict` lists what is missing.
     """
 
     name: str
     family: str
-    marker: Optional[Callable[[Mapping[str, torch.Tensor]], bool]]
+    marker: Callable[[Mapping[str, torch.Tensor]], bool]
     rules: Callable[[Mapping[str, torch.Tensor]], list[Rule]]
+    hint: str = ""
+    fallback: bool = False
 
 
 def _has(key: str) -> Callable[[Mapping[str, torch.Tensor]], bool]:
     return lambda sd: key in sd
 
 
+def _has_prefix(*prefixes: str) -> Callable[[Mapping[str, torch.Tensor]], bool]:
+    return lambda sd: any(k.startswith(prefixes) for k in sd)
+
+
 _IDENTITY = _compile([(r"(.+)", lambda m: m[1])])
 
-#: Every layout this tool reads, in detection order within each family.
+#: Every layout this tool reads, in detection order (the first whose marker matches wins).
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("spsr-published (model.N, b_*, f_*)", SPSR, is_published_layout, _published_rules),
-    Layout("spsr (spsr-cli)", SPSR, None, lambda sd: _IDENTITY),
-    Layout("esrgan (model.N)", RRDBNET, _has("model.1.sub.0.RDB1.conv1.0.weight"), _esrgan_rules),
-    Layout("basicsr (body.N.rdbK)", RRDBNET, _has("body.0.rdb1.conv1.weight"),
-           _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr")),
+    Layout("spsr-published (model.N, b_*, f_*)", SPSR, is_published_layout, _published_rules,
+           "model.0.weight with b_fea_conv.*"),
+    Layout("spsr (spsr-cli)", SPSR, _has_prefix("trunk.", "branch.", "fusion."), lambda sd: _IDENTITY,
+           "trunk.*, branch.*, fusion.*", fallback=True),
+    Layout("esrgan (model.N)", RRDBNET, _has("model.1.sub.0.RDB1.conv1.0.weight"), _esrgan_rules,
+           "model.1.sub.0.RDB1.conv1.0.weight"),
+    Layout("basicsr / real-esrgan (body.N.rdbK)", RRDBNET, _has("body.0.rdb1.conv1.weight"),
+           _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr"), "body.0.rdb1.conv1.weight"),
     Layout("esrgan-new (RRDB_trunk)", RRDBNET, _has("RRDB_trunk.0.RDB1.conv1.weight"),
-           _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv")),
+           _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv"), "RRDB_trunk.0.RDB1.conv1.weight"),
 )
 
 
-def detect_layout(sd: Mapping[str, torch.Tensor], family: str) -> Optional[Layout]:
-    """The first layout of ``family`` whose marker ``sd`` has (else the family's canonical one, if any)."""
-    candidates = [layout for layout in LAYOUTS if layout.family == family]
-    for layout in candidates:
-        if layout.marker is not None and layout.marker(sd):
-            return layout
-    return next((layout for layout in candidates if layout.marker is None), None)
+def detect_layout(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) -> Optional[Layout]:
+    """The first layout (of ``family``, if given) whose marker ``sd`` has; else, with a
+    ``family``, that family's fallback layout, if any; else None."""
+    found = next((layout for layout in LAYOUTS if family in (None, layout.family) and layout.marker(sd)), None)
+    if found is None and family is not None:
+        found = next((layout for layout in LAYOUTS if layout.family == family and layout.fallback), None)
+    return found
+
+
+def unknown_layout_message(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) -> str:
+    """Why ``sd`` matches no layout: what was expected and what was found."""
+    expected = "; ".join(f"{layout.name}: {layout.hint}" for layout in LAYOUTS if family in (None, layout.family))
+    what = "generator" if family is None else {SPSR: "SPSR generator", RRDBNET: "ESRGAN/Real-ESRGAN RRDBNet"}[family]
+    return (f"not a {what} checkpoint of any layout this tool reads (expected keys like: {expected}); "
+            f"saw keys {listing(list(sd))}")
 
 
 # ---------------------------------------------------------------- entry points
@@ -285,8 +337,8 @@ def canonicalize_state_dict(obj: object) -> tuple[StateDict, SPSRConfig]:
     sd = unwrap_state_dict(obj)
     config = infer_config(sd)
     layout = detect_layout(sd, SPSR)
-    assert layout is not None  # the canonical layout always matches
-    extras = set(_check_published_extras(sd, config)) if layout.marker is not None else set()
+    assert layout is not None  # the SPSR family has a fallback layout
+    extras = set(_check_published_extras(sd, config)) if not layout.fallback else set()
     renamed, unplaced = rename_keys({k: v for k, v in sd.items() if k not in extras}, layout.rules(sd))
     renamed.update({key: sd[key] for key in unplaced})
     return renamed, config
@@ -300,15 +352,43 @@ def rrdb_to_basicsr(state_dict: object) -> StateDict:
     sd = unwrap_state_dict(state_dict)
     layout = detect_layout(sd, RRDBNET)
     if layout is None:
-        raise CheckpointMismatchError(
-            "not an ESRGAN/Real-ESRGAN RRDBNet state dict: expected the original ESRGAN layout "
-            "(model.1.sub.0.RDB1.conv1.0.weight), BasicSR's (body.0.rdb1.conv1.weight) or "
-            f"RRDB_trunk.0.RDB1.conv1.weight; saw keys {listing(list(sd))}"
-        )
+        raise CheckpointMismatchError(unknown_layout_message(sd, RRDBNET))
     mapped, unknown = rename_keys(sd, layout.rules(sd))
     if unknown:
         raise CheckpointMismatchError(f"RRDBNet state dict has keys this converter cannot place: {listing(unknown)}")
     return mapped
+
+
+def _rrdbnet_canonical(obj: object) -> tuple[StateDict, RRDBNetConfig]:
+    sd = rrdb_to_basicsr(obj)
+    return sd, infer_rrdbnet_config(sd)
+
+
+#: Architecture -> (checkpoint object -> our key names and the config its shapes say).
+NORMALIZERS: dict[str, Callable[[object], tuple[StateDict, AnyConfig]]] = {
+    SPSR: canonicalize_state_dict,
+    RRDBNET: _rrdbnet_canonical,
+}
+
+
+def normalize_generator(obj: object, architecture: Optional[str] = None) -> tuple[str, StateDict, AnyConfig]:
+    """Any supported generator checkpoint -> (architecture, state dict under our names, inferred config).
+
+    ``architecture``: what the file's metadata says (our safetensors); otherwise the layout is
+    detected from the keys, and a checkpoint matching no layout raises
+    :class:`CheckpointMismatchError` naming the layouts expected and the keys found.
+    """
+    if architecture is None:
+        sd = unwrap_state_dict(obj)
+        layout = detect_layout(sd)
+        if layout is None:
+            raise CheckpointMismatchError(unknown_layout_message(sd))
+        architecture, obj = layout.family, sd
+    if architecture not in NORMALIZERS:
+        raise CheckpointMismatchError(
+            f"the file names architecture {architecture!r}; this version reads {', '.join(sorted(NORMALIZERS))}")
+    state_dict, config = NORMALIZERS[architecture](obj)
+    return architecture, state_dict, config
 
 
 def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
@@ -322,18 +402,19 @@ def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> 
         if k in sd and tuple(sd[k].shape) != tuple(v.shape)
     ]
     if missing or unexpected or shapes:
-        lines = ["the checkpoint does not match the SPSR architecture; nothing was loaded:"]
+        name = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
+        lines = [f"the checkpoint does not match the {name} architecture; nothing was loaded:"]
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                              ("shape mismatches (checkpoint != model)", shapes)):
             if items:
                 lines.append(f"  {title} ({len(items)}): {listing(items)}")
-        lines.append("Check that the file is an SPSR generator and that its stored config matches its tensors.")
+        lines.append(f"Check that the file is a {name} generator and that its stored config matches its tensors.")
         raise CheckpointMismatchError("\n".join(lines))
 
 
-def build_generator(sd: Mapping[str, torch.Tensor], config: SPSRConfig) -> SPSRNet:
-    """Build an :class:`SPSRNet` for ``config`` and load ``sd`` (canonical) strictly, in float32."""
-    model = SPSRNet(config=config)
+def build_generator(sd: Mapping[str, torch.Tensor], config: GeneratorConfig) -> torch.nn.Module:
+    """Build the generator of ``config``'s architecture and load ``sd`` (our names) strictly, in float32."""
+    model = architecture_of(config).build(config)
     check_state_dict(model, sd)
     model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
     return model
@@ -342,6 +423,7 @@ def build_generator(sd: Mapping[str, torch.Tensor], config: SPSRConfig) -> SPSRN
 __all__ = [
     "LAYOUTS",
     "Layout",
+    "NORMALIZERS",
     "RRDBNET",
     "SPSR",
     "StateDict",
@@ -350,9 +432,12 @@ __all__ = [
     "check_state_dict",
     "detect_layout",
     "infer_config",
+    "infer_rrdbnet_config",
     "is_published_layout",
     "listing",
+    "normalize_generator",
     "rename_keys",
     "rrdb_to_basicsr",
+    "unknown_layout_message",
     "unwrap_state_dict",
 ]

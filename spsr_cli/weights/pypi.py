@@ -150,8 +150,9 @@ def _selection_args(source: PyPISource) -> list[str]:
             args += ["--python-version", py_tag[2:], "--implementation", py_tag[:2]]
         return args + ["--abi", match["abi"].split(".")[0]]
     if source.filename.endswith(_SDIST_SUFFIXES):
-        # The hash pin lets pip reject a wrong file before it reads its metadata.
-        return ["--no-binary=:all:", "--no-build-isolation"]
+        # The hash pin lets pip reject a wrong file before it reads its metadata. Only this
+        # package is taken as source: `:all:` would also build its build tools (cmake, ...) from source.
+        return [f"--no-binary={source.package}", "--no-build-isolation"]
     raise SPSRError(f"{source.filename!r} is neither a wheel nor an sdist file name")
 
 

@@ -1,8 +1,11 @@
 """Reading and writing generator weight files, and importing them into the local registry.
 
 Our files are safetensors with string metadata: ``format`` ("spsr-cli"), ``architecture``
-("spsr"), ``config`` (JSON of :class:`SPSRConfig`), ``scale``, ``source`` and ``licence``.
-``.pth`` files are read with ``torch.load(weights_only=True)`` only.
+("spsr", "rrdbnet"), ``config`` (JSON of that architecture's config: :class:`SPSRConfig`,
+:class:`RRDBNetConfig`), ``scale``, ``source`` and ``licence``. Foreign files (published SPSR,
+ESRGAN, BasicSR, Real-ESRGAN ``.pth``/``.safetensors``) are recognised by their keys
+(:func:`spsr_cli.weights.layouts.normalize_generator`). ``.pth`` files are read with
+``torch.load(weights_only=True)`` only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 
 from spsr_cli.errors import CheckpointMismatchError, NameTakenError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
-from spsr_cli.model.spsr import SPSRConfig, SPSRNet
-from spsr_cli.weights.layouts import StateDict, build_generator, canonicalize_state_dict
+from spsr_cli.model.architectures import AnyConfig, Generator, GeneratorConfig, config_from_dict
+from spsr_cli.weights.layouts import StateDict, build_generator, normalize_generator
 from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
 
 #: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
@@ -31,11 +34,15 @@ _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the 
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    """A canonical state dict with the config it belongs to and the file's metadata."""
+    """A state dict under our key names with the config it belongs to and the file's metadata."""
 
     state_dict: StateDict
-    config: SPSRConfig
+    config: AnyConfig
     metadata: dict[str, str]
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
 
 
 def torch_load_refusal(path: Path, err: BaseException) -> str:
@@ -132,18 +139,18 @@ def read_weights_file(path: Path) -> LoadedWeights:
     raw, metadata = read_tensor_file(path)
     if path.suffix.lower() in TORCH_SUFFIXES:
         _training_checkpoint_hint(raw, path)
-    state_dict, inferred = canonicalize_state_dict(raw)
+    stored = metadata.get("architecture") if metadata.get("format") == FORMAT_TAG else None
+    architecture, state_dict, config = normalize_generator(raw, stored)
     check_finite(state_dict, str(path))
-    config = inferred
     if "config" in metadata:
         try:
-            config = SPSRConfig.from_dict(json.loads(metadata["config"]))
+            config = config_from_dict(architecture, json.loads(metadata["config"]))
         except (ValueError, TypeError) as err:
             raise CheckpointMismatchError(f"{path}: its stored config is invalid ({err})") from None
     return LoadedWeights(state_dict=state_dict, config=config, metadata=metadata)
 
 
-def load_weights_file(path: Path) -> SPSRNet:
+def load_weights_file(path: Path) -> Generator:
     """Build the generator stored in ``path`` (strict; float32; train mode)."""
     loaded = read_weights_file(path)
     return build_generator(loaded.state_dict, loaded.config)
@@ -152,22 +159,22 @@ def load_weights_file(path: Path) -> SPSRNet:
 def write_generator_file(
     path: Path,
     state_dict: Mapping[str, torch.Tensor],
-    config: SPSRConfig,
+    config: GeneratorConfig,
     *,
     source: str,
     licence: str,
     dtype: torch.dtype = torch.float16,
     extra_metadata: Mapping[str, str] | None = None,
 ) -> str:
-    """Write a canonical state dict as safetensors with metadata, atomically; return its sha256.
+    """Write a state dict (our key names) as safetensors with metadata, atomically; return its sha256.
 
-    The state dict is validated strictly against ``config`` first.
+    The state dict is validated strictly against ``config`` (of any architecture) first.
     """
     build_generator(state_dict, config)  # refuses mismatches before anything is written
     check_finite(state_dict, f"weights for {path}")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
     metadata = {
-        "format": FORMAT_TAG, "architecture": "spsr", "config": json.dumps(config.to_dict()),
+        "format": FORMAT_TAG, "architecture": config.architecture, "config": json.dumps(config.to_dict()),
         "scale": str(config.scale), "source": source, "licence": licence, "dtype": str(dtype).removeprefix("torch."),
         **dict(extra_metadata or {}),
     }
@@ -185,7 +192,7 @@ def _ensure_name_free(name: str, *, replace: bool) -> None:
     raise NameTakenError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
 
 
-def _register(name: str, path: Path, config: SPSRConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:
+def _register(name: str, path: Path, config: AnyConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:
     """Write the local registry entry for an already validated file."""
     path = Path(path).resolve()
     entry = ModelEntry(
