@@ -45,10 +45,9 @@ def list_command(
         return
     if not stdout.is_terminal:  # piped: plain rows, nothing cut or wrapped
         for entry in manifest.models.values():
-            typer.echo("\t".join(["model", _label(entry, manifest.default), f"{entry.architecture} x{entry.scale}",
-                                  entry.good_for or entry.description, entry.licence, _cost(entry),
-                                  entry.source.describe(), f"cached: {status[entry.name]}", _size(entry.size),
-                                  entry.sha256]))
+            typer.echo("\t".join(["model", _label(entry, manifest.default), f"x{entry.scale}", entry.source.describe(),
+                                  f"cached: {status[entry.name]}", _size(entry.size), entry.architecture,
+                                  entry.good_for or entry.description, entry.licence, _cost(entry), entry.sha256]))
         for name, entry in auxiliary.items():
             typer.echo("\t".join(["auxiliary", name, entry.kind, entry.licence, _pins(entry)]))
         return
