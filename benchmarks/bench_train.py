@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=128, help="HR crop size in pixels")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per case (after one warm-up step)")
     parser.add_argument("--trainable", default=",".join(TRAINABLE), help="comma-separated trainable sets")
-    parser.add_argument("--precisions", default="auto,fp32",
-                        help="auto (the training loop's choice on this machine) and/or fp32")
+    parser.add_argument(
+        "--precisions", default="auto,fp32", help="auto (the training loop's choice on this machine) and/or fp32"
+    )
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.trainable.split(",") if s.strip()]
     unknown = [s for s in sets if s not in TRAINABLE]
@@ -93,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     auto_bf16 = use_bf16_autocast(torch.device("cpu"), "auto")
     flags = cpu_flags()
     units = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16 units"
-    print(f"CPU: {torch.get_num_threads()} threads, {units}; train.amp=auto trains in "
-          f"{'bfloat16 autocast + channels_last' if auto_bf16 else 'float32'}", flush=True)
+    print(
+        f"CPU: {torch.get_num_threads()} threads, {units}; train.amp=auto trains in "
+        f"{'bfloat16 autocast + channels_last' if auto_bf16 else 'float32'}",
+        flush=True,
+    )
     precisions = []
     for p in (s.strip() for s in args.precisions.split(",")):
         if p == "auto":
@@ -117,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                 step()
             seconds = (time.perf_counter() - start) / args.steps
             gflops = flops / seconds / 1e9
-            print(f"| {trainable} | {label} | {args.batch} x {args.crop} | {seconds:.2f} | {1 / seconds:.3f} | "
-                  f"{flops / 1e9:.0f} | {gflops:.0f} | {100 * gflops / peaks[label]:.0f}% |", flush=True)
+            print(
+                f"| {trainable} | {label} | {args.batch} x {args.crop} | {seconds:.2f} | {1 / seconds:.3f} | "
+                f"{flops / 1e9:.0f} | {gflops:.0f} | {100 * gflops / peaks[label]:.0f}% |",
+                flush=True,
+            )
     return 0
 
 

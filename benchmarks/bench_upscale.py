@@ -58,8 +58,22 @@ ARCHS = {
     "rrdbnet-6b": ("realesrgan-x4plus-anime", "rrdbnet", {"nb": 6}),
 }
 #: Input sizes (width, height) of Set14's x4 low-resolution images.
-SET14_SIZES = [(125, 120), (180, 144), (128, 128), (88, 72), (62, 90), (69, 69), (125, 90), (88, 72), (128, 128),
-               (128, 128), (192, 128), (128, 128), (132, 164), (146, 97)]
+SET14_SIZES = [
+    (125, 120),
+    (180, 144),
+    (128, 128),
+    (88, 72),
+    (62, 90),
+    (69, 69),
+    (125, 90),
+    (88, 72),
+    (128, 128),
+    (128, 128),
+    (192, 128),
+    (128, 128),
+    (132, 164),
+    (146, 97),
+]
 
 
 # ---------------------------------------------------------------- helpers (run inside the worker processes)
@@ -109,7 +123,6 @@ def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 def _speed_case(case: dict, queue: mp.Queue) -> None:
     from spsr_cli.engine.options import InferenceOptions
     from spsr_cli.engine.tiling import Upscaler
-
     from spsr_cli.model.architectures import architecture_of
 
     device, size, kind = case["device"], case["size"], case["kind"]
@@ -127,8 +140,12 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
 
         precision, tile, batch = "float32", None, 1
     else:
-        options = InferenceOptions(device=device, precision=case.get("precision"), tile=case.get("tile", "auto"),
-                                   compile=case.get("compile", False))
+        options = InferenceOptions(
+            device=device,
+            precision=case.get("precision"),
+            tile=case.get("tile", "auto"),
+            compile=case.get("compile", False),
+        )
         upscaler = Upscaler(model, options)
         plan = upscaler.plan(size, size)
 
@@ -152,9 +169,19 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
     del out
     peak = torch.cuda.max_memory_allocated() if cuda else (_status_kib("VmHWM") - rss_before) * 1024
     flops = 2 * macs * size * size
-    queue.put(dict(case, precision=precision, tile=tile, batch=batch, seconds=seconds,
-                   output_mp_per_s=(scale * size) ** 2 / 1e6 / seconds, gflops=flops / seconds / 1e9,
-                   peak_mib=max(peak, 0) / 2**20, threads=torch.get_num_threads()))
+    queue.put(
+        dict(
+            case,
+            precision=precision,
+            tile=tile,
+            batch=batch,
+            seconds=seconds,
+            output_mp_per_s=(scale * size) ** 2 / 1e6 / seconds,
+            gflops=flops / seconds / 1e9,
+            peak_mib=max(peak, 0) / 2**20,
+            threads=torch.get_num_threads(),
+        )
+    )
 
 
 def _matmul_peak_case(case: dict, queue: mp.Queue) -> None:
@@ -180,7 +207,6 @@ def _memory_case(case: dict, queue: mp.Queue) -> None:
 
     from spsr_cli.engine.batch import OutputSpec, plan_jobs, run_jobs
     from spsr_cli.engine.options import InferenceOptions
-
     from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 
     width, height = case["width"], case["height"]
@@ -197,8 +223,14 @@ def _memory_case(case: dict, queue: mp.Queue) -> None:
         result = run_jobs(jobs, model, options)
         seconds = time.perf_counter() - start
         assert not result.failed, result.failed
-    queue.put(dict(case, seconds=seconds, peak_mib=(_status_kib("VmHWM") - rss_before) / 1024,
-                   output_pixels=16 * width * height))
+    queue.put(
+        dict(
+            case,
+            seconds=seconds,
+            peak_mib=(_status_kib("VmHWM") - rss_before) / 1024,
+            output_pixels=16 * width * height,
+        )
+    )
 
 
 def _folder_case(case: dict, queue: mp.Queue) -> None:
@@ -243,17 +275,34 @@ def _quality_case(case: dict, queue: mp.Queue) -> None:
 
     model = load_generator(case["weights"])  # a registry name or any checkpoint `spsr upscale --model` reads
     source = f"{model.config.architecture} ({case['weights']})"
-    engines = {p: Upscaler(model, InferenceOptions(device=case["device"], precision=p)) for p in ("fp32", case["precision"])}
+    engines = {
+        p: Upscaler(model, InferenceOptions(device=case["device"], precision=p)) for p in ("fp32", case["precision"])
+    }
     rows = []
     for file in sorted(Path(case["lr_dir"]).iterdir()):
         rgb = np.asarray(PILImage.open(file).convert("RGB"), dtype=np.float32) / 255.0
-        ref, low = (engines[p].upscale_array(rgb, dtype=np.uint8).astype(np.float64) for p in ("fp32", case["precision"]))
+        ref, low = (
+            engines[p].upscale_array(rgb, dtype=np.uint8).astype(np.float64) for p in ("fp32", case["precision"])
+        )
         mse = float(np.mean((ref - low) ** 2))
-        rows.append(dict(image=file.name, psnr=float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
-                         max_abs=int(np.abs(ref - low).max())))
+        rows.append(
+            dict(
+                image=file.name,
+                psnr=float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
+                max_abs=int(np.abs(ref - low).max()),
+            )
+        )
     mse_all = np.mean([10 ** (-r["psnr"] / 10) for r in rows if np.isfinite(r["psnr"])] or [0.0]) * 255.0**2
-    queue.put(dict(case, source=source, images=rows, mean_psnr=float(np.mean([r["psnr"] for r in rows])),
-                   min_psnr=float(min(r["psnr"] for r in rows)), pooled_psnr=float(10 * np.log10(255.0**2 / mse_all))))
+    queue.put(
+        dict(
+            case,
+            source=source,
+            images=rows,
+            mean_psnr=float(np.mean([r["psnr"] for r in rows])),
+            min_psnr=float(min(r["psnr"] for r in rows)),
+            pooled_psnr=float(10 * np.log10(255.0**2 / mse_all)),
+        )
+    )
 
 
 def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
@@ -269,11 +318,21 @@ def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
     rgb = _photo(256, 256)
     default = Upscaler(model, InferenceOptions(device="cuda"))
     weight = default.model.conv_first.weight
-    checks.append(("fp16 default, channels_last", default.dtype == torch.float16
-                   and weight.is_contiguous(memory_format=torch.channels_last), f"{default.dtype}"))
+    checks.append(
+        (
+            "fp16 default, channels_last",
+            default.dtype == torch.float16 and weight.is_contiguous(memory_format=torch.channels_last),
+            f"{default.dtype}",
+        )
+    )
     expected = auto_tile_size(model, default.device, default.dtype, default.overlap)
-    checks.append(("--tile auto from free VRAM", default.tile == expected,
-                   f"tile {default.tile}, free {free_memory_bytes(default.device) / 2**30:.1f} GiB"))
+    checks.append(
+        (
+            "--tile auto from free VRAM",
+            default.tile == expected,
+            f"tile {default.tile}, free {free_memory_bytes(default.device) / 2**30:.1f} GiB",
+        )
+    )
     tiled = Upscaler(model, InferenceOptions(device="cuda", tile=64))
     plan = tiled.plan(256, 256)
     batched = tiled.upscale_array(rgb).astype(np.float64)
@@ -281,10 +340,22 @@ def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
     single = tiled.upscale_array(rgb).astype(np.float64)
     mse = float(np.mean((batched - single) ** 2))
     psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-    checks.append(("batched tiles", plan.batch > 1 and psnr > 50, f"{plan.batch} tiles per pass, {psnr:.1f} dB vs one by one"))
-    fp32 = Upscaler(model, InferenceOptions(device="cuda", precision="fp32", tile=64)).upscale_array(rgb).astype(np.float64)
+    checks.append(
+        ("batched tiles", plan.batch > 1 and psnr > 50, f"{plan.batch} tiles per pass, {psnr:.1f} dB vs one by one")
+    )
+    fp32 = (
+        Upscaler(model, InferenceOptions(device="cuda", precision="fp32", tile=64))
+        .upscale_array(rgb)
+        .astype(np.float64)
+    )
     mse = float(np.mean((fp32 - single) ** 2))
-    checks.append(("fp16 vs fp32", mse == 0 or 10 * np.log10(255.0**2 / mse) > 40, f"{10 * np.log10(255.0**2 / max(mse, 1e-12)):.1f} dB"))
+    checks.append(
+        (
+            "fp16 vs fp32",
+            mse == 0 or 10 * np.log10(255.0**2 / mse) > 40,
+            f"{10 * np.log10(255.0**2 / max(mse, 1e-12)):.1f} dB",
+        )
+    )
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
@@ -295,8 +366,11 @@ def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
     big = Upscaler(model, InferenceOptions(device="cuda", tile=512))
     big.max_batch = 1
     try:
-        out = big.upscale_into(torch.from_numpy(_photo(512, 512)).permute(2, 0, 1)[None],
-                               np.empty((2048, 2048, 3), np.uint8), big.plan(512, 512))
+        out = big.upscale_into(
+            torch.from_numpy(_photo(512, 512)).permute(2, 0, 1)[None],
+            np.empty((2048, 2048, 3), np.uint8),
+            big.plan(512, 512),
+        )
         ok = big.tile < 512 and out.std() > 0
     except Exception as err:  # reported, not raised: the other checks still count
         ok, records = False, records + [f"{type(err).__name__}: {err}"]
@@ -328,28 +402,45 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     for device in devices:
         cuda = device.startswith("cuda")
         precisions = ["fp16", "bf16", "fp32"] if cuda else ["bf16", "fp32"]
-        peaks = {p: _spawn(_matmul_peak_case, dict(device=device, dtype={"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[p]))["gflops"]
-                 for p in precisions}
-        print(f"\n{device}: matrix-multiply peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()), flush=True)
-        print("| model | input | case | precision | tile x batch | output MP/s | s / output MP | GFLOP/s | % of peak | "
-              "s / image | peak memory |")
+        peaks = {
+            p: _spawn(
+                _matmul_peak_case,
+                dict(device=device, dtype={"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[p]),
+            )["gflops"]
+            for p in precisions
+        }
+        print(
+            f"\n{device}: matrix-multiply peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()),
+            flush=True,
+        )
+        print(
+            "| model | input | case | precision | tile x batch | output MP/s | s / output MP | GFLOP/s | % of peak | "
+            "s / image | peak memory |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        cases = [dict(kind="default", label="default (`spsr upscale`)"), dict(kind="baseline", label="whole-image fp32 forward")]
+        cases = [
+            dict(kind="default", label="default (`spsr upscale`)"),
+            dict(kind="baseline", label="whole-image fp32 forward"),
+        ]
         cases += [dict(kind="engine", label=f"engine --precision {p}", precision=p) for p in precisions]
         if cuda and args.compile:
             cases.append(dict(kind="engine", label="default + --compile", compile=True))
         for arch in args.archs:
             for size in args.sizes:
                 for case in cases:
-                    r = _spawn(_speed_case, dict(case, arch=arch, device=device, size=size, repeat=args.repeat,
-                                                 tiny=args.tiny))
+                    r = _spawn(
+                        _speed_case, dict(case, arch=arch, device=device, size=size, repeat=args.repeat, tiny=args.tiny)
+                    )
                     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["precision"]]
                     r["percent_of_peak"] = 100 * r["gflops"] / peaks[short]
                     results.append(r)
-                    print(f"| {arch} ({ARCHS[arch][0]}) | {size}x{size} | {r['label']} | {short} | "
-                          f"{r['tile'] or 'whole'} x {r['batch']} | {r['output_mp_per_s']:.4f} | "
-                          f"{1 / r['output_mp_per_s']:.1f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f}% | "
-                          f"{r['seconds']:.2f} | {r['peak_mib']:.0f} MiB |", flush=True)
+                    print(
+                        f"| {arch} ({ARCHS[arch][0]}) | {size}x{size} | {r['label']} | {short} | "
+                        f"{r['tile'] or 'whole'} x {r['batch']} | {r['output_mp_per_s']:.4f} | "
+                        f"{1 / r['output_mp_per_s']:.1f} | {r['gflops']:.0f} | {r['percent_of_peak']:.0f}% | "
+                        f"{r['seconds']:.2f} | {r['peak_mib']:.0f} MiB |",
+                        flush=True,
+                    )
     return results
 
 
@@ -362,7 +453,10 @@ def part_memory(args: argparse.Namespace) -> list[dict]:
     for width, height in sizes:
         r = _spawn(_memory_case, dict(width=width, height=height, tile=args.memory_tile))
         results.append(r)
-        print(f"| {width}x{height} | {r['output_pixels'] / 1e6:.1f} | {r['peak_mib']:.0f} MiB | {r['seconds']:.1f} |", flush=True)
+        print(
+            f"| {width}x{height} | {r['output_pixels'] / 1e6:.1f} | {r['peak_mib']:.0f} MiB | {r['seconds']:.1f} |",
+            flush=True,
+        )
     first, last = results[-2], results[-1]  # the two largest: the output dominates the tile's working set
     slope = (last["peak_mib"] - first["peak_mib"]) * 2**20 / (last["output_pixels"] - first["output_pixels"])
     print(f"growth: {slope:.1f} bytes per extra output pixel")
@@ -376,11 +470,12 @@ def part_folder(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     print("| device | model | pipelined | images/s | s |")
     print("|---|---|---|---|---|")
     for device in devices:
-        for tiny in ([True] if args.tiny else [True, False]):
+        for tiny in [True] if args.tiny else [True, False]:
             for pipelined in (False, True):
                 r = _spawn(_folder_case, dict(device=device, tiny=tiny, pipelined=pipelined))
                 results.append(r)
-                print(f"| {device} | {'tiny' if tiny else 'full'} | {'yes' if pipelined else 'no'} | {r['images_per_s']:.3f} | {r['seconds']:.1f} |", flush=True)
+                size, piped = "tiny" if tiny else "full", "yes" if pipelined else "no"
+                print(f"| {device} | {size} | {piped} | {r['images_per_s']:.3f} | {r['seconds']:.1f} |", flush=True)
     return results
 
 
@@ -390,11 +485,15 @@ def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
         return []
     results = []
     for device in devices:
-        for precision in (["fp16", "bf16"] if device.startswith("cuda") else ["bf16"]):
-            r = _spawn(_quality_case, dict(device=device, precision=precision, lr_dir=args.lr_dir, weights=args.weights))
+        for precision in ["fp16", "bf16"] if device.startswith("cuda") else ["bf16"]:
+            r = _spawn(
+                _quality_case, dict(device=device, precision=precision, lr_dir=args.lr_dir, weights=args.weights)
+            )
             results.append(r)
-            print(f"\nquality on {device}: {precision} vs fp32 ({r['source']}), {len(r['images'])} images: mean PSNR "
-                  f"{r['mean_psnr']:.2f} dB, lowest {r['min_psnr']:.2f} dB, pooled {r['pooled_psnr']:.2f} dB")
+            print(
+                f"\nquality on {device}: {precision} vs fp32 ({r['source']}), {len(r['images'])} images: mean PSNR "
+                f"{r['mean_psnr']:.2f} dB, lowest {r['min_psnr']:.2f} dB, pooled {r['pooled_psnr']:.2f} dB"
+            )
             for row in r["images"]:
                 print(f"  {row['image']}: {row['psnr']:.2f} dB (largest difference {row['max_abs']} grey levels)")
     return results
@@ -402,11 +501,20 @@ def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="*", default=["speed", "memory", "folder", "quality"],
-                        choices=["speed", "memory", "folder", "quality", "cuda-check"])
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        default=["speed", "memory", "folder", "quality"],
+        choices=["speed", "memory", "folder", "quality", "cuda-check"],
+    )
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256], help="input edges for the speed part")
-    parser.add_argument("--archs", nargs="*", default=list(ARCHS), choices=list(ARCHS),
-                        help="architectures for the speed part (default: all)")
+    parser.add_argument(
+        "--archs",
+        nargs="*",
+        default=list(ARCHS),
+        choices=list(ARCHS),
+        help="architectures for the speed part (default: all)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (after one warm-up run)")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--memory-tile", type=int, default=128, help="--tile of the memory part")

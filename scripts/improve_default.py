@@ -45,16 +45,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO, help="source tree to ship into (default: this checkout)")
     parser.add_argument("--name", default="spsr-x4")
-    parser.add_argument("--stage-a", type=Path, default=REPO / "configs" / "spsr-x4-cpu-branch.yaml",
-                        help="stage A config (gradient branch alone)")
-    parser.add_argument("--stage-b", type=Path, default=REPO / "configs" / "spsr-x4-cpu.yaml",
-                        help="stage B config (fusion + branch, SPSR-G)")
-    parser.add_argument("--run", type=Path, default=None,
-                        help="run folder (default: $SPSR_HOME/runs/improve-default/v<shipped version>)")
+    parser.add_argument(
+        "--stage-a",
+        type=Path,
+        default=REPO / "configs" / "spsr-x4-cpu-branch.yaml",
+        help="stage A config (gradient branch alone)",
+    )
+    parser.add_argument(
+        "--stage-b",
+        type=Path,
+        default=REPO / "configs" / "spsr-x4-cpu.yaml",
+        help="stage B config (fusion + branch, SPSR-G)",
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="run folder (default: $SPSR_HOME/runs/improve-default/v<shipped version>)",
+    )
     parser.add_argument("--minutes", type=float, default=150.0, help="wall-time budget of the whole round")
     parser.add_argument("--reserve", type=float, default=20.0, help="minutes kept for exporting, scoring, deciding")
-    parser.add_argument("--bench", type=Path, default=REPO.parent / "shared" / "data" / "bench",
-                        help="folder with Set5/ and Set14/ (HR, LR_bicubic_X4)")
+    parser.add_argument(
+        "--bench",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "bench",
+        help="folder with Set5/ and Set14/ (HR, LR_bicubic_X4)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override for both stages")
     parser.add_argument("--set-a", dest="overrides_a", action="append", default=[], help="override for stage A only")
     parser.add_argument("--set-b", dest="overrides_b", action="append", default=[], help="override for stage B only")
@@ -62,8 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-train", action="store_true", help="only export, score and decide on --run")
     parser.add_argument("--no-decide", action="store_true", help="only train")
     parser.add_argument("--candidate", type=Path, help="score and decide on this generator file (no training)")
-    parser.add_argument("--no-branch-share", dest="branch_share", action="store_false",
-                        help="skip measuring the gradient branch's share of the output on Set14 (two float32 passes)")
+    parser.add_argument(
+        "--no-branch-share",
+        dest="branch_share",
+        action="store_false",
+        help="skip measuring the gradient branch's share of the output on Set14 (two float32 passes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,15 +98,29 @@ def main(argv: list[str] | None = None, *, scorer=None) -> int:
         warm = release.warm_start_file(args.init_source, warm_dir / "warm-start.safetensors")
         scores = score(warm)
         entry = release.bundle_default(
-            warm, repo=args.repo, name=args.name, metrics=scores, licence=release.LICENCE,
+            warm,
+            repo=args.repo,
+            name=args.name,
+            metrics=scores,
+            licence=release.LICENCE,
             description=release.WARM_START_DESCRIPTION,
-            training={"init": args.init_source, "steps": 0, "note": "exact warm start, no SPSR training",
-                      "reference_scores": {f"warm start ({args.init_source})": scores}})
+            training={
+                "init": args.init_source,
+                "steps": 0,
+                "note": "exact warm start, no SPSR training",
+                "reference_scores": {f"warm start ({args.init_source})": scores},
+            },
+        )
         log.info("shipped the warm start as %s v%s: %s", args.name, entry["version"], scores)
     shipped = args.repo / "spsr_cli" / entry["source"]["path"]
     if args.candidate is not None:
-        return decide(args, entry, args.candidate, training_summary={"note": f"trained elsewhere: {args.candidate.name}"},
-                      score=score)
+        return decide(
+            args,
+            entry,
+            args.candidate,
+            training_summary={"note": f"trained elsewhere: {args.candidate.name}"},
+            score=score,
+        )
     run = args.run or spsr_home() / "runs" / "improve-default" / f"v{entry['version']}"
     run.mkdir(parents=True, exist_ok=True)
     if not args.no_train:
@@ -118,8 +152,9 @@ def train_stages(args: argparse.Namespace, run: Path, shipped: Path, deadline: f
             baseline = stage_a_baseline(stage_a)
             if baseline is not None:  # v1's own validation PSNR (stage A does not change the SR output)
                 overrides.append(f"validation.psnr_floor={baseline['psnr'] - MAX_VALIDATION_PSNR_DROP:.4f}")
-        cfg = resolve_run_config(config_path=None if resume else config, overrides=overrides, run_dir=folder,
-                                 resume=resume)
+        cfg = resolve_run_config(
+            config_path=None if resume else config, overrides=overrides, run_dir=folder, resume=resume
+        )
         done = checkpoint_step(latest_checkpoint(folder))
         if done >= cfg.train.steps:
             log.info("%s already finished (%d steps)", folder.name, done)
@@ -174,40 +209,59 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     candidate = run / f"candidate-step{state['step']}.safetensors"
-    write_generator_file(candidate, state["ema"], cfg.spsr_config(),
-                         source=f"spsr train {run.name}/b-fusion step {state['step']} (EMA)",
-                         licence=release.LICENCE, extra_metadata={"training_step": str(state["step"])})
+    write_generator_file(
+        candidate,
+        state["ema"],
+        cfg.spsr_config(),
+        source=f"spsr train {run.name}/b-fusion step {state['step']} (EMA)",
+        licence=release.LICENCE,
+        extra_metadata={"training_step": str(state["step"])},
+    )
     baseline = stage_a_baseline(stage_a)
     val_ok, val_why = release.validation_improves(state.get("validation"), baseline)
     log.info("candidate %s: %s", candidate.name, val_why)
     summary = {
         "stage_a": release.run_summary(stage_a) if (stage_a / "log.jsonl").is_file() else None,
         "stage_b": release.run_summary(stage_b) if (stage_b / "log.jsonl").is_file() else None,
-        "hardware": release.hardware_summary(), "data": [str(d) for d in cfg.data.hr_dirs],
-        "selected_step": state["step"], "validation": state.get("validation"), "validation_v1": baseline,
+        "hardware": release.hardware_summary(),
+        "data": [str(d) for d in cfg.data.hr_dirs],
+        "selected_step": state["step"],
+        "validation": state.get("validation"),
+        "validation_v1": baseline,
         "stage_a_final_validation": (validation_rows(stage_a) or [None])[-1],
     }
     summary["steps"] = sum(int((summary[k] or {}).get("steps", 0)) for k in ("stage_a", "stage_b"))
     if args.branch_share:
         summary["branch_share_set14"] = release.branch_share(candidate, args.bench)
         log.info("branch share on Set14: %s", summary["branch_share_set14"])
-    return decide(args, entry, candidate, training_summary=summary, score=score, validation_ok=val_ok,
-                  decision_file=run / "decision.json")
+    return decide(
+        args,
+        entry,
+        candidate,
+        training_summary=summary,
+        score=score,
+        validation_ok=val_ok,
+        decision_file=run / "decision.json",
+    )
 
 
 def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:
     """This round's validation rows, numbered by total generator steps across every round so far."""
     path = repo / release.CURVE_FILE
-    earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
+    earlier = (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_file()
+        else []
+    )
     round_name = f"{entry['name']} v{entry['version']} -> v{entry['version'] + 1}"
     offset = max((r["total_steps"] for r in earlier if r["round"] != round_name), default=0)
     rows, stage_a_steps = [], 0
     for stage in ("a-branch", "b-fusion"):
         for row in validation_rows(run / stage):
             metrics = {k: v for k, v in row.items() if k not in ("event", "time", "best")}
-            rows.append({"round": round_name, "stage": stage, **metrics,
-                         "total_steps": offset + stage_a_steps + row["step"]})
+            rows.append(
+                {"round": round_name, "stage": stage, **metrics, "total_steps": offset + stage_a_steps + row["step"]}
+            )
         if stage == "a-branch":
             stage_a_steps = checkpoint_step_of(run / stage)
     return rows
@@ -219,32 +273,65 @@ def checkpoint_step_of(run_dir: Path) -> int:
     return checkpoint_step(latest_checkpoint(run_dir)) if run_dir.is_dir() else 0
 
 
-def decide(args: argparse.Namespace, entry: dict, candidate: Path, *, training_summary: dict, score=None,
-           validation_ok: bool = True, decision_file: Path | None = None) -> int:
+def decide(
+    args: argparse.Namespace,
+    entry: dict,
+    candidate: Path,
+    *,
+    training_summary: dict,
+    score=None,
+    validation_ok: bool = True,
+    decision_file: Path | None = None,
+) -> int:
     """Score ``candidate`` and ship it when it beats the shipped model's recorded numbers (and, for a
     run of this script, its validation scores: ``validation_ok``)."""
     score = score or (lambda path: release.score_generator(path, args.bench))
     scores = score(candidate)
     better, why = release.is_improvement(scores, entry.get("metrics"))
     ships = better and validation_ok
-    log.info("candidate %s: %s%s -> %s", candidate.name, why, "" if validation_ok else "; validation did not improve",
-             "shipping" if ships else "keeping the shipped model")
+    log.info(
+        "candidate %s: %s%s -> %s",
+        candidate.name,
+        why,
+        "" if validation_ok else "; validation did not improve",
+        "shipping" if ships else "keeping the shipped model",
+    )
     if decision_file is not None:
         from spsr_cli.files import write_json_atomic
 
-        write_json_atomic(decision_file, {"candidate": str(candidate), "scores": scores, "ships": ships, "why": why,
-                                          "validation_ok": validation_ok, "training": training_summary})
+        write_json_atomic(
+            decision_file,
+            {
+                "candidate": str(candidate),
+                "scores": scores,
+                "ships": ships,
+                "why": why,
+                "validation_ok": validation_ok,
+                "training": training_summary,
+            },
+        )
     if ships:
         previous = entry.get("training", {})
         total = int(training_summary.get("steps", 0)) + int(previous.get("total_steps", previous.get("steps", 0)))
         training = {
-            "init": f"{args.name} v{entry['version']}", "steps": total, "total_steps": total,
+            "init": f"{args.name} v{entry['version']}",
+            "steps": total,
+            "total_steps": total,
             "this_round": training_summary,
-            "reference_scores": {**previous.get("reference_scores", {}),
-                                 f"{args.name} v{entry['version']} (previous)": entry.get("metrics", {})},
+            "reference_scores": {
+                **previous.get("reference_scores", {}),
+                f"{args.name} v{entry['version']} (previous)": entry.get("metrics", {}),
+            },
         }
-        new = release.bundle_default(candidate, repo=args.repo, name=args.name, metrics=scores, training=training,
-                                     licence=release.LICENCE, description=release.DESCRIPTION)
+        new = release.bundle_default(
+            candidate,
+            repo=args.repo,
+            name=args.name,
+            metrics=scores,
+            training=training,
+            licence=release.LICENCE,
+            description=release.DESCRIPTION,
+        )
         log.info("shipped %s v%s", args.name, new["version"])
     return 0
 

@@ -48,8 +48,13 @@ PAPER_ROWS = {
 
 
 def score_generator(
-    weights: str | Path, bench_root: Path, *, sets: tuple[str, ...] = ("Set5", "Set14"), precision: str = "fp32",
-    device: str = "cpu", tile: int | str = "auto",
+    weights: str | Path,
+    bench_root: Path,
+    *,
+    sets: tuple[str, ...] = ("Set5", "Set14"),
+    precision: str = "fp32",
+    device: str = "cpu",
+    tile: int | str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM / LPIPS of a model (file, registry name or ``bicubic``) on benchmark folders.
 
@@ -65,7 +70,9 @@ def score_generator(
     for name in sets:
         hr, lr = bench_root / name / "HR", bench_root / name / "LR_bicubic_X4"
         if not hr.is_dir():
-            raise UsageError(f"benchmark folder {hr} does not exist; pass --bench DIR holding {name}/HR and {name}/LR_bicubic_X4")
+            raise UsageError(
+                f"benchmark folder {hr} does not exist; pass --bench DIR holding {name}/HR and {name}/LR_bicubic_X4"
+            )
         result = evaluate(local_source(hr, lr if lr.is_dir() else None), model=str(weights), options=options)
         means = result.means
         if means.get("lpips") is None:
@@ -74,8 +81,13 @@ def score_generator(
     return scores
 
 
-def is_improvement(candidate: Mapping[str, Mapping[str, float]], current: Mapping[str, Mapping[str, float]] | None,
-                   *, on: str = "Set14", max_psnr_drop: float = MAX_PSNR_DROP) -> tuple[bool, str]:
+def is_improvement(
+    candidate: Mapping[str, Mapping[str, float]],
+    current: Mapping[str, Mapping[str, float]] | None,
+    *,
+    on: str = "Set14",
+    max_psnr_drop: float = MAX_PSNR_DROP,
+) -> tuple[bool, str]:
     """The shipping rule: ``on``'s LPIPS strictly lower and its PSNR at most ``max_psnr_drop`` dB lower.
 
     With no recorded numbers for the current model (``None``), anything scored is an improvement.
@@ -93,19 +105,25 @@ def is_improvement(candidate: Mapping[str, Mapping[str, float]], current: Mappin
     return True, why
 
 
-def validation_improves(candidate: Mapping[str, float] | None, baseline: Mapping[str, float] | None) -> tuple[bool, str]:
+def validation_improves(
+    candidate: Mapping[str, float] | None, baseline: Mapping[str, float] | None
+) -> tuple[bool, str]:
     """The rule's other half: validation LPIPS (held-out training photographs) strictly lower than the
     shipped model's on the same crops. Returns (decision, why)."""
     if not candidate or not baseline or candidate.get("lpips") is None or baseline.get("lpips") is None:
         return False, "no validation LPIPS for the candidate or the shipped model"
-    why = (f"validation LPIPS {baseline['lpips']:.4f} -> {candidate['lpips']:.4f}, "
-           f"PSNR {baseline['psnr']:.3f} -> {candidate['psnr']:.3f} dB")
+    why = (
+        f"validation LPIPS {baseline['lpips']:.4f} -> {candidate['lpips']:.4f}, "
+        f"PSNR {baseline['psnr']:.3f} -> {candidate['psnr']:.3f} dB"
+    )
     if candidate["lpips"] >= baseline["lpips"]:
         return False, f"{why}: validation LPIPS did not improve"
     return True, why
 
 
-def branch_share(weights: str | Path, bench_root: Path, *, name: str = "Set14", device: str = "cpu") -> dict[str, float]:
+def branch_share(
+    weights: str | Path, bench_root: Path, *, name: str = "Set14", device: str = "cpu"
+) -> dict[str, float]:
     """How much the gradient branch changes the output of a generator on a benchmark set.
 
     Every LR image of ``bench_root/NAME/LR_bicubic_X4`` is upscaled twice in float32, once as
@@ -135,35 +153,47 @@ def branch_share(weights: str | Path, bench_root: Path, *, name: str = "Set14", 
         lr = read_rgb(path)
         values.append(psnr(upscale(lr).astype(np.float64), upscale_zeroed(lr).astype(np.float64)))
     finite = [v for v in values if math.isfinite(v)]
-    return {"set": name, "images": len(values), "mean_psnr": float(np.mean(values)) if len(finite) == len(values) else math.inf,
-            "min_psnr": float(min(values))}
+    return {
+        "set": name,
+        "images": len(values),
+        "mean_psnr": float(np.mean(values)) if len(finite) == len(values) else math.inf,
+        "min_psnr": float(min(values)),
+    }
 
 
 def update_curve(repo: Path, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Append validation rows (keys ``round``, ``stage``, ``step``, ``total_steps``, metrics) to the
     repository's learning curve, skipping rows already there, and redraw the card's curve table."""
     path = repo / CURVE_FILE
-    curve = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
+    curve = (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_file()
+        else []
+    )
     seen = {(r["round"], r["stage"], r["step"]) for r in curve}
     curve += [dict(r) for r in rows if (r["round"], r["stage"], r["step"]) not in seen]
     write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in curve))
     card = repo / MODEL_CARD_FILE
     if card.is_file() and CURVE_START in card.read_text(encoding="utf-8"):
-        write_text_atomic(card, _replace_between(card.read_text(encoding="utf-8"), CURVE_START, CURVE_END,
-                                                 curve_table(curve)))
+        write_text_atomic(
+            card, _replace_between(card.read_text(encoding="utf-8"), CURVE_START, CURVE_END, curve_table(curve))
+        )
     return curve
 
 
 def curve_table(curve: list[Mapping[str, Any]]) -> str:
     """Markdown table of the learning curve (validation on the held-out training photographs)."""
-    lines = ["| round | stage | step | total steps | val PSNR | val SSIM | val LPIPS | branch L1 (bicubic) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| round | stage | step | total steps | val PSNR | val SSIM | val LPIPS | branch L1 (bicubic) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in curve:
         lpips = "-" if r.get("lpips") is None else f"{r['lpips']:.4f}"
         branch = "-" if r.get("branch_l1") is None else f"{r['branch_l1']:.4f} ({r['bicubic_branch_l1']:.4f})"
-        lines.append(f"| {r['round']} | {r['stage']} | {r['step']} | {r['total_steps']} | {r['psnr']:.3f} | "
-                     f"{r['ssim']:.4f} | {lpips} | {branch} |")
+        lines.append(
+            f"| {r['round']} | {r['stage']} | {r['step']} | {r['total_steps']} | {r['psnr']:.3f} | "
+            f"{r['ssim']:.4f} | {lpips} | {branch} |"
+        )
     return "\n".join(lines)
 
 
@@ -174,8 +204,15 @@ def current_entry(repo: Path, name: str) -> dict[str, Any] | None:
 
 
 def bundle_default(
-    weights: Path, *, repo: Path, name: str = "spsr-x4", metrics: Mapping[str, Any], training: Mapping[str, Any],
-    licence: str, description: str, make_default: bool = True,
+    weights: Path,
+    *,
+    repo: Path,
+    name: str = "spsr-x4",
+    metrics: Mapping[str, Any],
+    training: Mapping[str, Any],
+    licence: str,
+    description: str,
+    make_default: bool = True,
 ) -> dict[str, Any]:
     """Ship ``weights`` inside the package under ``name`` (see the module docstring).
 
@@ -190,12 +227,19 @@ def bundle_default(
     with atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)
     entry = {
-        "name": name, "architecture": "spsr", "version": version, "config": loaded.config.to_dict(),
-        "scale": loaded.config.scale, "licence": licence,
-        "provenance": loaded.metadata.get("source", ""), "description": description,
-        "sha256": sha256_file(target), "size": target.stat().st_size,
+        "name": name,
+        "architecture": "spsr",
+        "version": version,
+        "config": loaded.config.to_dict(),
+        "scale": loaded.config.scale,
+        "licence": licence,
+        "provenance": loaded.metadata.get("source", ""),
+        "description": description,
+        "sha256": sha256_file(target),
+        "size": target.stat().st_size,
         "source": {"type": "bundled", "path": str(target.relative_to(repo / "spsr_cli"))},
-        "metrics": dict(metrics), "training": dict(training),
+        "metrics": dict(metrics),
+        "training": dict(training),
     }
     for key in ("base_model", "good_for"):  # what the model grew from and what it is for carry over
         if previous and previous.get(key):
@@ -219,15 +263,21 @@ def metrics_table(entry: Mapping[str, Any]) -> str:
     def cell(row: Mapping[str, Any] | None, key: str, digits: int) -> str:
         return "-" if not row or row.get(key) is None else f"{row[key]:.{digits}f}"
 
-    rows: list[tuple[str, Mapping[str, Any]]] = [(f"**{entry['name']} v{entry['version']}** (this model)", entry.get("metrics", {}))]
+    rows: list[tuple[str, Mapping[str, Any]]] = [
+        (f"**{entry['name']} v{entry['version']}** (this model)", entry.get("metrics", {}))
+    ]
     rows += [(label, scores) for label, scores in (entry.get("training", {}).get("reference_scores") or {}).items()]
     for label, row in rows:
-        lines.append(f"| {label} | {cell(row.get('Set5'), 'psnr', 2)} | {cell(row.get('Set5'), 'lpips', 4)} | "
-                     f"{cell(row.get('Set14'), 'psnr', 2)} | {cell(row.get('Set14'), 'lpips', 4)} |")
+        lines.append(
+            f"| {label} | {cell(row.get('Set5'), 'psnr', 2)} | {cell(row.get('Set5'), 'lpips', 4)} | "
+            f"{cell(row.get('Set14'), 'psnr', 2)} | {cell(row.get('Set14'), 'lpips', 4)} |"
+        )
     for label, sets in PAPER_ROWS.items():
         s5, s14 = sets.get("Set5"), sets.get("Set14")
-        lines.append(f"| {label} | {f'{s5[0]:.2f}' if s5 else '-'} | {f'{s5[1]:.4f}' if s5 else '-'} | "
-                     f"{f'{s14[0]:.2f}' if s14 else '-'} | {f'{s14[1]:.4f}' if s14 else '-'} |")
+        lines.append(
+            f"| {label} | {f'{s5[0]:.2f}' if s5 else '-'} | {f'{s5[1]:.4f}' if s5 else '-'} | "
+            f"{f'{s14[0]:.2f}' if s14 else '-'} | {f'{s14[1]:.4f}' if s14 else '-'} |"
+        )
     return "\n".join(lines)
 
 
@@ -257,13 +307,19 @@ def status_section(entry: Mapping[str, Any]) -> str:
     training = entry.get("training", {})
     this = training.get("this_round", {})
     share = this.get("branch_share_set14")
-    share_text = (f"PSNR {share['mean_psnr']:.2f} dB (lowest {share['min_psnr']:.2f}) between the output and the "
-                  f"output with the branch's features zeroed, on Set14" if share else "not measured")
-    return (f"**What ships today (v{entry['version']}), plainly:** `base_model` (RealSR DF2K) with its trunk frozen; "
-            f"the gradient branch and the fusion block trained by this project with the recipe below, "
-            f"{training.get('total_steps', training.get('steps', 0))} generator steps in all, on BSDS500 + T91 "
-            f"(held-out split excluded). The gradient branch now changes the output: {share_text}. "
-            f"Cost: 52.4 M multiply-accumulates per input pixel, about 3x the plain RRDBNet's 18 M.")
+    share_text = (
+        f"PSNR {share['mean_psnr']:.2f} dB (lowest {share['min_psnr']:.2f}) between the output and the "
+        f"output with the branch's features zeroed, on Set14"
+        if share
+        else "not measured"
+    )
+    return (
+        f"**What ships today (v{entry['version']}), plainly:** `base_model` (RealSR DF2K) with its trunk frozen; "
+        f"the gradient branch and the fusion block trained by this project with the recipe below, "
+        f"{training.get('total_steps', training.get('steps', 0))} generator steps in all, on BSDS500 + T91 "
+        f"(held-out split excluded). The gradient branch now changes the output: {share_text}. "
+        f"Cost: 52.4 M multiply-accumulates per input pixel, about 3x the plain RRDBNet's 18 M."
+    )
 
 
 def refresh_card(text: str, entry: Mapping[str, Any]) -> str:
@@ -295,8 +351,14 @@ def warm_start_file(init_source: str, target: Path, *, offline: bool = False) ->
     entry = rrdb_init_sources()[init_source.removesuffix("-rrdb")]
     model = SPSRNet()
     embed_rrdbnet(model, rrdb_init_state_dict(init_source, offline=offline))
-    write_generator_file(target, model.state_dict(), model.config, source=f"exact warm start from {entry.name}",
-                         licence=str(entry.licence or ""), extra_metadata={"init": entry.name})
+    write_generator_file(
+        target,
+        model.state_dict(),
+        model.config,
+        source=f"exact warm start from {entry.name}",
+        licence=str(entry.licence or ""),
+        extra_metadata={"init": entry.name},
+    )
     return target
 
 
@@ -324,24 +386,36 @@ def hardware_summary() -> str:
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
     """Steps, wall time and speed of a training run, from its JSON-lines log."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (Path(run_dir) / "log.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     starts = [r for r in rows if r.get("event") == "start"]
     steps = [r for r in rows if "event" not in r and "step" in r]
     wall = 0.0
     for i, start in enumerate(starts):  # sum each session (start .. its last row)
-        end = (starts[i + 1]["time"] if i + 1 < len(starts) else rows[-1]["time"])
+        end = starts[i + 1]["time"] if i + 1 < len(starts) else rows[-1]["time"]
         session = [r["time"] for r in rows if start["time"] <= r["time"] <= end]
         wall += max(session) - start["time"]
     last_step = max((r["step"] for r in steps), default=0)
     first_step = starts[0]["step"] if starts else 0
     trained = last_step - first_step
-    return {"steps": trained, "wall_minutes": round(wall / 60.0, 1),
-            "it_s": round(trained / wall, 4) if wall > 0 else None,
-            "amp_bf16": bool(starts and starts[-1].get("amp")), "perceptual": starts[-1].get("perceptual") if starts else None}
+    return {
+        "steps": trained,
+        "wall_minutes": round(wall / 60.0, 1),
+        "it_s": round(trained / wall, 4) if wall > 0 else None,
+        "amp_bf16": bool(starts and starts[-1].get("amp")),
+        "perceptual": starts[-1].get("perceptual") if starts else None,
+    }
 
 
 LICENCE = "Apache-2.0 (derived from RealSR DF2K, Copyright Tencent; see MODEL_CARD.md)"
-DESCRIPTION = ("SPSR x4 fine-tuned from the RealSR DF2K RRDBNet (base_model): gradient branch and fusion trained "
-               "on BSDS500 + T91 with the SPSR-G objective, trunk frozen; see MODEL_CARD.md")
-WARM_START_DESCRIPTION = ("SPSR x4 whose output is the RealSR DF2K RRDBNet's (exact warm start; no training by this "
-                          "project yet; the gradient branch does not change the output); see MODEL_CARD.md")
+DESCRIPTION = (
+    "SPSR x4 fine-tuned from the RealSR DF2K RRDBNet (base_model): gradient branch and fusion trained "
+    "on BSDS500 + T91 with the SPSR-G objective, trunk frozen; see MODEL_CARD.md"
+)
+WARM_START_DESCRIPTION = (
+    "SPSR x4 whose output is the RealSR DF2K RRDBNet's (exact warm start; no training by this "
+    "project yet; the gradient branch does not change the output); see MODEL_CARD.md"
+)

@@ -24,11 +24,12 @@ from spsr_cli.weights.nse_files import AUX_KIND
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "weights_manifest.json"
 BUNDLED = ROOT / "spsr_cli" / "weights" / "bundled"
-LICENCE = ("MIT (trained from scratch by spsr-cli); training images BSDS500 and T91, research use; "
-           "see MODEL_CARD.md")
-METRIC = {"contrastive": "top-1 accuracy of the predicted vector among the positive and 16 negatives (InfoNCE, "
-                         "cosine x 64), mean over the horizontal, vertical and cross variants",
-          "jigsaw": "accuracy of the 24-way permutation classifier on 2x2 grids of non-overlapping vectors"}
+LICENCE = "MIT (trained from scratch by spsr-cli); training images BSDS500 and T91, research use; see MODEL_CARD.md"
+METRIC = {
+    "contrastive": "top-1 accuracy of the predicted vector among the positive and 16 negatives (InfoNCE, "
+    "cosine x 64), mean over the horizontal, vertical and cross variants",
+    "jigsaw": "accuracy of the 24-way permutation classifier on 2x2 grids of non-overlapping vectors",
+}
 
 
 def ship(run: Path, name: str) -> dict:
@@ -38,25 +39,40 @@ def ship(run: Path, name: str) -> dict:
     state = load_checkpoint(checkpoint)
     cfg = state["config"]
     evaluation = state.get("evaluation")
-    if state.get("kind") != "nse" or not evaluation or evaluation["step"] != state["step"] \
-            or state["step"] != cfg["train"]["steps"]:
+    if (
+        state.get("kind") != "nse"
+        or not evaluation
+        or evaluation["step"] != state["step"]
+        or state["step"] != cfg["train"]["steps"]
+    ):
         raise SystemExit(f"{checkpoint}: not a finished, evaluated spsr train nse run")
     method = cfg["task"]["method"]
     source = f"spsr train nse --method {method} (configs/nse-{method}.yaml), step {state['step']}"
     out = write_nse_from_checkpoint(state, BUNDLED / f"{name}.safetensors", source=source, licence=LICENCE)
     return {
-        "name": name, "kind": AUX_KIND, "method": method,
+        "name": name,
+        "kind": AUX_KIND,
+        "method": method,
         "description": f"Neural structure extractor (TPAMI SPSR, NSE-{'P' if method == 'contrastive' else 'J'}) "
-                       f"trained by {method} self-supervision; the structure losses of loss.preset "
-                       f"spsr-{'p' if method == 'contrastive' else 'j'} use it. See MODEL_CARD.md.",
-        "licence": LICENCE, "provenance": source, "config": cfg["model"],
-        "accuracy": {"held_out": round(evaluation["accuracy"], 4), "metric": METRIC[method],
-                     "held_out_crops": int(evaluation["crops"]),
-                     **{k: round(v, 4) for k, v in evaluation.items() if k.startswith("accuracy_")}},
-        "training": {"steps": state["step"], "minutes": round(state["train_seconds"] / 60, 1),
-                     "threads": cfg["train"]["threads"], "images": state.get("split"),
-                     "note": "wall-clock time of the training steps on one CPU thread (nice 10) of a 2-core "
-                             "machine shared with other jobs; evaluation and checkpoints excluded"},
+        f"trained by {method} self-supervision; the structure losses of loss.preset "
+        f"spsr-{'p' if method == 'contrastive' else 'j'} use it. See MODEL_CARD.md.",
+        "licence": LICENCE,
+        "provenance": source,
+        "config": cfg["model"],
+        "accuracy": {
+            "held_out": round(evaluation["accuracy"], 4),
+            "metric": METRIC[method],
+            "held_out_crops": int(evaluation["crops"]),
+            **{k: round(v, 4) for k, v in evaluation.items() if k.startswith("accuracy_")},
+        },
+        "training": {
+            "steps": state["step"],
+            "minutes": round(state["train_seconds"] / 60, 1),
+            "threads": cfg["train"]["threads"],
+            "images": state.get("split"),
+            "note": "wall-clock time of the training steps on one CPU thread (nice 10) of a 2-core "
+            "machine shared with other jobs; evaluation and checkpoints excluded",
+        },
         "size": out.size,
         "source": {"type": "bundled", "path": f"weights/bundled/{name}.safetensors", "sha256": out.sha256},
     }

@@ -118,8 +118,9 @@ def atomic_path(path: PathLike, *, durable: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "wb", *, encoding: Union[str, None] = None,
-                durable: bool = False) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: PathLike, mode: str = "wb", *, encoding: Union[str, None] = None, durable: bool = False
+) -> Iterator[IO[Any]]:
     """``open(path, mode)`` that writes atomically (see :func:`atomic_path`); ``mode`` is ``"wb"`` or ``"w"``."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open writes new files only: mode must be 'wb' or 'w', got {mode!r}")

@@ -76,5 +76,7 @@ def tiny_weights(tmp_path: Path, tiny_model) -> Path:
     from spsr_cli.weights.store import write_generator_file
 
     path = tmp_path / "tiny.safetensors"
-    write_generator_file(path, tiny_model.state_dict(), tiny_model.config, source="test", licence="MIT", dtype=torch.float32)
+    write_generator_file(
+        path, tiny_model.state_dict(), tiny_model.config, source="test", licence="MIT", dtype=torch.float32
+    )
     return path

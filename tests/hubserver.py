@@ -82,8 +82,11 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return
             key, revision = self._lookup()
             if key is None:
-                headers = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
-                           "Content-Type": "application/json"}
+                headers = {
+                    "X-Error-Code": "EntryNotFound",
+                    "X-Error-Message": "Entry not found",
+                    "Content-Type": "application/json",
+                }
                 if revision:
                     headers["X-Repo-Commit"] = revision
                 self._send(404, headers, b'{"error": "Entry not found"}', with_body)
@@ -91,8 +94,11 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             data = hub.files[key]
             body = hub.corrupt.get(key, data)
             if key in hub.plain:
-                headers = {"X-Repo-Commit": revision, "ETag": f'"{git_blob_sha1(data)}"',
-                           "Content-Type": "application/octet-stream"}
+                headers = {
+                    "X-Repo-Commit": revision,
+                    "ETag": f'"{git_blob_sha1(data)}"',
+                    "Content-Type": "application/octet-stream",
+                }
                 self._send(200, headers, body, with_body)
                 return
             sha = hashlib.sha256(data).hexdigest()
@@ -119,8 +125,12 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"Content-Type": "text/plain"}, b"no such object", with_body)
                 return
             body = hub.corrupt.get(key, hub.files[key])
-            self._send(200, {"ETag": f'"{hashlib.sha256(hub.files[key]).hexdigest()}"',
-                             "Content-Type": "application/octet-stream"}, body, with_body)
+            self._send(
+                200,
+                {"ETag": f'"{hashlib.sha256(hub.files[key]).hexdigest()}"', "Content-Type": "application/octet-stream"},
+                body,
+                with_body,
+            )
 
         def do_HEAD(self) -> None:  # noqa: N802 (http.server naming)
             self._respond(with_body=False)

@@ -13,8 +13,19 @@ from spsr_cli.cli.app import run
 def test_cli_compare(tmp_path: Path, tiny_weights: Path, capsys, one_thread) -> None:
     photos = [tmp_path / "a.jpg"]
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(photos[0])
-    args = ["compare", str(photos[0]), "-m", "bicubic", "-m", str(tiny_weights), "-o", str(tmp_path / "out"),
-            "--device", "cpu", "--offline"]
+    args = [
+        "compare",
+        str(photos[0]),
+        "-m",
+        "bicubic",
+        "-m",
+        str(tiny_weights),
+        "-o",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--offline",
+    ]
     assert run(args) == 0
     err = capsys.readouterr().err
     assert "a: bicubic" in err and "index.html" in err

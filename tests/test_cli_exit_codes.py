@@ -37,7 +37,9 @@ def world(tmp_path, tiny_weights, tiny_model):
     (tmp_path / "hr").mkdir()
     (tmp_path / "lr").mkdir()
     for name, size in (("p", (48, 40)), ("q", (48, 40))):
-        PILImage.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"hr/{name}.png")
+        PILImage.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+            tmp_path / f"hr/{name}.png"
+        )
     PILImage.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "lr/p.png")  # q has no LR
     os.mkfifo(tmp_path / "fifo.png")
     assert run(["weights", "import", str(tiny_weights), "--name", "taken"]) == 0
@@ -88,7 +90,9 @@ def test_exit_code(world, code, args, capsys):
     argv = args.format(**world).split()
     assert run(argv) == code, capsys.readouterr().err
     if code == 2 and argv[:1] == ["upscale"]:  # nothing was computed
-        assert not any(p.name.endswith("_x4.png") for p in world["dir"].rglob("*") if not {"done", "rerun"} & set(p.parts))
+        assert not any(
+            p.name.endswith("_x4.png") for p in world["dir"].rglob("*") if not {"done", "rerun"} & set(p.parts)
+        )
 
 
 def test_readme_documents_these_codes():

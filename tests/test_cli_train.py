@@ -12,13 +12,23 @@ from spsr_cli.cli.app import run
 from spsr_cli.train.checkpoint import list_checkpoints
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
     """stderr with rich's line wrapping undone."""
     return " ".join(capsys.readouterr().err.split())
 
 
-FAST = ["--set", "data.batch_size=2", "--set", "train.checkpoint_every=2", "--set", "logging.progress=false",
-        "--set", "train.fusion_only_steps=1"]
+FAST = [
+    "--set",
+    "data.batch_size=2",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "logging.progress=false",
+    "--set",
+    "train.fusion_only_steps=1",
+]
 
 
 def test_print_config_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,8 +38,18 @@ def test_print_config_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_print_config_applies_file_and_overrides(capsys: pytest.CaptureFixture[str]) -> None:
-    code = run(["train", "--print-config", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--set", "train.lr=5e-4",
-                "--stage", "psnr"])
+    code = run(
+        [
+            "train",
+            "--print-config",
+            "--config",
+            str(CONFIGS / "tiny-cpu.yaml"),
+            "--set",
+            "train.lr=5e-4",
+            "--stage",
+            "psnr",
+        ]
+    )
     assert code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["nf"] == 8 and cfg["train"]["lr"] == 5e-4 and cfg["train"]["stage"] == "psnr"
@@ -73,12 +93,25 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 def test_missing_out_and_missing_data_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml")]) == 2
     assert "--out" in _err(capsys)
-    code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(tmp_path / "r"),
-                "--set", "data.synthetic=0", "--set", f"data.hr_dirs=[{tmp_path / 'nothing'}]"])
+    code = run(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "tiny-cpu.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "data.synthetic=0",
+            "--set",
+            f"data.hr_dirs=[{tmp_path / 'nothing'}]",
+        ]
+    )
     assert code == 2 and "does not exist" in _err(capsys)
 
 
-def test_export_of_a_folder_without_checkpoints_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_of_a_folder_without_checkpoints_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["train", "export", str(tmp_path), "--name", "x"]) == 1
     assert "no checkpoint" in _err(capsys)
 
@@ -94,8 +127,14 @@ def _rrdb_file(path: Path, scale: float) -> Path:
     from safetensors.torch import save_file
 
     nf, nb, gc = 8, 2, 4
-    shapes = {"conv_first": (nf, 3), "conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf),
-              "conv_hr": (nf, nf), "conv_last": (3, nf)}
+    shapes = {
+        "conv_first": (nf, 3),
+        "conv_body": (nf, nf),
+        "conv_up1": (nf, nf),
+        "conv_up2": (nf, nf),
+        "conv_hr": (nf, nf),
+        "conv_last": (3, nf),
+    }
     for i in range(nb):
         for k in (1, 2, 3):
             for j in range(1, 6):
@@ -112,8 +151,20 @@ def test_init_from_an_rrdb_file_is_reported(tmp_path: Path) -> None:
 
     rrdb = _rrdb_file(tmp_path / "rrdb.safetensors", 0.05)
     out = tmp_path / "run"
-    code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(out), "--init", str(rrdb),
-                "--set", "train.steps=1", *FAST])
+    code = run(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "tiny-cpu.yaml"),
+            "--out",
+            str(out),
+            "--init",
+            str(rrdb),
+            "--set",
+            "train.steps=1",
+            *FAST,
+        ]
+    )
     assert code == 0
     report = json.loads((out / "init_report.json").read_text())
     assert report["kind"] == "rrdb-warm-start" and "fusion.out.weight" in report["loaded"]
@@ -123,8 +174,22 @@ def test_init_from_an_rrdb_file_is_reported(tmp_path: Path) -> None:
 
 def test_divergence_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rrdb = _rrdb_file(tmp_path / "huge.safetensors", 1.0)  # activations explode at once
-    code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(tmp_path / "run"), "--init",
-                str(rrdb), "--set", "train.steps=2", "--set", "train.log_every=1", *FAST])
+    code = run(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "tiny-cpu.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--init",
+            str(rrdb),
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.log_every=1",
+            *FAST,
+        ]
+    )
     assert code == 1 and "non-finite loss at step 1" in _err(capsys)
 
 
@@ -134,15 +199,44 @@ def test_train_nse_export_and_spsr_p_by_name(tmp_path: Path, capsys: pytest.Capt
     assert "--out" in _err(capsys)
     assert run(["train", "nse", "--method", "mosaic", "--config", tiny_nse, "--out", str(nse_run)]) == 2
     assert "task.method" in _err(capsys)
-    assert run(["train", "nse", "--method", "jigsaw", "--config", tiny_nse, "--out", str(nse_run),
-                "--set", "train.steps=4"]) == 0
+    assert (
+        run(
+            [
+                "train",
+                "nse",
+                "--method",
+                "jigsaw",
+                "--config",
+                tiny_nse,
+                "--out",
+                str(nse_run),
+                "--set",
+                "train.steps=4",
+            ]
+        )
+        == 0
+    )
     assert "trained jigsaw NSE to step 4" in _err(capsys)
     assert run(["train", "nse", "--out", str(nse_run), "--resume", "--set", "train.steps=6"]) == 0
     assert [s for s, _ in list_checkpoints(nse_run)][-1] == 6
     assert run(["train", "export", str(nse_run), "--name", "cli-nse"]) == 0
     assert "structure extractor cli-nse (step 6)" in _err(capsys)
     out = tmp_path / "sr"
-    code = run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", str(out), *FAST,
-                "--set", "train.steps=2", "--set", "loss.preset=spsr-j", "--set", "loss.nse=cli-nse"])
+    code = run(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "tiny-cpu.yaml"),
+            "--out",
+            str(out),
+            *FAST,
+            "--set",
+            "train.steps=2",
+            "--set",
+            "loss.preset=spsr-j",
+            "--set",
+            "loss.nse=cli-nse",
+        ]
+    )
     assert code == 0 and [s for s, _ in list_checkpoints(out)] == [2]
     assert '"preset": "spsr-j", "nse": "cli-nse"' in (out / "log.jsonl").read_text()

@@ -36,7 +36,18 @@ def test_without_weights_explains_how_to_get_them(tmp_path, capsys, monkeypatch)
 
 def test_upscale_file_with_checkpoint(tmp_path, tiny_weights):
     save(tmp_path / "p.png")
-    code = run(["upscale", str(tmp_path / "p.png"), "--model", str(tiny_weights), "-o", str(tmp_path / "o.jpg"), "--quality", "80"])
+    code = run(
+        [
+            "upscale",
+            str(tmp_path / "p.png"),
+            "--model",
+            str(tiny_weights),
+            "-o",
+            str(tmp_path / "o.jpg"),
+            "--quality",
+            "80",
+        ]
+    )
     assert code == 0
     assert PILImage.open(tmp_path / "o.jpg").size == (48, 40)
 
@@ -96,7 +107,9 @@ def _never_load(monkeypatch):
     monkeypatch.setattr(batch.ModelLoader, "__call__", refuse)
 
 
-def test_a_finished_in_place_batch_reruns_without_loading_the_model_or_writing(tmp_path, tiny_weights, monkeypatch, capsys):
+def test_a_finished_in_place_batch_reruns_without_loading_the_model_or_writing(
+    tmp_path, tiny_weights, monkeypatch, capsys
+):
     for i in range(3):
         save(tmp_path / f"{i}.png")
     args = ["upscale", str(tmp_path), "--model", str(tiny_weights)]
@@ -150,7 +163,7 @@ def test_a_log_gets_one_line_per_image_and_every_failure_at_the_end(tmp_path, ti
     assert f"{tmp_path / 'a.png'} -> {tmp_path / 'out/a_x4.png'}, 12x10 -> 48x40, " in line
     assert line.endswith(" s, 4 tiles")
     summary = lines.index(next(x for x in lines if "1 written" in x))
-    assert any("b.png" in x and "cannot read" in x for x in lines[summary + 1:])  # listed again under the summary
+    assert any("b.png" in x and "cannot read" in x for x in lines[summary + 1 :])  # listed again under the summary
 
 
 def test_json_record_of_a_run(tmp_path, tiny_weights):
@@ -160,8 +173,21 @@ def test_json_record_of_a_run(tmp_path, tiny_weights):
     save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"broken")
     record = tmp_path / "run.json"
-    code = run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--fp32",
-                "--tile", "0", "--json", str(record)])
+    code = run(
+        [
+            "upscale",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_weights),
+            "--fp32",
+            "--tile",
+            "0",
+            "--json",
+            str(record),
+        ]
+    )
     assert code == 1
     doc = json.loads(record.read_text())
     assert doc["model"]["sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
@@ -177,7 +203,10 @@ def test_verbose_logs_device_precision_tile_and_model_hash(tmp_path, tiny_weight
     import hashlib
 
     save(tmp_path / "a.png")
-    assert run(["-v", "upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--precision", "fp32", "-t", "8"]) == 0
+    assert (
+        run(["-v", "upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--precision", "fp32", "-t", "8"])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "device cpu, precision fp32, tile 8" in err
     assert hashlib.sha256(tiny_weights.read_bytes()).hexdigest() in err
@@ -185,7 +214,24 @@ def test_verbose_logs_device_precision_tile_and_model_hash(tmp_path, tiny_weight
 
 def test_real_esrgan_short_options(tmp_path, tiny_weights):
     save(tmp_path / "a.png")
-    assert run(["upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "-s", "2", "-t", "8", "-f", "jpg", "--fp32"]) == 0
+    assert (
+        run(
+            [
+                "upscale",
+                str(tmp_path / "a.png"),
+                "--model",
+                str(tiny_weights),
+                "-s",
+                "2",
+                "-t",
+                "8",
+                "-f",
+                "jpg",
+                "--fp32",
+            ]
+        )
+        == 0
+    )
     assert PILImage.open(tmp_path / "a_x2.jpg").size == (24, 20)
     assert run(["upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--fp32", "--precision", "bf16"]) == 2
 
@@ -204,7 +250,12 @@ def test_an_unwritable_destination_is_refused_before_any_compute(tmp_path, tiny_
     save(tmp_path / "a.png")
     save(tmp_path / "b.png")
     _never_load(monkeypatch)
-    assert run(["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tiny_weights), "-o", "/proc/x"]) == 2
+    assert (
+        run(
+            ["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tiny_weights), "-o", "/proc/x"]
+        )
+        == 2
+    )
     assert "cannot write into /proc" in capsys.readouterr().err
 
 
@@ -247,13 +298,19 @@ def test_a_header_that_promises_a_huge_image_is_refused_before_decoding(tmp_path
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     bomb = tmp_path / "bomb.png"  # 12000 x 12000 by its header; decoding it would take gigabytes
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 12001 * 4)) + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 12001 * 4))
+        + chunk(b"IEND", b"")
+    )
     save(tmp_path / "ok.png")
     decoded = []
     real = batch.read_image
     monkeypatch.setattr(batch, "read_image", lambda path: decoded.append(path.name) or real(path))
-    code = run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--max-memory", "1G"])
+    code = run(
+        ["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--max-memory", "1G"]
+    )
     assert code == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "bomb.png" in err and "12000 x 12000 image" in err and "--max-memory" in err
@@ -283,12 +340,22 @@ def test_an_input_behind_a_folder_without_search_permission_fails_alone(tmp_path
 
     monkeypatch.setattr(Path, "stat", stat)
     monkeypatch.setattr("os.scandir", scandir)
-    args = ["upscale", str(tmp_path / "a.png"), str(tmp_path / "locked/b.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_weights)]
+    args = [
+        "upscale",
+        str(tmp_path / "a.png"),
+        str(tmp_path / "locked/b.png"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_weights),
+    ]
     assert run(args) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "locked/b.png" in err and "Permission denied" in err
     assert (tmp_path / "out/a_x4.png").is_file()
-    assert run(["upscale", str(tmp_path / "tree"), "-r", "-o", str(tmp_path / "out2"), "--model", str(tiny_weights)]) == 0
+    assert (
+        run(["upscale", str(tmp_path / "tree"), "-r", "-o", str(tmp_path / "out2"), "--model", str(tiny_weights)]) == 0
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert "cannot read the folder" in err and "sub" in err
     assert sorted(p.name for p in (tmp_path / "out2").rglob("*.png")) == ["c_x4.png"]

@@ -48,7 +48,10 @@ def test_refuses_to_overwrite_an_input(tmp_path):
         plan_jobs([str(tmp_path / "p.png")], OutputSpec(output=tmp_path / "p.png"), scale=4)
 
 
-@pytest.mark.parametrize("inputs, message", [([], "no input"), (["/nonexistent/x.png"], "does not exist"), (["/nonexistent/*.png"], "matches no")])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [([], "no input"), (["/nonexistent/x.png"], "does not exist"), (["/nonexistent/*.png"], "matches no")],
+)
 def test_bad_inputs(inputs, message):
     with pytest.raises(UsageError, match=message):
         plan_jobs(inputs, OutputSpec(), scale=4)
@@ -153,9 +156,13 @@ def test_decoding_and_writing_run_on_worker_threads_results_in_order(tmp_path, t
 
     threads = {"read": set(), "write": set()}
     real_read, real_write = batch.read_image, batch.write_image
-    monkeypatch.setattr(batch, "read_image", lambda p: threads["read"].add(threading.current_thread().name) or real_read(p))
     monkeypatch.setattr(
-        batch, "write_image", lambda *a, **k: threads["write"].add(threading.current_thread().name) or real_write(*a, **k)
+        batch, "read_image", lambda p: threads["read"].add(threading.current_thread().name) or real_read(p)
+    )
+    monkeypatch.setattr(
+        batch,
+        "write_image",
+        lambda *a, **k: threads["write"].add(threading.current_thread().name) or real_write(*a, **k),
     )
     for name in ("a", "c", "d"):
         save(tmp_path / f"{name}.png")
@@ -164,7 +171,9 @@ def test_decoding_and_writing_run_on_worker_threads_results_in_order(tmp_path, t
     save(tmp_path / "out/d_x4.png")  # exists: skipped
     order = []
     jobs = plan_jobs([str(tmp_path)], OutputSpec(output=tmp_path / "out"), scale=4)
-    result = run_jobs(jobs, tiny_model, OPTS, skip_existing=True, on_done=lambda job, problem: order.append(job.source.name))
+    result = run_jobs(
+        jobs, tiny_model, OPTS, skip_existing=True, on_done=lambda job, problem: order.append(job.source.name)
+    )
     assert order == ["a.png", "b.png", "c.png", "d.png"]  # reported in job order
     assert [j.source.name for j in result.done] == ["a.png", "c.png"] and len(result.skipped) == 1
     assert threads == {"read": {"spsr-decode"}, "write": {"spsr-encode_0"}}
@@ -183,7 +192,9 @@ def _gif(path, frames=3):
 def test_a_gif_fails_alone_naming_ext_in_lists_and_folders_alike(tmp_path, tiny_model):
     save(tmp_path / "in/good.png")
     _gif(tmp_path / "in/anim.gif")
-    listed = plan_jobs([str(tmp_path / "in/good.png"), str(tmp_path / "in/anim.gif")], OutputSpec(output=tmp_path / "a"), scale=4)
+    listed = plan_jobs(
+        [str(tmp_path / "in/good.png"), str(tmp_path / "in/anim.gif")], OutputSpec(output=tmp_path / "a"), scale=4
+    )
     folder = plan_jobs([str(tmp_path / "in")], OutputSpec(output=tmp_path / "b"), scale=4)
     for jobs, out in ((listed, "a"), (folder, "b")):
         result = run_jobs(jobs, tiny_model, OPTS)

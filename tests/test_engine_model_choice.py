@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_generator
 from PIL import Image
 
-from conftest import make_generator
 from spsr_cli.engine.batch import OutputSpec, plan_jobs, run_jobs
 from spsr_cli.engine.model_choice import AUTO, JPEG_MODEL, JPEG_QUALITY_THRESHOLD, ModelChoice, choose_for_file
 from spsr_cli.engine.options import InferenceOptions

@@ -51,7 +51,9 @@ def test_an_image_too_large_fails_before_anything_is_allocated(tiny_model):
     big = Image(rgb=np.zeros((1500, 1500, 3), np.float32))
     tracemalloc.start()
     try:
-        with pytest.raises(MemoryBudgetError, match=r"1500 x 1500 image \(output 6000 x 6000\).*--max-memory allows 64 MiB"):
+        with pytest.raises(
+            MemoryBudgetError, match=r"1500 x 1500 image \(output 6000 x 6000\).*--max-memory allows 64 MiB"
+        ):
             upscale_image(big, up)
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -1,12 +1,11 @@
 import copy
-
-import pytest
-import torch
-import torch.nn.functional as F
-
 import weakref
 
 import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_generator
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -14,7 +13,6 @@ from spsr_cli.engine.device import resolve_device, resolve_dtype
 from spsr_cli.engine.options import InferenceOptions, parse_bytes
 from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler, auto_tile_size, tile_grid, working_set_bytes
 from spsr_cli.errors import UsageError
-from conftest import make_generator
 from spsr_cli.model.spsr import SPSROutput
 
 
@@ -253,12 +251,21 @@ def test_memory_limit_picks_the_auto_tile_and_refuses_what_cannot_fit(tiny_model
     roomy = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("1G")))
     tight = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("96M")))
     assert tight.plan(400, 400).tile < roomy.plan(400, 400).tile
-    with pytest.raises(MemoryBudgetError, match=r"4000 x 3000 image \(output 16000 x 12000\).*output 0.54 GiB.*--max-memory allows 96 MiB; the output alone.*--max-memory"):
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"4000 x 3000 image \(output 16000 x 12000\).*output 0.54 GiB.*--max-memory allows 96 MiB; "
+        r"the output alone.*--max-memory",
+    ):
         tight.plan(3000, 4000)
     with pytest.raises(MemoryBudgetError, match=r"even 32-pixel tiles do not fit"):
         tight.plan(1200, 1200)  # output 66 MiB, and 52 MiB for the smallest tiles
-    fixed = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=512, memory_limit=parse_bytes("256M")))
-    with pytest.raises(MemoryBudgetError, match=r"512-pixel tiles needs about 3.02 GiB .*allows 0.25 GiB; use --tile \d+ or raise --max-memory"):
+    fixed = Upscaler(
+        tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=512, memory_limit=parse_bytes("256M"))
+    )
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"512-pixel tiles needs about 3.02 GiB .*allows 0.25 GiB; use --tile \d+ or raise --max-memory",
+    ):
         fixed.plan(1000, 1000)
 
 
@@ -266,7 +273,10 @@ def test_cpu_allocation_failure_becomes_a_memory_error(tiny_model, image, monkey
     up = Upscaler(tiny_model, InferenceOptions(device="cpu", precision="fp32", tile=64))
 
     def fail(patch):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 1 bytes"
+        )
 
     monkeypatch.setattr(up, "_forward", fail)
     with pytest.raises(MemoryBudgetError, match="out of memory on cpu even with 32-pixel tiles"):

@@ -48,13 +48,25 @@ def test_writes_outputs_crops_report_and_page(tmp_path: Path, tiny_weights: Path
     out = tmp_path / "out"
     seen: list[str] = []
     result = compare_photos(
-        [tmp_path / "in"], ["bicubic", str(tiny_weights)], out, options=CPU, offline=True,
+        [tmp_path / "in"],
+        ["bicubic", str(tiny_weights)],
+        out,
+        options=CPU,
+        offline=True,
         progress=lambda done, total, name: seen.append(f"{done}/{total} {name}"),
     )
     assert seen == ["1/2 a", "2/2 b_c"] and result.labels == ["bicubic", "tiny"] and not result.failed
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "compare.json", "crops/a.png", "crops/b_c.png", "full/a/bicubic.png", "full/a/input.png", "full/a/tiny.png",
-        "full/b_c/bicubic.png", "full/b_c/input.png", "full/b_c/tiny.png", "index.html",
+        "compare.json",
+        "crops/a.png",
+        "crops/b_c.png",
+        "full/a/bicubic.png",
+        "full/a/input.png",
+        "full/a/tiny.png",
+        "full/b_c/bicubic.png",
+        "full/b_c/input.png",
+        "full/b_c/tiny.png",
+        "index.html",
     ]
     assert np.array_equal(_read(out / "full/b_c/input.png"), _read(photos[1]))
     from spsr_cli.io.imresize import bicubic_upscale
@@ -203,11 +215,26 @@ def browser_page(tmp_path: Path):
 
     def open_page(path: Path) -> _DevTools:
         proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             "--force-device-scale-factor=1", "--window-size=1200,1000", f"--user-data-dir={profile}",
-             "--remote-debugging-port=0", "--remote-allow-origins=*", path.as_uri()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-extensions",
+                "--force-device-scale-factor=1",
+                "--window-size=1200,1000",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                path.as_uri(),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         procs.append(proc)
         port_file = profile / "DevToolsActivePort"

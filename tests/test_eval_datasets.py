@@ -70,7 +70,9 @@ def _hub_files() -> tuple[dict, DatasetSpec]:
         ("dataset", REPO, REV, "data/LR.tar.gz"): lr_tar,
     }
     spec = DatasetSpec(
-        name="TinySet", repo_id=REPO, revision=REV,
+        name="TinySet",
+        repo_id=REPO,
+        revision=REV,
         hr=ArchiveFile("data/HR.tar.gz", hashlib.sha256(hr_tar).hexdigest()),
         lr=ArchiveFile("data/LR.tar.gz", hashlib.sha256(lr_tar).hexdigest()),
     )
@@ -119,8 +121,13 @@ def test_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_pinned_revision_verifies_files_without_a_sha256_pin(monkeypatch: pytest.MonkeyPatch) -> None:
     """At a pinned commit the hub's etag is the LFS sha256: no --trust-unverified needed, and it is recorded."""
     files, spec = _hub_files()
-    unpinned = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None),
-                           lr=ArchiveFile("data/LR.tar.gz", None))
+    unpinned = DatasetSpec(
+        name="T",
+        repo_id=REPO,
+        revision=REV,
+        hr=ArchiveFile("data/HR.tar.gz", None),
+        lr=ArchiveFile("data/LR.tar.gz", None),
+    )
     with local_hub(files) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         source = prepare_dataset(unpinned)
@@ -136,8 +143,13 @@ def test_pinned_revision_verifies_files_without_a_sha256_pin(monkeypatch: pytest
 def test_bytes_differing_from_the_hub_etag_are_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
     files, spec = _hub_files()
     lr_key = ("dataset", REPO, REV, "data/LR.tar.gz")
-    unpinned = DatasetSpec(name="T", repo_id=REPO, revision=REV, hr=ArchiveFile("data/HR.tar.gz", None),
-                           lr=ArchiveFile("data/LR.tar.gz", None))
+    unpinned = DatasetSpec(
+        name="T",
+        repo_id=REPO,
+        revision=REV,
+        hr=ArchiveFile("data/HR.tar.gz", None),
+        lr=ArchiveFile("data/LR.tar.gz", None),
+    )
     broken_lr = {lr_key: bytes(len(files[lr_key]))}
     with local_hub(files, corrupt=broken_lr) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)

@@ -10,7 +10,12 @@ from PIL import Image
 
 from spsr_cli.errors import UsageError
 from spsr_cli.eval.degradation import (
-    Degradation, decode_jpeg, encode_jpeg, gaussian_blur, gaussian_kernel, parse_degradation,
+    Degradation,
+    decode_jpeg,
+    encode_jpeg,
+    gaussian_blur,
+    gaussian_kernel,
+    parse_degradation,
 )
 from spsr_cli.io.imresize import bicubic_downscale
 from spsr_cli.io.jpeg_quality import estimate_jpeg_quality

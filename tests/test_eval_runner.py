@@ -54,8 +54,12 @@ def test_bicubic_row_of_the_paper(shared_dir: Path, name: str) -> None:
     bench_lr = bench / "LR_bicubic_X4" if (bench / "LR_bicubic_X4").is_dir() else None  # else generated from HR
     lpips_model = _real_lpips()
     result = evaluate(
-        local_source(bench / "HR", bench_lr), model="bicubic", protocol="spsr-paper",
-        lpips=lpips_model is not None, lpips_model=lpips_model, niqe=False,
+        local_source(bench / "HR", bench_lr),
+        model="bicubic",
+        protocol="spsr-paper",
+        lpips=lpips_model is not None,
+        lpips_model=lpips_model,
+        niqe=False,
     )
     psnr, ssim, lpips = PAPER_BICUBIC[name]
     means = result.means
@@ -78,7 +82,9 @@ def _tiny_set(root: Path, n: int = 2) -> Path:
 
 def _tiny_model(path: Path) -> Path:
     config = SPSRConfig(nf=8, nb=2, gc=4)
-    write_generator_file(path, SPSRNet(config=config).state_dict(), config, source="test", licence="none", dtype=torch.float32)
+    write_generator_file(
+        path, SPSRNet(config=config).state_dict(), config, source="test", licence="none", dtype=torch.float32
+    )
     return path
 
 
@@ -87,8 +93,13 @@ def test_model_run_writes_json_csv_and_images(tmp_path: Path) -> None:
     model = _tiny_model(tmp_path / "tiny.safetensors")
     done: list[str] = []
     result = evaluate(
-        local_source(hr_dir, None), model=str(model), protocol="basicsr", options=InferenceOptions(device="cpu", tile=16),
-        save_images=tmp_path / "sr", progress=lambda i, n, name: done.append(f"{i}/{n} {name}"), offline=True,
+        local_source(hr_dir, None),
+        model=str(model),
+        protocol="basicsr",
+        options=InferenceOptions(device="cpu", tile=16),
+        save_images=tmp_path / "sr",
+        progress=lambda i, n, name: done.append(f"{i}/{n} {name}"),
+        offline=True,
     )
     assert done == ["1/2 im0", "2/2 im1"]
     assert [r.name for r in result.images] == ["im0", "im1"]
@@ -120,8 +131,13 @@ def test_quantise_rounds_half_up() -> None:
 def test_reports_and_saved_images_follow_the_umask_and_leave_no_temporary(tmp_path: Path) -> None:
     from spsr_cli.eval.runner import EvalResult, ImageResult, _write_png
 
-    result = EvalResult(protocol="basicsr", model="m", dataset={"name": "d"}, scale=4,
-                        images=[ImageResult(name="a", psnr=30.0, ssim=0.9, lpips=None)])
+    result = EvalResult(
+        protocol="basicsr",
+        model="m",
+        dataset={"name": "d"},
+        scale=4,
+        images=[ImageResult(name="a", psnr=30.0, ssim=0.9, lpips=None)],
+    )
     old = os.umask(0o027)
     try:
         write_json(result, tmp_path / "r.json")
@@ -144,7 +160,20 @@ def _cli() -> typer.Typer:
 def test_cli_eval_local_folders(tmp_path: Path) -> None:
     hr_dir = _tiny_set(tmp_path, n=1)
     out = CliRunner().invoke(
-        _cli(), ["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "o.json"), "--csv", str(tmp_path / "o.csv")],
+        _cli(),
+        [
+            "eval",
+            "--hr-dir",
+            str(hr_dir),
+            "--model",
+            "bicubic",
+            "--no-lpips",
+            "--no-niqe",
+            "--json",
+            str(tmp_path / "o.json"),
+            "--csv",
+            str(tmp_path / "o.csv"),
+        ],
     )
     assert out.exit_code == 0, out.output
     assert "mean" in out.output and "PSNR" in out.output
@@ -155,9 +184,9 @@ def test_cli_eval_local_folders(tmp_path: Path) -> None:
 
 def test_cli_eval_dataset_from_local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`spsr eval --dataset NAME` downloads the pinned archive from the hub (here 127.0.0.1) and evaluates."""
-    import spsr_cli.cli.eval as cli_eval
     from hubserver import local_hub
 
+    import spsr_cli.cli.eval as cli_eval
     from spsr_cli.eval.datasets import ArchiveFile, DatasetSpec
 
     rev = "89abcdef0123456789abcdef0123456789abcdef"
@@ -167,11 +196,19 @@ def test_cli_eval_dataset_from_local_hub(tmp_path: Path, monkeypatch: pytest.Mon
         for png in sorted(hr_dir.iterdir()):
             tf.add(png, arcname=f"Tiny_HR/{png.name}")
     data = buffer.getvalue()
-    spec = DatasetSpec(name="Tiny", repo_id="t/Tiny", revision=rev, hr=ArchiveFile("HR.tar.gz", hashlib.sha256(data).hexdigest()), lr=None)
+    spec = DatasetSpec(
+        name="Tiny",
+        repo_id="t/Tiny",
+        revision=rev,
+        hr=ArchiveFile("HR.tar.gz", hashlib.sha256(data).hexdigest()),
+        lr=None,
+    )
     monkeypatch.setattr(cli_eval, "get_spec", lambda name: spec)
     with local_hub({("dataset", "t/Tiny", rev, "HR.tar.gz"): data}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        out = CliRunner().invoke(_cli(), ["eval", "--dataset", "Tiny", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "d.json")])
+        out = CliRunner().invoke(
+            _cli(), ["eval", "--dataset", "Tiny", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "d.json")]
+        )
     assert out.exit_code == 0, out.output
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["dataset"]["revision"] == rev and doc["dataset"]["repo_id"] == "t/Tiny"
@@ -182,7 +219,11 @@ def test_cli_rejects_bad_combinations(tmp_path: Path) -> None:
     from spsr_cli.errors import UsageError
 
     runner = CliRunner()
-    for args in (["eval"], ["eval", "--dataset", "Set5", "--hr-dir", str(tmp_path)], ["eval", "--hr-dir", str(tmp_path), "--protocol", "x"]):
+    for args in (
+        ["eval"],
+        ["eval", "--dataset", "Set5", "--hr-dir", str(tmp_path)],
+        ["eval", "--hr-dir", str(tmp_path), "--protocol", "x"],
+    ):
         result = runner.invoke(_cli(), args)
         assert isinstance(result.exception, UsageError), args
 
@@ -197,7 +238,19 @@ def test_unreadable_image_is_a_failed_row_the_rest_scored_and_exit_1(tmp_path: P
     broken = result.images[0]
     assert broken.error and str(hr_dir / "broken.png") in broken.error and broken.psnr is None
     assert result.means["psnr"] == pytest.approx(np.mean([r.psnr for r in result.images[1:]]))
-    code = run(["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "r.json")])
+    code = run(
+        [
+            "eval",
+            "--hr-dir",
+            str(hr_dir),
+            "--model",
+            "bicubic",
+            "--no-lpips",
+            "--no-niqe",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 1
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["failed"] == 1 and doc["scored"] == 2 and "error" in doc["images"][0]
@@ -211,8 +264,24 @@ def test_compare_two_models_one_table_and_side_by_side_crops(tmp_path: Path, cap
 
     hr_dir = _tiny_set(tmp_path, n=2)
     model = _tiny_model(tmp_path / "tiny.safetensors")
-    args = ["eval", "--hr-dir", str(hr_dir), "--compare", "bicubic", str(model), "--no-lpips", "--no-niqe",
-            "--device", "cpu", "--save-images", str(tmp_path / "out"), "--crop", "4,4,16", "--json", str(tmp_path / "c.json")]
+    args = [
+        "eval",
+        "--hr-dir",
+        str(hr_dir),
+        "--compare",
+        "bicubic",
+        str(model),
+        "--no-lpips",
+        "--no-niqe",
+        "--device",
+        "cpu",
+        "--save-images",
+        str(tmp_path / "out"),
+        "--crop",
+        "4,4,16",
+        "--json",
+        str(tmp_path / "c.json"),
+    ]
     assert run(args) == 0
     out = capsys.readouterr().out
     assert "bicubic" in out and "tiny" in out and "LPIPS" in out.split("PSNR")[0]  # the paper's column order
@@ -254,7 +323,9 @@ def test_niqe_is_scored_and_written(tmp_path: Path) -> None:
     Image.fromarray(smooth).save(hr_dir / "a.png")
     model = NIQEModel(mu=np.zeros(36), cov=np.eye(36))
     result = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe_model=model)
-    pair_sr = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False, save_images=tmp_path / "sr")
+    pair_sr = evaluate(
+        local_source(hr_dir, None), model="bicubic", lpips=False, niqe=False, save_images=tmp_path / "sr"
+    )
     sr = np.asarray(Image.open(tmp_path / "sr" / "a.png"))
     assert result.images[0].niqe == pytest.approx(niqe_of_image(sr, model, border=4))
     assert result.means["niqe"] == result.images[0].niqe and pair_sr.means["niqe"] is None
@@ -262,7 +333,9 @@ def test_niqe_is_scored_and_written(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "n.json").read_text())["means"]["niqe"] == pytest.approx(result.images[0].niqe)
 
 
-def test_dataset_from_a_hub_with_the_real_layout_needs_no_extra_flags(shared_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_dataset_from_a_hub_with_the_real_layout_needs_no_extra_flags(
+    shared_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     """`spsr eval --dataset Set14 --model bicubic`: the registry's real repo, commit and file names, served
     by a local hub built from our copy of the images; verified by the hub's etag (no sha256 pin, no
     --trust-unverified) and the paper's bicubic row comes out."""
@@ -287,13 +360,28 @@ def test_dataset_from_a_hub_with_the_real_layout_needs_no_extra_flags(shared_dir
     }
     with local_hub(files) as hub:  # type: ignore[arg-type]
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        code = run(["eval", "--dataset", "Set14", "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "s.json")])
+        code = run(
+            [
+                "eval",
+                "--dataset",
+                "Set14",
+                "--model",
+                "bicubic",
+                "--no-lpips",
+                "--no-niqe",
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["dataset"]["revision"] == spec.revision and doc["dataset"]["lr"] == "published"
     hr_record = doc["dataset"]["files"]["hr"]
     assert hr_record["verified_by"] == ["hub-etag"]
-    assert hr_record["sha256"] == hashlib.sha256(files[("dataset", spec.repo_id, spec.revision, spec.hr.filename)]).hexdigest()
+    assert (
+        hr_record["sha256"]
+        == hashlib.sha256(files[("dataset", spec.repo_id, spec.revision, spec.hr.filename)]).hexdigest()
+    )
     assert doc["means"]["psnr"] == pytest.approx(PAPER_BICUBIC["Set14"][0], abs=0.02)
     assert doc["means"]["ssim"] == pytest.approx(PAPER_BICUBIC["Set14"][1], abs=0.002)
 
@@ -346,13 +434,27 @@ def test_cli_degradation_option(tmp_path: Path, capsys) -> None:
     from spsr_cli.cli.app import run
 
     hr_dir = _tiny_set(tmp_path, n=1)
-    code = run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--degradation", "jpeg:40",
-                "--json", str(tmp_path / "o.json")])
+    code = run(
+        [
+            "eval",
+            "--hr-dir",
+            str(hr_dir),
+            "--no-lpips",
+            "--no-niqe",
+            "--degradation",
+            "jpeg:40",
+            "--json",
+            str(tmp_path / "o.json"),
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "o.json").read_text())["degradation"]["spec"] == "jpeg:40"
     assert "LR: jpeg:40" in capsys.readouterr().out
-    for bad in (["--degradation", "jpeg:500"], ["--degradation", "gauss:1"],
-                ["--degradation", "jpeg:40", "--lr-dir", str(hr_dir)]):
+    for bad in (
+        ["--degradation", "jpeg:500"],
+        ["--degradation", "gauss:1"],
+        ["--degradation", "jpeg:40", "--lr-dir", str(hr_dir)],
+    ):
         assert run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", *bad]) == 2, bad
     err = capsys.readouterr().err
     assert "1..100" in err and "gauss:1" in err and "drop --lr-dir" in err
@@ -368,7 +470,22 @@ def test_eval_without_model_scores_the_default_model(tmp_path: Path) -> None:
     hr_dir = _tiny_set(tmp_path, n=1)
     assert run(["eval", "--hr-dir", str(hr_dir), "--no-lpips", "--no-niqe", "--json", str(tmp_path / "d.json")]) == 0
     assert json.loads((tmp_path / "d.json").read_text())["model"] == load_manifest().default != "bicubic"
-    assert run(["eval", "--hr-dir", str(hr_dir), "--model", "bicubic", "--no-lpips", "--no-niqe", "--json", str(tmp_path / "b.json")]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--hr-dir",
+                str(hr_dir),
+                "--model",
+                "bicubic",
+                "--no-lpips",
+                "--no-niqe",
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "b.json").read_text())["model"] == "bicubic"
 
 

@@ -205,9 +205,7 @@ def pillow_input(mode: str, seed: int) -> tuple[PIL.Image.Image, dict]:
         ("CMYK", False, 8, False),
     ],
 )
-def test_read_input_modes(
-    tmp_path: Path, mode: str, grayscale: bool, bit_depth: int, has_alpha: bool
-) -> None:
+def test_read_input_modes(tmp_path: Path, mode: str, grayscale: bool, bit_depth: int, has_alpha: bool) -> None:
     source, options = pillow_input(mode, seed=len(mode))
     path = tmp_path / ("in.tif" if mode == "CMYK" else "in.png")
     source.save(path, **options)
@@ -638,8 +636,15 @@ def test_temporary_files_finds_only_our_naming(tmp_path):
 
 @pytest.mark.parametrize(
     "ext, gray, alpha, depth",
-    [("png", False, True, 8), ("jpg", False, True, 8), ("png", True, False, 8), ("tif", True, True, 8),
-     ("png", False, True, 16), ("tif", True, False, 16), ("bmp", False, False, 16)],
+    [
+        ("png", False, True, 8),
+        ("jpg", False, True, 8),
+        ("png", True, False, 8),
+        ("tif", True, True, 8),
+        ("png", False, True, 16),
+        ("tif", True, False, 16),
+        ("bmp", False, False, 16),
+    ],
 )
 def test_quantised_samples_write_the_same_pixels_as_floats(tmp_path, ext, gray, alpha, depth):
     """The engine hands write_image uint8/uint16 samples; the file must be what floats give."""
@@ -648,7 +653,12 @@ def test_quantised_samples_write_the_same_pixels_as_floats(tmp_path, ext, gray, 
     a = rng.random((9, 11), dtype=np.float32) if alpha else None
     dtype, peak = (np.uint16, 65535) if depth == 16 else (np.uint8, 255)
     q = lambda x: np.rint(x * peak).astype(dtype)  # noqa: E731
-    as_float = Image(rgb=q(rgb) / np.float32(peak), alpha=None if a is None else q(a) / np.float32(peak), bit_depth=depth, grayscale=gray)
+    as_float = Image(
+        rgb=q(rgb) / np.float32(peak),
+        alpha=None if a is None else q(a) / np.float32(peak),
+        bit_depth=depth,
+        grayscale=gray,
+    )
     quantised = Image(rgb=q(rgb), alpha=None if a is None else q(a), bit_depth=depth, grayscale=gray)
     write_image(tmp_path / f"f.{ext}", as_float)
     write_image(tmp_path / f"q.{ext}", quantised)
@@ -696,8 +706,9 @@ def test_image_size_reads_the_header_only(tmp_path: Path) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     path = tmp_path / "big.png"  # claims 12000 x 9000 pixels and holds almost nothing
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 9000, 8, 2, 0, 0, 0))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 9000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    )
     assert images.image_size(path) == (9000, 12000)
 
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from spsr_cli.model.architectures import (
-    ARCHITECTURES, architecture_of, build, config_from_dict, get_architecture, macs_per_output_megapixel,
+    ARCHITECTURES,
+    architecture_of,
+    build,
+    config_from_dict,
+    get_architecture,
+    macs_per_output_megapixel,
 )
 from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet

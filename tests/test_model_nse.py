@@ -17,7 +17,6 @@ from spsr_cli.model.nse import (
     non_overlap_distance,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 

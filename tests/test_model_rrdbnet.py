@@ -65,8 +65,11 @@ def test_full_size_cost_is_the_published_figure() -> None:
     assert RRDBNetConfig().macs_per_input_pixel * 64 * 64 == pytest.approx(73.4e9, rel=2e-3)
 
 
-@pytest.mark.parametrize("config", [RRDBNetConfig(nf=2, nb=1, gc=1), RRDBNetConfig(nf=2, nb=2, gc=1, scale=2, unshuffle=2)],
-                         ids=["x4", "x2-unshuffle"])
+@pytest.mark.parametrize(
+    "config",
+    [RRDBNetConfig(nf=2, nb=1, gc=1), RRDBNetConfig(nf=2, nb=2, gc=1, scale=2, unshuffle=2)],
+    ids=["x4", "x2-unshuffle"],
+)
 def test_receptive_radius_bounds_what_reaches_an_output_pixel(config: RRDBNetConfig) -> None:
     """The gradient of one output pixel block is non-zero exactly on its receptive field."""
     model = RRDBNet(config=config).double().eval()

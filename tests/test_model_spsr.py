@@ -55,7 +55,12 @@ def test_gradient_map_hand_computed():
 def test_fusion_parameters_are_the_f_layers():
     model = SPSRNet(config=SPSRConfig(nf=8, nb=2, gc=4))
     names = {n for n, _ in model.named_parameters() if n.startswith("fusion.")}
-    assert {"fusion.block.rdb1.conv1.weight", "fusion.concat.weight", "fusion.hr_conv0.weight", "fusion.out.weight"} <= names
+    assert {
+        "fusion.block.rdb1.conv1.weight",
+        "fusion.concat.weight",
+        "fusion.hr_conv0.weight",
+        "fusion.out.weight",
+    } <= names
 
 
 @pytest.mark.parametrize("config", [SPSRConfig(nf=2, nb=1, gc=1, scale=2), SPSRConfig(nf=2, nb=3, gc=1, scale=4)])

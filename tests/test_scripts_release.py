@@ -14,33 +14,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_generator
+
 from spsr_cli.files import sha256_file
 from spsr_cli.weights.store import read_weights_file, write_generator_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import release  # noqa: E402  (scripts/release.py: maintainer tooling, not installed)
+
 TINY_TRAIN = [
-    "model.nf=8", "model.nb=2", "model.gc=4", "data.hr_dirs=[]", "data.synthetic=4", "data.crop_size=32",
-    "data.batch_size=2", "data.num_workers=0", "loss.d_channels=4", "loss.perceptual_backbone=none",
-    "train.threads=1", "train.steps=3", "train.d_warmup_steps=1", "train.checkpoint_every=3", "train.log_every=1",
+    "model.nf=8",
+    "model.nb=2",
+    "model.gc=4",
+    "data.hr_dirs=[]",
+    "data.synthetic=4",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "loss.d_channels=4",
+    "loss.perceptual_backbone=none",
+    "train.threads=1",
+    "train.steps=3",
+    "train.d_warmup_steps=1",
+    "train.checkpoint_every=3",
+    "train.log_every=1",
 ]
 
 
 def _scores(psnr: float, lpips: float) -> dict:
-    return {"Set5": {"psnr": psnr + 3, "ssim": 0.8, "lpips": lpips / 2}, "Set14": {"psnr": psnr, "ssim": 0.7, "lpips": lpips}}
+    return {
+        "Set5": {"psnr": psnr + 3, "ssim": 0.8, "lpips": lpips / 2},
+        "Set14": {"psnr": psnr, "ssim": 0.7, "lpips": lpips},
+    }
 
 
 @pytest.mark.parametrize(
     ("candidate", "current", "expected"),
     [
         (_scores(26.60, 0.140), _scores(26.60, 0.144), True),
-        (_scores(26.51, 0.140), _scores(26.60, 0.144), True),    # PSNR drop 0.09 dB: allowed
-        (_scores(26.49, 0.140), _scores(26.60, 0.144), False),   # 0.11 dB: refused
-        (_scores(26.90, 0.144), _scores(26.60, 0.144), False),   # LPIPS equal: refused
-        (_scores(26.00, 0.300), None, True),                     # nothing recorded yet
+        (_scores(26.51, 0.140), _scores(26.60, 0.144), True),  # PSNR drop 0.09 dB: allowed
+        (_scores(26.49, 0.140), _scores(26.60, 0.144), False),  # 0.11 dB: refused
+        (_scores(26.90, 0.144), _scores(26.60, 0.144), False),  # LPIPS equal: refused
+        (_scores(26.00, 0.300), None, True),  # nothing recorded yet
     ],
 )
 def test_the_shipping_rule(candidate: dict, current: dict | None, expected: bool) -> None:
@@ -52,7 +68,9 @@ def test_the_shipping_rule(candidate: dict, current: dict | None, expected: bool
 def _tree(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "spsr_cli").mkdir(parents=True)
-    (repo / "weights_manifest.json").write_text(json.dumps({"format_version": 1, "default": None, "models": [], "auxiliary": []}))
+    (repo / "weights_manifest.json").write_text(
+        json.dumps({"format_version": 1, "default": None, "models": [], "auxiliary": []})
+    )
     shutil.copyfile(REPO / "MODEL_CARD.md", repo / "MODEL_CARD.md")
     return repo
 
@@ -65,8 +83,14 @@ def _tiny_file(path: Path, seed: int = 0) -> Path:
 
 def test_bundle_default_ships_the_file_entry_and_card(tmp_path: Path) -> None:
     repo = _tree(tmp_path)
-    first = release.bundle_default(_tiny_file(tmp_path / "a.safetensors"), repo=repo, metrics=_scores(26.6, 0.1444),
-                                   training={"steps": 0}, licence="Apache-2.0", description="d")
+    first = release.bundle_default(
+        _tiny_file(tmp_path / "a.safetensors"),
+        repo=repo,
+        metrics=_scores(26.6, 0.1444),
+        training={"steps": 0},
+        licence="Apache-2.0",
+        description="d",
+    )
     shipped = repo / "spsr_cli" / first["source"]["path"]
     assert shipped == repo / "spsr_cli/weights/bundled/spsr-x4.safetensors"
     assert first["version"] == 1 and first["sha256"] == sha256_file(shipped) == sha256_file(tmp_path / "a.safetensors")
@@ -76,8 +100,14 @@ def test_bundle_default_ships_the_file_entry_and_card(tmp_path: Path) -> None:
     assert "| **spsr-x4 v1** (this model) | 29.60 | 0.0722 | 26.60 | 0.1444 |" in card
     assert "value: 0.1444  # Set14 lpips" in card and "value: 26.6  # Set14 psnr" in card and "\nversion: 1\n" in card
 
-    second = release.bundle_default(_tiny_file(tmp_path / "b.safetensors", seed=1), repo=repo, metrics=_scores(26.7, 0.14),
-                                    training={"steps": 5}, licence="Apache-2.0", description="d")
+    second = release.bundle_default(
+        _tiny_file(tmp_path / "b.safetensors", seed=1),
+        repo=repo,
+        metrics=_scores(26.7, 0.14),
+        training={"steps": 5},
+        licence="Apache-2.0",
+        description="d",
+    )
     assert second["version"] == 2 and second["sha256"] == sha256_file(shipped) != first["sha256"]
     assert len(json.loads((repo / "weights_manifest.json").read_text())["models"]) == 1
     assert "| **spsr-x4 v2** (this model) | 29.70 | 0.0700 | 26.70 | 0.1400 |" in (repo / "MODEL_CARD.md").read_text()
@@ -103,17 +133,26 @@ def _script():
     return module
 
 
-@pytest.mark.parametrize(("candidate", "validation_ok", "ships"), [
-    (_scores(26.62, 0.1400), True, True),
-    (_scores(26.40, 0.1300), True, False),   # Set14 PSNR too low
-    (_scores(26.62, 0.1400), False, False),  # validation LPIPS did not improve
-])
-def test_one_improvement_round_continues_from_the_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                candidate: dict, validation_ok: bool,
-                                                                ships: bool) -> None:
+@pytest.mark.parametrize(
+    ("candidate", "validation_ok", "ships"),
+    [
+        (_scores(26.62, 0.1400), True, True),
+        (_scores(26.40, 0.1300), True, False),  # Set14 PSNR too low
+        (_scores(26.62, 0.1400), False, False),  # validation LPIPS did not improve
+    ],
+)
+def test_one_improvement_round_continues_from_the_shipped_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidate: dict, validation_ok: bool, ships: bool
+) -> None:
     repo = _tree(tmp_path)
-    v1 = release.bundle_default(_tiny_file(tmp_path / "v1.safetensors"), repo=repo, metrics=_scores(26.6, 0.1444),
-                                training={"steps": 0}, licence="Apache-2.0", description="d")
+    v1 = release.bundle_default(
+        _tiny_file(tmp_path / "v1.safetensors"),
+        repo=repo,
+        metrics=_scores(26.6, 0.1444),
+        training={"steps": 0},
+        licence="Apache-2.0",
+        description="d",
+    )
     scored: list[Path] = []
 
     def scorer(path: Path) -> dict:
@@ -146,11 +185,20 @@ def test_one_improvement_round_continues_from_the_shipped_model(tmp_path: Path, 
 
 def test_the_card_says_how_the_version_was_made(tmp_path: Path) -> None:
     repo = _tree(tmp_path)
-    release.bundle_default(_tiny_file(tmp_path / "a.safetensors"), repo=repo, metrics=_scores(26.6, 0.1444),
-                           training={"init": "realsr-df2k", "steps": 1200, "this_round": {"hardware": "2 CPU threads (AMX)"}},
-                           licence="Apache-2.0", description="d")
+    release.bundle_default(
+        _tiny_file(tmp_path / "a.safetensors"),
+        repo=repo,
+        metrics=_scores(26.6, 0.1444),
+        training={"init": "realsr-df2k", "steps": 1200, "this_round": {"hardware": "2 CPU threads (AMX)"}},
+        licence="Apache-2.0",
+        description="d",
+    )
     card = (repo / "MODEL_CARD.md").read_text()
-    assert "### Training of this version (v1)" in card and "- steps: 1200" in card and "hardware: 2 CPU threads (AMX)" in card
+    assert (
+        "### Training of this version (v1)" in card
+        and "- steps: 1200" in card
+        and "hardware: 2 CPU threads (AMX)" in card
+    )
 
 
 def test_validation_half_of_the_rule() -> None:
@@ -192,8 +240,17 @@ def test_the_learning_curve_grows_without_repeating_rows(tmp_path: Path) -> None
     repo = _tree(tmp_path)
     card = repo / "MODEL_CARD.md"
     card.write_text(card.read_text() + "\n<!-- curve:start -->\n<!-- curve:end -->\n")
-    row = {"round": "r1", "stage": "a-branch", "step": 10, "total_steps": 10, "psnr": 23.0, "ssim": 0.6,
-           "lpips": 0.18, "branch_l1": 0.07, "bicubic_branch_l1": 0.08}
+    row = {
+        "round": "r1",
+        "stage": "a-branch",
+        "step": 10,
+        "total_steps": 10,
+        "psnr": 23.0,
+        "ssim": 0.6,
+        "lpips": 0.18,
+        "branch_l1": 0.07,
+        "bicubic_branch_l1": 0.08,
+    }
     release.update_curve(repo, [row])
     curve = release.update_curve(repo, [row, {**row, "stage": "b-fusion", "total_steps": 20}])
     assert len(curve) == 2 and len((repo / "training_curve.jsonl").read_text().splitlines()) == 2

@@ -25,7 +25,13 @@ def test_defaults_are_the_paper_recipe() -> None:
     cfg = default_config()
     loss = cfg.loss
     assert (loss.pixel, loss.perceptual, loss.gan, loss.gradient_pixel, loss.gradient_gan, loss.branch) == (
-        0.01, 1.0, 0.005, 0.01, 0.005, 0.5)
+        0.01,
+        1.0,
+        0.005,
+        0.01,
+        0.005,
+        0.5,
+    )
     assert loss.gradient_variance == 0.0 and loss.second_order == 0.0
     assert cfg.train.lr == cfg.train.lr_d == 1e-4
     assert (cfg.train.beta1, cfg.train.beta2) == (0.9, 0.999)
@@ -38,8 +44,17 @@ def test_defaults_are_the_paper_recipe() -> None:
 def test_yaml_file_and_typed_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("model: {nf: 8, nb: 2}\ntrain: {steps: 10}\n")
-    cfg = load_config(path, ["train.lr=2e-4", "data.hr_dirs=[a, b]", "data.flip=false", "train.milestones=5,7",
-                             "train.init=null", "data.batch_size=3"])
+    cfg = load_config(
+        path,
+        [
+            "train.lr=2e-4",
+            "data.hr_dirs=[a, b]",
+            "data.flip=false",
+            "train.milestones=5,7",
+            "train.init=null",
+            "data.batch_size=3",
+        ],
+    )
     assert cfg.model.nf == 8 and cfg.model.nb == 2 and cfg.model.gc == 32  # untouched keys keep defaults
     assert cfg.train.steps == 10
     assert cfg.train.lr == pytest.approx(2e-4) and isinstance(cfg.train.lr, float)

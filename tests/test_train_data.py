@@ -88,7 +88,8 @@ def _contains(src: np.ndarray, crop: np.ndarray) -> bool:
     c = crop.shape[0]
     return any(
         np.array_equal(src[y : y + c, x : x + c], crop)
-        for y in range(src.shape[0] - c + 1) for x in range(src.shape[1] - c + 1)
+        for y in range(src.shape[0] - c + 1)
+        for x in range(src.shape[1] - c + 1)
     )
 
 
@@ -131,8 +132,12 @@ def test_paired_mode_crops_matching_windows(tmp_path: Path) -> None:
     batch = TrainBatches(pool, batch_size=4, crop_size=32, scale=4, seed=0, flip=False, rotate=False)[0]
     for hr_t, lr_t in zip(batch["hr"], batch["lr"]):
         lr_crop, hr_crop = _to_u8(lr_t), _to_u8(hr_t)
-        hits = [(y, x) for y in range(16 - 8 + 1) for x in range(12 - 8 + 1)
-                if np.array_equal(lr_full[y : y + 8, x : x + 8], lr_crop)]
+        hits = [
+            (y, x)
+            for y in range(16 - 8 + 1)
+            for x in range(12 - 8 + 1)
+            if np.array_equal(lr_full[y : y + 8, x : x + 8], lr_crop)
+        ]
         assert any(np.array_equal(hr[4 * y : 4 * y + 32, 4 * x : 4 * x + 32], hr_crop) for y, x in hits)
 
 

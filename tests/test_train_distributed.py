@@ -14,10 +14,23 @@ from spsr_cli.train.distributed import DistContext, setup
 from spsr_cli.train.loop import train
 
 CONFIG = [
-    "model.nf=8", "model.nb=2", "model.gc=4", "data.synthetic=4", "data.crop_size=32", "data.batch_size=2",
-    "loss.d_channels=4", "loss.perceptual_backbone=none", "train.threads=1", "train.device=cpu", "train.lr=2e-3",
-    "train.lr_d=2e-3", "train.steps=4", "train.fusion_only_steps=2", "train.checkpoint_every=4",
-    "train.log_every=1", "logging.progress=false",
+    "model.nf=8",
+    "model.nb=2",
+    "model.gc=4",
+    "data.synthetic=4",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "loss.d_channels=4",
+    "loss.perceptual_backbone=none",
+    "train.threads=1",
+    "train.device=cpu",
+    "train.lr=2e-3",
+    "train.lr_d=2e-3",
+    "train.steps=4",
+    "train.fusion_only_steps=2",
+    "train.checkpoint_every=4",
+    "train.log_every=1",
+    "logging.progress=false",
 ]
 
 
@@ -28,8 +41,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     result = train(load_config(None, CONFIG), run_dir)
     state = {name: {k: v.clone() for k, v in sd.items()} for name, sd in result.state.items()}
     torch.save({"state": state, "history": result.history}, Path(out_dir) / f"rank{rank}.pt")

@@ -23,9 +23,21 @@ from spsr_cli.train.export import export_run
 from spsr_cli.train.loop import train
 
 TINY = [
-    "model.nf=8", "model.nb=2", "model.gc=4", "data.synthetic=4", "data.crop_size=32", "data.batch_size=2",
-    "loss.d_channels=4", "train.threads=1", "train.device=cpu", "train.lr=2e-3", "train.lr_d=2e-3",
-    "train.fusion_only_steps=0", "train.log_every=1", "train.ema_decay=0.9", "logging.progress=false",
+    "model.nf=8",
+    "model.nb=2",
+    "model.gc=4",
+    "data.synthetic=4",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "loss.d_channels=4",
+    "train.threads=1",
+    "train.device=cpu",
+    "train.lr=2e-3",
+    "train.lr_d=2e-3",
+    "train.fusion_only_steps=0",
+    "train.log_every=1",
+    "train.ema_decay=0.9",
+    "logging.progress=false",
     "validation.lpips=false",
 ]
 
@@ -56,7 +68,9 @@ def test_losses_fall_with_the_full_objective(tmp_path: Path) -> None:
     result = train(cfg, tmp_path / "run", perceptual_backbone=tiny_backbone())
     hist = result.history
     assert len(hist) == 30 and result.perceptual == "tiny-test"
-    assert {"pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "d_image", "d_gradient"} <= set(hist[0])
+    assert {"pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "d_image", "d_gradient"} <= set(
+        hist[0]
+    )
     for key in ("loss_g", "pixel", "perceptual", "branch"):
         assert _mean(hist[-5:], key) < 0.8 * _mean(hist[:5], key), key
     assert [v["step"] for v in result.validation] == [15, 30]
@@ -109,13 +123,22 @@ class _GraphProbe:
             out = output[0] if isinstance(output, tuple) else output
             if torch.is_grad_enabled():  # training steps only (validation runs under no_grad)
                 self.calls[name].append(out.requires_grad)
+
         return record
 
 
-@pytest.mark.parametrize(("trainable", "learning"), [("branch+fusion", {"branch", "fusion"}), ("fusion", {"fusion"}),
-                                                      ("branch", {"branch"}), ("all", {"trunk", "branch", "fusion"})])
-def test_frozen_parts_stay_unchanged_and_build_no_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        trainable: str, learning: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("trainable", "learning"),
+    [
+        ("branch+fusion", {"branch", "fusion"}),
+        ("fusion", {"fusion"}),
+        ("branch", {"branch"}),
+        ("all", {"trunk", "branch", "fusion"}),
+    ],
+)
+def test_frozen_parts_stay_unchanged_and_build_no_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainable: str, learning: set[str]
+) -> None:
     from spsr_cli.model import spsr as spsr_module
     from spsr_cli.model.spsr import part_of
 
@@ -178,7 +201,9 @@ def test_export_loads_by_name_and_upscales(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="exists already"):
         export_run(tmp_path / "run", name="tiny-run")
     again = export_run(tmp_path / "run", name="tiny-run", replace=True)
-    assert again.path == result.path and torch.equal(load_generator("tiny-run").fusion.out.weight, model.fusion.out.weight)
+    assert again.path == result.path and torch.equal(
+        load_generator("tiny-run").fusion.out.weight, model.fusion.out.weight
+    )
 
 
 def test_tensorboard_is_optional(tmp_path: Path) -> None:
@@ -202,7 +227,9 @@ def test_time_limit_checkpoints_and_stops(tmp_path: Path) -> None:
     assert any(e.get("event") == "time_limit" for e in events)
 
 
-@pytest.mark.parametrize(("amp", "units", "expected"), [("auto", "1", True), ("auto", "0", False), ("off", "1", False), ("bf16", "0", True)])
+@pytest.mark.parametrize(
+    ("amp", "units", "expected"), [("auto", "1", True), ("auto", "0", False), ("off", "1", False), ("bf16", "0", True)]
+)
 def test_cpu_training_uses_bf16_autocast_and_channels_last_where_the_cpu_has_bf16_units(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amp: str, units: str, expected: bool
 ) -> None:
@@ -241,8 +268,9 @@ def test_structure_presets_train_resume_and_export(tmp_path: Path, preset: str) 
     torch.manual_seed(5)
     nse = tmp_path / "nse.safetensors"
     write_nse_file(nse, NSENet(NSEConfig(channels=4)), metadata={"method": "test"})
-    cfg = tiny_config(f"loss.preset={preset}", f"loss.nse={nse}", "train.steps=4", "train.checkpoint_every=2",
-                      "train.amp=off")
+    cfg = tiny_config(
+        f"loss.preset={preset}", f"loss.nse={nse}", "train.steps=4", "train.checkpoint_every=2", "train.amp=off"
+    )
     full = train(cfg, tmp_path / "full", perceptual_backbone=tiny_backbone())
     row = full.history[0]
     assert {"structure_pixel", "structure_gan", "d_structure", "pixel", "perceptual", "branch"} <= set(row)
@@ -266,6 +294,10 @@ def test_a_resumed_run_removes_temporaries_a_killed_save_left(tmp_path: Path) ->
     stale = tmp_path / "run" / "checkpoints" / ".step_00000002.pt.999999999.tmp"  # no such process
     stale.write_bytes(b"half a checkpoint")
     # stop_after=1: the resumed run takes no step, so no save could have removed it
-    train(tiny_config("train.steps=2", "train.checkpoint_every=1", "loss.perceptual=0"), tmp_path / "run", resume=True,
-          stop_after=1)
+    train(
+        tiny_config("train.steps=2", "train.checkpoint_every=1", "loss.perceptual=0"),
+        tmp_path / "run",
+        resume=True,
+        stop_after=1,
+    )
     assert not stale.exists()

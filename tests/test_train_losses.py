@@ -35,7 +35,9 @@ def _spsr_grad_np(img: np.ndarray, padding: int) -> np.ndarray:
 
 def _patch_var_np(g: np.ndarray, n: int) -> np.ndarray:
     rows, cols = g.shape[0] // n, g.shape[1] // n
-    return np.array([[np.var(g[r * n : r * n + n, c * n : c * n + n], ddof=1) for c in range(cols)] for r in range(rows)])
+    return np.array(
+        [[np.var(g[r * n : r * n + n, c * n : c * n + n], ddof=1) for c in range(cols)] for r in range(rows)]
+    )
 
 
 def _gv_np(sr: np.ndarray, hr: np.ndarray, n: int, l1: bool = False) -> float:
@@ -52,7 +54,9 @@ def _gv_np(sr: np.ndarray, hr: np.ndarray, n: int, l1: bool = False) -> float:
 @pytest.fixture
 def pair() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64), torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64)
+    return torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64), torch.rand(
+        1, 1, 4, 4, generator=g, dtype=torch.float64
+    )
 
 
 def test_gradient_variance_matches_numpy(pair: tuple[torch.Tensor, torch.Tensor]) -> None:

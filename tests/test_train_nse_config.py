@@ -19,8 +19,16 @@ def test_too_small_a_map_for_the_negatives_is_refused() -> None:
     with pytest.raises(ConfigError, match="non-overlapping negative"):
         load_nse_config(CONFIGS / "nse-tiny.yaml", ["data.crop_size=64"])
     with pytest.raises(ValueError, match="non-overlapping negatives"):
-        sample_contrastive(np.random.default_rng(0), batch=1, height=16, width=16, offsets=CONTEXT_OFFSETS["cross"],
-                           anchors=100, negatives=4, min_distance=8)
+        sample_contrastive(
+            np.random.default_rng(0),
+            batch=1,
+            height=16,
+            width=16,
+            offsets=CONTEXT_OFFSETS["cross"],
+            anchors=100,
+            negatives=4,
+            min_distance=8,
+        )
 
 
 def test_shipped_nse_configs_parse() -> None:

@@ -24,8 +24,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread i
 
 @pytest.mark.parametrize("method", ["contrastive", "jigsaw"])
 def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path: Path, method: str) -> None:
-    cfg = load_nse_config(CONFIGS / "nse-tiny.yaml", [f"task.method={method}", "train.steps=8",
-                                                      "train.checkpoint_every=4", "train.eval_every=8"])
+    cfg = load_nse_config(
+        CONFIGS / "nse-tiny.yaml",
+        [f"task.method={method}", "train.steps=8", "train.checkpoint_every=4", "train.eval_every=8"],
+    )
     full = train_nse(cfg, tmp_path / "full")
     assert full.step == 8 and len(full.history) == 3 and full.evaluation[-1]["step"] == 8
     assert 0.0 <= full.evaluation[-1]["accuracy"] <= 1.0 and full.train_seconds > 0

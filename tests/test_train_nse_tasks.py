@@ -48,8 +48,16 @@ def test_info_nce_counts_ties_as_misses() -> None:
 @pytest.mark.parametrize("variant", sorted(CONTEXT_OFFSETS))
 def test_negatives_never_overlap_the_positive_or_the_inputs(variant: str) -> None:
     h, w = 24, 20
-    s = sample_contrastive(np.random.default_rng(1), batch=3, height=h, width=w, offsets=CONTEXT_OFFSETS[variant],
-                           anchors=40, negatives=12, min_distance=8)
+    s = sample_contrastive(
+        np.random.default_rng(1),
+        batch=3,
+        height=h,
+        width=w,
+        offsets=CONTEXT_OFFSETS[variant],
+        anchors=40,
+        negatives=12,
+        min_distance=8,
+    )
     yx = lambda f: np.stack([f // w, f % w], -1)  # noqa: E731
     anchor, ctx, neg = yx(s.anchor), yx(s.context), yx(s.negatives)
     # the context is the variant's fixed neighbours, in order

@@ -54,8 +54,16 @@ def test_full_objective_has_every_term_and_spares_the_discriminators() -> None:
     objective = SPSRObjective(weights=weights, perceptual_backbone=_tiny_backbone(), d_image=d_img, d_gradient=d_grad)
     sr, branch, hr = _inputs()
     total, terms = objective.generator_loss(sr, branch, hr)
-    assert set(terms) == {"pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch",
-                          "gradient_variance", "second_order"}
+    assert set(terms) == {
+        "pixel",
+        "perceptual",
+        "gan",
+        "gradient_pixel",
+        "gradient_gan",
+        "branch",
+        "gradient_variance",
+        "second_order",
+    }
     torch.testing.assert_close(total, sum(terms.values()))
     torch.testing.assert_close(terms["pixel"], 0.01 * F.l1_loss(sr, hr))
     torch.testing.assert_close(terms["gradient_pixel"], 0.01 * F.mse_loss(gradient_map(sr, 2), gradient_map(hr, 2)))
@@ -92,13 +100,15 @@ def test_zero_weight_switches_a_term_off_and_missing_parts_are_refused() -> None
 
 # ---- SPSR-P / SPSR-J: structure terms -------------------------------------------------
 
+
 def _structure():
     from spsr_cli.model.nse import NSEConfig, NSENet
     from spsr_cli.train.structure import FeatureDiscriminator, StructureFeatures
 
     torch.manual_seed(1)
-    return StructureFeatures(NSENet(NSEConfig(channels=6))), FeatureDiscriminator(in_channels=6, base_channels=4,
-                                                                                  input_size=8)
+    return StructureFeatures(NSENet(NSEConfig(channels=6))), FeatureDiscriminator(
+        in_channels=6, base_channels=4, input_size=8
+    )
 
 
 def test_presets_swap_the_gradient_space_terms_for_the_structure_terms() -> None:
@@ -108,7 +118,9 @@ def test_presets_swap_the_gradient_space_terms_for_the_structure_terms() -> None
         w = LossWeights.for_stage(load_config(None, [f"loss.preset={preset}", "loss.structure_pixel=0.3"]), "gan")
         assert (w.gan, w.gradient_pixel, w.gradient_gan) == (0, 0, 0)
         assert (w.pixel, w.perceptual, w.branch, w.structure_pixel, w.structure_gan) == (0.01, 1.0, 0.5, 0.3, 0.005)
-    assert LossWeights.for_stage(load_config(None, ["loss.preset=spsr-p"]), "psnr") == LossWeights(pixel=1.0, branch=0.5)
+    assert LossWeights.for_stage(load_config(None, ["loss.preset=spsr-p"]), "psnr") == LossWeights(
+        pixel=1.0, branch=0.5
+    )
     with pytest.raises(Exception, match="loss.preset"):
         load_config(None, ["loss.preset=spsr-x"])
 
@@ -118,8 +130,9 @@ def test_structure_terms_match_a_separate_computation() -> None:
 
     structure, d_str = _structure()
     d_str.eval()  # batch norm in eval mode: the same logits on every call
-    objective = SPSRObjective(weights=LossWeights(structure_pixel=0.7, structure_gan=0.05), structure=structure,
-                              d_structure=d_str)
+    objective = SPSRObjective(
+        weights=LossWeights(structure_pixel=0.7, structure_gan=0.05), structure=structure, d_structure=d_str
+    )
     sr, branch, hr = _inputs()
     total, terms = objective.generator_loss(sr, branch, hr)
     assert set(terms) == {"structure_pixel", "structure_gan"}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from spsr_cli.errors import CheckpointMismatchError
-from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+from spsr_cli.model.spsr import SPSRConfig, SPSRNet
 from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet
 
 NF, NB, GC = 8, 2, 4
@@ -21,7 +21,9 @@ def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor
         for k in (1, 2, 3):
             for j in range(1, 6):
                 shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
-    shapes.update({"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)})
+    shapes.update(
+        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
+    )
     sd = {}
     for name, (out, inp) in shapes.items():
         sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
@@ -50,7 +52,9 @@ def _real_df2k() -> dict[str, torch.Tensor]:
 
 
 def _rrdbnet(sd: dict[str, torch.Tensor], nb: int = NB) -> RRDBNet:
-    net = RRDBNet(config=RRDBNetConfig(nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdb1.conv1.weight"].shape[0]))
+    net = RRDBNet(
+        config=RRDBNetConfig(nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdb1.conv1.weight"].shape[0])
+    )
     net.load_state_dict(sd, strict=True)
     return net.eval()
 

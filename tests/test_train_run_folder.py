@@ -76,4 +76,3 @@ def test_a_non_finite_loss_names_the_step_and_the_fix() -> None:
     for bad in (math.nan, math.inf):
         with pytest.raises(TrainingDivergedError, match=r"non-finite loss at step 3: .*; lower train\.lr"):
             check_finite({"loss": bad}, 3, "lower train.lr")
-

@@ -10,7 +10,6 @@ from spsr_cli.model.nse import NSEConfig, NSENet
 from spsr_cli.train.config import load_config
 from spsr_cli.train.structure import FeatureDiscriminator, StructureFeatures, structure_pixel_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 

@@ -69,8 +69,13 @@ def test_validation_scores_equal_spsr_eval_on_the_same_crops(tmp_path: Path) -> 
     torch.manual_seed(1)
     lpips_net = LPIPS().eval().requires_grad_(False)  # random weights: the same network on both sides
     ours = validate(model, pairs, device=torch.device("cpu"), scale=4, lpips_net=lpips_net)
-    theirs = evaluate(local_source(crops, None), model=str(weights), options=InferenceOptions(device="cpu", precision="fp32"),
-                      lpips_model=lpips_net, niqe=False).means
+    theirs = evaluate(
+        local_source(crops, None),
+        model=str(weights),
+        options=InferenceOptions(device="cpu", precision="fp32"),
+        lpips_model=lpips_net,
+        niqe=False,
+    ).means
     for key in ("psnr", "ssim", "lpips"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-9), key
     assert {"branch_l1", "branch_psnr", "bicubic_branch_l1", "bicubic_branch_psnr"} <= set(ours)

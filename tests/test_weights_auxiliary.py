@@ -18,6 +18,7 @@ def test_every_downloadable_kind_has_a_fetcher():
 
 def test_fetch_goes_through_the_fetcher_of_the_entry_kind(monkeypatch):
     seen = []
+
     def fake(entry, offline):
         seen.append((entry.name, offline))
         return "here"

@@ -4,8 +4,8 @@ import hashlib
 import json
 
 import pytest
-
 from hubserver import local_hub
+
 from spsr_cli.cli.app import run
 from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
 from spsr_cli.weights import manifest as m
@@ -99,8 +99,13 @@ def test_plain_git_file_is_verified_by_its_blob_id(monkeypatch):
 
 def test_cli_download_and_list(hub, tmp_path, monkeypatch, capsys):
     entry = {
-        "name": "hub-model", "config": {"nf": 8, "nb": 2, "gc": 4, "scale": 4}, "scale": 4, "licence": "MIT",
-        "provenance": "test", "sha256": SHA, "size": len(DATA),
+        "name": "hub-model",
+        "config": {"nf": 8, "nb": 2, "gc": 4, "scale": 4},
+        "scale": 4,
+        "licence": "MIT",
+        "provenance": "test",
+        "sha256": SHA,
+        "size": len(DATA),
         "source": {"type": "hub", "repo_id": "org/spsr", "revision": REV, "filename": "spsr.safetensors"},
     }
     manifest = tmp_path / "weights_manifest.json"

@@ -14,7 +14,13 @@ from spsr_cli import load_generator
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.spsr import SPSRConfig
 from spsr_cli.weights.layouts import (
-    LAYOUTS, RRDBNET, SPSR, canonicalize_state_dict, detect_layout, infer_config, rrdb_to_basicsr,
+    LAYOUTS,
+    RRDBNET,
+    SPSR,
+    canonicalize_state_dict,
+    detect_layout,
+    infer_config,
+    rrdb_to_basicsr,
 )
 
 NF, NB, GC = 8, 2, 4
@@ -72,12 +78,22 @@ def _tiny_published(tiny_model):
         else:
             stem, leaf = ".".join(parts[:-1]), parts[-1]
             names = {
-                "conv_first": "model.0", "trunk_conv": f"model.1.sub.{nb}", "upsampler.0.conv": "model.3",
-                "upsampler.1.conv": "model.6", "hr_conv0": "model.8", "hr_conv1": "HR_conv1_new.0",
-                "branch.conv_first": "b_fea_conv.0", "branch.lr_conv": "b_LR_conv.0",
-                "branch.upsampler.0.conv": "b_module.1", "branch.upsampler.1.conv": "b_module.4",
-                "branch.hr_conv0": "b_module.6", "branch.hr_conv1": "b_module.8", "branch.out": "conv_w.0",
-                "fusion.concat": "f_concat.0", "fusion.hr_conv0": "f_HR_conv0.0", "fusion.out": "f_HR_conv1.0",
+                "conv_first": "model.0",
+                "trunk_conv": f"model.1.sub.{nb}",
+                "upsampler.0.conv": "model.3",
+                "upsampler.1.conv": "model.6",
+                "hr_conv0": "model.8",
+                "hr_conv1": "HR_conv1_new.0",
+                "branch.conv_first": "b_fea_conv.0",
+                "branch.lr_conv": "b_LR_conv.0",
+                "branch.upsampler.0.conv": "b_module.1",
+                "branch.upsampler.1.conv": "b_module.4",
+                "branch.hr_conv0": "b_module.6",
+                "branch.hr_conv1": "b_module.8",
+                "branch.out": "conv_w.0",
+                "fusion.concat": "f_concat.0",
+                "fusion.hr_conv0": "f_HR_conv0.0",
+                "fusion.out": "f_HR_conv1.0",
                 **{f"branch.concats.{i}": f"b_concat_{i + 1}.0" for i in range(4)},
             }
             new = f"{names[stem]}.{leaf}"
@@ -139,7 +155,9 @@ def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor
         for k in (1, 2, 3):
             for j in range(1, 6):
                 shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
-    shapes.update({"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)})
+    shapes.update(
+        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
+    )
     sd = {}
     for name, (out, inp) in shapes.items():
         sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
@@ -179,7 +197,9 @@ def _relayout(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict
     "layout",
     [
         pytest.param(lambda sd: sd, id="basicsr"),
-        pytest.param(lambda sd: {"params_ema": {f"module.{k}": v for k, v in sd.items()}}, id="basicsr-params_ema-module"),
+        pytest.param(
+            lambda sd: {"params_ema": {f"module.{k}": v for k, v in sd.items()}}, id="basicsr-params_ema-module"
+        ),
         pytest.param(lambda sd: _relayout(sd, _BASICSR_TO_ESRGAN), id="esrgan-original"),
         pytest.param(lambda sd: {"state_dict": _relayout(sd, _BASICSR_TO_ESRGAN)}, id="esrgan-original-wrapped"),
         pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, id="esrgan-rrdb_trunk"),
@@ -228,8 +248,11 @@ def _tiny_rrdbnet(config=None):
     [
         pytest.param(lambda sd: _relayout(sd, _BASICSR_TO_ESRGAN), "esrgan (", id="esrgan-model.N"),
         pytest.param(lambda sd: sd, "basicsr", id="basicsr"),
-        pytest.param(lambda sd: {"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}}, "basicsr",
-                     id="real-esrgan-params_ema"),
+        pytest.param(
+            lambda sd: {"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}},
+            "basicsr",
+            id="real-esrgan-params_ema",
+        ),
         pytest.param(lambda sd: {"params": _relayout(sd, _BASICSR_TO_ESRGAN_NEW)}, "esrgan-new", id="rrdb_trunk"),
     ],
 )
@@ -267,8 +290,11 @@ def test_rrdbnet_scale_and_unshuffle_come_from_the_weights(scale, unshuffle) -> 
 def test_a_file_of_no_known_layout_names_what_was_found(tmp_path) -> None:
     path = tmp_path / "unet.pth"
     torch.save({"encoder.0.weight": torch.zeros(2, 3, 3, 3), "decoder.bias": torch.zeros(2)}, path)
-    with pytest.raises(CheckpointMismatchError, match=r"not a generator checkpoint.*esrgan \(model\.N\).*"
-                                                      r"saw keys encoder\.0\.weight, decoder\.bias"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"not a generator checkpoint.*esrgan \(model\.N\).*"
+        r"saw keys encoder\.0\.weight, decoder\.bias",
+    ):
         load_generator(path)
 
 

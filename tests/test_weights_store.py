@@ -124,7 +124,9 @@ def test_weights_holding_nan_or_inf_are_refused_at_load_and_import(tmp_path, tin
 
 def test_a_training_checkpoint_names_the_export_command(tmp_path, tiny_model):
     path = tmp_path / "step_00000010.pt"
-    torch.save({"format_version": 1, "step": 10, "model": tiny_model.state_dict(), "ema": tiny_model.state_dict()}, path)
+    torch.save(
+        {"format_version": 1, "step": 10, "model": tiny_model.state_dict(), "ema": tiny_model.state_dict()}, path
+    )
     with pytest.raises(UnknownModelError, match=r"training checkpoint \(step 10\).*spsr train export"):
         load_generator(path)
 
@@ -198,8 +200,14 @@ def test_an_esrgan_checkpoint_imports_as_an_rrdbnet(tmp_path):
     from spsr_cli.weights.manifest import load_manifest
 
     net = RRDBNet(config=RRDBNetConfig(nf=8, nb=1, gc=4)).eval()
-    rename = {"conv_first": "model.0", "conv_body": "model.1.sub.1", "conv_up1": "model.3", "conv_up2": "model.6",
-              "conv_hr": "model.8", "conv_last": "model.10"}
+    rename = {
+        "conv_first": "model.0",
+        "conv_body": "model.1.sub.1",
+        "conv_up1": "model.3",
+        "conv_up2": "model.6",
+        "conv_hr": "model.8",
+        "conv_last": "model.10",
+    }
     sd = {}
     for key, value in net.state_dict().items():
         head, param = key.rsplit(".", 1)

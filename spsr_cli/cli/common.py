@@ -17,6 +17,7 @@ from spsr_cli.errors import SPSRError, UsageError
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
+
 class Interrupted(Exception):
     """Ctrl-C during a command, with the line that says what was finished (exit code 130)."""
 
@@ -24,15 +25,30 @@ class Interrupted(Exception):
 #: ``--help`` panels: options grouped by what they are about.
 RUN_PANEL = "Speed and memory"
 
-TileOpt = Annotated[str, typer.Option(
-    "--tile", "-t", help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
-    rich_help_panel=RUN_PANEL)]
-TileOverlapOpt = Annotated[int, typer.Option(
-    "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL)]
+TileOpt = Annotated[
+    str,
+    typer.Option(
+        "--tile",
+        "-t",
+        help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+TileOverlapOpt = Annotated[
+    int,
+    typer.Option(
+        "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
-PrecisionOpt = Annotated[Optional[str], typer.Option(
-    "--precision", rich_help_panel=RUN_PANEL,
-    help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).")]
+PrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--precision",
+        rich_help_panel=RUN_PANEL,
+        help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).",
+    ),
+]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
@@ -51,7 +67,12 @@ def parse_tile(value: str) -> int | str:
 
 
 def inference_options(
-    tile: str, tile_overlap: int, device: str, precision: str | None, *, fp32: bool = False,
+    tile: str,
+    tile_overlap: int,
+    device: str,
+    precision: str | None,
+    *,
+    fp32: bool = False,
 ) -> InferenceOptions:
     """Build :class:`InferenceOptions` from the shared CLI options (validated)."""
     if fp32:

@@ -9,25 +9,50 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spsr_cli.cli.common import (
-    DeviceOpt, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop,
+    DeviceOpt,
+    OfflineOpt,
+    PrecisionOpt,
+    TileOpt,
+    TileOverlapOpt,
+    console,
+    inference_options,
+    parse_crop,
 )
 from spsr_cli.errors import UsageError
 
 
 def compare_command(
     photos: Annotated[list[str], typer.Argument(help="Photos (image files) or folders of them.", show_default=False)],
-    models: Annotated[Optional[list[str]], typer.Option(
-        "--model", "-m", help="A model to run: registry name, weights path or 'bicubic'. Give it once per model.",
-    )] = None,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Folder for index.html, the crops and the outputs (created).",
-    )] = None,
-    crop: Annotated[Optional[str], typer.Option(
-        "--crop", help="Crop window X,Y,SIZE in input-photo pixels (default: the most detailed 32-pixel window).",
-    )] = None,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Replace files an earlier comparison left in the folder (other files are never touched).",
-    )] = False,
+    models: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model to run: registry name, weights path or 'bicubic'. Give it once per model.",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for index.html, the crops and the outputs (created).",
+        ),
+    ] = None,
+    crop: Annotated[
+        Optional[str],
+        typer.Option(
+            "--crop",
+            help="Crop window X,Y,SIZE in input-photo pixels (default: the most detailed 32-pixel window).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace files an earlier comparison left in the folder (other files are never touched).",
+        ),
+    ] = False,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
@@ -52,7 +77,13 @@ def compare_command(
             bar.update(task, completed=done, total=total, description=f"photos: {name}")
 
         result = compare_photos(
-            photos, models, output, options=options, crop=window, force=force, offline=offline or None,
+            photos,
+            models,
+            output,
+            options=options,
+            crop=window,
+            force=force,
+            offline=offline or None,
             progress=on_photo,
         )
     for photo in result.photos:

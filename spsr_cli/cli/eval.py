@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from spsr_cli.cli.common import (
-    RUN_PANEL, DeviceOpt, Fp32Opt, OfflineOpt, TileOpt, TileOverlapOpt, console, inference_options, parse_crop,
+    RUN_PANEL,
+    DeviceOpt,
+    Fp32Opt,
+    OfflineOpt,
+    TileOpt,
+    TileOverlapOpt,
+    console,
+    inference_options,
+    parse_crop,
     stdout,
 )
 from spsr_cli.errors import UsageError
@@ -36,31 +44,113 @@ def _dataset_help() -> str:
 
 
 def eval_command(
-    models: Annotated[Optional[list[str]], typer.Argument(help="With --compare: the models to put side by side (names, paths or 'bicubic').", show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=_dataset_help(), rich_help_panel=_SOURCE)] = None,
-    hr_dir: Annotated[Optional[Path], typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).", rich_help_panel=_SOURCE)] = None,
-    lr_dir: Annotated[Optional[Path], typer.Option("--lr-dir", help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).", rich_help_panel=_SOURCE)] = None,
-    degradation: Annotated[Optional[str], typer.Option(
-        "--degradation",
-        help="Make each LR from HR as a real photo would be: bicubic x4, then blur, noise and JPEG, e.g. jpeg:50 or "
-        "jpeg:30,noise:5 (also blur:SIGMA, seed:N); not with --lr-dir. Pipeline: README, section Evaluation.",
-        rich_help_panel=_SOURCE,
-    )] = None,
-    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.", rich_help_panel=_SOURCE)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, checkpoint path, or 'bicubic' (the baseline row). Default: the default model.")] = None,
-    compare: Annotated[bool, typer.Option("--compare", help="Evaluate every model given as an argument in one run: `--compare bicubic my-spsr other.safetensors`; one table, the paper's layout.")] = False,
-    protocol: Annotated[str, typer.Option("--protocol", help="spsr-paper (MATLAB toolbox of the SPSR paper) or basicsr.")] = "spsr-paper",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write means, per-image rows (psnr, ssim, lpips, niqe) and provenance as JSON.", rich_help_panel=_OUT)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image rows and the mean as CSV.", rich_help_panel=_OUT)] = None,
-    save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Folder for the SR images (PNG; one sub-folder per model with --compare) and side-by-side crops in crops/.", rich_help_panel=_OUT)] = None,
-    crop: Annotated[Optional[str], typer.Option("--crop", help="Crop window X,Y,SIZE in HR pixels for --save-images (default: the most detailed 96-pixel window).", rich_help_panel=_OUT)] = None,
-    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (downloads its weights once).")] = True,
-    niqe: Annotated[bool, typer.Option("--niqe/--no-niqe", help="Compute NIQE (no-reference; downloads its model once).")] = True,
-    trust_unverified: Annotated[bool, typer.Option("--trust-unverified", help="Also use files neither the hub nor the registry gives a content hash for.")] = False,
+    models: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="With --compare: the models to put side by side (names, paths or 'bicubic').", show_default=False
+        ),
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", "-d", help=_dataset_help(), rich_help_panel=_SOURCE)
+    ] = None,
+    hr_dir: Annotated[
+        Optional[Path],
+        typer.Option("--hr-dir", help="Local folder of HR images (instead of --dataset).", rich_help_panel=_SOURCE),
+    ] = None,
+    lr_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--lr-dir",
+            help="Local folder of LR images paired by name (default: made from HR with MATLAB bicubic).",
+            rich_help_panel=_SOURCE,
+        ),
+    ] = None,
+    degradation: Annotated[
+        Optional[str],
+        typer.Option(
+            "--degradation",
+            help="Make each LR from HR as a real photo would be: bicubic x4, then blur, noise and JPEG, e.g. "
+            "jpeg:50 or jpeg:30,noise:5 (also blur:SIGMA, seed:N); not with --lr-dir. Pipeline: README, section "
+            "Evaluation.",
+            rich_help_panel=_SOURCE,
+        ),
+    ] = None,
+    revision: Annotated[
+        Optional[str],
+        typer.Option(
+            "--revision",
+            help="Hub commit (40 hex) to use instead of the registry's pin, e.g. for a set the registry has none for.",
+            rich_help_panel=_SOURCE,
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Registry name, checkpoint path, or 'bicubic' (the baseline row). Default: the default model.",
+        ),
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Evaluate every model given as an argument in one run: "
+            "`--compare bicubic my-spsr other.safetensors`; one table, the paper's layout.",
+        ),
+    ] = False,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="spsr-paper (MATLAB toolbox of the SPSR paper) or basicsr.")
+    ] = "spsr-paper",
+    json_path: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--json",
+            help="Write means, per-image rows (psnr, ssim, lpips, niqe) and provenance as JSON.",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    csv_path: Annotated[
+        Optional[Path], typer.Option("--csv", help="Write per-image rows and the mean as CSV.", rich_help_panel=_OUT)
+    ] = None,
+    save_images: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--save-images",
+            help="Folder for the SR images (PNG; one sub-folder per model with --compare) and side-by-side "
+            "crops in crops/.",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    crop: Annotated[
+        Optional[str],
+        typer.Option(
+            "--crop",
+            help="Crop window X,Y,SIZE in HR pixels for --save-images (default: the most detailed 96-pixel window).",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    lpips: Annotated[
+        bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (downloads its weights once).")
+    ] = True,
+    niqe: Annotated[
+        bool, typer.Option("--niqe/--no-niqe", help="Compute NIQE (no-reference; downloads its model once).")
+    ] = True,
+    trust_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--trust-unverified", help="Also use files neither the hub nor the registry gives a content hash for."
+        ),
+    ] = False,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32 (default, reproducible), fp16 or bf16 (faster).", rich_help_panel=RUN_PANEL)] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(
+            "--precision", help="fp32 (default, reproducible), fp16 or bf16 (faster).", rich_help_panel=RUN_PANEL
+        ),
+    ] = None,
     fp32: Fp32Opt = False,
     offline: OfflineOpt = False,
 ) -> None:
@@ -69,7 +159,12 @@ def eval_command(
     The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
     """
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     from spsr_cli.eval.degradation import parse_degradation
@@ -92,7 +187,13 @@ def eval_command(
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None)
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     what = ", ".join(model_labels(chosen))
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"{source.name} ({what})", total=None)
@@ -101,9 +202,18 @@ def eval_command(
             bar.update(task, completed=done, total=total, description=f"{source.name} ({what}): {name}")
 
         results = evaluate_many(
-            source, models=chosen, protocol=protocol, options=options, lpips=lpips, niqe=niqe,
-            save_images=save_images, crop=window, progress=on_image, offline=offline or None,
-            trust_unverified=trust_unverified, degradation=pipeline,
+            source,
+            models=chosen,
+            protocol=protocol,
+            options=options,
+            lpips=lpips,
+            niqe=niqe,
+            save_images=save_images,
+            crop=window,
+            progress=on_image,
+            offline=offline or None,
+            trust_unverified=trust_unverified,
+            degradation=pipeline,
         )
     stdout.print(_compare_table(results) if compare else _table(results[0]))
     first = results[0]
@@ -117,7 +227,9 @@ def eval_command(
         write_csv(results if compare else first, csv_path)
         console.print(f"-> {csv_path}")
     if first.failed:
-        console.print(f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)")
+        console.print(
+            f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)"
+        )
         raise typer.Exit(1)
 
 
@@ -126,10 +238,14 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
         if model is not None:
             raise UsageError("--compare takes the models as arguments; drop --model")
         if not models:
-            raise UsageError("--compare needs the models to compare, e.g. `spsr eval --dataset Set5 --compare bicubic my-spsr`")
+            raise UsageError(
+                "--compare needs the models to compare, e.g. `spsr eval --dataset Set5 --compare bicubic my-spsr`"
+            )
         return list(models)
     if models:
-        raise UsageError(f"unexpected argument(s) {' '.join(models)}: use --model NAME, or --compare A B ... for several models")
+        raise UsageError(
+            f"unexpected argument(s) {' '.join(models)}: use --model NAME, or --compare A B ... for several models"
+        )
     if model is None:
         from spsr_cli.weights.manifest import load_manifest
 
@@ -143,7 +259,12 @@ def _models(model: str | None, compare: bool, models: list[str] | None) -> list[
 
 
 def _source(
-    dataset: str | None, hr_dir: Path | None, lr_dir: Path | None, *, revision: str | None, offline: bool,
+    dataset: str | None,
+    hr_dir: Path | None,
+    lr_dir: Path | None,
+    *,
+    revision: str | None,
+    offline: bool,
     trust_unverified: bool,
 ) -> DatasetSource:
     if (dataset is None) == (hr_dir is None):
@@ -187,7 +308,10 @@ def _table(result: EvalResult) -> Table:
     means = result.means
     table.add_section()
     table.add_row(
-        "[bold]mean[/]", _num(means["psnr"], 3, True), _num(means["ssim"], 4, True), _num(means["lpips"], 4, True),
+        "[bold]mean[/]",
+        _num(means["psnr"], 3, True),
+        _num(means["ssim"], 4, True),
+        _num(means["lpips"], 4, True),
         _num(means["niqe"], 4, True),
     )
     failed = f", {len(result.failed)} failed" if result.failed else ""
@@ -208,7 +332,9 @@ def _compare_table(results: list[EvalResult]) -> Table:
         table.add_column(metric, justify="right")
     for label, r in zip(model_labels([r.model for r in results]), results):
         means = r.means
-        table.add_row(label, _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4))
+        table.add_row(
+            label, _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4)
+        )
     failed = [r.name for r in first.failed]
     table.caption = f"means over {len(first.images) - len(failed)} images in {first.seconds:.1f} s"
     if failed:

@@ -20,13 +20,29 @@ train_app = typer.Typer(
 @train_app.callback(invoke_without_command=True)
 def train_command(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config (e.g. configs/spsr-x4.yaml).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable).")] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="psnr (pixel + branch L1 warm-up) or gan (full SPSR objective).")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config (e.g. configs/spsr-x4.yaml).")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
+    ] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable)."),
+    ] = None,
+    stage: Annotated[
+        Optional[str], typer.Option("--stage", help="psnr (pixel + branch L1 warm-up) or gan (full SPSR objective).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
-    init: Annotated[Optional[str], typer.Option("--init", help="Start from: RRDB/ESRGAN/Real-ESRGAN weights, an SPSR generator file, or a run folder.")] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config (the defaults without --config) and exit.")] = False,
+    init: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init", help="Start from: RRDB/ESRGAN/Real-ESRGAN weights, an SPSR generator file, or a run folder."
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config (the defaults without --config) and exit.")
+    ] = False,
 ) -> None:
     """Train (or resume) a run; without --config, --print-config shows the defaults."""
     if ctx.invoked_subcommand is not None:
@@ -78,14 +94,17 @@ def export_command(
     description: Annotated[str, typer.Option("--description", help="Free text for the manifest entry.")] = "",
     force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
 ) -> None:
-    """Write the run's generator as float16 safetensors and register it locally (an NSE run: its float32 structure extractor)."""
+    """Write the run's generator as float16 safetensors and register it locally
+    (an NSE run: its float32 structure extractor)."""
     from spsr_cli.train.export import export_run
 
     result = export_run(run, name=name, use_ema=not raw, licence=licence, description=description, replace=force)
     if result.weights == "nse":
-        console.print(f"[green]exported[/] structure extractor {result.name} (step {result.step}) -> {result.path}\n"
-                      f"sha256 {result.sha256}; use it with: spsr train --set loss.preset="
-                      f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={result.name}")
+        console.print(
+            f"[green]exported[/] structure extractor {result.name} (step {result.step}) -> {result.path}\n"
+            f"sha256 {result.sha256}; use it with: spsr train --set loss.preset="
+            f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={result.name}"
+        )
         return
     console.print(
         f"[green]exported[/] {result.name} (step {result.step}, {result.weights}) -> {result.path}\n"
@@ -95,7 +114,9 @@ def export_command(
 
 @train_app.command("fetch-init")
 def fetch_init_command(
-    source: Annotated[str, typer.Option("--source", help="RRDBNet to start from: realsr-df2k (default) or realesrgan-x4plus.")] = "realsr-df2k",
+    source: Annotated[
+        str, typer.Option("--source", help="RRDBNet to start from: realsr-df2k (default) or realesrgan-x4plus.")
+    ] = "realsr-df2k",
     offline: OfflineOpt = False,
 ) -> None:
     """Download and convert a pretrained RRDBNet for --init (an exact warm start); prints the file's path."""
@@ -107,10 +128,20 @@ def fetch_init_command(
 
 @train_app.command("nse")
 def nse_command(
-    method: Annotated[Optional[str], typer.Option("--method", help="contrastive (NSE-P) or jigsaw (NSE-J); overrides task.method.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML or TOML NSE config (e.g. configs/nse-contrastive.yaml).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.steps=500 (repeatable).")] = None,
+    method: Annotated[
+        Optional[str], typer.Option("--method", help="contrastive (NSE-P) or jigsaw (NSE-J); overrides task.method.")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="YAML or TOML NSE config (e.g. configs/nse-contrastive.yaml)."),
+    ] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a config value, e.g. --set train.steps=500 (repeatable)."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
 ) -> None:
     """Train a neural structure extractor (SPSR-P / SPSR-J's loss network) by self-supervision."""
@@ -124,6 +155,8 @@ def nse_command(
     cfg = load_nse_config(config, extra)
     result = train_nse(cfg, out, resume=resume)
     accuracy = f"; held-out accuracy {result.evaluation[-1]['accuracy']:.4f}" if result.evaluation else ""
-    console.print(f"[green]trained[/] {cfg.task.method} NSE to step {result.step} "
-                  f"({result.train_seconds / 60:.1f} min of training){accuracy}")
+    console.print(
+        f"[green]trained[/] {cfg.task.method} NSE to step {result.step} "
+        f"({result.train_seconds / 60:.1f} min of training){accuracy}"
+    )
     console.print(f"export with: spsr train export {out} --name NAME")

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from spsr_cli.cli.common import (
-    DeviceOpt, Fp32Opt, Interrupted, OfflineOpt, PrecisionOpt, TileOpt, TileOverlapOpt, console, inference_options,
+    DeviceOpt,
+    Fp32Opt,
+    Interrupted,
+    OfflineOpt,
+    PrecisionOpt,
+    TileOpt,
+    TileOverlapOpt,
+    console,
+    inference_options,
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
@@ -27,41 +35,78 @@ _RUN = "Speed and memory"
 
 def upscale_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)] = None,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m",
-        help="Registry name, checkpoint path (SPSR or ESRGAN-family .pth/.safetensors), or auto: low-quality JPEGs "
-             "to realsr-df2k-jpeg, the rest to the default model (default: the default model).")] = None,
-    outscale: Annotated[Optional[float], typer.Option(
-        "--outscale", "-s", help="Final scale if not the model's (e.g. 2 or 3.5).", rich_help_panel=_OUT)] = None,
-    suffix: Annotated[Optional[str], typer.Option(
-        "--suffix", rich_help_panel=_OUT,
-        help="Added to output names after an underscore: --suffix big gives NAME_big.png (default: x4).")] = None,
-    ext: Annotated[Optional[str], typer.Option(
-        "--ext", "-f", help="Output format by extension: png, jpg, webp, tif, bmp.", rich_help_panel=_OUT)] = None,
-    quality: Annotated[int, typer.Option(
-        "--quality", min=1, max=100, help="JPEG/WebP quality.", rich_help_panel=_OUT)] = 95,
-    recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", help="Descend into sub-folders (output mirrors the tree).")] = False,
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave outputs that exist already (resumes an interrupted run).",
-        rich_help_panel=_OUT)] = False,
-    json_path: Annotated[Optional[Path], typer.Option(
-        "--json", rich_help_panel=_OUT,
-        help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, "
-             "precision, tile.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Registry name, checkpoint path (SPSR or ESRGAN-family .pth/.safetensors), or auto: low-quality JPEGs "
+            "to realsr-df2k-jpeg, the rest to the default model (default: the default model).",
+        ),
+    ] = None,
+    outscale: Annotated[
+        Optional[float],
+        typer.Option("--outscale", "-s", help="Final scale if not the model's (e.g. 2 or 3.5).", rich_help_panel=_OUT),
+    ] = None,
+    suffix: Annotated[
+        Optional[str],
+        typer.Option(
+            "--suffix",
+            rich_help_panel=_OUT,
+            help="Added to output names after an underscore: --suffix big gives NAME_big.png (default: x4).",
+        ),
+    ] = None,
+    ext: Annotated[
+        Optional[str],
+        typer.Option("--ext", "-f", help="Output format by extension: png, jpg, webp, tif, bmp.", rich_help_panel=_OUT),
+    ] = None,
+    quality: Annotated[
+        int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality.", rich_help_panel=_OUT)
+    ] = 95,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into sub-folders (output mirrors the tree).")
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Leave outputs that exist already (resumes an interrupted run).",
+            rich_help_panel=_OUT,
+        ),
+    ] = False,
+    json_path: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--json",
+            rich_help_panel=_OUT,
+            help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, "
+            "precision, tile.",
+        ),
+    ] = None,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     fp32: Fp32Opt = False,
-    max_memory: Annotated[Optional[str], typer.Option(
-        "--max-memory", help="Most memory one image may take, e.g. 8G (default: what is available).",
-        rich_help_panel=_RUN)] = None,
-    compile_model: Annotated[bool, typer.Option(
-        "--compile", help="Run the network through torch.compile (faster on GPU; slow first tile).",
-        rich_help_panel=_RUN)] = False,
+    max_memory: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-memory",
+            help="Most memory one image may take, e.g. 8G (default: what is available).",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the network through torch.compile (faster on GPU; slow first tile).",
+            rich_help_panel=_RUN,
+        ),
+    ] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
@@ -90,14 +135,19 @@ def upscale_command(
         ) from None
     _summarise(result, len(jobs))
     if json_path is not None:
-        write_record(json_path, {
-            "command": "upscale", "started": started, "seconds": round(time.time() - started, 3),
-            "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-            **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
-            "images": [r.to_json() for r in result.reports],
-            "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
-            "exit_code": result.exit_code,
-        })
+        write_record(
+            json_path,
+            {
+                "command": "upscale",
+                "started": started,
+                "seconds": round(time.time() - started, 3),
+                "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
+                **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
+                "images": [r.to_json() for r in result.reports],
+                "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
+                "exit_code": result.exit_code,
+            },
+        )
         console.print(f"-> {json_path}")
     raise typer.Exit(result.exit_code)
 
@@ -111,8 +161,9 @@ def _auto_choice(options, *, offline: bool | None):
         from spsr_cli.weights.loader import load_generator
         from spsr_cli.weights.manifest import load_manifest
 
-        return ModelChoice(AUTO, options, load=lambda name: load_generator(name, offline=offline),
-                           default_name=load_manifest().default)
+        return ModelChoice(
+            AUTO, options, load=lambda name: load_generator(name, offline=offline), default_name=load_manifest().default
+        )
 
     return build
 
@@ -120,13 +171,22 @@ def _auto_choice(options, *, offline: bool | None):
 def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchResult:
     """Run the jobs with a progress display on a terminal, one line per image otherwise."""
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     from spsr_cli.engine.batch import SKIPPED, run_jobs
 
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
     )
     plain = not console.is_terminal
     with Progress(*columns, console=console, transient=True, disable=plain) as progress:

@@ -35,9 +35,14 @@ def list_command(
     auxiliary = auxiliary_entries(manifest)
     if as_json:
         rows = [
-            {**entry.to_json(), "origin": entry.origin, "default": entry.name == manifest.default,
-             "cached": status[entry.name] == "yes", "damaged": status[entry.name] == "damaged",
-             "gmacs_per_megapixel": round(entry.gmacs_per_megapixel, 1)}
+            {
+                **entry.to_json(),
+                "origin": entry.origin,
+                "default": entry.name == manifest.default,
+                "cached": status[entry.name] == "yes",
+                "damaged": status[entry.name] == "damaged",
+                "gmacs_per_megapixel": round(entry.gmacs_per_megapixel, 1),
+            }
             for entry in manifest.models.values()
         ]
         aux_rows = [entry.to_json() for entry in auxiliary.values()]
@@ -45,9 +50,23 @@ def list_command(
         return
     if not stdout.is_terminal:  # piped: plain rows, nothing cut or wrapped
         for entry in manifest.models.values():
-            typer.echo("\t".join(["model", _label(entry, manifest.default), f"x{entry.scale}", entry.source.describe(),
-                                  f"cached: {status[entry.name]}", _size(entry.size), entry.architecture,
-                                  entry.good_for or entry.description, entry.licence, _cost(entry), entry.sha256]))
+            typer.echo(
+                "\t".join(
+                    [
+                        "model",
+                        _label(entry, manifest.default),
+                        f"x{entry.scale}",
+                        entry.source.describe(),
+                        f"cached: {status[entry.name]}",
+                        _size(entry.size),
+                        entry.architecture,
+                        entry.good_for or entry.description,
+                        entry.licence,
+                        _cost(entry),
+                        entry.sha256,
+                    ]
+                )
+            )
         for name, entry in auxiliary.items():
             typer.echo("\t".join(["auxiliary", name, entry.kind, entry.licence, _pins(entry)]))
         return
@@ -58,8 +77,14 @@ def list_command(
     for entry in manifest.models.values():
         cached = {"damaged": "[red]damaged (sha256 mismatch)[/]"}.get(status[entry.name], status[entry.name])
         table.add_row(
-            _label(entry, manifest.default), entry.good_for or entry.description, f"{entry.architecture} x{entry.scale}",
-            entry.licence, _cost(entry), entry.source.describe(), cached, _size(entry.size),
+            _label(entry, manifest.default),
+            entry.good_for or entry.description,
+            f"{entry.architecture} x{entry.scale}",
+            entry.licence,
+            _cost(entry),
+            entry.source.describe(),
+            cached,
+            _size(entry.size),
         )
     if not manifest.models:
         table.caption = "No models yet: import one with `spsr weights import FILE --name NAME`."
@@ -83,7 +108,9 @@ def _label(entry, default: str | None) -> str:
 
 def _cost(entry) -> str:
     """Compute per output megapixel, and the measured time where the registry records one."""
-    timed = "; ".join(f"{s:.2f} s on {where}" for where, s in entry.seconds_per_megapixel.items()) or "time not measured"
+    timed = (
+        "; ".join(f"{s:.2f} s on {where}" for where, s in entry.seconds_per_megapixel.items()) or "time not measured"
+    )
     return f"{entry.gmacs_per_megapixel:,.0f} GMAC; {timed}"
 
 
@@ -112,14 +139,20 @@ def download_command(
 
 @weights_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="Checkpoint (.pth or .safetensors) to convert.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path, typer.Argument(help="Checkpoint (.pth or .safetensors) to convert.", exists=True, dir_okay=False)
+    ],
     name: Annotated[str, typer.Option("--name", help="Name to register it under.")],
     licence: Annotated[str, typer.Option("--licence", help="Licence of the weights.")] = "unknown",
-    source: Annotated[Optional[str], typer.Option("--source", help="Where the weights came from (URL, paper, ...).")] = None,
+    source: Annotated[
+        Optional[str], typer.Option("--source", help="Where the weights came from (URL, paper, ...).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a local model of the same name.")] = False,
 ) -> None:
     """Convert a checkpoint to safetensors (strictly checked) and register it locally."""
     from spsr_cli.weights.store import import_checkpoint
 
     entry = import_checkpoint(file, name=name, source=source, licence=licence, replace=force)
-    console.print(f"[green]imported[/] {entry.name} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> {entry.source.describe()}")
+    console.print(
+        f"[green]imported[/] {entry.name} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> {entry.source.describe()}"
+    )

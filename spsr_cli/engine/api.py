@@ -83,8 +83,9 @@ def upscale(
     from spsr_cli.engine.pipeline import upscale_image
 
     check_outscale(outscale)
-    options = InferenceOptions(device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
-                               memory_limit=max_memory)
+    options = InferenceOptions(
+        device=device, precision=precision, tile=tile, tile_overlap=tile_overlap, memory_limit=max_memory
+    )
     if isinstance(image, PIL.Image.Image):
         decoded, kind = image_from_pil(image), "pil"
     elif isinstance(image, np.ndarray):

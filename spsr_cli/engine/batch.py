@@ -15,11 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
+from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
-from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.io.images import (
-    SUPPORTED_EXTENSIONS, Image, image_size, is_image_path, is_writable_extension, read_image, write_image,
+    SUPPORTED_EXTENSIONS,
+    Image,
+    image_size,
+    is_image_path,
+    is_writable_extension,
+    read_image,
+    write_image,
 )
 
 if TYPE_CHECKING:  # torch (with the pipeline and tiling) is imported when an image needs the network:
@@ -76,10 +82,14 @@ class JobReport:
 
     def to_json(self) -> dict:
         return {
-            "input": os.fsdecode(self.source), "output": os.fsdecode(self.target), "status": self.status,
-            "reason": self.reason, "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "input": os.fsdecode(self.source),
+            "output": os.fsdecode(self.target),
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
             "input_size": list(self.input_size) if self.input_size else None,
-            "output_size": list(self.output_size) if self.output_size else None, "tiles": self.tiles,
+            "output_size": list(self.output_size) if self.output_size else None,
+            "tiles": self.tiles,
         }
 
 
@@ -278,8 +288,8 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             problem = (
                 f"{source.suffix.lower()} files cannot be written; pass --ext png (or jpg, webp, tif, bmp) to "
                 "upscale it (an animated image: its first frame)"
-                if is_image_path(source) else
-                f"{source.name} is not a supported image type ({', '.join(SUPPORTED_EXTENSIONS)}, .gif)"
+                if is_image_path(source)
+                else f"{source.name} is not a supported image type ({', '.join(SUPPORTED_EXTENSIONS)}, .gif)"
             )
         jobs.append(Job(source=source, target=target, problem=problem))
     sources = {_resolved(j.source) for j in jobs}
@@ -327,7 +337,9 @@ def _check_output_spec(spec: OutputSpec, inputs: Sequence[str], count: int, ext:
             )
         return False  # e.g. "-o results.v2": a folder to create
     if not is_writable_extension(out.suffix) and ext is None:
-        raise UsageError(f"-o {out}: {out.suffix!r} is not a format we write; use one of: {', '.join(SUPPORTED_EXTENSIONS)}")
+        raise UsageError(
+            f"-o {out}: {out.suffix!r} is not a format we write; use one of: {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
     return True
 
 
@@ -419,14 +431,16 @@ def run_jobs(
     import torch
 
     from spsr_cli.engine import pipeline
+    from spsr_cli.engine.model_choice import ModelChoice
     from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
     from spsr_cli.engine.tiling import MemoryBudgetError
 
-    from spsr_cli.engine.model_choice import ModelChoice
-
     loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
-    choice = loaded if isinstance(loaded, ModelChoice) else ModelChoice.of_module(
-        loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
+    choice = (
+        loaded
+        if isinstance(loaded, ModelChoice)
+        else ModelChoice.of_module(loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
+    )
     result.settings = upscaler_settings(choice.first)
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
     details: dict[int, dict] = {}
@@ -484,7 +498,8 @@ def run_jobs(
                 continue
             if claim is None or _written_since(job.target, started):
                 reason = (
-                    f"{SKIPPED}: another process (pid {holder(job.target)}) is writing {job.target}" if claim is None
+                    f"{SKIPPED}: another process (pid {holder(job.target)}) is writing {job.target}"
+                    if claim is None
                     else f"{SKIPPED}: another process wrote {job.target} during this run"
                 )
                 if claim is not None:
@@ -553,13 +568,20 @@ def upscaler_settings(upscaler: Upscaler) -> dict:
     import torch
 
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    return {"device": str(upscaler.device), "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
-            "tile": upscaler.tile}
+    return {
+        "device": str(upscaler.device),
+        "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
+        "tile": upscaler.tile,
+    }
 
 
 def _book(
-    result: BatchResult, job: Job, outcome: object, info: dict,
-    on_done: Callable[[Job, str | None], None] | None, on_report: Callable[[JobReport], None] | None,
+    result: BatchResult,
+    job: Job,
+    outcome: object,
+    info: dict,
+    on_done: Callable[[Job, str | None], None] | None,
+    on_report: Callable[[JobReport], None] | None,
 ) -> None:
     """Record one job's outcome: None written, (kind, message) failed, skipped or busy."""
     status, reason = "written", None
@@ -576,8 +598,14 @@ def _book(
             if kind == "busy":
                 result.busy.append(job)
     report = JobReport(
-        source=job.source, target=job.target, status=status, reason=reason, seconds=info.get("seconds"),
-        input_size=info.get("input_size"), output_size=info.get("output_size"), tiles=info.get("tiles"),
+        source=job.source,
+        target=job.target,
+        status=status,
+        reason=reason,
+        seconds=info.get("seconds"),
+        input_size=info.get("input_size"),
+        output_size=info.get("output_size"),
+        tiles=info.get("tiles"),
     )
     result.reports.append(report)
     if on_done:

@@ -70,7 +70,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise UsageError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
     index = int(match.group(1)) if match.group(1) is not None else int(local_rank or 0)
     if index >= torch.cuda.device_count():
-        raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present (0..{torch.cuda.device_count() - 1})")
+        raise UsageError(
+            f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present "
+            f"(0..{torch.cuda.device_count() - 1})"
+        )
     return torch.device("cuda", index)
 
 
@@ -134,7 +137,10 @@ def _meminfo_available(meminfo: str = "/proc/meminfo") -> int | None:
 
 def _cgroup_headroom(root: str = "/sys/fs/cgroup") -> int | None:
     """Limit minus usage of this process's cgroup (v2, then v1), or None without a limit."""
-    for limit_name, usage_name in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit_name, usage_name in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         try:
             limit = Path(root, limit_name).read_text().strip()
             usage = Path(root, usage_name).read_text().strip()

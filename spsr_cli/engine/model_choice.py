@@ -72,8 +72,9 @@ class ModelChoice:
     Under ``auto`` another model of a different scale raises :class:`UsageError`.
     """
 
-    def __init__(self, model: str | None, options: InferenceOptions, *, load: Loader,
-                 default_name: str | None = None) -> None:
+    def __init__(
+        self, model: str | None, options: InferenceOptions, *, load: Loader, default_name: str | None = None
+    ) -> None:
         self.auto = model == AUTO
         self._options = options
         self._load = load
@@ -103,7 +104,8 @@ class ModelChoice:
             if upscaler.scale != self.scale:
                 raise UsageError(
                     f"--model auto: {model} is x{upscaler.scale} but the default model is x{self.scale}; "
-                    "pass one --model instead")
+                    "pass one --model instead"
+                )
             self._upscalers[model] = upscaler
         return self._upscalers[model]
 
@@ -115,8 +117,12 @@ class ModelChoice:
                 choice = choose_for_file(path)
                 if choice.model is not None:
                     self._hinted = True
-                    log.info("%s is a %s: `--model auto` would give such JPEGs %s, made for them",
-                             path.name, choice.reason, JPEG_MODEL)
+                    log.info(
+                        "%s is a %s: `--model auto` would give such JPEGs %s, made for them",
+                        path.name,
+                        choice.reason,
+                        JPEG_MODEL,
+                    )
             return self._upscalers[model]
         choice = choose_for_file(path)
         log.info("%s: model %s (%s)", path.name, choice.model or self._default_name or "default", choice.reason)

@@ -77,7 +77,9 @@ def upscale_image(
     if image.alpha is not None:
         extra += size[0] * size[1] * itemsize  # the resized alpha, kept quantised
     if size != net_size:
-        extra += size[0] * size[1] * 3 * itemsize + 12 * max(size[0] * size[1], net_size[0] * net_size[1])  # float planes
+        extra += size[0] * size[1] * 3 * itemsize + 12 * max(
+            size[0] * size[1], net_size[0] * net_size[1]
+        )  # float planes
     try:  # fail before resizing the alpha
         try:
             upscaler.plan(height, width, out_itemsize=itemsize, extra_bytes=extra)

@@ -62,7 +62,9 @@ def working_set_bytes(config: GeneratorConfig, out_pixels: int, itemsize: int) -
     return _WORK_BASE + out_pixels * config.work_channels * itemsize
 
 
-def auto_tile_size(model: Generator, device: torch.device, dtype: torch.dtype, overlap: int, budget: int | None = None) -> int:
+def auto_tile_size(
+    model: Generator, device: torch.device, dtype: torch.dtype, overlap: int, budget: int | None = None
+) -> int:
     """Largest tile (input pixels per side, multiple of 8) whose working set fits in ``budget``.
 
     ``budget`` defaults to :data:`WORK_SHARE` of the free memory of ``device``. The result
@@ -154,7 +156,8 @@ class Upscaler:
         if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
             log.warning(
                 "--tile-overlap %d is more context than this model can use; using %d (its receptive radius)",
-                self.overlap, model.config.receptive_radius,
+                self.overlap,
+                model.config.receptive_radius,
             )
             self.overlap = model.config.receptive_radius
         self.memory_limit = options.memory_limit
@@ -198,7 +201,9 @@ class Upscaler:
             h, w = height, width
         return working_set_bytes(self.config, h * w * self.scale**2, self.itemsize)
 
-    def plan(self, height: int, width: int, *, out_channels: int = 3, out_itemsize: int = 1, extra_bytes: int = 0) -> TilePlan:
+    def plan(
+        self, height: int, width: int, *, out_channels: int = 3, out_itemsize: int = 1, extra_bytes: int = 0
+    ) -> TilePlan:
         """Check that an input of ``height`` x ``width`` pixels fits, and choose its tile.
 
         The image needs its output array (``out_channels`` x ``out_itemsize`` bytes per
@@ -221,8 +226,14 @@ class Upscaler:
             parts += [f"{MIN_TILE}-pixel tiles {_gib(min_work)}"] * shared
             raise MemoryBudgetError(
                 f"a {size} needs at least {_gib(host_need + (min_work if shared else 0))} of memory "
-                f"({', '.join(parts)}) but " + _allowance(available, limit_name == "--max-memory", "") + "; "
-                + ("the output alone does not fit" if host_need > available else f"even {MIN_TILE}-pixel tiles do not fit beside the output")
+                f"({', '.join(parts)}) but "
+                + _allowance(available, limit_name == "--max-memory", "")
+                + "; "
+                + (
+                    "the output alone does not fit"
+                    if host_need > available
+                    else f"even {MIN_TILE}-pixel tiles do not fit beside the output"
+                )
                 + ", so a smaller --tile cannot help: downscale the input, free memory"
                 + (", or raise --max-memory" if limit_name == "--max-memory" else ", or use a machine with more memory")
             )
@@ -241,14 +252,24 @@ class Upscaler:
             ) + (" or raise --max-memory" if shared and limit_name == "--max-memory" else "")
             parts = [f"output {_gib(output)}"] + [f"writing {_gib(extra_bytes)}"] * (extra_bytes > 0)
             raise MemoryBudgetError(
-                f"a {size} with " + (f"{tile}-pixel tiles" if tile else "no tiling (--tile 0)")
+                f"a {size} with "
+                + (f"{tile}-pixel tiles" if tile else "no tiling (--tile 0)")
                 + f" needs about {_gib(work + (host_need if shared else 0))} "
                 f"({', '.join(parts)}, tile working set {_gib(work)}) "
-                "but " + _allowance(device_free + (host_need if shared else 0), shared and limit_name == "--max-memory", where) + f"; {advice}"
+                "but "
+                + _allowance(device_free + (host_need if shared else 0), shared and limit_name == "--max-memory", where)
+                + f"; {advice}"
             )
         tiles = len(tile_grid(height, width, tile))
         batch = max(1, min(self.max_batch, tiles, int(budget // max(1, work))))
-        return TilePlan(tile=tile, batch=batch, output_bytes=output, extra_bytes=extra_bytes, work_bytes=work, available_bytes=available)
+        return TilePlan(
+            tile=tile,
+            batch=batch,
+            output_bytes=output,
+            extra_bytes=extra_bytes,
+            work_bytes=work,
+            available_bytes=available,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -258,7 +279,9 @@ class Upscaler:
         inp = patch.to(self.device, self.dtype, memory_format=memory_format)
         sr = self._image(self.model(inp))
         if self.dtype != torch.float32 and not torch.isfinite(sr).all():
-            log.warning("a tile overflowed in %s (NaN/Inf); recomputing it in float32", str(self.dtype).removeprefix("torch."))
+            log.warning(
+                "a tile overflowed in %s (NaN/Inf); recomputing it in float32", str(self.dtype).removeprefix("torch.")
+            )
             if self._fp32 is None:
                 self._fp32 = self._prepared(torch.float32)
             sr = self._image(self._fp32(patch.to(self.device, torch.float32, memory_format=memory_format)))
@@ -310,7 +333,9 @@ class Upscaler:
                         progress(done, len(grid))
 
     @torch.inference_mode()
-    def upscale_into(self, x: torch.Tensor, dest: np.ndarray, plan: TilePlan, progress: Progress | None = None) -> np.ndarray:
+    def upscale_into(
+        self, x: torch.Tensor, dest: np.ndarray, plan: TilePlan, progress: Progress | None = None
+    ) -> np.ndarray:
         """Super-resolve ``x`` into ``dest`` following ``plan`` (from :meth:`plan`).
 
         Args:
@@ -400,6 +425,8 @@ class Upscaler:
         return out
 
 
-def upscale_tensor(model: Generator, x: torch.Tensor, options: InferenceOptions = InferenceOptions(), progress: Progress | None = None) -> torch.Tensor:
+def upscale_tensor(
+    model: Generator, x: torch.Tensor, options: InferenceOptions = InferenceOptions(), progress: Progress | None = None
+) -> torch.Tensor:
     """One-off convenience around :class:`Upscaler` (use an ``Upscaler`` for many images)."""
     return Upscaler(model, options).upscale(x, progress)

@@ -95,7 +95,10 @@ class CompareResult:
             "scale": self.scale,
             "photos": [
                 {
-                    "name": p.name, "source": str(p.source), "input": p.input_file, "crop": p.crop_file,
+                    "name": p.name,
+                    "source": str(p.source),
+                    "input": p.input_file,
+                    "crop": p.crop_file,
                     "size": list(p.size) if p.size else None,
                     "outputs": [{"label": o.label, "file": o.file, "seconds": round(o.seconds, 4)} for o in p.outputs],
                     **({"error": p.error} if p.error else {}),
@@ -163,8 +166,9 @@ def check_output_folder(out_dir: Path, files: Sequence[str], photos: Sequence[Pa
         raise UsageError(f"{folders[0]} is a folder where the comparison writes a file; choose another -o")
     if taken and not force:
         listed = ", ".join(str(t) for t in taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
-        raise UsageError(f"{listed} exist{'s' if len(taken) == 1 else ''} already; pass --force to replace "
-                         "them or choose another -o")
+        raise UsageError(
+            f"{listed} exist{'s' if len(taken) == 1 else ''} already; pass --force to replace them or choose another -o"
+        )
 
 
 # ---------------------------------------------------------------- running
@@ -197,8 +201,9 @@ def compare_photos(
     labels = model_labels([INPUT, *models])[1:]  # a model can never be called "input"
     out_dir = Path(out_dir)
     check_output_folder(out_dir, planned_files(names, labels), sources, force=force)
-    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers,
-                                      purpose="be shown side by side")
+    upscalers, scale = make_upscalers(
+        models, options, offline=offline, given=upscalers, purpose="be shown side by side"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for done, (source, name) in enumerate(zip(sources, names), start=1):
@@ -211,15 +216,28 @@ def compare_photos(
         results.append(result)
         if progress is not None:
             progress(done, len(sources), name)
-    report = CompareResult(out_dir=out_dir, models=list(models), labels=labels, scale=scale, photos=results,
-                           index=out_dir / INDEX, report=out_dir / REPORT)
+    report = CompareResult(
+        out_dir=out_dir,
+        models=list(models),
+        labels=labels,
+        scale=scale,
+        photos=results,
+        index=out_dir / INDEX,
+        report=out_dir / REPORT,
+    )
     write_json_atomic(report.report, report.to_dict())
     write_text_atomic(report.index, render_index(report))
     return report
 
 
-def _compare_one(result: PhotoResult, out_dir: Path, labels: Sequence[str], upscalers: Sequence[tuple[Upscale, int]],
-                 scale: int, crop: Crop | None) -> None:
+def _compare_one(
+    result: PhotoResult,
+    out_dir: Path,
+    labels: Sequence[str],
+    upscalers: Sequence[tuple[Upscale, int]],
+    scale: int,
+    crop: Crop | None,
+) -> None:
     lr = read_rgb(result.source)
     result.size = (lr.shape[1], lr.shape[0])
     result.input_file = f"full/{result.name}/{INPUT}.png"
@@ -236,9 +254,14 @@ def _compare_one(result: PhotoResult, out_dir: Path, labels: Sequence[str], upsc
         result.outputs.append(ModelOutput(label=label, file=file, seconds=seconds))
         outputs.append(sr)
     enlarged = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
-    window = Crop(size=CROP_SIZE * scale) if crop is None else Crop(
-        x=crop.x * scale if crop.x is not None else None, y=crop.y * scale if crop.y is not None else None,
-        size=crop.size * scale,
+    window = (
+        Crop(size=CROP_SIZE * scale)
+        if crop is None
+        else Crop(
+            x=crop.x * scale if crop.x is not None else None,
+            y=crop.y * scale if crop.y is not None else None,
+            size=crop.size * scale,
+        )
     )
     zoom = 2 if window.size <= 160 else 1
     result.crop_file = f"crops/{result.name}.png"
@@ -300,12 +323,19 @@ def render_index(result: CompareResult) -> str:
     from spsr_cli import __version__
 
     e = html.escape
-    models = ", ".join(f"<b>{e(label)}</b>" + (f" ({e(m)})" if m != label else "")
-                       for m, label in zip(result.models, result.labels))
+    models = ", ".join(
+        f"<b>{e(label)}</b>" + (f" ({e(m)})" if m != label else "") for m, label in zip(result.models, result.labels)
+    )
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>spsr compare: {e(', '.join(result.labels))}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
+        f"<title>spsr compare: {e(', '.join(result.labels))}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
         "<h1>spsr compare</h1>",
         f"<p>x{result.scale} with {models}; written by spsr-cli {e(__version__)}. Drag a slider to move the "
         "line between two results; click an image to open it at full size.</p>",
@@ -318,10 +348,15 @@ def render_index(result: CompareResult) -> str:
             continue
         assert photo.size is not None and photo.input_file is not None and photo.crop_file is not None
         width, height = photo.size
-        parts.append(f"<p>{e(photo.source.name)}: {width}x{height} to {width * result.scale}x{height * result.scale}; "
-                     + ", ".join(f"{e(o.label)} {o.seconds:.2f} s" for o in photo.outputs) + "</p>")
-        parts.append(f'<img class="crop" src="{_url(photo.crop_file)}" alt="{e(photo.name)}: the same crop, '
-                     f'input and every model">')
+        parts.append(
+            f"<p>{e(photo.source.name)}: {width}x{height} to {width * result.scale}x{height * result.scale}; "
+            + ", ".join(f"{e(o.label)} {o.seconds:.2f} s" for o in photo.outputs)
+            + "</p>"
+        )
+        parts.append(
+            f'<img class="crop" src="{_url(photo.crop_file)}" alt="{e(photo.name)}: the same crop, '
+            f'input and every model">'
+        )
         files = {INPUT: photo.input_file, **{o.label: o.file for o in photo.outputs}}
         seconds = {o.label: f" ({o.seconds:.2f} s)" for o in photo.outputs}
         for left, right in _pairs(result.labels):
@@ -333,13 +368,15 @@ def render_index(result: CompareResult) -> str:
                 f'<img class="over" src="{_url(files[left])}" alt="{e(left)}"><div class="divider"></div></div>'
                 f'<input type="range" min="0" max="100" value="50" step="1" aria-label="{e(left)} | {e(right)}">'
                 f'<div class="labels"><span>&larr; {e(left)}{seconds.get(left, "")}</span>'
-                f'<span>{e(right)}{seconds.get(right, "")} &rarr;</span></div></div>'
+                f"<span>{e(right)}{seconds.get(right, '')} &rarr;</span></div></div>"
             )
         parts.append('<div class="full">')
         for label in [INPUT, *result.labels]:
             caption = f"{e(label)}{seconds.get(label, '')}"
-            parts.append(f'<figure><a href="{_url(files[label])}"><img src="{_url(files[label])}" alt="{e(label)}"></a>'
-                         f'<figcaption>{caption}</figcaption></figure>')
+            parts.append(
+                f'<figure><a href="{_url(files[label])}"><img src="{_url(files[label])}" alt="{e(label)}"></a>'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
         parts.append("</div></section>")
     parts += [f"<script>{_SCRIPT}</script>", "</body>", "</html>", ""]
     return "\n".join(parts)

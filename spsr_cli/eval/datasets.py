@@ -70,9 +70,14 @@ class DatasetSpec:
             return ArchiveFile(filename=part["filename"], sha256=part.get("sha256"))
 
         return cls(
-            name=raw["name"], repo_id=raw.get("repo_id"), revision=raw.get("revision"),
-            hr=archive(raw.get("hr")), lr=archive(raw.get("lr")), scale=int(raw.get("scale", 4)),
-            repo_type=raw.get("repo_type", "dataset"), revision_note=raw.get("revision_note"),
+            name=raw["name"],
+            repo_id=raw.get("repo_id"),
+            revision=raw.get("revision"),
+            hr=archive(raw.get("hr")),
+            lr=archive(raw.get("lr")),
+            scale=int(raw.get("scale", 4)),
+            repo_type=raw.get("repo_type", "dataset"),
+            revision_note=raw.get("revision_note"),
             paper_bicubic=tuple(raw["paper_bicubic"]) if raw.get("paper_bicubic") else None,  # type: ignore[arg-type]
         )
 
@@ -110,8 +115,11 @@ class DatasetSource:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "repo_id": self.repo_id, "revision": self.revision,
-            "hr_dir": str(self.hr_dir), "lr_dir": None if self.lr_dir is None else str(self.lr_dir),
+            "name": self.name,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "hr_dir": str(self.hr_dir),
+            "lr_dir": None if self.lr_dir is None else str(self.lr_dir),
             "lr": "generated (MATLAB bicubic)" if self.lr_generated else "published",
             "files": self.files,
         }
@@ -122,7 +130,11 @@ class DatasetSource:
 
 def load_registry(path: Path | None = None) -> dict[str, DatasetSpec]:
     """Dataset name -> spec, from ``path`` or the packaged ``datasets.json``."""
-    text = path.read_text(encoding="utf-8") if path else (resources.files("spsr_cli.eval") / "datasets.json").read_text(encoding="utf-8")
+    text = (
+        path.read_text(encoding="utf-8")
+        if path
+        else (resources.files("spsr_cli.eval") / "datasets.json").read_text(encoding="utf-8")
+    )
     data = json.loads(text)
     return {raw["name"]: DatasetSpec.from_dict(raw) for raw in data["datasets"]}
 
@@ -177,13 +189,20 @@ def prepare_dataset(
     def fetch_and_unpack(part: ArchiveFile, sub: str) -> tuple[Path, dict[str, Any]]:
         dest = root / sub
         record = _read_record(dest)
-        if record is not None and record.get("filename") == part.filename and (
-            part.sha256 is None or record.get("sha256") == part.sha256
+        if (
+            record is not None
+            and record.get("filename") == part.filename
+            and (part.sha256 is None or record.get("sha256") == part.sha256)
         ):
             return dest, record
         got = fetch_hub_file_checked(
-            repo_id=repo_id, filename=part.filename, revision=revision, sha256=part.sha256,  # type: ignore[arg-type]
-            repo_type=spec.repo_type, offline=offline, trust_unverified=trust_unverified,
+            repo_id=repo_id,
+            filename=part.filename,
+            revision=revision,
+            sha256=part.sha256,  # type: ignore[arg-type]
+            repo_type=spec.repo_type,
+            offline=offline,
+            trust_unverified=trust_unverified,
         )
         record = {"filename": part.filename, **got.to_dict()}
         unpack_images(got.path, dest, record=record)
@@ -201,8 +220,13 @@ def prepare_dataset(
         except WeightsNotAvailableError as err:  # missing or unverifiable; a corrupted download is an error
             log.warning("published LR of %s not used (%s); generating it from HR", spec.name, err)
     return DatasetSource(
-        name=spec.name, hr_dir=hr_dir, lr_dir=lr_dir, repo_id=spec.repo_id, revision=revision,
-        lr_generated=lr_dir is None, files=files,
+        name=spec.name,
+        hr_dir=hr_dir,
+        lr_dir=lr_dir,
+        repo_id=spec.repo_id,
+        revision=revision,
+        lr_generated=lr_dir is None,
+        files=files,
     )
 
 
@@ -302,7 +326,10 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def pair_files(
-    hr_dir: Path, lr_dir: Path | None, *, unpaired: list[tuple[str, str]] | None = None,
+    hr_dir: Path,
+    lr_dir: Path | None,
+    *,
+    unpaired: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, Path, Path | None]]:
     """(name, HR path, LR path or None) sorted by name; every HR needs exactly one LR when ``lr_dir`` is given.
 
@@ -329,7 +356,9 @@ def pair_files(
         else:
             pairs.append((pair_key(hr.stem) if match.stem != hr.stem else hr.stem, hr, match))
     if missing and unpaired is None:
-        raise UsageError(f"no LR image in {lr_dir} matches {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        raise UsageError(
+            f"no LR image in {lr_dir} matches {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+        )
     return pairs
 
 

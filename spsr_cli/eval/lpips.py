@@ -70,7 +70,9 @@ class LPIPS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"LPIPS needs two N x 3 x H x W tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS needs two N x 3 x H x W tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for fx, fy, lin in zip(self._activations(x), self._activations(y), self.lins):
             diff = (_unit(fx) - _unit(fy)) ** 2

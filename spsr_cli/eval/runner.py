@@ -95,8 +95,14 @@ class EvalResult:
         return {
             "means": {k: _finite(v) for k, v in self.means.items()},
             "images": [
-                {"name": r.name, "psnr": _finite(r.psnr), "ssim": r.ssim, "lpips": r.lpips, "niqe": r.niqe,
-                 **({"error": r.error} if r.error else {})}
+                {
+                    "name": r.name,
+                    "psnr": _finite(r.psnr),
+                    "ssim": r.ssim,
+                    "lpips": r.lpips,
+                    "niqe": r.niqe,
+                    **({"error": r.error} if r.error else {}),
+                }
                 for r in self.images
             ],
             "scored": len(self.images) - len(self.failed),
@@ -124,8 +130,11 @@ def software_versions() -> dict[str, str]:
     from spsr_cli import __version__
 
     return {
-        "spsr-cli": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "pillow": PIL.__version__,
+        "spsr-cli": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
     }
 
 
@@ -156,15 +165,23 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
     return run, upscaler.scale
 
 
-def make_upscalers(models: Sequence[str], options: InferenceOptions | None, *, offline: bool | None,
-                   given: Sequence[tuple[Upscale, int]] | None = None,
-                   purpose: str = "share one run") -> tuple[list[tuple[Upscale, int]], int]:
+def make_upscalers(
+    models: Sequence[str],
+    options: InferenceOptions | None,
+    *,
+    offline: bool | None,
+    given: Sequence[tuple[Upscale, int]] | None = None,
+    purpose: str = "share one run",
+) -> tuple[list[tuple[Upscale, int]], int]:
     """One upscaler per model (or the ``given`` ones, one per model) and their common scale.
 
     Raises :class:`UsageError` when the models' scales differ (``purpose`` says what they cannot do).
     """
-    upscalers = list(given) if given is not None else [
-        make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
+    upscalers = (
+        list(given)
+        if given is not None
+        else [make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
+    )
     if len(upscalers) != len(models):
         raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
     scales = {s for _, s in upscalers}
@@ -231,9 +248,21 @@ def evaluate(
     """
     upscalers = None if upscale is None else [(upscale, scale or 4)]
     return evaluate_many(
-        source, models=[model], protocol=protocol, options=options, lpips=lpips, lpips_model=lpips_model, niqe=niqe,
-        niqe_model=niqe_model, save_images=save_images, crop=crop, progress=progress, offline=offline,
-        trust_unverified=trust_unverified, upscalers=upscalers, degradation=degradation,
+        source,
+        models=[model],
+        protocol=protocol,
+        options=options,
+        lpips=lpips,
+        lpips_model=lpips_model,
+        niqe=niqe,
+        niqe_model=niqe_model,
+        save_images=save_images,
+        crop=crop,
+        progress=progress,
+        offline=offline,
+        trust_unverified=trust_unverified,
+        upscalers=upscalers,
+        degradation=degradation,
     )[0]
 
 
@@ -270,8 +299,7 @@ def evaluate_many(
         raise UsageError("no model to evaluate")
     started = time.perf_counter()
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers,
-                                      purpose="share one evaluation")
+    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers, purpose="share one evaluation")
     labels = model_labels(models)
     _check_save_dir(save_images, source)
     lpips_net, lpips_note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
@@ -279,14 +307,22 @@ def evaluate_many(
     dataset = source.to_dict()
     if degradation is not None:
         if source.lr_dir is not None:
-            log.info("LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec,
-                     source.lr_dir)
+            log.info(
+                "LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec, source.lr_dir
+            )
         dataset["lr"] = f"generated (--degradation {degradation.spec})"
     unpaired: list[tuple[str, str]] = []
     files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir, unpaired=unpaired)
     results = [
-        EvalResult(protocol=proto.name, model=m, dataset=dataset, scale=scale, lpips_note=lpips_note,
-                   niqe_note=niqe_note, degradation=degradation)
+        EvalResult(
+            protocol=proto.name,
+            model=m,
+            dataset=dataset,
+            scale=scale,
+            lpips_note=lpips_note,
+            niqe_note=niqe_note,
+            degradation=degradation,
+        )
         for m in models
     ]
     for name, problem in unpaired:  # an HR image without its LR partner: a failed row, the rest are scored
@@ -337,7 +373,9 @@ def score_pair(
     """Score one pair: (its row, the uint8 SR image H x W x 3)."""
     sr = upscale(pair.lr)
     if sr.shape != pair.hr.shape:
-        raise SPSRError(f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}")
+        raise SPSRError(
+            f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}"
+        )
     try:
         p, s = psnr_ssim(sr, pair.hr, protocol=protocol, scale=scale)
     except RuntimeError as err:  # torch's message for a window larger than the image
@@ -376,7 +414,9 @@ def _lpips_or_note(
         return None, f"LPIPS weights unavailable: {err}"
 
 
-def _niqe_or_note(wanted: bool, given: NIQEModel | None, *, offline: bool | None) -> tuple[NIQEModel | None, str | None]:
+def _niqe_or_note(
+    wanted: bool, given: NIQEModel | None, *, offline: bool | None
+) -> tuple[NIQEModel | None, str | None]:
     if not wanted:
         return None, "NIQE not requested (--no-niqe)"
     if given is not None:
@@ -427,15 +467,26 @@ def crop_window(hr: np.ndarray, crop: Crop | None) -> tuple[int, int, int]:
     best, where = -1.0, (0, 0)
     for top in list(range(0, h - size + 1, step)) + [h - size]:
         for left in list(range(0, w - size + 1, step)) + [w - size]:
-            total = (integral[top + size, left + size] - integral[top, left + size]
-                     - integral[top + size, left] + integral[top, left])
+            total = (
+                integral[top + size, left + size]
+                - integral[top, left + size]
+                - integral[top + size, left]
+                + integral[top, left]
+            )
             if total > best:
                 best, where = float(total), (left, top)
     return where[0], where[1], size
 
 
-def side_by_side(hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence[str], crop: Crop | None = None,
-                 *, zoom: int = 2, gap: int = 4) -> np.ndarray:
+def side_by_side(
+    hr: np.ndarray,
+    outputs: Sequence[np.ndarray],
+    labels: Sequence[str],
+    crop: Crop | None = None,
+    *,
+    zoom: int = 2,
+    gap: int = 4,
+) -> np.ndarray:
     """One uint8 RGB figure: the same crop of HR and of each SR output, enlarged ``zoom`` x (nearest
     neighbour, so pixels stay visible), side by side on white with a label under each panel."""
     x, y, size = crop_window(hr, crop)
@@ -451,7 +502,9 @@ def side_by_side(hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence
     return np.asarray(figure)
 
 
-def _write_crops(path: Path, hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence[str], crop: Crop | None) -> None:
+def _write_crops(
+    path: Path, hr: np.ndarray, outputs: Sequence[np.ndarray], labels: Sequence[str], crop: Crop | None
+) -> None:
     _write_png(path, side_by_side(hr, outputs, labels, crop))
 
 

@@ -83,7 +83,14 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pi
 
 # What Pillow and pypng raise for corrupt, truncated or oversized files.
 _DECODE_ERRORS = (
-    OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, PIL.Image.DecompressionBombError, png.Error
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    PIL.Image.DecompressionBombError,
+    png.Error,
 )
 # What tifffile raises for a TIFF it cannot decode (KeyError: a codec that needs imagecodecs);
 # Pillow then decodes the file, or names what is wrong with it.
@@ -153,9 +160,7 @@ def format_for_extension(ext: str) -> str:
     try:
         return _FORMAT_BY_EXTENSION[key]
     except KeyError:
-        raise ImageError(
-            f"unsupported image extension {ext!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
-        ) from None
+        raise ImageError(f"unsupported image extension {ext!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}") from None
 
 
 def _normalise_format(fmt: str) -> str:
@@ -199,7 +204,11 @@ def _opened(path: Path) -> Iterator[PIL.Image.Image]:
         if PIL.Image.MAX_IMAGE_PIXELS and width * height > PIL.Image.MAX_IMAGE_PIXELS:
             log.warning(
                 "%s is %d x %d pixels (%.0f megapixels): decoding it alone takes about %.1f GB",
-                path, width, height, width * height / 1e6, width * height * 16 / 1e9,
+                path,
+                width,
+                height,
+                width * height / 1e6,
+                width * height * 16 / 1e9,
             )
         yield im
 
@@ -541,9 +550,7 @@ def _matching_icc(icc: bytes | None, gray: bool) -> bytes | None:
 # ----------------------------------------------------------------------------- 16-bit encoders
 
 
-def _png16_bytes(
-    data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None
-) -> bytes:
+def _png16_bytes(data: np.ndarray, *, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None) -> bytes:
     """16-bit PNG (pypng) from an H x W x C uint16 array (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
 
     pypng writes IHDR, pHYs and the pixels; the iCCP and eXIf chunks it has no option for
@@ -552,8 +559,15 @@ def _png16_bytes(
     height, width, channels = data.shape
     ppm = [max(1, round(d / 0.0254)) for d in dpi] if dpi else [None, None]
     writer = png.Writer(
-        width, height, greyscale=channels <= 2, alpha=channels in (2, 4), bitdepth=16, compression=6,
-        x_pixels_per_unit=ppm[0], y_pixels_per_unit=ppm[1], unit_is_meter=True,
+        width,
+        height,
+        greyscale=channels <= 2,
+        alpha=channels in (2, 4),
+        bitdepth=16,
+        compression=6,
+        x_pixels_per_unit=ppm[0],
+        y_pixels_per_unit=ppm[1],
+        unit_is_meter=True,
     )
     encoded = io.BytesIO()
     writer.write_packed(encoded, data.astype(">u2").view(np.uint8).reshape(height, width * channels * 2))
@@ -566,7 +580,8 @@ def _png16_bytes(
         header.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
     pixels = [
         (b"IDAT", payload[start : start + _PNG_IDAT_CHUNK])
-        for kind, payload in chunks if kind == b"IDAT"
+        for kind, payload in chunks
+        if kind == b"IDAT"
         for start in range(0, max(1, len(payload)), _PNG_IDAT_CHUNK)
     ]
     out = io.BytesIO()

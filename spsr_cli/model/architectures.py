@@ -67,11 +67,17 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "spsr": Architecture(
-        "spsr", SPSRConfig, lambda config: SPSRNet(config=config), lambda out: out.sr,
+        "spsr",
+        SPSRConfig,
+        lambda config: SPSRNet(config=config),
+        lambda out: out.sr,
         "SPSR: RRDB trunk + gradient branch + fusion (structure-preserving SR)",
     ),
     "rrdbnet": Architecture(
-        "rrdbnet", RRDBNetConfig, lambda config: RRDBNet(config=config), lambda out: out,
+        "rrdbnet",
+        RRDBNetConfig,
+        lambda config: RRDBNet(config=config),
+        lambda out: out,
         "RRDBNet: ESRGAN / Real-ESRGAN / RealSR / BasicSR generator",
     ),
 }
@@ -82,7 +88,9 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; this version knows {', '.join(sorted(ARCHITECTURES))}") from None
+        raise ValueError(
+            f"unknown architecture {name!r}; this version knows {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
 
 
 def architecture_of(model_or_config: nn.Module | GeneratorConfig) -> Architecture:
@@ -107,6 +115,14 @@ def macs_per_output_megapixel(config: GeneratorConfig) -> float:
 
 
 __all__ = [
-    "ARCHITECTURES", "AnyConfig", "Architecture", "Generator", "GeneratorConfig", "architecture_of", "build",
-    "config_from_dict", "get_architecture", "macs_per_output_megapixel",
+    "ARCHITECTURES",
+    "AnyConfig",
+    "Architecture",
+    "Generator",
+    "GeneratorConfig",
+    "architecture_of",
+    "build",
+    "config_from_dict",
+    "get_architecture",
+    "macs_per_output_megapixel",
 ]

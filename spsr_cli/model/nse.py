@@ -120,11 +120,18 @@ class ContrastiveHead(nn.Module):
         unknown = [v for v in variants if v not in CONTEXT_OFFSETS]
         if unknown or not variants:
             raise ValueError(f"unknown contrastive variant(s) {unknown or variants}; use {sorted(CONTEXT_OFFSETS)}")
-        self.predictors = nn.ModuleDict({
-            v: nn.Sequential(nn.Linear(len(CONTEXT_OFFSETS[v]) * channels, hidden), nn.ReLU(),
-                             nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, channels))
-            for v in variants
-        })
+        self.predictors = nn.ModuleDict(
+            {
+                v: nn.Sequential(
+                    nn.Linear(len(CONTEXT_OFFSETS[v]) * channels, hidden),
+                    nn.ReLU(),
+                    nn.Linear(hidden, hidden),
+                    nn.ReLU(),
+                    nn.Linear(hidden, channels),
+                )
+                for v in variants
+            }
+        )
 
     def forward(self, context: torch.Tensor, variant: str) -> torch.Tensor:
         return self.predictors[variant](context)
@@ -140,7 +147,10 @@ class JigsawHead(nn.Module):
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
         self.classifier = nn.Sequential(
-            nn.Linear(4 * channels, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(4 * channels, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, JIGSAW_CLASSES),
         )
 

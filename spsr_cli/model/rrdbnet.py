@@ -58,7 +58,8 @@ class RRDBNetConfig:
         if self.scale * self.unshuffle < 2:
             raise ValueError(
                 f"RRDBNetConfig: scale {self.scale} with unshuffle {self.unshuffle} has no upsampling step; "
-                "a x1 RRDBNet folds 4x4 pixels (unshuffle 4)")
+                "a x1 RRDBNet folds 4x4 pixels (unshuffle 4)"
+            )
 
     @property
     def num_upsamples(self) -> int:

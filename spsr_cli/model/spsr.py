@@ -98,8 +98,14 @@ class SPSRConfig:
         nf, gc, s2, out = self.nf, self.gc, self.scale**2, self.out_channels
         ups = sum(9 * nf * nf * 4**k for k in range(1, self.num_upsamples + 1))
         trunk = 9 * self.in_channels * nf + self.nb * rrdb_macs(nf, gc) + 9 * nf * nf + ups + 2 * 9 * nf * nf * s2
-        branch = (9 * self.in_channels * nf + 4 * (rrdb_macs(2 * nf, gc) + 9 * 2 * nf * nf) + 9 * nf * nf + ups
-                  + 2 * 9 * nf * nf * s2 + nf * out * s2)
+        branch = (
+            9 * self.in_channels * nf
+            + 4 * (rrdb_macs(2 * nf, gc) + 9 * 2 * nf * nf)
+            + 9 * nf * nf
+            + ups
+            + 2 * 9 * nf * nf * s2
+            + nf * out * s2
+        )
         fusion = (rrdb_macs(2 * nf, gc) + 9 * 2 * nf * nf + 9 * nf * nf + 9 * nf * out) * s2
         return trunk + branch + fusion
 

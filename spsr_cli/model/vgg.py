@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 #: Convolution widths per stage (torchvision's configurations "D" and "E").
-STAGES = {16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-          19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)}
+STAGES = {
+    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
 DEFAULT_LAST = {16: "conv5_3", 19: "conv5_4"}
 _LAYER_NAME = re.compile(r"(conv|relu)([1-5])_([1-4])")
 

@@ -184,7 +184,8 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
         from spsr_cli.weights.store import torch_load_refusal
 
         raise CheckpointError(
-            f"checkpoint {path} could not be read: {torch_load_refusal(path, exc)}; delete it to fall back to an older one"
+            f"checkpoint {path} could not be read: {torch_load_refusal(path, exc)}; "
+            "delete it to fall back to an older one"
         ) from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "step" not in state:
         raise CheckpointError(f"{path} is not a spsr training checkpoint (format {FORMAT_VERSION})")
@@ -221,7 +222,9 @@ def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> di
     if path.is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise CheckpointError(f"--init {path}: the folder holds no training checkpoint ({CHECKPOINT_DIR}/step_*.pt)")
+            raise CheckpointError(
+                f"--init {path}: the folder holds no training checkpoint ({CHECKPOINT_DIR}/step_*.pt)"
+            )
         path = latest
     if not path.is_file():
         raise CheckpointError(f"--init {path}: no such file or run folder")
@@ -245,11 +248,20 @@ def initialise_generator(model: torch.nn.Module, source: Union[str, Path]) -> di
         canonical = None
     if canonical is not None:
         model.load_state_dict({k: v.float() for k, v in canonical.items()}, strict=True)
-        return {"kind": kind or "spsr-generator", "source": str(path), "loaded": sorted(canonical), "random": [], "ignored": []}
+        return {
+            "kind": kind or "spsr-generator",
+            "source": str(path),
+            "loaded": sorted(canonical),
+            "random": [],
+            "ignored": [],
+        }
     from spsr_cli.train.pretrained import embed_rrdbnet
 
     report = embed_rrdbnet(model, sd)
     return {
-        "kind": "rrdb-warm-start", "source": str(path), "loaded": list(report.loaded),
-        "constructed": list(report.constructed), "random": list(report.random),
+        "kind": "rrdb-warm-start",
+        "source": str(path),
+        "loaded": list(report.loaded),
+        "constructed": list(report.constructed),
+        "random": list(report.random),
     }

@@ -268,9 +268,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return "on" if value else "off"
             return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"config key '{key}': {value!r} is not a valid {getattr(tp, '__name__', tp)}"
-        ) from None
+        raise ConfigError(f"config key '{key}': {value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
     raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
 
 
@@ -282,9 +280,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     types = _field_types(cls)
     unknown = sorted(set(data) - set(types))
     if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(types))}"
-        )
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(types))}")
     kwargs = {}
     for name, tp in types.items():
         if name not in data:
@@ -312,8 +308,10 @@ def validate_config(cfg: TrainConfig) -> None:
     if not 0 <= d.holdout_percent < 100:
         raise ConfigError(f"data.holdout_percent must be in [0, 100), got {d.holdout_percent}")
     if cfg.validation.crop_size <= 0 or cfg.validation.crop_size % m.scale:
-        raise ConfigError(f"validation.crop_size must be a positive multiple of model.scale ({m.scale}), "
-                          f"got {cfg.validation.crop_size}")
+        raise ConfigError(
+            f"validation.crop_size must be a positive multiple of model.scale ({m.scale}), "
+            f"got {cfg.validation.crop_size}"
+        )
     if cfg.loss.preset not in PRESETS:
         raise ConfigError(f"loss.preset must be one of {', '.join(PRESETS)}, got {cfg.loss.preset!r}")
     if cfg.loss.perceptual_backbone not in BACKBONES:
@@ -333,18 +331,30 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"data.lr_dirs must list one LR folder per data.hr_dirs entry ({len(d.hr_dirs)}), got {len(d.lr_dirs)}"
         )
-    for key, value in (("data.batch_size", d.batch_size), ("train.steps", t.steps),
-                       ("train.checkpoint_every", t.checkpoint_every), ("train.log_every", t.log_every),
-                       ("validation.every", cfg.validation.every), ("model.nf", m.nf), ("model.nb", m.nb),
-                       ("model.gc", m.gc), ("loss.d_channels", cfg.loss.d_channels),
-                       ("loss.gv_patch_size", cfg.loss.gv_patch_size)):
+    for key, value in (
+        ("data.batch_size", d.batch_size),
+        ("train.steps", t.steps),
+        ("train.checkpoint_every", t.checkpoint_every),
+        ("train.log_every", t.log_every),
+        ("validation.every", cfg.validation.every),
+        ("model.nf", m.nf),
+        ("model.nb", m.nb),
+        ("model.gc", m.gc),
+        ("loss.d_channels", cfg.loss.d_channels),
+        ("loss.gv_patch_size", cfg.loss.gv_patch_size),
+    ):
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
-    for key, value in (("train.fusion_only_steps", t.fusion_only_steps), ("train.grad_clip", t.grad_clip),
-                       ("train.d_warmup_steps", t.d_warmup_steps),
-                       ("data.num_workers", d.num_workers), ("data.synthetic", d.synthetic),
-                       ("train.threads", t.threads), ("data.cache_mb", d.cache_mb),
-                       ("train.keep_checkpoints", t.keep_checkpoints)):
+    for key, value in (
+        ("train.fusion_only_steps", t.fusion_only_steps),
+        ("train.grad_clip", t.grad_clip),
+        ("train.d_warmup_steps", t.d_warmup_steps),
+        ("data.num_workers", d.num_workers),
+        ("data.synthetic", d.synthetic),
+        ("train.threads", t.threads),
+        ("data.cache_mb", d.cache_mb),
+        ("train.keep_checkpoints", t.keep_checkpoints),
+    ):
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if not 0.0 <= t.ema_decay < 1.0:
@@ -422,8 +432,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_typed_config(cls: Any, path: Union[str, Path, None] = None,
-                      overrides: Union[list[str], None] = None) -> Any:
+def load_typed_config(cls: Any, path: Union[str, Path, None] = None, overrides: Union[list[str], None] = None) -> Any:
     """``cls.from_dict`` of a YAML/TOML file (the defaults when ``path`` is None) with ``section.key=value``
     overrides applied; ``cls`` is a config dataclass with a validating ``from_dict``."""
     data = read_config_file(Path(path)) if path is not None else {}

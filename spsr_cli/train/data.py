@@ -105,8 +105,9 @@ class ImagePool:
         self._fill_cache(cache_mb * 1024 * 1024)
         size = max(2 * crop_size, 96)
         for i, img in enumerate(synthetic_images(synthetic, size=size, seed=seed)):
-            self.records.append(ImageRecord(hr_path=Path(f"<synthetic {i}>"), lr_path=None, hr_size=(size, size),
-                                            hr=img))
+            self.records.append(
+                ImageRecord(hr_path=Path(f"<synthetic {i}>"), lr_path=None, hr_size=(size, size), hr=img)
+            )
         if not self.records:
             raise NoTrainingImagesError(f"no training image in {', '.join(map(str, hr_dirs))} could be decoded")
 

@@ -46,8 +46,9 @@ def resolve_checkpoint(run: Union[str, Path]) -> Path:
     if run.is_dir():
         latest = latest_checkpoint(run)
         if latest is None:
-            raise CheckpointError(f"{run} holds no checkpoint yet (checkpoints/step_*.pt); train longer or pass a "
-                                  "checkpoint file")
+            raise CheckpointError(
+                f"{run} holds no checkpoint yet (checkpoints/step_*.pt); train longer or pass a checkpoint file"
+            )
         return latest
     if run.is_file():
         return run
@@ -95,11 +96,15 @@ def export_run(
     licence = licence or DEFAULT_LICENCE
     target = spsr_home() / "weights" / f"{name}.safetensors"
     extra = {
-        "training_step": str(step), "training_stage": str(state.get("stage")), "weights": key,
-        "perceptual": str(state.get("perceptual")), "init": str(init),
+        "training_step": str(step),
+        "training_stage": str(state.get("stage")),
+        "weights": key,
+        "perceptual": str(state.get("perceptual")),
+        "init": str(init),
     }
-    sha = write_generator_file(target, state[key], cfg.spsr_config(), source=source, licence=licence, dtype=dtype,
-                               extra_metadata=extra)
+    sha = write_generator_file(
+        target, state[key], cfg.spsr_config(), source=source, licence=licence, dtype=dtype, extra_metadata=extra
+    )
     entry = register_local_model(name, target, source=source, licence=licence, description=description, replace=True)
     return ExportResult(name=name, path=target, sha256=sha, step=step, weights=key, entry=entry)
 
@@ -132,17 +137,30 @@ def write_nse_from_checkpoint(state: dict[str, Any], path: Path, *, source: str,
     from spsr_cli.weights.nse_files import write_nse_file
 
     model, cfg = nse_from_checkpoint(state)
-    meta = {"method": cfg.task.method, "training_step": str(int(state["step"])),
-            "training_seconds": f"{float(state.get('train_seconds', 0.0)):.1f}",
-            "evaluation": json.dumps(state.get("evaluation")), "training_config": json.dumps(cfg.to_dict()),
-            "source": source, "licence": licence}
+    meta = {
+        "method": cfg.task.method,
+        "training_step": str(int(state["step"])),
+        "training_seconds": f"{float(state.get('train_seconds', 0.0)):.1f}",
+        "evaluation": json.dumps(state.get("evaluation")),
+        "training_config": json.dumps(cfg.to_dict()),
+        "source": source,
+        "licence": licence,
+    }
     sha = write_nse_file(path, model, metadata=meta)
-    return NSEExport(name=path.stem, path=path, sha256=sha, size=path.stat().st_size, step=int(state["step"]),
-                     metadata=meta)
+    return NSEExport(
+        name=path.stem, path=path, sha256=sha, size=path.stat().st_size, step=int(state["step"]), metadata=meta
+    )
 
 
-def export_nse(checkpoint: Path, state: dict[str, Any], *, name: str, licence: Union[str, None] = None,
-               description: str = "", replace: bool = False) -> NSEExport:
+def export_nse(
+    checkpoint: Path,
+    state: dict[str, Any],
+    *,
+    name: str,
+    licence: Union[str, None] = None,
+    description: str = "",
+    replace: bool = False,
+) -> NSEExport:
     """``spsr train export`` of an NSE run: float32 safetensors under ``$SPSR_HOME/weights`` and an
     entry in the local registry's ``auxiliary`` list, so ``loss.nse: NAME`` finds it."""
     from spsr_cli.files import write_json_atomic
@@ -160,20 +178,34 @@ def export_nse(checkpoint: Path, state: dict[str, Any], *, name: str, licence: U
     validate_name(name)
     packaged = load_manifest().auxiliary
     if name in packaged or (name in _auxiliary_entries() and not replace):
-        raise NameTakenError(f"a structure extractor named {name!r} exists already; choose another --name"
-                                + ("" if name in packaged else " or pass --force"))
+        raise NameTakenError(
+            f"a structure extractor named {name!r} exists already; choose another --name"
+            + ("" if name in packaged else " or pass --force")
+        )
     licence = licence or "unspecified: trained locally with spsr train nse (check the licences of the data)"
     target = spsr_home() / "weights" / f"{name}.safetensors"
     source = f"spsr train nse: {checkpoint.resolve()} (step {int(state['step'])})"
     out = write_nse_from_checkpoint(state, target, source=source, licence=licence)
     path = local_manifest_path()
-    data = read_manifest_file(path) if path.is_file() else {"format_version": FORMAT_VERSION, "default": None,
-                                                            "models": []}
+    data = (
+        read_manifest_file(path)
+        if path.is_file()
+        else {"format_version": FORMAT_VERSION, "default": None, "models": []}
+    )
     aux = [a for a in data.get("auxiliary", []) if a.get("name") != name]
-    aux.append({"name": name, "kind": AUX_KIND, "description": description, "licence": licence,
-                "provenance": source, "method": out.metadata["method"],
-                "evaluation": state.get("evaluation"), "size": out.size,
-                "source": {"type": "file", "path": str(target.resolve()), "sha256": out.sha256}})
+    aux.append(
+        {
+            "name": name,
+            "kind": AUX_KIND,
+            "description": description,
+            "licence": licence,
+            "provenance": source,
+            "method": out.metadata["method"],
+            "evaluation": state.get("evaluation"),
+            "size": out.size,
+            "source": {"type": "file", "path": str(target.resolve()), "sha256": out.sha256},
+        }
+    )
     data["auxiliary"] = aux
     write_json_atomic(path, data)
     return dataclasses.replace(out, name=name)

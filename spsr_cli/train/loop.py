@@ -93,20 +93,26 @@ def train(
         :class:`TrainResult` with the per-log-window loss history.
     """
     with torch_threads(cfg.train.threads):
-        return _train(cfg, Path(run_dir), resume=resume, perceptual_backbone=perceptual_backbone,
-                      stop_after=stop_after)
+        return _train(cfg, Path(run_dir), resume=resume, perceptual_backbone=perceptual_backbone, stop_after=stop_after)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
-           perceptual_backbone: Union[tuple[nn.Module, str], None], stop_after: Union[int, None]) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    perceptual_backbone: Union[tuple[nn.Module, str], None],
+    stop_after: Union[int, None],
+) -> TrainResult:
     t = cfg.train
     ctx = distributed.setup(t.device)
     device = ctx.device
     run_log, tb, progress = RunLog(None), None, None
     try:
         # ---- where to start ---------------------------------------------------------
-        state = resume_state(run_dir, resume=resume, check=lambda found, path: _check_resumable(cfg, found, path),
-                             announce=ctx.is_main)
+        state = resume_state(
+            run_dir, resume=resume, check=lambda found, path: _check_resumable(cfg, found, path), announce=ctx.is_main
+        )
         start = state["step"] if state else 0
         end = t.steps
 
@@ -120,8 +126,12 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
         if state is None and t.init:
             init_report = initialise_generator(model, t.init)
             if ctx.is_main:
-                log.info("initialised the generator from %s (%d tensors loaded, %d random)",
-                         t.init, len(init_report["loaded"]), len(init_report["random"]))
+                log.info(
+                    "initialised the generator from %s (%d tensors loaded, %d random)",
+                    t.init,
+                    len(init_report["loaded"]),
+                    len(init_report["random"]),
+                )
         ema = copy.deepcopy(model).requires_grad_(False).eval()
         crop, out_ch = cfg.data.crop_size, cfg.model.out_channels
         d_image = d_gradient = None
@@ -131,16 +141,18 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             if weights.gan > 0:
                 d_image = VGGDiscriminator(in_channels=out_ch, base_channels=cfg.loss.d_channels, input_size=crop)
             if weights.gradient_gan > 0:  # padding-2 gradient maps are 2 px larger per side
-                d_gradient = VGGDiscriminator(in_channels=out_ch, base_channels=cfg.loss.d_channels,
-                                              input_size=crop + 2)
+                d_gradient = VGGDiscriminator(
+                    in_channels=out_ch, base_channels=cfg.loss.d_channels, input_size=crop + 2
+                )
         structure = d_structure = None
         if weights.structure:  # SPSR-P / SPSR-J: a frozen NSE and a discriminator on its feature maps
             from spsr_cli.train.structure import FeatureDiscriminator, build_structure_features
 
             structure = build_structure_features(cfg.loss.nse_spec())
             if weights.structure_gan > 0:
-                d_structure = FeatureDiscriminator(in_channels=structure.channels,
-                                                   base_channels=cfg.loss.d_channels, input_size=crop // 4)
+                d_structure = FeatureDiscriminator(
+                    in_channels=structure.channels, base_channels=cfg.loss.d_channels, input_size=crop // 4
+                )
         backbone, perceptual_name = None, "none"
         if weights.perceptual > 0:
             if perceptual_backbone is not None:
@@ -150,8 +162,8 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
                     log.warning("loss.perceptual_backbone is 'none': the perceptual term is switched off")
                 weights = dataclasses.replace(weights, perceptual=0.0)
             else:
-                from spsr_cli.weights.vgg import build_feature_extractor
                 from spsr_cli.weights.hub import hub_offline
+                from spsr_cli.weights.vgg import build_feature_extractor
 
                 for turn in (True, False):  # rank 0 downloads/converts first, the others read its cache
                     if ctx.is_main == turn:
@@ -162,8 +174,12 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             if ctx.is_main and backbone is not None:
                 log.info("perceptual loss on %s features", perceptual_name)
         objective = SPSRObjective(
-            weights=weights, perceptual_backbone=backbone, d_image=d_image, d_gradient=d_gradient,
-            structure=structure, d_structure=d_structure,
+            weights=weights,
+            perceptual_backbone=backbone,
+            d_image=d_image,
+            d_gradient=d_gradient,
+            structure=structure,
+            d_structure=d_structure,
             gv_patch_size=cfg.loss.gv_patch_size,
         )
         use_amp = use_bf16_autocast(device, t.amp)
@@ -174,8 +190,12 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             if module is not None:
                 module.to(device=device, memory_format=memory_format)
         if ctx.is_main:
-            log.info("training on %s in %s%s", device, "bfloat16 autocast" if use_amp else "float32",
-                     " + channels_last" if channels_last else "")
+            log.info(
+                "training on %s in %s%s",
+                device,
+                "bfloat16 autocast" if use_amp else "float32",
+                " + channels_last" if channels_last else "",
+            )
 
         # ---- optimisers and schedules (Adam + MultiStep, as in the paper) -------------
         adam = dict(betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
@@ -201,22 +221,41 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             restore_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
             init_report = state.get("init_report")
             if state.get("perceptual", "none") != perceptual_name and ctx.is_main:
-                log.warning("the checkpoint used perceptual features %s, this run uses %s",
-                            state.get("perceptual"), perceptual_name)
+                log.warning(
+                    "the checkpoint used perceptual features %s, this run uses %s",
+                    state.get("perceptual"),
+                    perceptual_name,
+                )
         d_image_ddp = distributed.wrap_ddp(d_image, ctx) if d_image is not None else None
         d_gradient_ddp = distributed.wrap_ddp(d_gradient, ctx) if d_gradient is not None else None
         d_structure_ddp = distributed.wrap_ddp(d_structure, ctx) if d_structure is not None else None
 
         # ---- data ------------------------------------------------------------------
-        pool = ImagePool(hr_dirs=cfg.data.hr_dirs, lr_dirs=cfg.data.lr_dirs, crop_size=crop,
-                         scale=cfg.model.scale, cache_mb=cfg.data.cache_mb, synthetic=cfg.data.synthetic,
-                         seed=t.seed, holdout_percent=cfg.data.holdout_percent)
-        batches = TrainBatches(pool, batch_size=cfg.data.batch_size, crop_size=crop, scale=cfg.model.scale,
-                               seed=t.seed, rank=ctx.rank, flip=cfg.data.flip, rotate=cfg.data.rotate,
-                               quantize_lr=cfg.data.quantize_lr)
+        pool = ImagePool(
+            hr_dirs=cfg.data.hr_dirs,
+            lr_dirs=cfg.data.lr_dirs,
+            crop_size=crop,
+            scale=cfg.model.scale,
+            cache_mb=cfg.data.cache_mb,
+            synthetic=cfg.data.synthetic,
+            seed=t.seed,
+            holdout_percent=cfg.data.holdout_percent,
+        )
+        batches = TrainBatches(
+            pool,
+            batch_size=cfg.data.batch_size,
+            crop_size=crop,
+            scale=cfg.model.scale,
+            seed=t.seed,
+            rank=ctx.rank,
+            flip=cfg.data.flip,
+            rotate=cfg.data.rotate,
+            quantize_lr=cfg.data.quantize_lr,
+        )
         last = min(end, stop_after) if stop_after is not None else end
-        loader = batch_loader(batches, start_step=start, end_step=last, num_workers=cfg.data.num_workers,
-                              pin_memory=device.type == "cuda")
+        loader = batch_loader(
+            batches, start_step=start, end_step=last, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda"
+        )
         val_pairs, lpips_net = [], None
         if ctx.is_main:
             val_pairs = _validation_pairs(cfg)
@@ -233,12 +272,25 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
         progress = _TrainProgressBar(enabled=ctx.is_main and cfg.logging.progress, start=start, total=end)
         result = TrainResult(run_dir=run_dir, step=start, checkpoint=None, perceptual=perceptual_name, rank=ctx.rank)
         if ctx.is_main:
-            run_log.write({"event": "start", "step": start, "stage": t.stage, "world_size": ctx.world_size,
-                           "device": str(device), "perceptual": perceptual_name, "amp": use_amp,
-                           "channels_last": channels_last, "d_warmup_steps": t.d_warmup_steps,
-                           "preset": cfg.loss.preset, "nse": cfg.loss.nse_spec(),
-                           "trainable": t.trainable, "train_images": len(pool),
-                           "held_out_images": len(pool.held_out), "validation_pairs": len(val_pairs)})
+            run_log.write(
+                {
+                    "event": "start",
+                    "step": start,
+                    "stage": t.stage,
+                    "world_size": ctx.world_size,
+                    "device": str(device),
+                    "perceptual": perceptual_name,
+                    "amp": use_amp,
+                    "channels_last": channels_last,
+                    "d_warmup_steps": t.d_warmup_steps,
+                    "preset": cfg.loss.preset,
+                    "nse": cfg.loss.nse_spec(),
+                    "trainable": t.trainable,
+                    "train_images": len(pool),
+                    "held_out_images": len(pool.held_out),
+                    "validation_pairs": len(val_pairs),
+                }
+            )
 
         # ---- the loop -------------------------------------------------------------
         g_ddp, fusion_phase = None, None
@@ -274,7 +326,8 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
                     loss_g.backward()
                     terms["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(  # inf: measure only
                         [p for p in model.parameters() if p.grad is not None],
-                        t.grad_clip if t.grad_clip > 0 else math.inf).detach()
+                        t.grad_clip if t.grad_clip > 0 else math.inf,
+                    ).detach()
                     opt_g.step()
                 sched_g.step()
                 decay = min(t.ema_decay, (1 + step) / (10 + step))
@@ -286,9 +339,9 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             # discriminator step
             if opt_d is not None:
                 with autocast_context(device, use_amp):
-                    loss_d, d_logs = objective.discriminator_losses(out.sr, hr_img, d_image=d_image_ddp,
-                                                                    d_gradient=d_gradient_ddp,
-                                                                    d_structure=d_structure_ddp)
+                    loss_d, d_logs = objective.discriminator_losses(
+                        out.sr, hr_img, d_image=d_image_ddp, d_gradient=d_gradient_ddp, d_structure=d_structure_ddp
+                    )
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 if t.grad_clip > 0:
@@ -311,10 +364,19 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
                 values = {k: float(v) / window for k, v in sums.items()}
                 values = distributed.mean_across_ranks(ctx, values)
                 elapsed = time.perf_counter() - window_start
-                row = {"step": done, "lr": lr_used, "it_s": window / max(elapsed, 1e-9),
-                       "fusion_only": fusion_only, **values}
-                check_finite(values, done, "lower train.lr, set train.grad_clip, check the data or --init weights, "
-                             "or resume from an earlier checkpoint")
+                row = {
+                    "step": done,
+                    "lr": lr_used,
+                    "it_s": window / max(elapsed, 1e-9),
+                    "fusion_only": fusion_only,
+                    **values,
+                }
+                check_finite(
+                    values,
+                    done,
+                    "lower train.lr, set train.grad_clip, check the data or --init weights, "
+                    "or resume from an earlier checkpoint",
+                )
                 result.history.append(row)
                 if ctx.is_main:
                     run_log.write(row)
@@ -328,23 +390,33 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
             if done % t.checkpoint_every == 0 or done == end or out_of_time:
                 rng_states = distributed.all_gather_objects(ctx, capture_rng_state())
                 if ctx.is_main:
-                    result.checkpoint = save_checkpoint(run_dir, done, {
-                        "config": cfg.to_dict(), "stage": t.stage, "perceptual": perceptual_name,
-                        "model": model.state_dict(), "ema": ema.state_dict(),
-                        "d_image": d_image.state_dict() if d_image is not None else None,
-                        "d_gradient": d_gradient.state_dict() if d_gradient is not None else None,
-                        "d_structure": d_structure.state_dict() if d_structure is not None else None,
-                        "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
-                        "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                        "sched_d": sched_d.state_dict() if sched_d is not None else None,
-                        "rng": rng_states, "world_size": ctx.world_size, "init_report": init_report,
-                    }, keep=t.keep_checkpoints)
+                    result.checkpoint = save_checkpoint(
+                        run_dir,
+                        done,
+                        {
+                            "config": cfg.to_dict(),
+                            "stage": t.stage,
+                            "perceptual": perceptual_name,
+                            "model": model.state_dict(),
+                            "ema": ema.state_dict(),
+                            "d_image": d_image.state_dict() if d_image is not None else None,
+                            "d_gradient": d_gradient.state_dict() if d_gradient is not None else None,
+                            "d_structure": d_structure.state_dict() if d_structure is not None else None,
+                            "opt_g": opt_g.state_dict(),
+                            "sched_g": sched_g.state_dict(),
+                            "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                            "sched_d": sched_d.state_dict() if sched_d is not None else None,
+                            "rng": rng_states,
+                            "world_size": ctx.world_size,
+                            "init_report": init_report,
+                        },
+                        keep=t.keep_checkpoints,
+                    )
                 distributed.barrier(ctx)
 
             # validation (EMA generator, the eval issue's metrics)
             if val_pairs and (done % cfg.validation.every == 0 or done == end or out_of_time):
-                metrics = validation.validate(ema, val_pairs, device=device, scale=cfg.model.scale,
-                                              lpips_net=lpips_net)
+                metrics = validation.validate(ema, val_pairs, device=device, scale=cfg.model.scale, lpips_net=lpips_net)
                 row = {"event": "validation", "step": done, **metrics}
                 if _is_better(metrics, best, cfg.validation.psnr_floor):
                     best = {"step": done, **metrics}
@@ -355,18 +427,27 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool,
                 if tb is not None:
                     for key, value in metrics.items():
                         tb.add_scalar(f"val/{key}", value, done)
-                progress.note(f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
-                              + (f", LPIPS {metrics['lpips']:.4f}" if "lpips" in metrics else ""))
+                progress.note(
+                    f"step {done}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+                    + (f", LPIPS {metrics['lpips']:.4f}" if "lpips" in metrics else "")
+                )
             if out_of_time:
                 if ctx.is_main:
                     run_log.write({"event": "time_limit", "step": done, "minutes": t.time_limit_min})
                 progress.note(f"time limit of {t.time_limit_min} min reached at step {done}; checkpoint saved")
                 break
         result.step = step + 1 if last > start else start
-        result.state = {name: module.state_dict() for name, module in
-                        (("model", model), ("ema", ema), ("d_image", d_image), ("d_gradient", d_gradient),
-                         ("d_structure", d_structure))
-                        if module is not None}
+        result.state = {
+            name: module.state_dict()
+            for name, module in (
+                ("model", model),
+                ("ema", ema),
+                ("d_image", d_image),
+                ("d_gradient", d_gradient),
+                ("d_structure", d_structure),
+            )
+            if module is not None
+        }
         run_log.write({"event": "stop", "step": result.step})
         return result
     finally:
@@ -382,15 +463,21 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
     """Refuse to resume with a different generator size or stage."""
     stored = state.get("config", {})
     if stored.get("model") != cfg.to_dict()["model"]:
-        raise UsageError(f"cannot resume from {path}: it trains model {stored.get('model')}, the config says "
-                         f"{cfg.to_dict()['model']}; resume without --config or start a new run")
+        raise UsageError(
+            f"cannot resume from {path}: it trains model {stored.get('model')}, the config says "
+            f"{cfg.to_dict()['model']}; resume without --config or start a new run"
+        )
     stored_preset = stored.get("loss", {}).get("preset", "spsr-g")
     if stored_preset != cfg.loss.preset:
-        raise UsageError(f"cannot resume from {path}: it trains loss.preset {stored_preset}, the config says "
-                         f"{cfg.loss.preset}; resume with the same preset or start a new run with --init {path}")
+        raise UsageError(
+            f"cannot resume from {path}: it trains loss.preset {stored_preset}, the config says "
+            f"{cfg.loss.preset}; resume with the same preset or start a new run with --init {path}"
+        )
     if state.get("stage") != cfg.train.stage:
-        raise UsageError(f"cannot resume from {path}: it is a --stage {state.get('stage')} run; start a new run "
-                         f"with --stage {cfg.train.stage} --init {path.parent.parent} instead")
+        raise UsageError(
+            f"cannot resume from {path}: it is a --stage {state.get('stage')} run; start a new run "
+            f"with --stage {cfg.train.stage} --init {path.parent.parent} instead"
+        )
 
 
 def _validation_pairs(cfg: TrainConfig) -> list:
@@ -399,8 +486,13 @@ def _validation_pairs(cfg: TrainConfig) -> list:
     if v.hr_dir:
         return validation.folder_pairs(v.hr_dir, v.lr_dir, scale=cfg.model.scale, max_images=v.max_images)
     if cfg.data.holdout_percent > 0 and cfg.data.hr_dirs:
-        return validation.holdout_pairs(cfg.data.hr_dirs, percent=cfg.data.holdout_percent, crop_size=v.crop_size,
-                             scale=cfg.model.scale, max_images=v.max_images)
+        return validation.holdout_pairs(
+            cfg.data.hr_dirs,
+            percent=cfg.data.holdout_percent,
+            crop_size=v.crop_size,
+            scale=cfg.model.scale,
+            max_images=v.max_images,
+        )
     return []
 
 
@@ -435,8 +527,15 @@ def _read_best(run_dir: Path) -> Union[dict[str, Any], None]:
 
 def _save_best(run_dir: Path, best: dict[str, Any], ema: nn.Module, cfg: TrainConfig) -> None:
     """Atomically write the best EMA generator so far (``best.pt``: config, validation row, ema)."""
-    atomic_torch_save({"config": cfg.to_dict(), "validation": best, "step": best["step"],
-                       "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()}}, run_dir / BEST_FILE)
+    atomic_torch_save(
+        {
+            "config": cfg.to_dict(),
+            "validation": best,
+            "step": best["step"],
+            "ema": {k: v.detach().clone() for k, v in ema.state_dict().items()},
+        },
+        run_dir / BEST_FILE,
+    )
 
 
 def use_bf16_autocast(device: torch.device, amp: str) -> bool:
@@ -472,8 +571,18 @@ def _tensorboard(run_dir: Path):
 class _TrainProgressBar:
     """Rich progress bar with the latest losses, it/s and ETA (rank 0 only)."""
 
-    SHOWN = ("loss_g", "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "structure_pixel",
-             "structure_gan", "branch", "loss_d")
+    SHOWN = (
+        "loss_g",
+        "pixel",
+        "perceptual",
+        "gan",
+        "gradient_pixel",
+        "gradient_gan",
+        "structure_pixel",
+        "structure_gan",
+        "branch",
+        "loss_d",
+    )
 
     def __init__(self, *, enabled: bool, start: int, total: int) -> None:
         self.bar = None
@@ -485,9 +594,14 @@ class _TrainProgressBar:
         err = Console(stderr=True, highlight=False)  # progress goes to stderr, like every message
         err.soft_wrap = not err.is_terminal  # in a log file: whole lines, not cut at 80 columns
         self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-            transient=False, console=err,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+            transient=False,
+            console=err,
         )
         self.task = self.bar.add_task("train", total=total, completed=start, rate="", losses="")
         self.bar.start()

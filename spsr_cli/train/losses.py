@@ -37,8 +37,7 @@ _CRITERIA = {"l1": F.l1_loss, "mse": F.mse_loss}
 def _check_pair(name: str, sr: torch.Tensor, hr: torch.Tensor) -> None:
     if sr.dim() != 4 or sr.shape != hr.shape:
         raise ValueError(
-            f"{name} expects two N x C x H x W tensors of the same shape, "
-            f"got {tuple(sr.shape)} and {tuple(hr.shape)}"
+            f"{name} expects two N x C x H x W tensors of the same shape, got {tuple(sr.shape)} and {tuple(hr.shape)}"
         )
 
 

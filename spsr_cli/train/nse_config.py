@@ -45,13 +45,13 @@ class NSETaskSection:
 
     method: str = "contrastive"
     variants: list[str] = field(default_factory=lambda: ["horizontal", "vertical", "cross"])
-    anchors: int = 16          # anchors per image and variant (contrastive)
-    negatives: int = 16        # negatives per anchor
+    anchors: int = 16  # anchors per image and variant (contrastive)
+    negatives: int = 16  # negatives per anchor
     temperature: float = 64.0
-    context_offset: int = 1    # neighbour distance in feature positions (1 = 4 px)
-    puzzles: int = 16          # 2x2 puzzles per image (jigsaw)
-    jigsaw_gap: int = 8        # cell distance in feature positions (>= 8: no shared pixels)
-    hidden: int = 256          # width of the heads' hidden layers
+    context_offset: int = 1  # neighbour distance in feature positions (1 = 4 px)
+    puzzles: int = 16  # 2x2 puzzles per image (jigsaw)
+    jigsaw_gap: int = 8  # cell distance in feature positions (>= 8: no shared pixels)
+    hidden: int = 256  # width of the heads' hidden layers
 
 
 @dataclass
@@ -100,23 +100,36 @@ def validate_nse_config(cfg: NSETrainConfig) -> None:
         raise ConfigError(f"task.variants must list some of {', '.join(CONTEXT_OFFSETS)}, got {k.variants}")
     if d.crop_size <= 0 or d.crop_size % 4:
         raise ConfigError(f"data.crop_size must be a positive multiple of 4, got {d.crop_size}")
-    for key, value in (("data.batch_size", d.batch_size), ("task.anchors", k.anchors), ("task.negatives", k.negatives),
-                       ("task.context_offset", k.context_offset), ("task.puzzles", k.puzzles),
-                       ("task.jigsaw_gap", k.jigsaw_gap), ("task.hidden", k.hidden), ("train.steps", t.steps),
-                       ("train.lr_step", t.lr_step), ("train.checkpoint_every", t.checkpoint_every),
-                       ("train.log_every", t.log_every), ("train.eval_every", t.eval_every),
-                       ("data.eval_crops", d.eval_crops)):
+    for key, value in (
+        ("data.batch_size", d.batch_size),
+        ("task.anchors", k.anchors),
+        ("task.negatives", k.negatives),
+        ("task.context_offset", k.context_offset),
+        ("task.puzzles", k.puzzles),
+        ("task.jigsaw_gap", k.jigsaw_gap),
+        ("task.hidden", k.hidden),
+        ("train.steps", t.steps),
+        ("train.lr_step", t.lr_step),
+        ("train.checkpoint_every", t.checkpoint_every),
+        ("train.log_every", t.log_every),
+        ("train.eval_every", t.eval_every),
+        ("data.eval_crops", d.eval_crops),
+    ):
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     if not 0 <= d.holdout_percent < 100:
         raise ConfigError(f"data.holdout_percent must be in [0, 100), got {d.holdout_percent}")
     if k.temperature <= 0 or t.lr <= 0 or not 0 < t.gamma <= 1:
-        raise ConfigError(f"task.temperature and train.lr must be > 0 and train.gamma in (0, 1], got "
-                          f"{k.temperature}, {t.lr}, {t.gamma}")
+        raise ConfigError(
+            f"task.temperature and train.lr must be > 0 and train.gamma in (0, 1], got "
+            f"{k.temperature}, {t.lr}, {t.gamma}"
+        )
     side = d.crop_size // 4
     if k.method == "jigsaw" and k.jigsaw_gap >= side:
-        raise ConfigError(f"task.jigsaw_gap {k.jigsaw_gap} does not fit a {side}x{side} feature map "
-                          f"(data.crop_size {d.crop_size} / 4); raise data.crop_size or lower the gap")
+        raise ConfigError(
+            f"task.jigsaw_gap {k.jigsaw_gap} does not fit a {side}x{side} feature map "
+            f"(data.crop_size {d.crop_size} / 4); raise data.crop_size or lower the gap"
+        )
     if k.method == "contrastive":
         for variant in k.variants:
             offsets = context_offsets(variant, k.context_offset)

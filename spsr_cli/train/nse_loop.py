@@ -47,18 +47,30 @@ class NSECrops:
         from spsr_cli.train.data import ImagePool, TrainBatches, is_held_out
 
         d = cfg.data
-        pool = ImagePool(hr_dirs=d.hr_dirs, crop_size=d.crop_size, scale=4, cache_mb=d.cache_mb,
-                         synthetic=d.synthetic, seed=cfg.train.seed)
+        pool = ImagePool(
+            hr_dirs=d.hr_dirs,
+            crop_size=d.crop_size,
+            scale=4,
+            cache_mb=d.cache_mb,
+            synthetic=d.synthetic,
+            seed=cfg.train.seed,
+        )
         held = [r for r in pool.records if is_held_out(r.hr_path, d.holdout_percent)]
         train_pool, self.held_pool = copy.copy(pool), copy.copy(pool)
         train_pool.records = [r for r in pool.records if not is_held_out(r.hr_path, d.holdout_percent)]
         self.held_pool.records = held
         if not train_pool.records:
             raise UsageError("every training image is held out; lower data.holdout_percent or add images")
-        self.names = {"train": [str(r.hr_path) for r in train_pool.records],
-                      "held_out": [str(r.hr_path) for r in held]}
-        self.train = TrainBatches(train_pool, batch_size=d.batch_size, crop_size=d.crop_size, scale=4,
-                                  seed=cfg.train.seed, flip=d.flip, rotate=d.rotate)
+        self.names = {"train": [str(r.hr_path) for r in train_pool.records], "held_out": [str(r.hr_path) for r in held]}
+        self.train = TrainBatches(
+            train_pool,
+            batch_size=d.batch_size,
+            crop_size=d.crop_size,
+            scale=4,
+            seed=cfg.train.seed,
+            flip=d.flip,
+            rotate=d.rotate,
+        )
         self.cfg = cfg
 
     @staticmethod
@@ -79,14 +91,15 @@ class NSECrops:
             c = self.cfg.data.crop_size
             for _ in range(self.cfg.data.eval_crops):
                 y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
-                crops.append(img[y:y + c, x:x + c])
+                crops.append(img[y : y + c, x : x + c])
         size = max(self.cfg.data.batch_size, 1)
-        return [self._stack(crops[i:i + size]) for i in range(0, len(crops), size)]
+        return [self._stack(crops[i : i + size]) for i in range(0, len(crops), size)]
 
 
 @torch.no_grad()
-def evaluate_held_out(cfg: NSETrainConfig, model: NSENet, head: torch.nn.Module, batches: list[torch.Tensor],
-                      device: torch.device) -> dict[str, float]:
+def evaluate_held_out(
+    cfg: NSETrainConfig, model: NSENet, head: torch.nn.Module, batches: list[torch.Tensor], device: torch.device
+) -> dict[str, float]:
     """Mean task loss and accuracy over fixed held-out crops with fixed task samples (plus ``crops``, their number)."""
     was = model.training, head.training
     model.eval(), head.eval()
@@ -117,8 +130,9 @@ class NSETrainResult:
     evaluation: list[dict[str, Any]] = field(default_factory=list)
 
 
-def train_nse(cfg: NSETrainConfig, run_dir: Union[str, Path], *, resume: bool = False,
-              stop_after: Union[int, None] = None) -> NSETrainResult:
+def train_nse(
+    cfg: NSETrainConfig, run_dir: Union[str, Path], *, resume: bool = False, stop_after: Union[int, None] = None
+) -> NSETrainResult:
     """Train an NSE as ``cfg`` says under ``run_dir`` (checkpoints, ``log.jsonl``, ``config.yaml``, ``split.json``).
 
     ``resume=True`` continues from the newest checkpoint (exactly: batches and task samples
@@ -131,10 +145,15 @@ def train_nse(cfg: NSETrainConfig, run_dir: Union[str, Path], *, resume: bool = 
 def _check_resumable(cfg: NSETrainConfig, state: dict[str, Any], path: Path) -> None:
     """Refuse to resume from anything but an NSE run of the same method and model."""
     model = cfg.to_dict()["model"]
-    if state.get("kind") != NSE_CHECKPOINT_KIND or state["config"]["task"]["method"] != cfg.task.method \
-            or state["config"]["model"] != model:
-        raise UsageError(f"cannot resume from {path}: it is not an NSE run of method {cfg.task.method} with model "
-                         f"{model}; resume without --config or start a new run")
+    if (
+        state.get("kind") != NSE_CHECKPOINT_KIND
+        or state["config"]["task"]["method"] != cfg.task.method
+        or state["config"]["model"] != model
+    ):
+        raise UsageError(
+            f"cannot resume from {path}: it is not an NSE run of method {cfg.task.method} with model "
+            f"{model}; resume without --config or start a new run"
+        )
 
 
 def _train_nse(cfg: NSETrainConfig, run_dir: Path, *, resume: bool, stop_after: Union[int, None]) -> NSETrainResult:
@@ -165,8 +184,16 @@ def _train_nse(cfg: NSETrainConfig, run_dir: Path, *, resume: bool, stop_after: 
     latest_eval = state.get("evaluation") if state is not None else None
     with open_run_folder(run_dir, cfg) as run_log:
         write_json_atomic(run_dir / SPLIT_FILE, data.names)
-        run_log.write({"event": "start", "step": start, "method": cfg.task.method, "device": str(device),
-                       "train_images": len(data.names["train"]), "held_out_images": len(data.names["held_out"])})
+        run_log.write(
+            {
+                "event": "start",
+                "step": start,
+                "method": cfg.task.method,
+                "device": str(device),
+                "train_images": len(data.names["train"]),
+                "held_out_images": len(data.names["held_out"]),
+            }
+        )
         sums: dict[str, float] = {}
         window = 0
         tick = time.perf_counter()
@@ -188,8 +215,12 @@ def _train_nse(cfg: NSETrainConfig, run_dir: Path, *, resume: bool, stop_after: 
             window += 1
             if done % t.log_every == 0 or done == last:
                 now = time.perf_counter()
-                row = {"step": done, "lr": lr_used, "it_s": window / max(now - tick, 1e-9),
-                       **{k: v / window for k, v in sums.items()}}
+                row = {
+                    "step": done,
+                    "lr": lr_used,
+                    "it_s": window / max(now - tick, 1e-9),
+                    **{k: v / window for k, v in sums.items()},
+                }
                 tick, sums, window = now, {}, 0
                 result.history.append(row)
                 run_log.write(row)
@@ -200,12 +231,23 @@ def _train_nse(cfg: NSETrainConfig, run_dir: Path, *, resume: bool, stop_after: 
                 run_log.write({"event": "evaluation", **latest_eval})
                 log.info("step %d: held-out accuracy %.4f", done, latest_eval["accuracy"])
             if done % t.checkpoint_every == 0 or done == last:
-                result.checkpoint = save_checkpoint(run_dir, done, {
-                    "kind": NSE_CHECKPOINT_KIND, "config": cfg.to_dict(), "model": model.state_dict(),
-                    "head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "rng": capture_rng_state(), "train_seconds": seconds,
-                    "evaluation": latest_eval, "split": {k: len(v) for k, v in data.names.items()},
-                }, keep=t.keep_checkpoints)
+                result.checkpoint = save_checkpoint(
+                    run_dir,
+                    done,
+                    {
+                        "kind": NSE_CHECKPOINT_KIND,
+                        "config": cfg.to_dict(),
+                        "model": model.state_dict(),
+                        "head": head.state_dict(),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "rng": capture_rng_state(),
+                        "train_seconds": seconds,
+                        "evaluation": latest_eval,
+                        "split": {k: len(v) for k, v in data.names.items()},
+                    },
+                    keep=t.keep_checkpoints,
+                )
             result.step = done
         result.train_seconds = seconds
         run_log.write({"event": "stop", "step": result.step, "train_seconds": seconds})

@@ -40,6 +40,7 @@ PERMUTATIONS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4
 
 # ---------------------------------------------------------------- sampling
 
+
 def context_offsets(variant: str, distance: int) -> tuple[tuple[int, int], ...]:
     """(dy, dx) of a variant's context positions (``CONTEXT_OFFSETS[variant]``) ``distance`` positions away."""
     return tuple((dy * distance, dx * distance) for dy, dx in CONTEXT_OFFSETS[variant])
@@ -77,14 +78,21 @@ class ContrastiveSample:
 
 
 def sample_contrastive(
-    rng: np.random.Generator, *, batch: int, height: int, width: int, offsets, anchors: int, negatives: int,
+    rng: np.random.Generator,
+    *,
+    batch: int,
+    height: int,
+    width: int,
+    offsets,
+    anchors: int,
+    negatives: int,
     min_distance: int,
 ) -> ContrastiveSample:
     """``anchors`` anchors per image (context inside the map) and, for each, ``negatives``
     distinct positions of the same map at Chebyshev distance >= ``min_distance`` from the
     anchor and from every context position."""
     margin = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    ys, xs = np.mgrid[margin:height - margin, margin:width - margin]
+    ys, xs = np.mgrid[margin : height - margin, margin : width - margin]
     valid = np.stack([ys.ravel(), xs.ravel()], 1)
     if len(valid) == 0:
         raise ValueError(f"a {height}x{width} feature map has no anchor with neighbours {offsets}")
@@ -96,8 +104,10 @@ def sample_contrastive(
             mask = _far_mask(height, width, np.vstack([[(y, x)], ctx]), min_distance).ravel()
             candidates = np.flatnonzero(mask)
             if len(candidates) < negatives:
-                raise ValueError(f"anchor ({y}, {x}) of a {height}x{width} map has only {len(candidates)} "
-                                 f"non-overlapping negatives, {negatives} wanted; use larger crops")
+                raise ValueError(
+                    f"anchor ({y}, {x}) of a {height}x{width} map has only {len(candidates)} "
+                    f"non-overlapping negatives, {negatives} wanted; use larger crops"
+                )
             rows_img.append(b)
             rows_anchor.append(y * width + x)
             rows_ctx.append(ctx[:, 0] * width + ctx[:, 1])
@@ -114,8 +124,9 @@ class JigsawSample:
     label: np.ndarray
 
 
-def sample_jigsaw(rng: np.random.Generator, *, batch: int, height: int, width: int, gap: int,
-                  puzzles: int) -> JigsawSample:
+def sample_jigsaw(
+    rng: np.random.Generator, *, batch: int, height: int, width: int, gap: int, puzzles: int
+) -> JigsawSample:
     """``puzzles`` 2x2 grids per image (cells ``gap`` positions apart) with uniform random labels."""
     if height <= gap or width <= gap:
         raise ValueError(f"a {height}x{width} feature map cannot hold a 2x2 grid with gap {gap}")
@@ -129,13 +140,15 @@ def sample_jigsaw(rng: np.random.Generator, *, batch: int, height: int, width: i
 
 # ---------------------------------------------------------------- task losses
 
+
 def _flat(features: torch.Tensor) -> torch.Tensor:
     """N x C x h x w -> N x (h*w) x C."""
     return features.flatten(2).transpose(1, 2)
 
 
-def info_nce(pred: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def info_nce(
+    pred: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE with cosine similarity: pred, positive A x C; negatives A x K x C.
 
     ``logits = temperature * cos(pred, [positive, negatives])``; loss = cross-entropy with
@@ -143,15 +156,17 @@ def info_nce(pred: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor
     above every negative. Returns (loss, accuracy) 0-dim tensors.
     """
     candidates = torch.cat([positive.unsqueeze(1), negatives], 1)
-    logits = temperature * (F.normalize(pred, dim=-1, eps=1e-8).unsqueeze(1)
-                            * F.normalize(candidates, dim=-1, eps=1e-8)).sum(-1)
+    logits = temperature * (
+        F.normalize(pred, dim=-1, eps=1e-8).unsqueeze(1) * F.normalize(candidates, dim=-1, eps=1e-8)
+    ).sum(-1)
     loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
     accuracy = (logits[:, 0] > logits[:, 1:].max(1).values).float().mean()
     return loss, accuracy.detach()
 
 
-def contrastive_loss(features: torch.Tensor, head: ContrastiveHead, sample: ContrastiveSample, variant: str,
-                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def contrastive_loss(
+    features: torch.Tensor, head: ContrastiveHead, sample: ContrastiveSample, variant: str, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE of one variant on N x C x h x w features (see :func:`info_nce`)."""
     flat = _flat(features)
     img = torch.as_tensor(sample.image, device=features.device)
@@ -165,8 +180,8 @@ def contrastive_loss(features: torch.Tensor, head: ContrastiveHead, sample: Cont
 def jigsaw_inputs(features: torch.Tensor, sample: JigsawSample) -> torch.Tensor:
     """P x 4C classifier inputs: slot k holds the vector of cell ``PERMUTATIONS[label][k]``."""
     flat = _flat(features)
-    order = np.array(PERMUTATIONS)[sample.label]                       # P x 4 cell ids per slot
-    positions = np.take_along_axis(sample.cells, order, axis=1)        # P x 4 flat positions per slot
+    order = np.array(PERMUTATIONS)[sample.label]  # P x 4 cell ids per slot
+    positions = np.take_along_axis(sample.cells, order, axis=1)  # P x 4 flat positions per slot
     img = torch.as_tensor(sample.image, device=features.device)
     tiles = flat[img[:, None], torch.as_tensor(positions, device=features.device)]  # P x 4 x C
     return tiles.reshape(len(tiles), -1)
@@ -179,8 +194,9 @@ def jigsaw_loss(features: torch.Tensor, head: JigsawHead, sample: JigsawSample) 
     return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().detach()
 
 
-def task_loss(cfg: NSETrainConfig, model: NSENet, head: torch.nn.Module, crops: torch.Tensor,
-              rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def task_loss(
+    cfg: NSETrainConfig, model: NSENet, head: torch.nn.Module, crops: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and accuracies of the configured task on a batch of crops (B x 3 x c x c in [0, 1])."""
     k = cfg.task
     features = model(crops)
@@ -191,8 +207,16 @@ def task_loss(cfg: NSETrainConfig, model: NSENet, head: torch.nn.Module, crops: 
         return loss, {"loss": float(loss.detach()), "accuracy": float(acc)}
     losses, logs = [], {}
     for variant in k.variants:
-        sample = sample_contrastive(rng, batch=b, height=h, width=w, offsets=context_offsets(variant, k.context_offset),
-                                    anchors=k.anchors, negatives=k.negatives, min_distance=non_overlap_distance())
+        sample = sample_contrastive(
+            rng,
+            batch=b,
+            height=h,
+            width=w,
+            offsets=context_offsets(variant, k.context_offset),
+            anchors=k.anchors,
+            negatives=k.negatives,
+            min_distance=non_overlap_distance(),
+        )
         loss, acc = contrastive_loss(features, head, sample, variant, k.temperature)
         losses.append(loss)
         logs[f"accuracy_{variant}"] = float(acc)

@@ -41,8 +41,16 @@ from spsr_cli.train.losses import (
 from spsr_cli.train.structure import structure_pixel_loss
 
 GENERATOR_TERMS = (
-    "pixel", "perceptual", "gan", "gradient_pixel", "gradient_gan", "branch", "gradient_variance", "second_order",
-    "structure_pixel", "structure_gan",
+    "pixel",
+    "perceptual",
+    "gan",
+    "gradient_pixel",
+    "gradient_gan",
+    "branch",
+    "gradient_variance",
+    "second_order",
+    "structure_pixel",
+    "structure_gan",
 )
 #: Terms that the SPSR-P / SPSR-J presets replace by the structure terms.
 GRADIENT_SPACE_TERMS = ("gan", "gradient_pixel", "gradient_gan")

@@ -41,8 +41,12 @@ DEFAULT_SHIFT = 4.0
 
 def _placement(model: SPSRNet) -> dict[str, str]:
     """SPSRNet key -> BasicSR RRDBNet key for every tensor copied unchanged."""
-    places = {"conv_first": "conv_first", "trunk_conv": "conv_body",
-              "fusion.hr_conv0": "conv_hr", "fusion.out": "conv_last"}
+    places = {
+        "conv_first": "conv_first",
+        "trunk_conv": "conv_body",
+        "fusion.hr_conv0": "conv_hr",
+        "fusion.out": "conv_last",
+    }
     places.update({f"upsampler.{u}.conv": f"conv_up{u + 1}" for u in range(model.config.num_upsamples)})
     out = {}
     for spsr, rrdb in places.items():
@@ -68,8 +72,10 @@ class InitReport:
     random: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{len(self.loaded)} tensors copied from the RRDBNet, {len(self.constructed)} set for an exact "
-                f"pass-through, {len(self.random)} left at their initialisation (gradient branch, fusion RDBs)")
+        return (
+            f"{len(self.loaded)} tensors copied from the RRDBNet, {len(self.constructed)} set for an exact "
+            f"pass-through, {len(self.random)} left at their initialisation (gradient branch, fusion RDBs)"
+        )
 
 
 def embed_rrdbnet(model: SPSRNet, state_dict: object, *, shift: float = DEFAULT_SHIFT) -> InitReport:
@@ -99,8 +105,10 @@ def embed_rrdbnet(model: SPSRNet, state_dict: object, *, shift: float = DEFAULT_
             if items
         ]
         raise CheckpointMismatchError(
-            f"the RRDBNet does not fit SPSRNet({model.config}); nothing was changed. " + "; ".join(problems)
-            + ". Build SPSRNet with the RRDBNet's nf/nb/gc/scale (ESRGAN/Real-ESRGAN/RealSR x4: nf=64, nb=23, gc=32, scale=4)."
+            f"the RRDBNet does not fit SPSRNet({model.config}); nothing was changed. "
+            + "; ".join(problems)
+            + ". Build SPSRNet with the RRDBNet's nf/nb/gc/scale "
+            "(ESRGAN/Real-ESRGAN/RealSR x4: nf=64, nb=23, gc=32, scale=4)."
         )
     nf = model.config.nf
     constructed: dict[str, torch.Tensor] = {}
@@ -113,7 +121,7 @@ def embed_rrdbnet(model: SPSRNet, state_dict: object, *, shift: float = DEFAULT_
         for param in ("weight", "bias"):
             key = f"fusion.block.rdb{k}.conv5.{param}"
             constructed[key] = torch.zeros_like(own[key])
-    block_gain = (1.0 + RESIDUAL_SCALE)  # each RDB is x + 0.2 * 0 = x; the RRDB adds 0.2x
+    block_gain = 1.0 + RESIDUAL_SCALE  # each RDB is x + 0.2 * 0 = x; the RRDB adds 0.2x
     concat = torch.zeros_like(own["fusion.concat.weight"])
     concat[:, nf:] = dirac / block_gain
     constructed["fusion.concat.weight"] = concat
@@ -123,5 +131,8 @@ def embed_rrdbnet(model: SPSRNet, state_dict: object, *, shift: float = DEFAULT_
             own[key].copy_(source[rrdb].to(own[key].dtype))
         for key, value in constructed.items():
             own[key].copy_(value.to(own[key].dtype))
-    return InitReport(loaded=sorted(placement), constructed=sorted(constructed),
-                      random=[k for k in own if k not in placement and k not in constructed])
+    return InitReport(
+        loaded=sorted(placement),
+        constructed=sorted(constructed),
+        random=[k for k in own if k not in placement and k not in constructed],
+    )

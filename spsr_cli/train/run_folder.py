@@ -52,8 +52,9 @@ def resume_state(
     """
     if not resume:
         if list_checkpoints(run_dir):
-            raise UsageError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
-                             "another --out")
+            raise UsageError(
+                f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out"
+            )
         return None
     latest = latest_checkpoint(run_dir)
     if latest is None:

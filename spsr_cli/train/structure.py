@@ -24,6 +24,7 @@ HIDDEN = 100
 
 # ---- losses ---------------------------------------------------------------------------
 
+
 def normalise_features(features: torch.Tensor) -> torch.Tensor:
     """Unit-length channel vectors: N x C x h x w -> same shape, ``v / max(||v||, 1e-6)``."""
     return F.normalize(features, dim=1, eps=NORM_EPS)
@@ -93,12 +94,17 @@ class FeatureDiscriminator(nn.Module):
             layers.append(nn.Conv2d(previous, width, 3, 1, 1, bias=stage == 0))
             if stage > 0:
                 layers.append(nn.BatchNorm2d(width))
-            layers += [nn.LeakyReLU(NEGATIVE_SLOPE), nn.Conv2d(width, width, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(width), nn.LeakyReLU(NEGATIVE_SLOPE)]
+            layers += [
+                nn.LeakyReLU(NEGATIVE_SLOPE),
+                nn.Conv2d(width, width, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.LeakyReLU(NEGATIVE_SLOPE),
+            ]
             size, previous, stage = _conv_out(size), width, stage + 1
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Linear(previous * size * size, HIDDEN), nn.LeakyReLU(NEGATIVE_SLOPE),
-                                        nn.Linear(HIDDEN, 1))
+        self.classifier = nn.Sequential(
+            nn.Linear(previous * size * size, HIDDEN), nn.LeakyReLU(NEGATIVE_SLOPE), nn.Linear(HIDDEN, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.input_size, self.input_size):

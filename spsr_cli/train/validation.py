@@ -53,13 +53,14 @@ def holdout_pairs(
             log.warning("skipping validation image %s: %dx%d is smaller than the %d px crop", path, w, h, crop_size)
             continue
         y, x = (h - crop_size) // 2, (w - crop_size) // 2
-        crop = np.ascontiguousarray(hr[y:y + crop_size, x:x + crop_size])
+        crop = np.ascontiguousarray(hr[y : y + crop_size, x : x + crop_size])
         pairs.append(ImagePair(name=path.stem, hr=crop, lr=bicubic_downscale(crop, scale)))
     return pairs
 
 
-def folder_pairs(hr_dir: Union[str, Path], lr_dir: Union[str, Path, None], *, scale: int,
-                 max_images: int) -> list[ImagePair]:
+def folder_pairs(
+    hr_dir: Union[str, Path], lr_dir: Union[str, Path, None], *, scale: int, max_images: int
+) -> list[ImagePair]:
     """The first ``max_images`` pairs of a folder, paired and read as ``spsr eval --hr-dir/--lr-dir`` does."""
     pairs = []
     for name, hr_path, lr_path in pair_files(Path(hr_dir), Path(lr_dir) if lr_dir else None)[:max_images]:
@@ -71,7 +72,12 @@ def folder_pairs(hr_dir: Union[str, Path], lr_dir: Union[str, Path, None], *, sc
 
 
 def validate(
-    model: nn.Module, pairs: Sequence[ImagePair], *, device: torch.device, scale: int, lpips_net: nn.Module | None,
+    model: nn.Module,
+    pairs: Sequence[ImagePair],
+    *,
+    device: torch.device,
+    scale: int,
+    lpips_net: nn.Module | None,
     protocol: str = "spsr-paper",
 ) -> dict[str, float]:
     """Mean scores of ``model`` (an :class:`~spsr_cli.model.spsr.SPSRNet`) over ``pairs``.

@@ -31,7 +31,8 @@ def _fetch_perceptual(entry: AuxiliaryEntry, offline: bool) -> str:
         if loaded is None:
             raise WeightsNotAvailableError(
                 f"{entry.name!r} could not be downloaded or verified (see the warning above); "
-                f"`spsr train` falls back to {VGG16_ENTRY!r}")
+                f"`spsr train` falls back to {VGG16_ENTRY!r}"
+            )
         return f"{loaded[1]}, under {spsr_home() / 'aux'}"
     if entry.name != VGG16_ENTRY:
         raise WeightsNotAvailableError(f"{entry.name!r} has no downloader; `spsr train` uses {VGG16_ENTRY!r} instead")

@@ -38,8 +38,9 @@ def download_verified(url: str, dest: Path, *, sha256: str, size: int | None = N
     return dest
 
 
-def download_bytes(url: str, *, sha256: str | None = None, sha256_prefix: str | None = None,
-                   timeout: float = 30.0) -> bytes:
+def download_bytes(
+    url: str, *, sha256: str | None = None, sha256_prefix: str | None = None, timeout: float = 30.0
+) -> bytes:
     """The bytes at ``url`` (kept in memory: small files only), checked against ``sha256`` and/or
     ``sha256_prefix`` when given.
 

@@ -51,9 +51,7 @@ def cached_hub_file(*, repo_id: str, filename: str, revision: str, repo_type: st
     """The cached file for that pinned revision, or None (never touches the network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(
-        repo_id, filename, cache_dir=hub_cache_dir(), revision=revision, repo_type=repo_type
-    )
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache_dir(), revision=revision, repo_type=repo_type)
     return Path(found) if isinstance(found, str) else None
 
 
@@ -104,7 +102,11 @@ def git_blob_sha1(path: Path, chunk: int = 1 << 20) -> str:
 def _etag_from_cache_path(path: Path) -> str | None:
     """huggingface_hub names each cached blob by its etag; a snapshot file links to it."""
     real = path.resolve()
-    if real != path and real.parent.name == "blobs" and (_SHA256.fullmatch(real.name) or _GIT_SHA1.fullmatch(real.name)):
+    if (
+        real != path
+        and real.parent.name == "blobs"
+        and (_SHA256.fullmatch(real.name) or _GIT_SHA1.fullmatch(real.name))
+    ):
         return real.name
     return None
 
@@ -151,7 +153,13 @@ def _check_content(path: Path, *, etag: str | None, sha256: str | None, what: st
 
 
 def fetch_hub_file(
-    *, repo_id: str, filename: str, revision: str, sha256: str | None, repo_type: str = "model", offline: bool | None = None
+    *,
+    repo_id: str,
+    filename: str,
+    revision: str,
+    sha256: str | None,
+    repo_type: str = "model",
+    offline: bool | None = None,
 ) -> Path:
     """Return a local path to ``repo_id/filename@revision``, downloading it if needed.
 
@@ -162,7 +170,12 @@ def fetch_hub_file(
     cache is used. See :func:`fetch_hub_file_checked`.
     """
     return fetch_hub_file_checked(
-        repo_id=repo_id, filename=filename, revision=revision, sha256=sha256, repo_type=repo_type, offline=offline,
+        repo_id=repo_id,
+        filename=filename,
+        revision=revision,
+        sha256=sha256,
+        repo_type=repo_type,
+        offline=offline,
         trust_unverified=True,
     ).path
 
@@ -187,7 +200,12 @@ def fetch_hub_file_checked(
     unreachable hub fails at once with :class:`HubUnreachableError`.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     offline = hub_offline() if offline is None else offline
     what = f"{repo_type} {repo_id}@{revision[:10]} file {filename}"
@@ -205,7 +223,11 @@ def fetch_hub_file_checked(
     try:
         meta = get_hf_file_metadata(url, timeout=_HEAD_TIMEOUT_S, endpoint=hub_endpoint(), retry_on_errors=False)
         path = hf_hub_download(
-            repo_id, filename, revision=revision, repo_type=repo_type, cache_dir=hub_cache_dir(),
+            repo_id,
+            filename,
+            revision=revision,
+            repo_type=repo_type,
+            cache_dir=hub_cache_dir(),
             endpoint=hub_endpoint(),
         )
     except LocalEntryNotFoundError as err:  # huggingface_hub's own HEAD failed after ours succeeded

@@ -140,8 +140,12 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> SPSRConfig:
             "(expected the published spsr.pth layout or spsr-cli's own safetensors layout)"
         ) from None
     return SPSRConfig(
-        in_channels=int(first.shape[1]), out_channels=int(out_channels), nf=int(first.shape[0]),
-        nb=nb, gc=int(gc), scale=2 ** max(ups, 0),
+        in_channels=int(first.shape[1]),
+        out_channels=int(out_channels),
+        nf=int(first.shape[0]),
+        nb=nb,
+        gc=int(gc),
+        scale=2 ** max(ups, 0),
     )
 
 
@@ -210,25 +214,34 @@ def _esrgan_rules(sd: Mapping[str, torch.Tensor]) -> list[Rule]:
     ups = max(len(top) - 3, 0)  # model.0, HR conv, last conv + one per x2 stage
     names = {0: "conv_first", 3 * ups + 2: "conv_hr", 3 * ups + 4: "conv_last"}
     names.update({3 * u + 3: f"conv_up{u + 1}" for u in range(ups)})
-    return _compile([
-        (rf"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.{_PARAM}",
-         lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
-        (rf"model\.1\.sub\.{nb}\.{_PARAM}", _fixed("conv_body")),
-        (rf"model\.(\d+)\.{_PARAM}", lambda m: f"{names[int(m[1])]}.{m[2]}" if int(m[1]) in names else None),
-    ])
+    return _compile(
+        [
+            (
+                rf"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.{_PARAM}",
+                lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}",
+            ),
+            (rf"model\.1\.sub\.{nb}\.{_PARAM}", _fixed("conv_body")),
+            (rf"model\.(\d+)\.{_PARAM}", lambda m: f"{names[int(m[1])]}.{m[2]}" if int(m[1]) in names else None),
+        ]
+    )
 
 
 def _named_rules(
     block: str, rdb: str, body: str, up: str, hr: str
 ) -> Callable[[Mapping[str, torch.Tensor]], list[Rule]]:
-    rules = _compile([
-        (rf"conv_first\.{_PARAM}", _fixed("conv_first")),
-        (rf"{block}\.(\d+)\.{rdb}([123])\.conv([1-5])\.{_PARAM}", lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"),
-        (rf"{body}\.{_PARAM}", _fixed("conv_body")),
-        (rf"{up}([1-9])\.{_PARAM}", lambda m: f"conv_up{m[1]}.{m[2]}"),
-        (rf"{hr}\.{_PARAM}", _fixed("conv_hr")),
-        (rf"conv_last\.{_PARAM}", _fixed("conv_last")),
-    ])
+    rules = _compile(
+        [
+            (rf"conv_first\.{_PARAM}", _fixed("conv_first")),
+            (
+                rf"{block}\.(\d+)\.{rdb}([123])\.conv([1-5])\.{_PARAM}",
+                lambda m: f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}",
+            ),
+            (rf"{body}\.{_PARAM}", _fixed("conv_body")),
+            (rf"{up}([1-9])\.{_PARAM}", lambda m: f"conv_up{m[1]}.{m[2]}"),
+            (rf"{hr}\.{_PARAM}", _fixed("conv_hr")),
+            (rf"conv_last\.{_PARAM}", _fixed("conv_last")),
+        ]
+    )
     return lambda sd: rules
 
 
@@ -252,10 +265,18 @@ def infer_rrdbnet_config(sd: Mapping[str, torch.Tensor]) -> RRDBNetConfig:
     if steps < 1 or 2**steps % unshuffle:
         raise CheckpointMismatchError(
             f"RRDBNet with {max(steps, 0)} upsampling convolutions and conv_first taking {first_in} channels "
-            "is not a layout this tool knows (x8, x4, x2 or Real-ESRGAN's x2/x1 pixel-unshuffle models)")
+            "is not a layout this tool knows (x8, x4, x2 or Real-ESRGAN's x2/x1 pixel-unshuffle models)"
+        )
     try:
-        return RRDBNetConfig(in_channels=in_channels, out_channels=out, nf=nf, nb=nb, gc=gc,
-                             scale=2**steps // unshuffle, unshuffle=unshuffle)
+        return RRDBNetConfig(
+            in_channels=in_channels,
+            out_channels=out,
+            nf=nf,
+            nb=nb,
+            gc=gc,
+            scale=2**steps // unshuffle,
+            unshuffle=unshuffle,
+        )
     except ValueError as err:
         raise CheckpointMismatchError(f"unsupported RRDBNet: {err}") from None
 
@@ -295,16 +316,42 @@ _IDENTITY = _compile([(r"(.+)", lambda m: m[1])])
 
 #: Every layout this tool reads, in detection order (the first whose marker matches wins).
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("spsr-published (model.N, b_*, f_*)", SPSR, is_published_layout, _published_rules,
-           "model.0.weight with b_fea_conv.*"),
-    Layout("spsr (spsr-cli)", SPSR, _has_prefix("trunk.", "branch.", "fusion."), lambda sd: _IDENTITY,
-           "trunk.*, branch.*, fusion.*", fallback=True),
-    Layout("esrgan (model.N)", RRDBNET, _has("model.1.sub.0.RDB1.conv1.0.weight"), _esrgan_rules,
-           "model.1.sub.0.RDB1.conv1.0.weight"),
-    Layout("basicsr / real-esrgan (body.N.rdbK)", RRDBNET, _has("body.0.rdb1.conv1.weight"),
-           _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr"), "body.0.rdb1.conv1.weight"),
-    Layout("esrgan-new (RRDB_trunk)", RRDBNET, _has("RRDB_trunk.0.RDB1.conv1.weight"),
-           _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv"), "RRDB_trunk.0.RDB1.conv1.weight"),
+    Layout(
+        "spsr-published (model.N, b_*, f_*)",
+        SPSR,
+        is_published_layout,
+        _published_rules,
+        "model.0.weight with b_fea_conv.*",
+    ),
+    Layout(
+        "spsr (spsr-cli)",
+        SPSR,
+        _has_prefix("trunk.", "branch.", "fusion."),
+        lambda sd: _IDENTITY,
+        "trunk.*, branch.*, fusion.*",
+        fallback=True,
+    ),
+    Layout(
+        "esrgan (model.N)",
+        RRDBNET,
+        _has("model.1.sub.0.RDB1.conv1.0.weight"),
+        _esrgan_rules,
+        "model.1.sub.0.RDB1.conv1.0.weight",
+    ),
+    Layout(
+        "basicsr / real-esrgan (body.N.rdbK)",
+        RRDBNET,
+        _has("body.0.rdb1.conv1.weight"),
+        _named_rules("body", "rdb", "conv_body", "conv_up", "conv_hr"),
+        "body.0.rdb1.conv1.weight",
+    ),
+    Layout(
+        "esrgan-new (RRDB_trunk)",
+        RRDBNET,
+        _has("RRDB_trunk.0.RDB1.conv1.weight"),
+        _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv"),
+        "RRDB_trunk.0.RDB1.conv1.weight",
+    ),
 )
 
 
@@ -321,8 +368,10 @@ def unknown_layout_message(sd: Mapping[str, torch.Tensor], family: Optional[str]
     """Why ``sd`` matches no layout: what was expected and what was found."""
     expected = "; ".join(f"{layout.name}: {layout.hint}" for layout in LAYOUTS if family in (None, layout.family))
     what = "generator" if family is None else {SPSR: "SPSR generator", RRDBNET: "ESRGAN/Real-ESRGAN RRDBNet"}[family]
-    return (f"not a {what} checkpoint of any layout this tool reads (expected keys like: {expected}); "
-            f"saw keys {listing(list(sd))}")
+    return (
+        f"not a {what} checkpoint of any layout this tool reads (expected keys like: {expected}); "
+        f"saw keys {listing(list(sd))}"
+    )
 
 
 # ---------------------------------------------------------------- entry points
@@ -386,7 +435,8 @@ def normalize_generator(obj: object, architecture: Optional[str] = None) -> tupl
         architecture, obj = layout.family, sd
     if architecture not in NORMALIZERS:
         raise CheckpointMismatchError(
-            f"the file names architecture {architecture!r}; this version reads {', '.join(sorted(NORMALIZERS))}")
+            f"the file names architecture {architecture!r}; this version reads {', '.join(sorted(NORMALIZERS))}"
+        )
     state_dict, config = NORMALIZERS[architecture](obj)
     return architecture, state_dict, config
 
@@ -404,8 +454,11 @@ def check_state_dict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> 
     if missing or unexpected or shapes:
         name = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
         lines = [f"the checkpoint does not match the {name} architecture; nothing was loaded:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches (checkpoint != model)", shapes)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (checkpoint != model)", shapes),
+        ):
             if items:
                 lines.append(f"  {title} ({len(items)}): {listing(items)}")
         lines.append(f"Check that the file is a {name} generator and that its stored config matches its tensors.")

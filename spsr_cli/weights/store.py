@@ -127,7 +127,9 @@ def read_weights_file(path: Path) -> LoadedWeights:
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError as err:  # e.g. a folder on the way that we may not enter
-        raise WeightsNotAvailableError(f"cannot read the weights file {path}: {err.strerror or err}; check its permissions") from None
+        raise WeightsNotAvailableError(
+            f"cannot read the weights file {path}: {err.strerror or err}; check its permissions"
+        ) from None
     if is_dir:
         raise UnknownModelError(
             f"{path} is a folder, not a weights file; if it is a training run, export it with "
@@ -174,8 +176,13 @@ def write_generator_file(
     check_finite(state_dict, f"weights for {path}")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
     metadata = {
-        "format": FORMAT_TAG, "architecture": config.architecture, "config": json.dumps(config.to_dict()),
-        "scale": str(config.scale), "source": source, "licence": licence, "dtype": str(dtype).removeprefix("torch."),
+        "format": FORMAT_TAG,
+        "architecture": config.architecture,
+        "config": json.dumps(config.to_dict()),
+        "scale": str(config.scale),
+        "source": source,
+        "licence": licence,
+        "dtype": str(dtype).removeprefix("torch."),
         **dict(extra_metadata or {}),
     }
     return sha256_file(save_safetensors_atomic(Path(path), tensors, metadata))
@@ -189,15 +196,25 @@ def _ensure_name_free(name: str, *, replace: bool) -> None:
         return
     if existing.origin == "packaged":
         raise NameTakenError(f"a model named {name!r} exists already (a released model); choose another --name")
-    raise NameTakenError(f"a model named {name!r} exists already (a local model); choose another --name or pass --force")
+    raise NameTakenError(
+        f"a model named {name!r} exists already (a local model); choose another --name or pass --force"
+    )
 
 
-def _register(name: str, path: Path, config: AnyConfig, *, source: str, licence: str, description: str, replace: bool) -> ModelEntry:
+def _register(
+    name: str, path: Path, config: AnyConfig, *, source: str, licence: str, description: str, replace: bool
+) -> ModelEntry:
     """Write the local registry entry for an already validated file."""
     path = Path(path).resolve()
     entry = ModelEntry(
-        name=name, config=config, sha256=sha256_file(path), size=path.stat().st_size,
-        source=FileSource(path=str(path)), licence=licence, provenance=source, description=description,
+        name=name,
+        config=config,
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        source=FileSource(path=str(path)),
+        licence=licence,
+        provenance=source,
+        description=description,
         origin="local",
     )
     add_local_entry(entry, replace=replace)
@@ -214,7 +231,9 @@ def register_local_model(
     _ensure_name_free(name, replace=replace)
     loaded = read_weights_file(Path(path))
     build_generator(loaded.state_dict, loaded.config)
-    return _register(name, path, loaded.config, source=source, licence=licence, description=description, replace=replace)
+    return _register(
+        name, path, loaded.config, source=source, licence=licence, description=description, replace=replace
+    )
 
 
 def import_checkpoint(
@@ -232,9 +251,19 @@ def import_checkpoint(
     dtype = next(iter(loaded.state_dict.values())).dtype
     dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     write_generator_file(
-        target, loaded.state_dict, loaded.config, source=source or f"imported from {Path(file).name}", licence=licence, dtype=dtype
+        target,
+        loaded.state_dict,
+        loaded.config,
+        source=source or f"imported from {Path(file).name}",
+        licence=licence,
+        dtype=dtype,
     )
     return _register(
-        name, target, loaded.config, source=source or f"imported from {Path(file).resolve()}", licence=licence,
-        description="", replace=True,
+        name,
+        target,
+        loaded.config,
+        source=source or f"imported from {Path(file).resolve()}",
+        licence=licence,
+        description="",
+        replace=True,
     )

