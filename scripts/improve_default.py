@@ -218,7 +218,10 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         extra_metadata={"training_step": str(state["step"])},
     )
     baseline = stage_a_baseline(stage_a)
-    val_ok, val_why = release.validation_improves(state.get("validation"), baseline)
+    validation = state.get("validation") or next(  # a checkpoint, not best.pt: its step's validation row
+        (r for r in validation_rows(stage_b) if r["step"] == state["step"]), None
+    )
+    val_ok, val_why = release.validation_improves(validation, baseline)
     log.info("candidate %s: %s", candidate.name, val_why)
     summary = {
         "stage_a": release.run_summary(stage_a) if (stage_a / "log.jsonl").is_file() else None,
@@ -226,7 +229,7 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         "hardware": release.hardware_summary(),
         "data": [str(d) for d in cfg.data.hr_dirs],
         "selected_step": state["step"],
-        "validation": state.get("validation"),
+        "validation": validation,
         "validation_v1": baseline,
         "stage_a_final_validation": (validation_rows(stage_a) or [None])[-1],
     }
