@@ -80,3 +80,20 @@ def tiny_weights(tmp_path: Path, tiny_model) -> Path:
         path, tiny_model.state_dict(), tiny_model.config, source="test", licence="MIT", dtype=torch.float32
     )
     return path
+
+
+def basicsr_rrdb_state(nf: int = 8, nb: int = 2, gc: int = 4) -> dict[str, torch.Tensor]:
+    """A BasicSR RRDBNet x4 state dict (``conv_first``, ``body.N.rdbK.convJ``, ...) with distinct random tensors."""
+    shapes: dict[str, tuple[int, int]] = {"conv_first": (nf, 3)}
+    for i in range(nb):
+        for k in (1, 2, 3):
+            for j in range(1, 6):
+                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
+    shapes.update(
+        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
+    )
+    sd = {}
+    for name, (out, inp) in shapes.items():
+        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
+        sd[f"{name}.bias"] = torch.randn(out)
+    return sd

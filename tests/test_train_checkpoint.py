@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import basicsr_rrdb_state
 from safetensors.torch import save_file
 
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
@@ -84,24 +85,8 @@ def test_init_from_an_spsr_generator_file(tmp_path: Path) -> None:
         assert torch.equal(model.state_dict()[key], value)
 
 
-def _basicsr_rrdb(nf: int = 8, nb: int = 2, gc: int = 4) -> dict[str, torch.Tensor]:
-    shapes = {"conv_first": (nf, 3)}
-    for i in range(nb):
-        for k in (1, 2, 3):
-            for j in range(1, 6):
-                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
-    shapes.update(
-        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
-    )
-    sd = {}
-    for name, (out, inp) in shapes.items():
-        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
-        sd[f"{name}.bias"] = torch.randn(out)
-    return sd
-
-
 def test_init_from_a_basicsr_rrdb_is_the_exact_warm_start(tmp_path: Path) -> None:
-    rrdb = _basicsr_rrdb()
+    rrdb = basicsr_rrdb_state()
     path = tmp_path / "rrdb.safetensors"
     save_file(rrdb, str(path))
     model = SPSRNet(config=TINY)

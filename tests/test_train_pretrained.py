@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import basicsr_rrdb_state
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
@@ -12,23 +13,6 @@ from spsr_cli.train.pretrained import DEFAULT_SHIFT, InitReport, embed_rrdbnet
 
 NF, NB, GC = 8, 2, 4
 CONFIG = SPSRConfig(nf=NF, nb=NB, gc=GC)
-
-
-def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor]:
-    """A BasicSR RRDBNet x4 state dict with distinct random tensors."""
-    shapes: dict[str, tuple[int, int]] = {"conv_first": (nf, 3)}
-    for i in range(nb):
-        for k in (1, 2, 3):
-            for j in range(1, 6):
-                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
-    shapes.update(
-        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
-    )
-    sd = {}
-    for name, (out, inp) in shapes.items():
-        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
-        sd[f"{name}.bias"] = torch.randn(out)
-    return sd
 
 
 def _real_df2k() -> dict[str, torch.Tensor]:
@@ -109,11 +93,11 @@ def test_the_gradient_branch_steers_only_once_fusion_weights_move() -> None:
 def test_warm_start_changes_only_what_the_report_says() -> None:
     model = SPSRNet(config=CONFIG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = embed_rrdbnet(model, _basicsr())
+    report = embed_rrdbnet(model, basicsr_rrdb_state())
     after = model.state_dict()
     for key in report.random:
         assert torch.equal(before[key], after[key]), key
-    source = _basicsr()
+    source = basicsr_rrdb_state()
     embed_rrdbnet(model, source)
     assert torch.equal(model.state_dict()["fusion.out.weight"], source["conv_last.weight"])
     assert torch.equal(model.state_dict()["fusion.hr_conv0.bias"], source["conv_hr.bias"])
@@ -126,7 +110,7 @@ def test_shape_mismatch_is_reported_and_nothing_is_changed() -> None:
     model = SPSRNet(config=CONFIG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointMismatchError, match="shape mismatch") as info:
-        embed_rrdbnet(model, _basicsr(gc=5))
+        embed_rrdbnet(model, basicsr_rrdb_state(gc=5))
     assert "body.0.rdb1.conv1.weight" in str(info.value)
     for key, value in model.state_dict().items():
         assert torch.equal(before[key], value), key
@@ -134,6 +118,6 @@ def test_shape_mismatch_is_reported_and_nothing_is_changed() -> None:
 
 def test_block_count_mismatch_lists_unexpected_and_missing() -> None:
     with pytest.raises(CheckpointMismatchError, match="unexpected: body.2"):
-        embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=3))
+        embed_rrdbnet(SPSRNet(config=CONFIG), basicsr_rrdb_state(nb=3))
     with pytest.raises(CheckpointMismatchError, match="missing: body.1"):
-        embed_rrdbnet(SPSRNet(config=CONFIG), _basicsr(nb=1))
+        embed_rrdbnet(SPSRNet(config=CONFIG), basicsr_rrdb_state(nb=1))

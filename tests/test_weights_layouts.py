@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import basicsr_rrdb_state
 
 from spsr_cli import load_generator
 from spsr_cli.errors import CheckpointMismatchError
@@ -148,23 +149,6 @@ def test_not_a_generator_is_named(tmp_path):
 # ---------------------------------------------------------------- RRDBNet layouts
 
 
-def _basicsr(nf: int = NF, nb: int = NB, gc: int = GC) -> dict[str, torch.Tensor]:
-    """A BasicSR RRDBNet x4 state dict with distinct random tensors."""
-    shapes: dict[str, tuple[int, int]] = {"conv_first": (nf, 3)}
-    for i in range(nb):
-        for k in (1, 2, 3):
-            for j in range(1, 6):
-                shapes[f"body.{i}.rdb{k}.conv{j}"] = (gc if j < 5 else nf, nf + (j - 1) * gc)
-    shapes.update(
-        {"conv_body": (nf, nf), "conv_up1": (nf, nf), "conv_up2": (nf, nf), "conv_hr": (nf, nf), "conv_last": (3, nf)}
-    )
-    sd = {}
-    for name, (out, inp) in shapes.items():
-        sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
-        sd[f"{name}.bias"] = torch.randn(out)
-    return sd
-
-
 _BASICSR_TO_ESRGAN = [
     (r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)", r"model.1.sub.\1.RDB\2.conv\3.0.\4"),
     (r"conv_body\.(\w+)", rf"model.1.sub.{NB}.\1"),
@@ -206,7 +190,7 @@ def _relayout(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict
     ],
 )
 def test_every_layout_normalises_to_basicsr_names(layout) -> None:
-    source = _basicsr()
+    source = basicsr_rrdb_state()
     mapped = rrdb_to_basicsr(layout(source))
     assert sorted(mapped) == sorted(source)
     for key, value in source.items():
@@ -219,7 +203,7 @@ def test_unknown_layout_lists_what_was_seen() -> None:
 
 
 def test_unplaceable_keys_in_a_known_layout_are_an_error() -> None:
-    sd = _basicsr()
+    sd = basicsr_rrdb_state()
     sd["attention.weight"] = torch.zeros(2)
     with pytest.raises(CheckpointMismatchError, match="attention.weight"):
         rrdb_to_basicsr(sd)
@@ -229,8 +213,8 @@ def test_one_detection_table_serves_both_families(shared_dir) -> None:
     assert {layout.family for layout in LAYOUTS} == {SPSR, RRDBNET}
     assert detect_layout(published_state_dict(shared_dir), SPSR).name.startswith("spsr-published")
     assert detect_layout({"conv_first.weight": torch.zeros(1)}, SPSR).name.startswith("spsr (")
-    assert detect_layout(_basicsr(), RRDBNET).name.startswith("basicsr")
-    assert detect_layout(_relayout(_basicsr(), _BASICSR_TO_ESRGAN), RRDBNET).name.startswith("esrgan (")
+    assert detect_layout(basicsr_rrdb_state(), RRDBNET).name.startswith("basicsr")
+    assert detect_layout(_relayout(basicsr_rrdb_state(), _BASICSR_TO_ESRGAN), RRDBNET).name.startswith("esrgan (")
     assert detect_layout({"encoder.weight": torch.zeros(1)}, RRDBNET) is None
 
 
