@@ -20,7 +20,7 @@ OPTIONS = InferenceOptions(device="cpu", precision="fp32", tile=0)
 def _photos(folder: Path) -> dict[str, Path]:
     folder.mkdir()
     pixels = (np.random.default_rng(0).random((12, 10, 3)) * 255).astype(np.uint8)
-    paths = {"low.jpg": 30, "high.jpg": 95, "clean.png": None}
+    paths = {"low.jpg": 30, "high.jpg": 98, "clean.png": None}
     for name, quality in paths.items():
         image = Image.fromarray(pixels)
         image.save(folder / name, **({"quality": quality} if quality else {}))
@@ -49,8 +49,8 @@ def test_auto_loads_each_model_once_and_logs_each_choice(tmp_path, caplog) -> No
         result = run_jobs(jobs, choice, OPTIONS)
     assert len(result.done) == 3 and not result.failed
     assert loaded == [None, JPEG_MODEL]  # the default at once, the JPEG model on first need; never again
-    assert "low.jpg: model realsr-df2k-jpeg (JPEG of estimated quality 30 < 75)" in caplog.text
-    assert "high.jpg: model spsr-x4 (JPEG of estimated quality 95 >= 75)" in caplog.text
+    assert "low.jpg: model realsr-df2k-jpeg (JPEG of estimated quality 30 < 96)" in caplog.text
+    assert "high.jpg: model spsr-x4 (JPEG of estimated quality 98 >= 96)" in caplog.text
     assert "clean.png: model spsr-x4 (not a JPEG)" in caplog.text
 
 

@@ -30,12 +30,11 @@ AUTO = "auto"
 #: The registry model ``--model auto`` gives JPEGs of low estimated quality.
 JPEG_MODEL = "realsr-df2k-jpeg"
 #: JPEGs whose estimated quality is below this go to :data:`JPEG_MODEL` under ``--model auto``.
-#: PROVISIONAL: 75 is a guess between the qualities where the JPEG model is known to win
-#: (quality 30-50 in issue 17's held-out measurement) and the quality of typical camera and
-#: web JPEGs (85-95, where the default model's sharper output wins). It is to be set from the
-#: degradation table of ``spsr eval --degradation jpeg:Q`` (the quality where the two models'
-#: LPIPS cross), which has not been measured yet.
-JPEG_QUALITY_THRESHOLD = 75
+#: Measured (README, "Which model for which photo"): on Set14 with the LR saved as JPEG
+#: (``spsr eval --degradation jpeg:Q``, 4:2:0), the JPEG model has the lower LPIPS up to quality 95
+#: (0.2258 vs spsr-x4's 0.2349) and spsr-x4 from quality 98 on (0.1997 vs 0.2256); linear
+#: interpolation puts the crossing at 95.8, so 96 and above go to the default model.
+JPEG_QUALITY_THRESHOLD = 96
 
 #: Loads a model by registry name or path (None: the default model).
 Loader = Callable[[str | None], Generator]
