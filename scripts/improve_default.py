@@ -79,12 +79,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-decide", action="store_true", help="only train")
     parser.add_argument("--candidate", type=Path, help="score and decide on this generator file (no training)")
     parser.add_argument(
+        "--alphas",
+        type=_alphas,
+        default=(1.0,),
+        help="network interpolation weights to try between the shipped generator (0) and the trained one (1), "
+        "e.g. 0.25,0.5,0.75,1: each is scored on the validation crops and the lowest LPIPS at the PSNR floor "
+        "becomes the candidate (default 1: the trained generator as it is)",
+    )
+    parser.add_argument(
         "--no-branch-share",
         dest="branch_share",
         action="store_false",
         help="skip measuring the gradient branch's share of the output on Set14 (two float32 passes)",
     )
     return parser.parse_args(argv)
+
+
+def _alphas(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alphas {text!r}: expected numbers separated by commas") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"--alphas {text!r}: every weight must lie in [0, 1]")
+    return values
 
 
 def main(argv: list[str] | None = None, *, scorer=None) -> int:
@@ -208,18 +226,25 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
             return 1
         state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
-    candidate = run / f"candidate-step{state['step']}.safetensors"
-    write_generator_file(
-        candidate,
-        state["ema"],
-        cfg.spsr_config(),
-        source=f"spsr train {run.name}/b-fusion step {state['step']} (EMA)",
-        licence=release.LICENCE,
-        extra_metadata={"training_step": str(state["step"])},
-    )
     baseline = stage_a_baseline(stage_a)
     validation = state.get("validation") or next(  # a checkpoint, not best.pt: its step's validation row
         (r for r in validation_rows(stage_b) if r["step"] == state["step"]), None
+    )
+    weights, source, interpolation = state["ema"], f"spsr train {run.name}/b-fusion step {state['step']} (EMA)", None
+    if tuple(args.alphas) != (1.0,):
+        shipped = args.repo / "spsr_cli" / entry["source"]["path"]
+        interpolation = interpolation_sweep(args.alphas, shipped, state["ema"], cfg, validation, baseline)
+        weights, validation = interpolation.pop("weights"), interpolation["chosen"]
+        source += f", interpolated with {args.name} v{entry['version']} at alpha {validation['alpha']}"
+    suffix = "" if interpolation is None else f"-alpha{interpolation['chosen']['alpha']:g}"
+    candidate = run / f"candidate-step{state['step']}{suffix}.safetensors"
+    write_generator_file(
+        candidate,
+        weights,
+        cfg.spsr_config(),
+        source=source,
+        licence=release.LICENCE,
+        extra_metadata={"training_step": str(state["step"])},
     )
     val_ok, val_why = release.validation_improves(validation, baseline)
     log.info("candidate %s: %s", candidate.name, val_why)
@@ -232,6 +257,7 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         "validation": validation,
         "validation_v1": baseline,
         "stage_a_final_validation": (validation_rows(stage_a) or [None])[-1],
+        "interpolation": interpolation,
     }
     summary["steps"] = sum(int((summary[k] or {}).get("steps", 0)) for k in ("stage_a", "stage_b"))
     if args.branch_share:
@@ -246,6 +272,44 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         validation_ok=val_ok,
         decision_file=run / "decision.json",
     )
+
+
+def interpolation_sweep(
+    alphas: tuple[float, ...], shipped: Path, tuned: dict, cfg, tuned_validation: dict | None, baseline: dict | None
+) -> dict:
+    """Score every blend ``shipped + alpha * (tuned - shipped)`` on the run's validation crops.
+
+    Returns ``rows`` (alpha and the validation scores of each), ``chosen`` (the row of
+    :func:`release.choose_alpha` at v1's validation PSNR less ``MAX_VALIDATION_PSNR_DROP``, or the
+    smallest alpha when none reaches it), ``psnr_floor`` and ``weights`` (the chosen state dict).
+    ``alpha`` 1 reuses ``tuned_validation`` when given (the same network, already scored).
+    """
+    import torch
+
+    from spsr_cli.train.loop import lpips_or_none, validation_pairs
+    from spsr_cli.train.validation import validate
+    from spsr_cli.weights.layouts import build_generator
+    from spsr_cli.weights.store import read_weights_file
+
+    base = read_weights_file(shipped).state_dict
+    pairs = validation_pairs(cfg)
+    lpips_net = lpips_or_none() if cfg.validation.lpips else None
+    if not pairs:
+        raise SystemExit("the run's config names no validation crops: the interpolation cannot be chosen")
+    rows, blends = [], {}
+    for alpha in sorted(set(alphas)):
+        blends[alpha] = release.interpolate_generator(base, tuned, alpha)
+        if alpha == 1.0 and tuned_validation is not None:
+            scores = {k: v for k, v in tuned_validation.items() if k not in ("event", "time", "best", "step")}
+        else:
+            model = build_generator(blends[alpha], cfg.spsr_config()).eval()
+            scores = validate(model, pairs, device=torch.device("cpu"), scale=cfg.model.scale, lpips_net=lpips_net)
+        rows.append({"alpha": alpha, **scores})
+        log.info("alpha %.2f: validation PSNR %.3f dB, LPIPS %s", alpha, scores["psnr"], scores.get("lpips"))
+    floor = (baseline["psnr"] - MAX_VALIDATION_PSNR_DROP) if baseline else float("-inf")
+    chosen = release.choose_alpha(rows, floor) or rows[0]
+    log.info("interpolation: alpha %.2f chosen (validation PSNR floor %.3f dB)", chosen["alpha"], floor)
+    return {"rows": rows, "chosen": chosen, "psnr_floor": floor, "weights": blends[chosen["alpha"]]}
 
 
 def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:

@@ -8,6 +8,8 @@ Maintainer tooling (not part of the installed package; it writes into the source
 * :func:`is_improvement` is the shipping rule on the benchmarks: Set14 LPIPS must go down
   while Set14 PSNR drops by at most 0.10 dB against the numbers recorded for the shipped
   model; :func:`validation_improves` is its other half, on the held-out training photographs;
+* :func:`interpolate_generator` blends the shipped generator with a trained one (network
+  interpolation) and :func:`choose_alpha` picks the blend on the validation crops;
 * :func:`branch_share` measures how much the gradient branch changes the output;
 * :func:`update_curve` grows the learning curve (``training_curve.jsonl`` + the card's table);
 * :func:`bundle_default` copies the file into ``spsr_cli/weights/bundled/``, writes its
@@ -21,12 +23,15 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from spsr_cli.errors import UsageError
 from spsr_cli.files import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from spsr_cli.weights.manifest import read_manifest_file, validate_name
 from spsr_cli.weights.store import read_weights_file
+
+if TYPE_CHECKING:
+    import torch
 
 BUNDLED_DIR = Path("spsr_cli") / "weights" / "bundled"
 MANIFEST_FILE = "weights_manifest.json"
@@ -119,6 +124,49 @@ def validation_improves(
     if candidate["lpips"] >= baseline["lpips"]:
         return False, f"{why}: validation LPIPS did not improve"
     return True, why
+
+
+def interpolate_generator(
+    base: Mapping[str, torch.Tensor],
+    tuned: Mapping[str, torch.Tensor],
+    alpha: float,
+    *,
+    tuned_parts: tuple[str, ...] = ("branch",),
+) -> dict[str, torch.Tensor]:
+    """Network interpolation (ESRGAN, Wang et al. 2018) between two SPSR generators of one config.
+
+    Every tensor becomes ``base + alpha * (tuned - base)`` in float32, except those of the
+    generator parts named in ``tuned_parts`` (see :func:`spsr_cli.model.spsr.part_of`), which are
+    taken from ``tuned`` whole: v1's gradient branch is an untrained initialisation its fusion
+    ignores, so blending it with the trained branch would only blur what the branch learned.
+    ``alpha`` 0 gives ``base``'s output (the base's fusion ignores the branch), 1 gives ``tuned``.
+    """
+    import torch
+
+    from spsr_cli.model.spsr import part_of
+
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"interpolation weight {alpha} is outside [0, 1]")
+    if base.keys() != tuned.keys():
+        missing, extra = sorted(set(tuned) - set(base)), sorted(set(base) - set(tuned))
+        raise UsageError(f"the generators differ in their keys: only in tuned {missing[:5]}, only in base {extra[:5]}")
+    out = {}
+    for key, t in tuned.items():
+        b = base[key]
+        if b.shape != t.shape:
+            raise UsageError(f"{key}: shape {tuple(b.shape)} in base, {tuple(t.shape)} in tuned")
+        if part_of(key) in tuned_parts or not t.is_floating_point():
+            out[key] = t.detach().to(torch.float32).clone()
+        else:
+            out[key] = torch.lerp(b.detach().to(torch.float32), t.detach().to(torch.float32), float(alpha))
+    return out
+
+
+def choose_alpha(rows: list[Mapping[str, float]], psnr_floor: float) -> Mapping[str, float] | None:
+    """The interpolation to ship: of ``rows`` (each ``alpha``, ``psnr``, ``lpips`` on the validation
+    crops), the one with the lowest LPIPS among those at or above ``psnr_floor``; None if none is."""
+    eligible = [r for r in rows if r.get("lpips") is not None and r["psnr"] >= psnr_floor]
+    return min(eligible, key=lambda r: (r["lpips"], -r["alpha"])) if eligible else None
 
 
 def branch_share(

@@ -95,3 +95,18 @@ def test_a_damaged_local_registry_blocks_only_what_needs_it(tmp_path, tiny_weigh
 def test_an_overlong_name_is_a_usage_error_naming_the_limit(tiny_weights, capsys):
     assert run(["weights", "import", str(tiny_weights), "--name", "n" * 300]) == 2
     assert "at most 100" in capsys.readouterr().err
+
+
+def test_list_shows_each_models_measured_seconds_per_megapixel(capsys):
+    from spsr_cli.weights.manifest import load_manifest
+
+    assert run(["weights", "list"]) == 0
+    rows = {
+        r[1].split()[0]: r
+        for r in (line.split("\t") for line in capsys.readouterr().out.splitlines())
+        if r[0] == "model"
+    }
+    for name, entry in load_manifest().models.items():
+        for where, seconds in entry.seconds_per_megapixel.items():
+            assert f"{seconds:.2f} s on {where}" in rows[name][-2], name
+    assert load_manifest().models["spsr-x4"].seconds_per_megapixel  # the default model's time is recorded

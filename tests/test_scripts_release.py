@@ -257,3 +257,105 @@ def test_the_learning_curve_grows_without_repeating_rows(tmp_path: Path) -> None
     text = card.read_text()
     assert "| r1 | a-branch | 10 | 10 | 23.000 | 0.6000 | 0.1800 | 0.0700 (0.0800) |" in text
     assert "| r1 | b-fusion | 10 | 20 |" in text
+
+
+def _v1_like(seed: int):
+    """A tiny generator whose fusion ignores the gradient branch, as spsr-x4 v1's does."""
+    model = make_generator(seed)
+    with torch.no_grad():
+        model.fusion.concat.weight[:, : model.config.nf].zero_()
+        for rdb in (model.fusion.block.rdb1, model.fusion.block.rdb2, model.fusion.block.rdb3):
+            rdb.conv5.weight.zero_()
+            rdb.conv5.bias.zero_()
+    return model
+
+
+def test_interpolation_blends_every_part_but_the_branch() -> None:
+    from spsr_cli.errors import UsageError
+    from spsr_cli.model.spsr import part_of
+
+    base, tuned = make_generator(0).state_dict(), make_generator(1).state_dict()
+    for alpha in (0.0, 0.3, 1.0):
+        blend = release.interpolate_generator(base, tuned, alpha)
+        assert blend.keys() == tuned.keys()
+        for key, value in blend.items():
+            if part_of(key) == "branch" or not tuned[key].is_floating_point():
+                assert torch.equal(value, tuned[key].float())
+            else:
+                assert torch.allclose(value, (1 - alpha) * base[key] + alpha * tuned[key], atol=1e-6), key
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if part_of(k) == "fusion")
+    with pytest.raises(UsageError, match="outside"):
+        release.interpolate_generator(base, tuned, 1.5)
+    with pytest.raises(UsageError, match="keys"):
+        release.interpolate_generator(base, {k: v for k, v in tuned.items() if not k.startswith("fusion.")}, 0.5)
+
+
+def test_alpha_zero_gives_the_shipped_output_and_one_the_trained() -> None:
+    from spsr_cli.weights.layouts import build_generator
+
+    base, tuned = _v1_like(0), make_generator(1)
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want_base, want_tuned = base(x).sr, tuned(x).sr
+        for alpha, want in ((0.0, want_base), (1.0, want_tuned)):
+            model = build_generator(
+                release.interpolate_generator(base.state_dict(), tuned.state_dict(), alpha), base.config
+            )
+            assert torch.allclose(model.eval()(x).sr, want, atol=1e-5)
+        half = build_generator(release.interpolate_generator(base.state_dict(), tuned.state_dict(), 0.5), base.config)
+        out = half.eval()(x).sr
+    assert not torch.allclose(out, want_base, atol=1e-3) and not torch.allclose(out, want_tuned, atol=1e-3)
+
+
+def test_choose_alpha_takes_the_lowest_lpips_at_the_psnr_floor() -> None:
+    rows = [
+        {"alpha": 0.25, "psnr": 24.10, "lpips": 0.155},
+        {"alpha": 0.5, "psnr": 24.02, "lpips": 0.152},
+        {"alpha": 1.0, "psnr": 23.80, "lpips": 0.149},  # lowest LPIPS, under the floor
+    ]
+    assert release.choose_alpha(rows, 24.0)["alpha"] == 0.5
+    assert release.choose_alpha(rows, 23.0)["alpha"] == 1.0
+    assert release.choose_alpha(rows, 24.5) is None
+    assert release.choose_alpha([{"alpha": 1.0, "psnr": 30.0}], 0.0) is None  # no LPIPS: nothing to choose by
+
+
+def test_a_round_with_interpolation_scores_each_blend_on_validation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    repo = _tree(tmp_path)
+    release.bundle_default(
+        _tiny_file(tmp_path / "v1.safetensors"),
+        repo=repo,
+        metrics=_scores(26.6, 0.1444),
+        training={"steps": 0},
+        licence="Apache-2.0",
+        description="d",
+    )
+    hr = tmp_path / "val"
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(hr / f"{name}.png")
+    run = tmp_path / "run"
+    argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-branch-share"]
+    argv += ["--alphas", "0,0.5,1"]
+    for item in [*TINY_TRAIN, f"validation.hr_dir={hr}", "validation.lpips=false", "validation.every=3"]:
+        argv += ["--set", item]
+    assert _script().main(argv, scorer=lambda path: _scores(26.0, 0.2)) == 0
+    decision = json.loads((run / "decision.json").read_text())
+    sweep = decision["training"]["interpolation"]
+    assert [r["alpha"] for r in sweep["rows"]] == [0.0, 0.5, 1.0]
+    assert len({r["psnr"] for r in sweep["rows"]}) == 3  # each blend really scored
+    assert sweep["chosen"]["alpha"] == 0.0  # no LPIPS: the blend closest to the shipped model
+    candidate = read_weights_file(Path(decision["candidate"]))
+    assert "alpha 0" in candidate.metadata["source"] and Path(decision["candidate"]).name.endswith(
+        "-alpha0.safetensors"
+    )
+
+
+def test_alphas_are_checked() -> None:
+    script = _script()
+    assert script.parse_args(["--alphas", "0.25,1"]).alphas == (0.25, 1.0)
+    for bad in ("2", "a,b"):
+        with pytest.raises(SystemExit):
+            script.parse_args(["--alphas", bad])

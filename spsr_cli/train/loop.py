@@ -258,9 +258,9 @@ def _train(
         )
         val_pairs, lpips_net = [], None
         if ctx.is_main:
-            val_pairs = _validation_pairs(cfg)
+            val_pairs = validation_pairs(cfg)
             if val_pairs and cfg.validation.lpips:
-                lpips_net = _lpips_or_none()
+                lpips_net = lpips_or_none()
         best = _read_best(run_dir) if state is not None else None
 
         # ---- run folder, logs, progress ---------------------------------------------
@@ -480,7 +480,7 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
         )
 
 
-def _validation_pairs(cfg: TrainConfig) -> list:
+def validation_pairs(cfg: TrainConfig) -> list:
     """The validation pairs the config names: a folder, the held-out training images, or none."""
     v = cfg.validation
     if v.hr_dir:
@@ -496,7 +496,7 @@ def _validation_pairs(cfg: TrainConfig) -> list:
     return []
 
 
-def _lpips_or_none() -> Union[nn.Module, None]:
+def lpips_or_none() -> Union[nn.Module, None]:
     from spsr_cli.eval.lpips import load_lpips
     from spsr_cli.weights.hub import hub_offline
 
