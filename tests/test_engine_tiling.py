@@ -331,7 +331,9 @@ def test_rrdbnet_tiles_plan_and_run_like_spsr(config, image, one_thread):
     assert huge.overlap == radius  # clamped to the architecture's own radius
     tiled = huge.upscale(image)
     if model.config.unshuffle == 1:
-        assert torch.equal(tiled, whole)  # context of a full receptive radius: the whole-image result
+        # context of a full receptive radius: the whole-image result (to float32 rounding: oneDNN picks
+        # its convolution kernels by input size on some CPUs, e.g. AVX2-only ones)
+        assert (tiled - whole).abs().max() < 1e-5
     else:  # folded 2x2 blocks start where each tile starts: close, not bit-equal
         assert psnr(tiled, whole) > 40
     roomy = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("1G")))
