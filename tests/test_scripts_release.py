@@ -126,6 +126,18 @@ def test_bundle_refuses_a_broken_file_and_changes_nothing(tmp_path: Path) -> Non
     assert not (repo / "spsr_cli" / "weights").exists()
 
 
+def _ship_tiny_v1(tmp_path: Path, repo: Path) -> dict:
+    """A tiny generator shipped as v1 of ``repo`` (Set14 26.6 dB / LPIPS 0.1444); its manifest entry."""
+    return release.bundle_default(
+        _tiny_file(tmp_path / "v1.safetensors"),
+        repo=repo,
+        metrics=_scores(26.6, 0.1444),
+        training={"steps": 0},
+        licence="Apache-2.0",
+        description="d",
+    )
+
+
 def _script():
     spec = importlib.util.spec_from_file_location("improve_default", REPO / "scripts" / "improve_default.py")
     module = importlib.util.module_from_spec(spec)
@@ -145,14 +157,7 @@ def test_one_improvement_round_continues_from_the_shipped_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidate: dict, validation_ok: bool, ships: bool
 ) -> None:
     repo = _tree(tmp_path)
-    v1 = release.bundle_default(
-        _tiny_file(tmp_path / "v1.safetensors"),
-        repo=repo,
-        metrics=_scores(26.6, 0.1444),
-        training={"steps": 0},
-        licence="Apache-2.0",
-        description="d",
-    )
+    v1 = _ship_tiny_v1(tmp_path, repo)
     scored: list[Path] = []
 
     def scorer(path: Path) -> dict:
@@ -323,14 +328,7 @@ def test_a_round_with_interpolation_scores_each_blend_on_validation(tmp_path: Pa
     from PIL import Image
 
     repo = _tree(tmp_path)
-    release.bundle_default(
-        _tiny_file(tmp_path / "v1.safetensors"),
-        repo=repo,
-        metrics=_scores(26.6, 0.1444),
-        training={"steps": 0},
-        licence="Apache-2.0",
-        description="d",
-    )
+    _ship_tiny_v1(tmp_path, repo)
     hr = tmp_path / "val"
     hr.mkdir()
     rng = np.random.default_rng(0)
