@@ -321,6 +321,9 @@ def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:
         else []
     )
     round_name = f"{entry['name']} v{entry['version']} -> v{entry['version'] + 1}"
+    started = run_started(run / "a-branch")
+    if started is not None:  # a run folder lost with its machine starts again: each run its own rows
+        round_name += f", run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))}"
     offset = max((r["total_steps"] for r in earlier if r["round"] != round_name), default=0)
     rows, stage_a_steps = [], 0
     for stage in ("a-branch", "b-fusion"):
@@ -332,6 +335,17 @@ def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:
         if stage == "a-branch":
             stage_a_steps = checkpoint_step_of(run / stage)
     return rows
+
+
+def run_started(run_dir: Path) -> float | None:
+    """Unix time of the first ``start`` event in a run folder's ``log.jsonl`` (None without one)."""
+    log_file = run_dir / "log.jsonl"
+    if not log_file.is_file():
+        return None
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        if line.strip() and (row := json.loads(line)).get("event") == "start":
+            return float(row["time"])
+    return None
 
 
 def checkpoint_step_of(run_dir: Path) -> int:

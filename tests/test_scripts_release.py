@@ -357,3 +357,30 @@ def test_alphas_are_checked() -> None:
     for bad in ("2", "a,b"):
         with pytest.raises(SystemExit):
             script.parse_args(["--alphas", bad])
+
+
+def test_a_run_started_again_on_a_new_machine_continues_the_total_steps(tmp_path: Path) -> None:
+    repo = _tree(tmp_path)
+    scores = {"ssim": 0.65, "lpips": 0.156, "branch_l1": 0.06, "bicubic_branch_l1": 0.075}
+    earlier = {
+        "round": "spsr-x4 v1 -> v2",
+        "stage": "b-fusion",
+        "step": 601,
+        "total_steps": 1301,
+        "psnr": 23.7,
+        **scores,
+    }
+    (repo / release.CURVE_FILE).write_text(json.dumps(earlier) + "\n")
+    run = tmp_path / "run"
+    for stage, rows in (("a-branch", [(250, 24.1)]), ("b-fusion", [(40, 24.1), (80, 24.0)])):
+        (run / stage).mkdir(parents=True)
+        lines = [{"event": "start", "time": 1796316786.0, "step": 0}]
+        lines += [{"event": "validation", "time": 0.0, "step": step, "psnr": psnr, **scores} for step, psnr in rows]
+        (run / stage / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (run / "a-branch" / "checkpoints").mkdir()
+    (run / "a-branch" / "checkpoints" / "step_00000250.pt").write_bytes(b"")
+    rows = _script().curve_rows(repo, {"name": "spsr-x4", "version": 1}, run)
+    assert [r["total_steps"] for r in rows] == [1551, 1591, 1631]  # after the earlier run's 1301 steps
+    assert {r["round"] for r in rows} == {"spsr-x4 v1 -> v2, run of 2026-12-03 16:53"}
+    curve = release.update_curve(repo, rows)
+    assert len(curve) == 4  # the earlier run's row at another step is kept, none is dropped as a repeat
