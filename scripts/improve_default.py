@@ -207,7 +207,8 @@ def stage_a_baseline(stage_a: Path) -> dict | None:
 
 def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) -> int:
     """Grow the learning curve, export stage B's best validated EMA generator (else its newest
-    checkpoint's), score it, measure its branch share and ship it when the rule holds."""
+    checkpoint's; with ``--alphas``, the blend of the newest with the shipped generator chosen on
+    validation), score it, measure its branch share and ship it when the rule holds."""
     import torch
 
     from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -217,7 +218,8 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
 
     stage_a, stage_b = run / "a-branch", run / "b-fusion"
     release.update_curve(args.repo, curve_rows(args.repo, entry, run))
-    if (stage_b / BEST_FILE).is_file():
+    interpolate = tuple(args.alphas) != (1.0,)
+    if (stage_b / BEST_FILE).is_file() and not interpolate:
         state = torch.load(stage_b / BEST_FILE, map_location="cpu", weights_only=True)
     else:
         checkpoint = latest_checkpoint(stage_b)
@@ -231,7 +233,7 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         (r for r in validation_rows(stage_b) if r["step"] == state["step"]), None
     )
     weights, source, interpolation = state["ema"], f"spsr train {run.name}/b-fusion step {state['step']} (EMA)", None
-    if tuple(args.alphas) != (1.0,):
+    if interpolate:  # the newest EMA is the trained end; the blend chosen on validation keeps the PSNR floor
         shipped = args.repo / "spsr_cli" / entry["source"]["path"]
         interpolation = interpolation_sweep(args.alphas, shipped, state["ema"], cfg, validation, baseline)
         weights, validation = interpolation.pop("weights"), interpolation["chosen"]
