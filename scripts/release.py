@@ -289,12 +289,19 @@ def bundle_default(
         "metrics": dict(metrics),
         "training": dict(training),
     }
-    for key in ("base_model", "good_for"):  # what the model grew from and what it is for carry over
+    # what the model grew from, what it is for and its measured speed (the architecture's, not the weights') carry over
+    for key in ("base_model", "good_for", "seconds_per_megapixel"):
         if previous and previous.get(key):
             entry[key] = previous[key]
     manifest_path = repo / MANIFEST_FILE
     data = read_manifest_file(manifest_path)
-    data["models"] = [m for m in data.get("models", []) if m.get("name") != name] + [entry]
+    models = list(data.get("models", []))
+    names = [m.get("name") for m in models]
+    if name in names:  # the new version takes the old one's place in the list
+        models[names.index(name)] = entry
+    else:
+        models.append(entry)
+    data["models"] = models
     if make_default:
         data["default"] = name
     write_json_atomic(manifest_path, data)

@@ -384,3 +384,23 @@ def test_a_run_started_again_on_a_new_machine_continues_the_total_steps(tmp_path
     assert {r["round"] for r in rows} == {"spsr-x4 v1 -> v2, run of 2026-12-03 16:53"}
     curve = release.update_curve(repo, rows)
     assert len(curve) == 4  # the earlier run's row at another step is kept, none is dropped as a repeat
+
+
+def test_a_new_version_keeps_the_measured_speed_and_its_place(tmp_path: Path) -> None:
+    repo = _tree(tmp_path)
+    _ship_tiny_v1(tmp_path, repo)
+    manifest = json.loads((repo / "weights_manifest.json").read_text())
+    manifest["models"][0]["seconds_per_megapixel"] = {"cpu (fp32)": 62.9}
+    manifest["models"].append({**manifest["models"][0], "name": "other"})
+    (repo / "weights_manifest.json").write_text(json.dumps(manifest))
+    release.bundle_default(
+        _tiny_file(tmp_path / "v2.safetensors", seed=1),
+        repo=repo,
+        metrics=_scores(26.6, 0.1400),
+        training={"steps": 3},
+        licence="Apache-2.0",
+        description="d",
+    )
+    models = json.loads((repo / "weights_manifest.json").read_text())["models"]
+    assert [m["name"] for m in models] == ["spsr-x4", "other"]
+    assert models[0]["version"] == 2 and models[0]["seconds_per_megapixel"] == {"cpu (fp32)": 62.9}
