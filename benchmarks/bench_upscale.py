@@ -398,11 +398,11 @@ def _spawn(target, case: dict) -> dict:
 
 
 def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
+    from spsr_cli.engine.device import cpu_has_bf16_units
+
     results = []
     for device in devices:
         cuda = device.startswith("cuda")
-        from spsr_cli.engine.device import cpu_has_bf16_units
-
         precisions = ["fp16", "bf16", "fp32"] if cuda else ["bf16", "fp32"]
         if not cuda and not cpu_has_bf16_units():
             # emulated bf16 (no AMX/AVX512-BF16) runs several times slower than fp32 and is never the default

@@ -100,7 +100,7 @@ def _alphas(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--alphas {text!r}: expected numbers separated by commas") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+    if any(not 0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"--alphas {text!r}: every weight must lie in [0, 1]")
     return values
 
@@ -298,20 +298,20 @@ def interpolation_sweep(
     lpips_net = lpips_or_none() if cfg.validation.lpips else None
     if not pairs:
         raise SystemExit("the run's config names no validation crops: the interpolation cannot be chosen")
-    rows, blends = [], {}
+    rows = []
     for alpha in sorted(set(alphas)):
-        blends[alpha] = release.interpolate_generator(base, tuned, alpha)
         if alpha == 1.0 and tuned_validation is not None:
             scores = {k: v for k, v in tuned_validation.items() if k not in ("event", "time", "best", "step")}
         else:
-            model = build_generator(blends[alpha], cfg.spsr_config()).eval()
+            model = build_generator(release.interpolate_generator(base, tuned, alpha), cfg.spsr_config()).eval()
             scores = validate(model, pairs, device=torch.device("cpu"), scale=cfg.model.scale, lpips_net=lpips_net)
         rows.append({"alpha": alpha, **scores})
         log.info("alpha %.2f: validation PSNR %.3f dB, LPIPS %s", alpha, scores["psnr"], scores.get("lpips"))
     floor = (baseline["psnr"] - MAX_VALIDATION_PSNR_DROP) if baseline else float("-inf")
     chosen = release.choose_alpha(rows, floor) or rows[0]
     log.info("interpolation: alpha %.2f chosen (validation PSNR floor %.3f dB)", chosen["alpha"], floor)
-    return {"rows": rows, "chosen": chosen, "psnr_floor": floor, "weights": blends[chosen["alpha"]]}
+    weights = release.interpolate_generator(base, tuned, chosen["alpha"])  # one blend held at a time
+    return {"rows": rows, "chosen": chosen, "psnr_floor": floor, "weights": weights}
 
 
 def curve_rows(repo: Path, entry: dict, run: Path) -> list[dict]:
