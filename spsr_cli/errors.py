@@ -39,3 +39,7 @@ class UnknownModelError(UsageError):
 class NameTakenError(UsageError):
     """A name to register weights under is taken already (a released model, or a local one
     without ``--force``): a usage error, exit code 2."""
+
+
+class BackendError(SPSRError):
+    """A backend cannot run a model (e.g. OpenVINO cannot convert it); ``--backend torch`` still can."""

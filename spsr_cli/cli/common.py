@@ -49,6 +49,15 @@ PrecisionOpt = Annotated[
         help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs with AMX/AVX512-BF16 units; fp32 elsewhere).",
     ),
 ]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        rich_help_panel=RUN_PANEL,
+        help="auto, torch or openvino. auto: OpenVINO on the CPU where it is installed (pip install "
+        "'spsr-cli[openvino]'; converts each model once, cached), torch elsewhere.",
+    ),
+]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
@@ -73,6 +82,7 @@ def inference_options(
     precision: str | None,
     *,
     fp32: bool = False,
+    backend: str = "auto",
 ) -> InferenceOptions:
     """Build :class:`InferenceOptions` from the shared CLI options (validated)."""
     if fp32:
@@ -81,7 +91,16 @@ def inference_options(
         precision = "fp32"
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
-    return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
+    backend = backend.strip().lower()
+    if backend not in ("auto", "torch", "openvino"):
+        raise UsageError(f"--backend {backend!r} is not understood; use auto, torch or openvino")
+    return InferenceOptions(
+        device=device,
+        precision=precision,  # type: ignore[arg-type]
+        tile=parse_tile(tile),
+        tile_overlap=tile_overlap,
+        backend=backend,  # type: ignore[arg-type]
+    )
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

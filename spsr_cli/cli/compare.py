@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spsr_cli.cli.common import (
+    BackendOpt,
     DeviceOpt,
     OfflineOpt,
     PrecisionOpt,
@@ -57,6 +58,7 @@ def compare_command(
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
+    backend: BackendOpt = "auto",
     offline: OfflineOpt = False,
 ) -> None:
     """Run several models on your own photos: a labelled side-by-side crop per photo and one offline
@@ -68,7 +70,7 @@ def compare_command(
     if output is None:
         raise UsageError("give the output folder with -o DIR (it is created)")
     window = parse_crop(crop)
-    options = inference_options(tile, tile_overlap, device, precision)
+    options = inference_options(tile, tile_overlap, device, precision, backend=backend)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("photos", total=None)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from spsr_cli.cli.common import (
     RUN_PANEL,
+    BackendOpt,
     DeviceOpt,
     Fp32Opt,
     OfflineOpt,
@@ -152,6 +153,7 @@ def eval_command(
         ),
     ] = None,
     fp32: Fp32Opt = False,
+    backend: BackendOpt = "auto",
     offline: OfflineOpt = False,
 ) -> None:
     """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
@@ -185,7 +187,7 @@ def eval_command(
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
-    options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None)
+    options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None, backend=backend)
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
     columns = (
         TextColumn("{task.description}"),

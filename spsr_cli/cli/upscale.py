@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from spsr_cli.cli.common import (
+    BackendOpt,
     DeviceOpt,
     Fp32Opt,
     Interrupted,
@@ -82,8 +83,8 @@ def upscale_command(
         typer.Option(
             "--json",
             rich_help_panel=_OUT,
-            help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, "
-            "precision, tile.",
+            help="Write a record of the run: per image input, output, status, seconds, backend; model, sha256, "
+            "device, precision, tile, backend.",
         ),
     ] = None,
     tile: TileOpt = "auto",
@@ -91,6 +92,7 @@ def upscale_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     fp32: Fp32Opt = False,
+    backend: BackendOpt = "auto",
     max_memory: Annotated[
         Optional[str],
         typer.Option(
@@ -112,7 +114,7 @@ def upscale_command(
     """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
 
-    options = inference_options(tile, tile_overlap, device, precision, fp32=fp32)
+    options = inference_options(tile, tile_overlap, device, precision, fp32=fp32, backend=backend)
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
@@ -142,7 +144,7 @@ def upscale_command(
                 "started": started,
                 "seconds": round(time.time() - started, 3),
                 "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-                **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
+                **{k: result.settings.get(k) for k in ("device", "precision", "tile", "backend")},
                 "images": [r.to_json() for r in result.reports],
                 "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
                 "exit_code": result.exit_code,

@@ -2,7 +2,8 @@
 
 The same engine as ``spsr upscale``: the memory check and tile choice of
 :class:`~spsr_cli.engine.tiling.Upscaler`, fp16 on CUDA and bf16 on CPUs with bfloat16
-units unless ``precision`` says otherwise, alpha resized separately. The loaded model and
+units unless ``precision`` says otherwise, OpenVINO on the CPU where it is installed unless
+``backend`` says otherwise, alpha resized separately. The loaded model and
 its upscaler are kept for the next call with the same settings.
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Optional, Union
 import numpy as np
 import PIL.Image
 
-from spsr_cli.engine.options import InferenceOptions, Precision
+from spsr_cli.engine.options import Backend, InferenceOptions, Precision
 from spsr_cli.errors import UsageError
 from spsr_cli.io.images import Image, image_from_pil, image_to_array
 
@@ -62,6 +63,7 @@ def upscale(
     tile_overlap: int = 16,
     outscale: Optional[float] = None,
     max_memory: Optional[int] = None,
+    backend: Backend = "auto",
 ) -> ArrayOrPIL:
     """Super-resolve one image with SPSR; returns the same kind of image, ``scale`` times larger.
 
@@ -75,6 +77,8 @@ def upscale(
         tile: tile edge in input pixels, ``"auto"`` (from free memory) or 0/None for whole images.
         outscale: final scale if not the model's (e.g. 2).
         max_memory: the most bytes the image may take (default: what is available).
+        backend: ``auto`` (OpenVINO on the CPU where ``spsr-cli[openvino]`` is installed, else
+            torch), ``torch`` or ``openvino`` (CPU only); see :mod:`spsr_cli.engine.backends`.
 
     Raises :class:`~spsr_cli.engine.tiling.MemoryBudgetError` when the image cannot fit, and
     :class:`~spsr_cli.errors.UsageError` for an unsupported input.
@@ -84,7 +88,12 @@ def upscale(
 
     check_outscale(outscale)
     options = InferenceOptions(
-        device=device, precision=precision, tile=tile, tile_overlap=tile_overlap, memory_limit=max_memory
+        device=device,
+        precision=precision,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        memory_limit=max_memory,
+        backend=backend,
     )
     if isinstance(image, PIL.Image.Image):
         decoded, kind = image_from_pil(image), "pil"

@@ -79,6 +79,8 @@ class JobReport:
     input_size: tuple[int, int] | None = None
     output_size: tuple[int, int] | None = None
     tiles: int | None = None
+    #: The backend that ran the network on it (``torch`` or ``openvino``).
+    backend: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -90,6 +92,7 @@ class JobReport:
             "input_size": list(self.input_size) if self.input_size else None,
             "output_size": list(self.output_size) if self.output_size else None,
             "tiles": self.tiles,
+            "backend": self.backend,
         }
 
 
@@ -167,7 +170,8 @@ class BatchResult:
     busy: list[Job] = field(default_factory=list)
     #: One report per job, in job order.
     reports: list[JobReport] = field(default_factory=list)
-    #: How the network ran (``device``, ``precision``, ``tile``); empty when no image needed it.
+    #: How the network ran (``device``, ``precision``, ``tile``, ``backend``: the backends that ran, or
+    #: the choice when none did); empty when no image needed it.
     settings: dict = field(default_factory=dict)
 
     @property
@@ -442,7 +446,7 @@ def run_jobs(
         else ModelChoice.of_module(loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
     )
     result.settings = upscaler_settings(choice.first)
-    log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
+    log.debug("device %(device)s, precision %(precision)s, tile %(tile)s, backend %(backend)s", result.settings)
     details: dict[int, dict] = {}
 
     def record(job: Job, outcome: object) -> None:
@@ -526,6 +530,7 @@ def run_jobs(
                     image, upscaler, outscale=outscale, progress=count_tiles, make_room=writer.make_room
                 )
                 info["output_size"] = out.size[::-1]
+                info["backend"] = upscaler.backend.name
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
                 info["seconds"] = time.perf_counter() - info.pop("t0")
@@ -548,6 +553,9 @@ def run_jobs(
             raise
         for finished in writer.drain():
             record(*finished)
+    used = sorted({r.backend for r in result.reports if r.backend})
+    if used:
+        result.settings["backend"] = ", ".join(used)
     return result
 
 
@@ -564,7 +572,8 @@ def check_outscale(outscale: float | None) -> None:
 
 
 def upscaler_settings(upscaler: Upscaler) -> dict:
-    """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
+    """``device``, ``precision`` (fp32/fp16/bf16), ``tile`` (None: whole image) and ``backend`` (``torch``,
+    ``openvino`` or ``auto``: chosen per image) an upscaler runs with."""
     import torch
 
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -572,6 +581,7 @@ def upscaler_settings(upscaler: Upscaler) -> dict:
         "device": str(upscaler.device),
         "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
         "tile": upscaler.tile,
+        "backend": upscaler.backend_choice,
     }
 
 
@@ -606,6 +616,7 @@ def _book(
         input_size=info.get("input_size"),
         output_size=info.get("output_size"),
         tiles=info.get("tiles"),
+        backend=info.get("backend"),
     )
     result.reports.append(report)
     if on_done:

@@ -9,6 +9,7 @@ from typing import Literal, Union
 from spsr_cli.errors import UsageError
 
 Precision = Literal["fp32", "fp16", "bf16"]
+Backend = Literal["auto", "torch", "openvino"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -28,6 +29,11 @@ class InferenceOptions:
         memory_limit: the most bytes one image may take (its output, the write and the
             tiles' working set); ``None`` means the memory available when it starts.
         compile: run the network through ``torch.compile`` (slow first call per tile shape).
+        backend: ``torch`` (PyTorch eager, any device; the default here, as training and
+            validation need), ``openvino`` (CPU only; converted once and cached) or ``auto``
+            (OpenVINO on the CPU where it is installed, else torch: what ``spsr upscale``,
+            ``eval``, ``compare`` and :func:`spsr_cli.upscale` default to). See
+            :mod:`spsr_cli.engine.backends`.
     """
 
     device: str = "auto"
@@ -36,6 +42,7 @@ class InferenceOptions:
     tile_overlap: int = 16
     memory_limit: Union[int, None] = None
     compile: bool = False
+    backend: Backend = "torch"
 
 
 def parse_bytes(text: str) -> int:

@@ -7,6 +7,10 @@ the patch slides inward, so all patches have one shape), and only the core's par
 output is kept, so neighbouring tiles never disagree across a seam by more than the
 network's sensitivity to far-away context.
 
+Backends: the network itself runs through a :class:`~spsr_cli.engine.backends.Backend` (torch,
+or OpenVINO on the CPU); the tiling, planning and writing here are the same for every backend.
+With ``--backend auto`` the backend is chosen per image (:meth:`Upscaler.backend_for`).
+
 Memory: each tile's result is clamped, quantised and written straight into one
 preallocated H x W x C array in the output's final storage type (uint8 or uint16 for
 images), so an image costs its output array plus one tile's working set
@@ -18,7 +22,6 @@ sizes and what to do, before anything large is allocated.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -27,10 +30,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from spsr_cli.engine.backends import Backend, make_backend, resolve_backend
 from spsr_cli.engine.device import free_memory_bytes, resolve_device, resolve_dtype, use_channels_last
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.errors import SPSRError, UsageError
-from spsr_cli.model.architectures import Generator, GeneratorConfig, architecture_of
+from spsr_cli.errors import BackendError, SPSRError, UsageError
+from spsr_cli.model.architectures import Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,19 @@ MIN_TILE = 32
 MAX_AUTO_TILE = 1024
 #: Most tiles run in one forward pass on CUDA (several small tiles keep a large GPU busy).
 MAX_TILE_BATCH = 16
+#: On the CPU, ``--tile auto`` makes patches of at most (CPU_AUTO_TILE + 2 * overlap)**2 input pixels: past
+#: this size a larger tile is barely faster on a CPU (measured: README, "CPU tiles"), it only costs memory.
+CPU_AUTO_TILE = 128
+#: ``--backend auto``: the work (multiply-accumulates) of the images run so far after which a model not yet
+#: converted for OpenVINO is converted (a one-time cost of roughly this much torch work; README, "Backends").
+AUTO_CONVERT_MACS = 1e12
 #: Share of the free memory the tiles' working set may use (the rest absorbs allocator
 #: fragmentation, cuDNN workspaces and other processes).
 WORK_SHARE = 0.5
 #: Fixed part of the working set: low-resolution trunk activations of a small tile, allocator slack.
 _WORK_BASE = 8 << 20
 
-_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory")
+_CPU_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory", "bad_alloc")
 
 
 class MemoryBudgetError(SPSRError):
@@ -79,6 +89,25 @@ def auto_tile_size(
     side = int(math.sqrt(out_pixels) / model.scale)  # padded input side, context included
     side = min(MAX_AUTO_TILE, side) - 2 * overlap
     return max(MIN_TILE, side // 8 * 8)
+
+
+def cpu_tile(height: int, width: int, largest: int, overlap: int) -> int | None:
+    """``--tile auto`` on the CPU: the tile for a ``height`` x ``width`` input whose grid of patches has
+    the fewest pixels (the least compute), among patches of at most ``(largest + 2 * overlap)**2``
+    pixels; None (one pass) when the whole image is no larger. Ties go to the larger tile.
+    """
+    limit = (largest + 2 * overlap) ** 2
+    if height * width <= limit:
+        return None
+    best: tuple[int, int] | None = None  # (pixels, -tile)
+    for tile in range(MIN_TILE, max(height, width) + 8, 8):
+        ph, pw = min(height, tile + 2 * overlap), min(width, tile + 2 * overlap)
+        if ph * pw > limit:
+            break  # patches only grow with the tile
+        pixels = math.ceil(height / tile) * math.ceil(width / tile) * ph * pw
+        if best is None or (pixels, -tile) < best:
+            best = (pixels, -tile)
+    return MIN_TILE if best is None else -best[1]
 
 
 def tile_grid(height: int, width: int, tile: int | None) -> list[tuple[int, int, int, int]]:
@@ -128,15 +157,18 @@ def _is_cpu_oom(err: RuntimeError) -> bool:
 class Upscaler:
     """Runs one generator over many images with the given inference options.
 
-    The caller's model is never modified: a copy is made for the target device, dtype
-    and memory format when they differ from the model's own.
+    The caller's model is never modified: a backend makes its own copy (torch: for the
+    target device, dtype and memory format when they differ from the model's own).
 
     Attributes:
         device, dtype: where and in what precision the network runs.
+        backend_choice: ``torch``, ``openvino`` or ``auto`` (resolved: see :meth:`backend_for`).
+        backend: the backend of the image running now (or last run).
         tile: the tile edge in use (input pixels; None: whole image). With ``--tile auto``
-            this is the largest tile for the free memory at start; :meth:`plan` lowers it
-            per image to what fits beside that image's output. After an out-of-memory
-            error it is halved and the smaller tile is kept for later images.
+            this is the largest tile for the free memory at start (on the CPU at most
+            :data:`CPU_AUTO_TILE`); :meth:`plan` lowers it per image to what fits beside that
+            image's output (on the CPU: to the tile of least compute, :func:`cpu_tile`). After an
+            out-of-memory error it is halved and the smaller tile is kept for later images.
         max_batch: most tiles per forward pass (``MAX_TILE_BATCH`` on CUDA, 1 elsewhere).
     """
 
@@ -149,9 +181,9 @@ class Upscaler:
             raise UsageError(f"--max-memory must be positive, got {options.memory_limit} bytes")
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(self.device, options.precision)
+        self.backend_choice = resolve_backend(options.backend, self.device, compile=options.compile)
         self.scale = model.scale
         self.config: GeneratorConfig = model.config
-        self._image = architecture_of(model).image  # forward output -> the SR image
         self.overlap = options.tile_overlap
         if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
             log.warning(
@@ -163,29 +195,50 @@ class Upscaler:
         self.memory_limit = options.memory_limit
         self.channels_last = use_channels_last(self.device)
         self._source = model
-        self.model = self._prepared(self.dtype)
-        if options.compile:
-            self.model = torch.compile(self.model)
-        self._fp32: Generator | None = self.model if self.dtype == torch.float32 else None
+        self._compile = options.compile
+        self._backends: dict[str, Backend] = {}
+        self._auto_work = 0.0  # multiply-accumulates of the images so far (--backend auto)
+        self.backend: Backend = self._backend("torch" if self.backend_choice == "auto" else self.backend_choice)
         self.auto = options.tile == "auto"
         if self.auto:
             self.tile: int | None = auto_tile_size(model, self.device, self.dtype, self.overlap)
+            if self.device.type == "cpu":
+                self.tile = min(self.tile, CPU_AUTO_TILE)
         else:
             self.tile = int(options.tile) if options.tile else None
         self.max_batch = MAX_TILE_BATCH if self.device.type == "cuda" else 1
 
-    def _prepared(self, dtype: torch.dtype) -> Generator:
-        param = next(self._source.parameters())
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        if (
-            param.device == self.device
-            and param.dtype == dtype
-            and not self._source.training
-            and (not self.channels_last or param.dim() != 4 or param.is_contiguous(memory_format=memory_format))
-        ):
-            return self._source
-        model = copy.deepcopy(self._source).to(self.device, dtype).eval()
-        return model.to(memory_format=memory_format)
+    # ------------------------------------------------------------------ backends
+
+    def _backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = make_backend(name, self._source, self.device, self.dtype, compile=self._compile)
+        return self._backends[name]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch module the torch backend runs (prepared for the device, dtype and memory format)."""
+        return self._backend("torch").model  # type: ignore[attr-defined, no-any-return]
+
+    def backend_for(self, height: int, width: int) -> Backend:
+        """The backend for an input of ``height`` x ``width`` pixels (it becomes :attr:`backend`).
+
+        ``torch`` and ``openvino`` are what they say. ``auto`` on a CPU with OpenVINO installed
+        takes OpenVINO once the model is converted (in this process or in the cache), or as soon
+        as the images so far, this one included, add up to :data:`AUTO_CONVERT_MACS` of work (a
+        few tiny images never pay for the one-time conversion); torch otherwise, and for good
+        after OpenVINO failed to convert the model.
+        """
+        if self.backend_choice != "auto":
+            return self._backend(self.backend_choice)
+        self._auto_work += height * width * self.config.macs_per_input_pixel
+        if "openvino" in self._backends or self._auto_work >= AUTO_CONVERT_MACS:
+            return self._backend("openvino")
+        candidate = make_backend("openvino", self._source, self.device, self.dtype)
+        if candidate.is_converted():  # type: ignore[attr-defined]
+            self._backends["openvino"] = candidate
+            return candidate
+        return self._backend("torch")
 
     # ------------------------------------------------------------------ planning
 
@@ -243,6 +296,8 @@ class Upscaler:
         if self.auto:
             fit = auto_tile_size(self._source, self.device, self.dtype, self.overlap, budget=budget)
             tile = min(tile or fit, fit)
+            if self.device.type == "cpu":
+                tile = cpu_tile(height, width, tile, self.overlap)
         work = self._work(tile, height, width)
         if work > device_free:
             where = "" if shared else f" on {self.device}"
@@ -275,16 +330,23 @@ class Upscaler:
 
     def _forward(self, patch: torch.Tensor) -> torch.Tensor:
         """N x 3 x h x w float patch (CPU, any strides) -> N x 3 x sh x sw ``sr`` on the device, finite."""
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        inp = patch.to(self.device, self.dtype, memory_format=memory_format)
-        sr = self._image(self.model(inp))
-        if self.dtype != torch.float32 and not torch.isfinite(sr).all():
+        backend = self.backend
+        try:
+            sr = backend.run(patch)
+        except BackendError as err:
+            if self.backend_choice != "auto" or backend.name == "torch":
+                raise
+            log.warning("%s; running it with torch", err)
+            self.backend_choice = "torch"
+            self.backend = backend = self._backend("torch")
+            self._backends.pop("openvino", None)
+            sr = backend.run(patch)
+        if backend.dtype != torch.float32 and not torch.isfinite(sr).all():
             log.warning(
-                "a tile overflowed in %s (NaN/Inf); recomputing it in float32", str(self.dtype).removeprefix("torch.")
+                "a tile overflowed in %s (NaN/Inf); recomputing it in float32",
+                str(backend.dtype).removeprefix("torch."),
             )
-            if self._fp32 is None:
-                self._fp32 = self._prepared(torch.float32)
-            sr = self._image(self._fp32(patch.to(self.device, torch.float32, memory_format=memory_format)))
+            sr = backend.run(patch, torch.float32)
         return sr
 
     def _store(self, sr: torch.Tensor, dest: np.ndarray, peak: int | None) -> None:
@@ -356,6 +418,8 @@ class Upscaler:
         if dest.shape != expected or dest.dtype not in (np.uint8, np.uint16, np.float32):
             raise ValueError(f"dest must be a {expected} uint8, uint16 or float32 array, got {dest.shape} {dest.dtype}")
         tile, batch = plan.tile, plan.batch
+        self.backend = self.backend_for(x.shape[2], x.shape[3])
+        log.debug("%d x %d image: %s", x.shape[3], x.shape[2], self.backend.describe())
         while True:
             try:
                 self._run(x, dest, tile, batch, progress)

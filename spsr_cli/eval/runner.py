@@ -74,6 +74,8 @@ class EvalResult:
     niqe_note: str | None = None  # why NIQE is missing, if it is
     seconds: float = 0.0
     degradation: Degradation | None = None  # how the LR was made from HR, if not the benchmark's
+    #: How the network ran: ``backend`` (the backends that ran), ``device``, ``precision``; None for bicubic.
+    engine: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -114,6 +116,7 @@ class EvalResult:
             "lpips_note": self.lpips_note,
             "niqe_note": self.niqe_note,
             "degradation": None if self.degradation is None else self.degradation.to_dict(),
+            "engine": self.engine,
             "seconds": round(self.seconds, 3),
             "versions": software_versions(),
         }
@@ -155,14 +158,30 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
     same tiled engine and quantisation as every evaluation (training validation uses it too)."""
     from spsr_cli.engine.tiling import Upscaler
 
-    upscaler = Upscaler(module, options)
+    return EngineUpscale(Upscaler(module, options)), module.scale
 
-    def run(lr: np.ndarray) -> np.ndarray:
+
+class EngineUpscale:
+    """uint8 H x W x 3 LR -> uint8 sH x sW x 3 SR through an :class:`~spsr_cli.engine.tiling.Upscaler`,
+    remembering which backends ran (for the results' provenance)."""
+
+    def __init__(self, upscaler: Any) -> None:
+        self.upscaler = upscaler
+        self.backends: set[str] = set()
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
-        out = upscaler.upscale(x)[0]  # 3 x sH x sW in [0, 1]
+        out = self.upscaler.upscale(x)[0]  # 3 x sH x sW in [0, 1]
+        self.backends.add(self.upscaler.backend.name)
         return quantise(out)
 
-    return run, upscaler.scale
+    def provenance(self) -> dict[str, Any]:
+        names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        return {
+            "backend": ", ".join(sorted(self.backends)) or self.upscaler.backend_choice,
+            "device": str(self.upscaler.device),
+            "precision": names.get(self.upscaler.dtype, str(self.upscaler.dtype)),
+        }
 
 
 def make_upscalers(
@@ -353,7 +372,8 @@ def evaluate_many(
         if progress is not None:
             progress(done, len(files), name)
     seconds = time.perf_counter() - started
-    for result in results:
+    for result, (upscale, _) in zip(results, upscalers):
+        result.engine = upscale.provenance() if isinstance(upscale, EngineUpscale) else None
         result.seconds = seconds
         if unpaired:
             result.images.sort(key=lambda r: r.name)
