@@ -97,3 +97,35 @@ def basicsr_rrdb_state(nf: int = 8, nb: int = 2, gc: int = 4) -> dict[str, torch
         sd[f"{name}.weight"] = torch.randn(out, inp, 3, 3)
         sd[f"{name}.bias"] = torch.randn(out)
     return sd
+
+
+def make_rrdbnet(seed: int = 3, **config: int):
+    """A small RRDBNet (nf=8, nb=1) with seeded weights whose outputs spread over (0, 1), as
+    :func:`make_generator` does for SPSR; the quickest network for OpenVINO and ONNX to convert."""
+    from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
+
+    generator = torch.Generator().manual_seed(seed)
+    model = RRDBNet(config=RRDBNetConfig(**{"nf": 8, "nb": 1, "gc": 4, **config}))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5 / param[0].numel() ** 0.5)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
+        model.conv_last.weight.mul_(30.0)
+        model.conv_last.bias.fill_(0.5)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def openvino_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ``SPSR_HOME`` in which :func:`make_rrdbnet`'s model is already converted for OpenVINO
+    (conversion takes seconds: once per session). Tests point ``SPSR_HOME`` at it or at a copy."""
+    pytest.importorskip("openvino")
+    from spsr_cli.engine.openvino_backend import OpenVINOBackend
+
+    home = tmp_path_factory.mktemp("openvino-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPSR_HOME", str(home))
+        OpenVINOBackend(make_rrdbnet(), torch.float32).run(torch.rand(1, 3, 16, 16))
+    return home

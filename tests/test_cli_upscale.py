@@ -192,7 +192,9 @@ def test_json_record_of_a_run(tmp_path, tiny_weights):
     doc = json.loads(record.read_text())
     assert doc["model"]["sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
     assert (doc["device"], doc["precision"], doc["tile"]) == ("cpu", "fp32", None)
+    assert doc["backend"] == "torch"  # --backend auto: a tiny image never pays for an OpenVINO conversion
     rows = {r["input"].rsplit("/", 1)[-1]: r for r in doc["images"]}
+    assert rows["a.png"]["backend"] == "torch" and rows["b.png"]["backend"] is None
     assert rows["a.png"]["status"] == "written" and rows["a.png"]["output_size"] == [48, 40]
     assert rows["a.png"]["seconds"] >= 0 and rows["a.png"]["output"] == str(tmp_path / "out/a_x4.png")
     assert rows["b.png"]["status"] == "failed" and "cannot read" in rows["b.png"]["reason"]
@@ -371,3 +373,44 @@ def test_an_esrgan_family_checkpoint_upscales_as_is(tmp_path):
     save(tmp_path / "p.png")
     assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "RealESRGAN_x2plus.pth")]) == 0
     assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
+
+
+def test_backend_openvino_runs_and_is_reported(tmp_path, openvino_home, monkeypatch, caplog):
+    import json
+    import logging
+    import shutil
+
+    import torch
+    from conftest import make_rrdbnet
+
+    from spsr_cli.weights.store import write_generator_file
+
+    shutil.copytree(openvino_home, tmp_path / "home")  # the model is converted already (the session's cache)
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "home"))
+    model = make_rrdbnet()
+    weights = tmp_path / "rrdb.safetensors"
+    write_generator_file(weights, model.state_dict(), model.config, source="test", licence="MIT", dtype=torch.float32)
+    save(tmp_path / "p.png")
+    args = ["upscale", str(tmp_path / "p.png"), "-m", str(weights), "--fp32", "--json", str(tmp_path / "r.json")]
+    with caplog.at_level(logging.DEBUG, logger="spsr_cli"):
+        assert run(["-v", *args, "--backend", "openvino"]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["backend"] == "openvino" and doc["images"][0]["backend"] == "openvino"
+    assert "image: openvino" in caplog.text  # -v names the backend that ran
+    ov = np.asarray(PILImage.open(tmp_path / "p_x4.png"), dtype=float)
+    assert run([*args, "--backend", "torch", "-o", str(tmp_path / "t.png")]) == 0
+    reference = np.asarray(PILImage.open(tmp_path / "t.png"), dtype=float)
+    assert np.abs(ov - reference).max() <= 1  # the same image, to rounding
+
+
+def test_backend_usage_errors(tmp_path, tiny_weights, monkeypatch, capsys):
+    from spsr_cli.engine import backends
+
+    save(tmp_path / "p.png")
+    args = ["upscale", str(tmp_path / "p.png"), "-m", str(tiny_weights)]
+    assert run([*args, "--backend", "onnx"]) == 2
+    assert "--backend 'onnx' is not understood" in capsys.readouterr().err
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    assert run([*args, "--backend", "openvino"]) == 2
+    assert "spsr-cli[openvino]" in capsys.readouterr().err
+    assert not (tmp_path / "p_x4.png").exists()

@@ -8,6 +8,7 @@ from typing import Annotated, Sequence
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from typer.core import TyperOption
 from typer.exceptions import TyperException
 
@@ -15,6 +16,7 @@ from spsr_cli import __version__
 from spsr_cli.cli.common import Interrupted, console, stdout
 from spsr_cli.cli.compare import compare_command
 from spsr_cli.cli.eval import eval_command
+from spsr_cli.cli.export import export_command
 from spsr_cli.cli.train import train_app
 from spsr_cli.cli.upscale import upscale_command
 from spsr_cli.cli.weights import weights_app
@@ -57,6 +59,7 @@ def _root(
 app.command("upscale")(upscale_command)
 app.command("eval")(eval_command)
 app.command("compare")(compare_command)
+app.command("export")(export_command)
 app.add_typer(weights_app, name="weights")
 app.add_typer(train_app, name="train")
 
@@ -106,7 +109,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.Exit as done:
         return done.exit_code
     except Interrupted as err:
-        console.print(f"[red]interrupted:[/] {err}")
+        console.print(f"[red]interrupted:[/] {escape(str(err))}")
         return 130
     except (typer.Abort, KeyboardInterrupt):
         console.print("[red]interrupted[/]")
@@ -115,10 +118,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         err.show(file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(err, "exit_code", 2)
     except UsageError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")  # messages hold file names and `pkg[extra]`
         return 2
     except SPSRError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")  # messages hold file names and `pkg[extra]`
         return 1
     if result == 130:  # click turned Ctrl-C into exit code 130
         console.print("[red]interrupted[/]")

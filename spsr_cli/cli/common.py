@@ -30,7 +30,8 @@ TileOpt = Annotated[
     typer.Option(
         "--tile",
         "-t",
-        help="Tile edge in input pixels, 'auto' (from free memory) or 0 for the whole image.",
+        help="Tile edge in input pixels, 'auto' (CPU: the tile of least compute up to 128 pixels; GPU: the largest "
+        "that fits in free memory) or 0 for the whole image.",
         rich_help_panel=RUN_PANEL,
     ),
 ]
@@ -55,7 +56,7 @@ BackendOpt = Annotated[
         "--backend",
         rich_help_panel=RUN_PANEL,
         help="auto, torch or openvino. auto: OpenVINO on the CPU where it is installed (pip install "
-        "'spsr-cli[openvino]'; converts each model once, cached), torch elsewhere.",
+        "'spsr-cli\\[openvino]'; converts each model once, cached), torch elsewhere.",
     ),
 ]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-from typing import Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 
@@ -146,6 +146,28 @@ class TorchBackend:
         return f"torch on {self.device}, {str(self.dtype).removeprefix('torch.')}"
 
 
+class _ImageOutput(torch.nn.Module):
+    """The generator with its forward reduced to the SR image (what is converted)."""
+
+    def __init__(self, net: torch.nn.Module, image: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        self._image = image
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._image(self.net(x))
+
+
+def image_module(model: Generator) -> torch.nn.Module:
+    """``model`` as a float32 eval module returning only the N x C x sH x sW image (for tracing and export);
+    ``model`` itself is wrapped when it is float32 on the CPU in eval mode, else a float32 copy."""
+    param = next(model.parameters())
+    net = model
+    if param.dtype != torch.float32 or param.device.type != "cpu" or model.training:
+        net = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    return _ImageOutput(net, architecture_of(model).image).eval()
+
+
 def make_backend(name: str, model: Generator, device: torch.device, dtype: torch.dtype, *, compile: bool = False):
     """The backend ``name`` (``torch`` or ``openvino``, as resolved) for ``model``."""
     if name == "torch":
@@ -163,6 +185,7 @@ __all__ = [
     "Backend",
     "BackendName",
     "TorchBackend",
+    "image_module",
     "make_backend",
     "openvino_installed",
     "resolve_backend",

@@ -32,12 +32,14 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from spsr_cli.engine.backends import image_module
 from spsr_cli.errors import BackendError
 from spsr_cli.files import atomic_path
 from spsr_cli.model.architectures import Generator, architecture_of
@@ -148,30 +150,6 @@ def _smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
-class _ImageOutput(torch.nn.Module):
-    """The generator with its forward reduced to the SR image (what is converted)."""
-
-    def __init__(self, net: torch.nn.Module, image: Callable[[Any], torch.Tensor]) -> None:
-        super().__init__()
-        self.net = net
-        self._image = image
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._image(self.net(x))
-
-
-def image_module(model: Generator) -> torch.nn.Module:
-    """``model`` as a float32 eval module returning only the N x C x sH x sW image (for tracing and export);
-    ``model`` itself is wrapped when it is float32 on the CPU in eval mode, else a float32 copy."""
-    import copy
-
-    param = next(model.parameters())
-    net = model
-    if param.dtype != torch.float32 or param.device.type != "cpu" or model.training:
-        net = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    return _ImageOutput(net, architecture_of(model).image).eval()
-
-
 def _reshape(model: Any, shape: Any) -> None:
     """Give the converted model's one input ``shape`` (-1: any size)."""
     import openvino
@@ -262,7 +240,10 @@ class OpenVINOBackend:
         ov = self._ov()
         module = image_module(self._source)
         example = _smooth_image(example_shape)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # TracerWarnings (sizes that become constants) are what _check_generalises looks for itself
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO's PyTorch frontend reads traces
             traced = torch.jit.trace(module, example, check_trace=False)
         shape = ov.PartialShape([-1, example_shape[1], -1, -1] if dynamic else list(example_shape))
         return ov.convert_model(traced, input=[shape])
@@ -451,7 +432,6 @@ __all__ = [
     "MAX_COMPILED_FILES",
     "OpenVINOBackend",
     "cache_root",
-    "image_module",
     "read_container",
     "weights_sha256",
     "write_container",

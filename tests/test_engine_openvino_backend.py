@@ -1,0 +1,139 @@
+"""The OpenVINO backend: conversion, parity with torch, the cache (reused, damaged, rebuilt).
+
+The cache file format and the weights key are tested everywhere; the rest skips where the
+``openvino`` package is not installed (CI installs it: the test extra).
+"""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_rrdbnet
+
+from spsr_cli.engine.openvino_backend import (
+    CacheDamaged,
+    OpenVINOBackend,
+    cache_root,
+    read_container,
+    weights_sha256,
+    write_container,
+)
+from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.tiling import Upscaler
+
+
+def psnr(a, b):
+    mse = ((a - b) ** 2).mean().item()
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def test_cache_files_are_whole_or_refused(tmp_path):
+    path = tmp_path / "c.ovc"
+    write_container(path, {"xml": b"<net/>", "bin": bytes(range(256)) * 4}, {"dynamic": True})
+    parts, header = read_container(path)
+    assert bytes(parts["xml"]) == b"<net/>" and len(parts["bin"]) == 1024 and header["dynamic"] is True
+    data = path.read_bytes()
+    for damaged in (data[:-1], data + b"x", data[:-10] + b"0123456789", b"not a cache file"):
+        path.write_bytes(damaged)
+        with pytest.raises(CacheDamaged):
+            read_container(path)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_the_weights_key_follows_the_weights():
+    model = make_rrdbnet()
+    key = weights_sha256(model)
+    assert key == weights_sha256(make_rrdbnet()) and len(key) == 64
+    with torch.no_grad():
+        model.conv_last.bias[0] += 1e-3
+    assert weights_sha256(model) != key
+
+
+@pytest.fixture
+def home(openvino_home, tmp_path, monkeypatch):
+    """A private copy of the session's OpenVINO cache (the tiny RRDBNet already converted)."""
+    copy = tmp_path / "spsr"
+    shutil.copytree(openvino_home, copy)
+    monkeypatch.setenv("SPSR_HOME", str(copy))
+    return copy
+
+
+def test_openvino_matches_torch_through_the_tiler(home, one_thread):
+    model = make_rrdbnet()
+    torch.manual_seed(1)
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 9, 11), size=(36, 44), mode="bilinear")
+    reference = Upscaler(model, InferenceOptions(precision="fp32", tile=0)).upscale(image)
+    assert reference.std() > 0.02  # the output is not flat, so agreement means something
+    fp32 = Upscaler(model, InferenceOptions(precision="fp32", tile=16, backend="openvino"))
+    bf16 = Upscaler(model, InferenceOptions(precision="bf16", tile=16, backend="openvino"))
+    out32, out16 = fp32.upscale(image), bf16.upscale(image)
+    assert fp32.backend.name == bf16.backend.name == "openvino"
+    assert "convert" not in fp32.backend.timings  # converted once, in the session's cache
+    assert psnr(out32, reference) > 60 and psnr(out16, reference) > 45
+    assert psnr(out16, reference) < psnr(out32, reference)  # bf16 really ran in bf16
+
+
+def test_a_second_run_converts_and_compiles_nothing(home, one_thread):
+    model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
+    first = OpenVINOBackend(model, torch.float32)
+    assert first.is_converted()
+    out = first.run(x)
+    assert "convert" not in first.timings and first.timings["compile"] > 0
+    second = OpenVINOBackend(model, torch.float32)  # as a new process would
+    assert torch.equal(second.run(x), out)
+    assert set(second.timings) == {"load"}
+
+
+def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
+    model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
+    reference = OpenVINOBackend(model, torch.float32).run(x)
+    folder = cache_root() / weights_sha256(model)
+    (compiled,) = folder.glob("f32-1x3x20x16-*.ovc")
+    data = bytearray(compiled.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    compiled.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="spsr_cli"):
+        backend = OpenVINOBackend(model, torch.float32)
+        assert torch.equal(backend.run(x), reference)
+    assert "rebuilding it" in caplog.text and backend.timings["compile"] > 0
+    read_container(compiled)  # whole again
+    ir = folder / "ir.ovc"
+    ir.write_bytes(ir.read_bytes()[:-100])  # truncated
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spsr_cli"):
+        again = OpenVINOBackend(model, torch.float32)
+        assert torch.allclose(again.run(torch.rand(1, 3, 12, 12)).float().mean(), torch.tensor(0.5), atol=0.5)
+    assert "rebuilding it" in caplog.text and again.timings["convert"] > 0
+    read_container(ir)
+
+
+class _SizeBaked(torch.nn.Module):
+    """An RRDBNet whose forward does shape arithmetic in Python, so a trace bakes the traced size in."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    @property
+    def scale(self):
+        return self.inner.scale
+
+    def forward(self, x):
+        out = self.inner(x)
+        height = int(x.shape[2]) * self.scale  # a Python int: a constant in the trace
+        return out[:, :, :height]
+
+
+def test_a_model_whose_trace_bakes_its_size_is_converted_per_shape(tmp_path, monkeypatch, caplog, one_thread):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "spsr"))
+    model = _SizeBaked(make_rrdbnet())
+    x = torch.rand(1, 3, 14, 18)
+    with caplog.at_level(logging.INFO, logger="spsr_cli"):
+        out = OpenVINOBackend(model, torch.float32).run(x)
+    assert "converted per tile shape" in caplog.text
+    with torch.inference_mode():
+        assert psnr(out, model(x)) > 60
