@@ -2,6 +2,7 @@
 
     python benchmarks/bench_upscale.py                       # everything, CPU and (when present) CUDA
     python benchmarks/bench_upscale.py --parts speed --sizes 64 128 --devices cpu
+    python benchmarks/bench_upscale.py --parts backends tiles --archs spsr rrdbnet --sizes 128
     python benchmarks/bench_upscale.py --parts quality --lr-dir ../shared/data/bench/Set14/LR_bicubic_X4 \\
         --weights "$(spsr train fetch-init)"                  # bf16 vs fp32 PSNR of a real model
 
@@ -24,9 +25,20 @@ Parts (each measurement runs in its own process, so peak-memory figures do not m
 * ``folder``: images per second on a folder of Set14-sized images (14 images, 62x90 to
   192x128 input) with the pipelined batch (``run_jobs``: decoding and encoding on worker
   threads) and with a plain loop (read, upscale, write one after the other).
+* ``backends``: for each architecture and precision, torch and OpenVINO (``--backends``) side by
+  side in one process, interleaved run by run (so a machine busy with other work slows both
+  alike): seconds per output megapixel of the whole-image engine (``--sizes``), the ratio of
+  each backend to torch in the same precision and to the shipped default (torch bf16 where the
+  CPU has bfloat16 units), the first run (OpenVINO: conversion and compilation, with an empty
+  cache) and the first run of a second upscaler on the filled cache (what a later process pays).
+* ``tiles``: for each architecture and backend, seconds per useful output megapixel against the
+  tile edge (``--tiles``; each patch is the tile plus 16 pixels of context per side, as
+  ``--tile N`` runs it) and the growth of peak memory of one patch: the curve ``--tile auto``'s
+  CPU cap (``CPU_AUTO_TILE``) was read from. Interleaved like ``backends``.
 * ``quality``: PSNR of the bf16 output against the fp32 output (uint8, clamped) over a
   folder of low-resolution images, with given weights (a registry name, or any checkpoint
-  ``spsr upscale --model`` reads: SPSR or ESRGAN-family RRDBNet).
+  ``spsr upscale --model`` reads: SPSR or ESRGAN-family RRDBNet); with ``--backends``
+  including openvino, also OpenVINO bf16 and fp32 against torch fp32 (the parity check).
 
 * ``cuda-check`` (only when asked; needs a GPU): the CUDA paths on a real device: float16
   default and channels_last, ``--tile auto`` from free VRAM, batched tiles against one by
@@ -184,6 +196,97 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
     )
 
 
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _backends_case(case: dict, queue: mp.Queue) -> None:
+    """torch and OpenVINO in one process on one whole-image shape, interleaved run by run."""
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+
+    model = _model(case["tiny"], case["arch"])
+    size, scale = case["size"], model.scale
+    rgb = _photo(size, size)
+    rows: dict[str, dict] = {}
+    engines = {}
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["SPSR_HOME"] = home  # an empty cache: the first OpenVINO run converts
+        for precision in case["precisions"]:
+            for backend in case["backends"]:
+                key = f"{backend} {precision}"
+                options = InferenceOptions(device="cpu", precision=precision, tile=0, backend=backend)
+                up = Upscaler(model, options)
+                first = _timed(lambda up=up: up.upscale_array(rgb))
+                engines[key] = up
+                timings = dict(getattr(up.backend, "timings", {}))
+                second = Upscaler(model, options)  # as a later process would: the cache is filled
+                cached_first = _timed(lambda up=second: up.upscale_array(rgb))
+                rows[key] = dict(
+                    backend=backend,
+                    precision=precision,
+                    first_run_s=first,
+                    cached_first_run_s=cached_first,
+                    cached_timings=dict(getattr(second.backend, "timings", {})),
+                    one_time=timings,
+                    runs=[],
+                )
+                del second
+        for _ in range(case["repeat"]):
+            for key, up in engines.items():
+                rows[key]["runs"].append(_timed(lambda up=up: up.upscale_array(rgb)))
+    megapixels = (scale * size) ** 2 / 1e6
+    for row in rows.values():
+        row["seconds"] = min(row["runs"])
+        row["s_per_mp"] = row["seconds"] / megapixels
+    queue.put(dict(case, rows=list(rows.values()), threads=torch.get_num_threads()))
+
+
+def _tiles_case(case: dict, queue: mp.Queue) -> None:
+    """Seconds per useful output megapixel against the tile edge, backends interleaved."""
+    from spsr_cli.engine.options import InferenceOptions
+    from spsr_cli.engine.tiling import Upscaler
+
+    model = _model(case["tiny"], case["arch"])
+    scale, overlap = model.scale, 16
+    engines = {
+        b: Upscaler(model, InferenceOptions(device="cpu", precision=case.get("precision"), tile=0, backend=b))
+        for b in case["backends"]
+    }
+    rows = []
+    for tile in case["tiles"]:
+        edge = tile + 2 * overlap
+        rgb = _photo(edge, edge, seed=tile)
+        for up in engines.values():  # compile OpenVINO for this shape outside the timing
+            compiled = getattr(up.backend, "_compiled", None)
+            if compiled is not None:
+                compiled((1, 3, edge, edge), up.dtype)
+        runs: dict[str, list] = {b: [] for b in engines}
+        peaks: dict[str, float] = {}
+        for _ in range(case["repeat"]):
+            for name, up in engines.items():
+                rss_before = _status_kib("VmRSS")
+                _reset_peak_rss()
+                runs[name].append(_timed(lambda up=up, rgb=rgb: up.upscale_array(rgb)))
+                peaks[name] = max(peaks.get(name, 0.0), (_status_kib("VmHWM") - rss_before) / 1024)
+        useful = (scale * tile) ** 2 / 1e6
+        for name, up in engines.items():
+            rows.append(
+                dict(
+                    backend=name,
+                    precision=str(up.dtype).removeprefix("torch."),
+                    tile=tile,
+                    patch=edge,
+                    seconds=min(runs[name]),
+                    s_per_useful_mp=min(runs[name]) / useful,
+                    peak_growth_mib=peaks[name],
+                )
+            )
+    queue.put(dict(case, rows=rows, threads=torch.get_num_threads()))
+
+
 def _matmul_peak_case(case: dict, queue: mp.Queue) -> None:
     """GFLOP/s of a large matrix multiply: the device's practical peak in that dtype."""
     device, dtype = case["device"], getattr(torch, case["dtype"])
@@ -276,33 +379,38 @@ def _quality_case(case: dict, queue: mp.Queue) -> None:
     model = load_generator(case["weights"])  # a registry name or any checkpoint `spsr upscale --model` reads
     source = f"{model.config.architecture} ({case['weights']})"
     engines = {
-        p: Upscaler(model, InferenceOptions(device=case["device"], precision=p)) for p in ("fp32", case["precision"])
+        p: Upscaler(model, InferenceOptions(device=case["device"], precision=p, backend=case.get("backend", "torch")))
+        for p in ("fp32", case["precision"])
     }
+    if case.get("backend", "torch") != "torch":  # against torch fp32, the reference
+        engines["fp32"] = Upscaler(model, InferenceOptions(device=case["device"], precision="fp32"))
+        engines[f"{case['backend']} fp32"] = Upscaler(
+            model, InferenceOptions(device=case["device"], precision="fp32", backend=case["backend"])
+        )
     rows = []
     for file in sorted(Path(case["lr_dir"]).iterdir()):
         rgb = np.asarray(PILImage.open(file).convert("RGB"), dtype=np.float32) / 255.0
-        ref, low = (
-            engines[p].upscale_array(rgb, dtype=np.uint8).astype(np.float64) for p in ("fp32", case["precision"])
+        outputs = {k: up.upscale_array(rgb, dtype=np.uint8).astype(np.float64) for k, up in engines.items()}
+        ref = outputs.pop("fp32")
+        row: dict = dict(image=file.name, size=list(rgb.shape[1::-1]))
+        for key, low in outputs.items():
+            mse = float(np.mean((ref - low) ** 2))
+            suffix = "" if key == case["precision"] else f" ({key})"
+            row["psnr" + suffix] = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+            row["max_abs" + suffix] = int(np.abs(ref - low).max())
+        rows.append(row)
+    summary = {}
+    for key in [k for k in rows[0] if k.startswith("psnr")]:
+        values = [r[key] for r in rows]
+        mse_all = np.mean([10 ** (-v / 10) for v in values if np.isfinite(v)] or [0.0]) * 255.0**2
+        worst = min(rows, key=lambda r: r[key])
+        summary[key] = dict(
+            mean_psnr=float(np.mean(values)),
+            min_psnr=float(worst[key]),
+            worst_image=worst["image"],
+            pooled_psnr=float(10 * np.log10(255.0**2 / mse_all)) if mse_all else float("inf"),
         )
-        mse = float(np.mean((ref - low) ** 2))
-        rows.append(
-            dict(
-                image=file.name,
-                psnr=float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
-                max_abs=int(np.abs(ref - low).max()),
-            )
-        )
-    mse_all = np.mean([10 ** (-r["psnr"] / 10) for r in rows if np.isfinite(r["psnr"])] or [0.0]) * 255.0**2
-    queue.put(
-        dict(
-            case,
-            source=source,
-            images=rows,
-            mean_psnr=float(np.mean([r["psnr"] for r in rows])),
-            min_psnr=float(min(r["psnr"] for r in rows)),
-            pooled_psnr=float(10 * np.log10(255.0**2 / mse_all)),
-        )
-    )
+    queue.put(dict(case, source=source, images=rows, summary=summary, **summary["psnr"]))
 
 
 def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
@@ -450,6 +558,85 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     return results
 
 
+def _cpu_kind() -> str:
+    from spsr_cli.engine.device import cpu_flags
+
+    flags = cpu_flags()
+    kind = (
+        "AMX"
+        if "amx_bf16" in flags
+        else "AVX512-BF16"
+        if "avx512_bf16" in flags
+        else "AVX2"
+        if "avx2" in flags
+        else "?"
+    )
+    return f"{os.cpu_count()}-CPU {kind}, torch {torch.get_num_threads()} threads"
+
+
+def part_backends(args: argparse.Namespace) -> list[dict]:
+    from spsr_cli.engine.device import cpu_has_bf16_units
+
+    precisions = ["bf16", "fp32"] if cpu_has_bf16_units() else ["fp32"]
+    default = f"torch {precisions[0]}"
+    print(f"\nbackends side by side in one process, interleaved ({_cpu_kind()}); whole image, min of runs")
+    print(
+        "| model | input | backend | precision | s / output MP | vs torch, same precision | vs default "
+        "(torch " + precisions[0] + ") | first run (empty cache) | first run, cached |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for arch in args.archs:
+        for size in args.sizes:
+            r = _spawn(
+                _backends_case,
+                dict(
+                    arch=arch,
+                    size=size,
+                    precisions=precisions,
+                    backends=args.backends,
+                    repeat=args.repeat,
+                    tiny=args.tiny,
+                ),
+            )
+            results.append(r)
+            rows = {f"{row['backend']} {row['precision']}": row for row in r["rows"]}
+            for row in rows.values():
+                same = rows[f"torch {row['precision']}"]["s_per_mp"] / row["s_per_mp"]
+                vs_default = rows[default]["s_per_mp"] / row["s_per_mp"] if default in rows else float("nan")
+                one_time = ", ".join(f"{k} {v:.1f} s" for k, v in row["one_time"].items())
+                print(
+                    f"| {arch} | {size}x{size} | {row['backend']} | {row['precision']} | {row['s_per_mp']:.1f} | "
+                    f"{same:.2f}x | {vs_default:.2f}x | {row['first_run_s']:.1f} s"
+                    + (f" ({one_time})" if one_time else "")
+                    + f" | {row['cached_first_run_s']:.1f} s |",
+                    flush=True,
+                )
+    return results
+
+
+def part_tiles(args: argparse.Namespace) -> list[dict]:
+    print(f"\nCPU tiles ({_cpu_kind()}): s per useful output MP (peak memory growth of one patch), interleaved")
+    results = []
+    for arch in args.archs:
+        r = _spawn(
+            _tiles_case,
+            dict(arch=arch, tiles=args.tiles, backends=args.backends, repeat=args.repeat, tiny=args.tiny),
+        )
+        results.append(r)
+        print(f"| {arch} | " + " | ".join(f"tile {t} (patch {t + 32})" for t in args.tiles) + " |")
+        print("|---|" + "---|" * len(args.tiles))
+        for backend in args.backends:
+            cells = [row for row in r["rows"] if row["backend"] == backend]
+            print(
+                f"| {backend} {cells[0]['precision']} | "
+                + " | ".join(f"{c['s_per_useful_mp']:.1f} ({c['peak_growth_mib']:.0f} MiB)" for c in cells)
+                + " |",
+                flush=True,
+            )
+    return results
+
+
 def part_memory(args: argparse.Namespace) -> list[dict]:
     sizes = [(600, 450), (1200, 900), (1800, 1350)] if not args.tiny else [(80, 60), (160, 120), (240, 180)]
     print(f"\nmemory: run_jobs (PNG in, PNG out), smallest generator (nf=4, nb=1), --tile {args.memory_tile}")
@@ -492,16 +679,31 @@ def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     results = []
     for device in devices:
         for precision in ["fp16", "bf16"] if device.startswith("cuda") else ["bf16"]:
-            r = _spawn(
-                _quality_case, dict(device=device, precision=precision, lr_dir=args.lr_dir, weights=args.weights)
-            )
-            results.append(r)
-            print(
-                f"\nquality on {device}: {precision} vs fp32 ({r['source']}), {len(r['images'])} images: mean PSNR "
-                f"{r['mean_psnr']:.2f} dB, lowest {r['min_psnr']:.2f} dB, pooled {r['pooled_psnr']:.2f} dB"
-            )
-            for row in r["images"]:
-                print(f"  {row['image']}: {row['psnr']:.2f} dB (largest difference {row['max_abs']} grey levels)")
+            for backend in ["torch"] if device.startswith("cuda") else args.backends:
+                r = _spawn(
+                    _quality_case,
+                    dict(
+                        device=device,
+                        precision=precision,
+                        backend=backend,
+                        lr_dir=args.lr_dir,
+                        weights=args.weights,
+                    ),
+                )
+                results.append(r)
+                for key, stats in r["summary"].items():
+                    what = f"{backend} {precision}" if key == "psnr" else key[len("psnr (") : -1]
+                    print(
+                        f"\nquality on {device}: {what} vs torch fp32 ({r['source']}), {len(r['images'])} images: "
+                        f"mean PSNR {stats['mean_psnr']:.2f} dB, lowest {stats['min_psnr']:.2f} dB "
+                        f"({stats['worst_image']}), pooled {stats['pooled_psnr']:.2f} dB"
+                    )
+                    for row in r["images"]:
+                        suffix = key[len("psnr") :]
+                        print(
+                            f"  {row['image']}: {row[key]:.2f} dB "
+                            f"(largest difference {row['max_abs' + suffix]} grey levels)"
+                        )
     return results
 
 
@@ -511,7 +713,17 @@ def main() -> None:
         "--parts",
         nargs="*",
         default=["speed", "memory", "folder", "quality"],
-        choices=["speed", "memory", "folder", "quality", "cuda-check"],
+        choices=["speed", "backends", "tiles", "memory", "folder", "quality", "cuda-check"],
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="*",
+        default=None,
+        choices=["torch", "openvino"],
+        help="backends for the backends, tiles and quality parts (default: torch, and openvino where installed)",
+    )
+    parser.add_argument(
+        "--tiles", type=int, nargs="*", default=[64, 96, 128, 192, 256], help="tile edges for the tiles part"
     )
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256], help="input edges for the speed part")
     parser.add_argument(
@@ -532,10 +744,18 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    if args.backends is None:
+        from spsr_cli.engine.backends import openvino_installed
+
+        args.backends = ["torch"] + (["openvino"] if openvino_installed() else [])
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     results: dict[str, list[dict]] = {}
     if "speed" in args.parts:
         results["speed"] = part_speed(args, devices)
+    if "backends" in args.parts:
+        results["backends"] = part_backends(args)
+    if "tiles" in args.parts:
+        results["tiles"] = part_tiles(args)
     if "memory" in args.parts:
         results["memory"] = part_memory(args)
     if "folder" in args.parts:
