@@ -27,6 +27,10 @@ class ImageError(SPSRError):
     """An image could not be read or written (unsupported format, corrupt file, ...)."""
 
 
+class VideoError(SPSRError):
+    """A video could not be read or written (no PyAV, corrupt or truncated file, no video stream, ...)."""
+
+
 class UsageError(SPSRError):
     """Invalid combination of options or paths given by the user (exit code 2)."""
 

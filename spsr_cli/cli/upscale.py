@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from spsr_cli.cli.common import (
     DeviceOpt,
@@ -25,16 +26,20 @@ from spsr_cli.cli.common import (
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
+from spsr_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from spsr_cli.engine.batch import BatchResult, Job, JobReport
 
 _OUT = "Output"
 _RUN = "Speed and memory"
+_VIDEO = "Video"
 
 
 def upscale_command(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders or glob patterns; video files.", show_default=False)
+    ],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Output file (one input) or folder.", rich_help_panel=_OUT)
     ] = None,
@@ -108,48 +113,125 @@ def upscale_command(
         ),
     ] = False,
     offline: OfflineOpt = False,
+    video_codec: Annotated[
+        Optional[str],
+        typer.Option(
+            "--video-codec", help="h264, hevc, av1 or vp9 (default: h264; vp9 into WebM).", rich_help_panel=_VIDEO
+        ),
+    ] = None,
+    crf: Annotated[
+        Optional[int],
+        typer.Option(
+            "--crf",
+            help="Encoder quality, lower is better (default: h264 18, hevc 20, av1 24, vp9 24).",
+            rich_help_panel=_VIDEO,
+        ),
+    ] = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            help="Encoder speed: ultrafast..veryslow (h264, hevc; default medium), 0-13 (av1; 8), 0-8 (vp9; 4).",
+            rich_help_panel=_VIDEO,
+        ),
+    ] = None,
+    frames: Annotated[
+        Optional[str],
+        typer.Option(
+            "--frames",
+            help="Only frames START:END (from 0, END not included; e.g. 0:48), for a trial.",
+            rich_help_panel=_VIDEO,
+        ),
+    ] = None,
+    fps_limit: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fps-limit", help="Upscale at most this many frames per second (drops the rest).", rich_help_panel=_VIDEO
+        ),
+    ] = None,
 ) -> None:
-    """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
+    """Super-resolve images and videos x4 (SPSR, or an ESRGAN-family model with --model)."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
+    from spsr_cli.engine.video import VideoSettings, parse_frames, plan_video_jobs, split_inputs
 
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32)
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
+    videos, rest = split_inputs(inputs)
+    video_settings = VideoSettings(
+        codec=video_codec, crf=crf, preset=preset, frames=parse_frames(frames), fps_limit=fps_limit
+    )
+    video_settings.check()
+    if not videos and video_settings != VideoSettings():
+        raise UsageError(
+            "--video-codec, --crf, --preset, --frames and --fps-limit apply to videos; no input is a video"
+        )
     auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
-    jobs = shard(plan_jobs(inputs, OutputSpec(output=output, suffix=suffix, ext=ext), scale=scale, recursive=recursive))
+    spec = OutputSpec(output=output, suffix=suffix, ext=ext)
+    jobs = shard(plan_jobs(rest, spec, scale=scale, recursive=recursive)) if rest or not videos else []
+    video_jobs = shard(plan_video_jobs(videos, spec, scale=scale, settings=video_settings)) if videos else []
     started = time.time()
     reports: list[JobReport] = []
+    video_reports: list = []
+    network = _auto_choice(options, offline=offline or None) if auto else loader
+    result = video_result = None
     try:
-        network = _auto_choice(options, offline=offline or None) if auto else loader
-        result = _run(
-            jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
-        )
+        if jobs:
+            result = _run(
+                jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+            )
+        if video_jobs:
+            video_result = _run_videos(
+                video_jobs,
+                network,
+                options,
+                video_settings,
+                outscale=outscale,
+                skip_existing=skip_existing,
+                reports=video_reports,
+            )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
+        videos_written = sum(r.status == "written" for r in video_reports)
+        done = [f"{written} of {len(jobs)} images"] * bool(jobs) + [
+            f"{videos_written} of {len(video_jobs)} videos"
+        ] * bool(video_jobs)
         raise Interrupted(
-            f"{written} of {len(jobs)} images written, {len(reports) - written} skipped or failed; outputs are "
-            "written whole or not at all: rerun the same command with --skip-existing to resume"
+            f"{' and '.join(done)} written; outputs are written whole or not at all (a video cut short is removed "
+            "and starts again from its first frame): rerun the same command with --skip-existing to resume"
         ) from None
-    _summarise(result, len(jobs))
+    if result is not None:
+        _summarise(result, len(jobs))
+    if video_result is not None:
+        _summarise_videos(video_result)
+    exit_code = max(result.exit_code if result else 0, video_result.exit_code if video_result else 0)
     if json_path is not None:
-        write_record(
-            json_path,
-            {
-                "command": "upscale",
-                "started": started,
-                "seconds": round(time.time() - started, 3),
-                "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-                **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
-                "images": [r.to_json() for r in result.reports],
-                "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
-                "exit_code": result.exit_code,
-            },
+        settings = (result.settings if result and result.settings else None) or (
+            video_result.settings if video_result else {}
         )
+        record = {
+            "command": "upscale",
+            "started": started,
+            "seconds": round(time.time() - started, 3),
+            "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
+            **{k: settings.get(k) for k in ("device", "precision", "tile")},
+            "images": [r.to_json() for r in result.reports] if result else [],
+            "summary": {
+                "written": len(result.done) if result else 0,
+                "skipped": len(result.skipped) if result else 0,
+                "failed": len(result.failed) if result else 0,
+            },
+        }
+        if video_result is not None:
+            record["videos"] = [r.to_json() for r in video_result.reports]
+            record["video_summary"] = {k: video_result.count(k) for k in ("written", "skipped", "failed")}
+        record["exit_code"] = exit_code
+        write_record(json_path, record)
         console.print(f"-> {json_path}")
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(exit_code)
 
 
 def _auto_choice(options, *, offline: bool | None):
@@ -211,6 +293,81 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
                 console.print(f"[yellow]{report.source}[/]: {report.reason}")
 
         return run_jobs(jobs, loader, options, on_start=on_start, on_tile=on_tile, on_report=on_report, **kwargs)
+
+
+def _run_videos(jobs: list[Job], loader, options, settings, *, reports: list, **kwargs):
+    """Run the video jobs: a frames bar (frames per second, time left) on a terminal, else one line per video."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from spsr_cli.engine.video import run_video_jobs
+
+    plain = not console.is_terminal
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames, {task.fields[fps]} fps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, disable=plain) as progress:
+        task = progress.add_task("video", total=None, fps="-")
+        clock = {"t0": time.perf_counter()}
+
+        def on_start(job: Job, frames: int | None) -> None:
+            clock["t0"] = time.perf_counter()
+            progress.reset(task, total=frames, completed=0, description=f"video: {job.source.name}", fps="-")
+
+        def on_frame(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - clock["t0"]
+            fps = f"{done / elapsed:.2f}" if elapsed > 0 else "-"
+            progress.update(task, completed=done, total=total, fps=fps)
+
+        def on_report(report) -> None:
+            reports.append(report)
+            if report.status == "failed":
+                console.print(f"[yellow]{escape(str(report.source))}[/]: failed: {escape(report.reason or '')}")
+            elif plain and report.status == "written":
+                console.print(escape(_video_line(report)))
+
+        return run_video_jobs(
+            jobs, loader, options, settings, on_start=on_start, on_frame=on_frame, on_report=on_report, **kwargs
+        )
+
+
+def _video_line(report) -> str:
+    """``clip.mp4 -> clip_x4.mp4, 64x48 -> 256x192, 48 frames, 6.40 fps, 7.50 s, video h264 -> h264 (crf 18),
+    audio aac copied``: one video, for logs."""
+    size = lambda wh: f"{wh[0]}x{wh[1]}" if wh else "?"  # noqa: E731
+    codecs = ", ".join(
+        f"{kind} {'; '.join(note) if isinstance(note, list) else note}" for kind, note in report.codecs.items()
+    )
+    fps = f", {report.fps:.2f} fps" if report.fps else ""
+    return (
+        f"{report.source} -> {report.target}, {size(report.input_size)} -> {size(report.output_size)}, "
+        f"{report.frames} frames{fps}, {report.seconds:.2f} s, {codecs}"
+    )
+
+
+def _summarise_videos(result) -> None:
+    failed = result.count("failed")
+    console.print(
+        f"videos: [green]{result.count('written')} written[/], {result.count('skipped')} skipped, "
+        + (f"[red]{failed} failed[/]" if failed else "0 failed")
+    )
+    for report in result.reports:
+        if report.status == "failed":
+            console.print(f"  [red]failed[/] {escape(str(report.source))}: {escape(report.reason or '')}")
+    written = [r for r in result.reports if r.status == "written"]
+    if len(result.reports) == 1 and written:
+        console.print(f"-> {escape(str(written[0].target))}")
 
 
 def _line(report: JobReport) -> str:
