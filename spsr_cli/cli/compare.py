@@ -22,7 +22,10 @@ from spsr_cli.errors import UsageError
 
 
 def compare_command(
-    photos: Annotated[list[str], typer.Argument(help="Photos (image files) or folders of them.", show_default=False)],
+    photos: Annotated[
+        list[str],
+        typer.Argument(help="Photos (image files), folders of them, or videos (see --at).", show_default=False),
+    ],
     models: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -53,6 +56,10 @@ def compare_command(
             help="Replace files an earlier comparison left in the folder (other files are never touched).",
         ),
     ] = False,
+    at: Annotated[
+        Optional[float],
+        typer.Option("--at", help="For a video: compare its frame at this many seconds from the start (default 0)."),
+    ] = None,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
@@ -85,6 +92,7 @@ def compare_command(
             force=force,
             offline=offline or None,
             progress=on_photo,
+            at=at,
         )
     for photo in result.photos:
         if photo.error is None:

@@ -39,6 +39,7 @@ from spsr_cli.eval.datasets import read_rgb
 from spsr_cli.eval.runner import Crop, Upscale, make_upscalers, model_labels, side_by_side, software_versions
 from spsr_cli.files import atomic_path, write_json_atomic, write_text_atomic
 from spsr_cli.io.images import is_image_path
+from spsr_cli.io.video import is_video_file, read_frame_at
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +186,14 @@ def compare_photos(
     offline: bool | None = None,
     upscalers: Sequence[tuple[Upscale, int]] | None = None,
     progress: Progress | None = None,
+    at: float | None = None,
 ) -> CompareResult:
     """Run every model (registry name, weights path or ``bicubic``) on every photo and write the
     report described in the module docstring into ``out_dir``.
 
     ``crop``: the window in *input* pixels (default: the most detailed ``CROP_SIZE``-pixel one).
     ``upscalers`` may replace loading ``models`` (functions uint8 H x W x 3 -> uint8 sH x sW x 3, scale).
+    A video file stands for its frame at ``at`` seconds (default 0; read with PyAV, turned as it is shown).
     A photo that cannot be read or upscaled is recorded with its error; the others go on.
     Raises :class:`UsageError` (nothing computed) for bad photos, models or output folder.
     """
@@ -209,7 +212,7 @@ def compare_photos(
     for done, (source, name) in enumerate(zip(sources, names), start=1):
         result = PhotoResult(name=name, source=source)
         try:
-            _compare_one(result, out_dir, labels, upscalers, scale, crop)
+            _compare_one(result, out_dir, labels, upscalers, scale, crop, at)
         except (SPSRError, OSError, MemoryError) as err:
             log.error("%s: %s", source, err)
             result.error = str(err) or type(err).__name__
@@ -237,8 +240,9 @@ def _compare_one(
     upscalers: Sequence[tuple[Upscale, int]],
     scale: int,
     crop: Crop | None,
+    at: float | None = None,
 ) -> None:
-    lr = read_rgb(result.source)
+    lr = read_photo(result.source, at)
     result.size = (lr.shape[1], lr.shape[0])
     result.input_file = f"full/{result.name}/{INPUT}.png"
     save_png(out_dir / result.input_file, lr)
@@ -266,6 +270,13 @@ def _compare_one(
     zoom = 2 if window.size <= 160 else 1
     result.crop_file = f"crops/{result.name}.png"
     save_png(out_dir / result.crop_file, side_by_side(enlarged, outputs, [INPUT, *labels], window, zoom=zoom))
+
+
+def read_photo(path: Path, at: float | None = None) -> np.ndarray:
+    """H x W x 3 uint8 RGB of an image file, or of a video's frame at ``at`` seconds (default: the first)."""
+    if is_video_file(path):
+        return read_frame_at(path, 0.0 if at is None else at)
+    return read_rgb(path)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:

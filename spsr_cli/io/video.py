@@ -24,6 +24,7 @@ not take are left out with a warning.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -477,9 +478,11 @@ class VideoReader:
 def read_frame_at(path: Path, seconds: float) -> np.ndarray:
     """The frame shown at ``seconds`` (the last one starting at or before it) as H x W x 3 uint8 RGB,
     turned as the display rotation says. :class:`VideoError` for unreadable files or times past the end."""
-    info = probe(path)
-    if seconds < 0:
+    if not (math.isfinite(seconds) and seconds >= 0):
         raise UsageError(f"--at {seconds}: give a time in seconds from the start, >= 0")
+    info = probe(path)
+    if info.duration is not None and seconds > info.duration:
+        raise VideoError(f"--at {seconds:g}: {path} lasts {info.duration:.2f} s")
     with VideoReader(info) as reader:
         chosen = None
         target = None
@@ -493,8 +496,6 @@ def read_frame_at(path: Path, seconds: float) -> np.ndarray:
             chosen = event
         if chosen is None:
             raise VideoError(f"{path} has no frame to show")
-        if info.duration is not None and seconds > info.duration:
-            raise UsageError(f"--at {seconds:g}: {path} lasts {info.duration:.2f} s")
         rgb = (reader.rgb(chosen) * 255 + 0.5).astype(np.uint8) if info.bit_depth > 8 else None
         if rgb is None:
             rgb = chosen.picture.to_ndarray(
