@@ -44,3 +44,18 @@ def test_cli_compare_exit_1_when_a_photo_fails(tmp_path: Path, capsys) -> None:
     assert run(["compare", str(good), str(bad), "-m", "bicubic", "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "bad.png" in err and "1 photo compared" in err and "1 failed" in err
+
+
+def test_cli_compare_takes_a_video_frame_at_a_time(tmp_path: Path, capsys, one_thread) -> None:
+    import pytest
+
+    pytest.importorskip("av")
+    from videoclips import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", rotation=90)
+    args = ["compare", str(clip), "-m", "bicubic", "-o", str(tmp_path / "out"), "--offline"]
+    assert run([*args, "--at", "1.5"]) == 0
+    assert Image.open(tmp_path / "out/full/clip/input.png").size == (48, 64)  # as shown: turned a quarter
+    assert Image.open(tmp_path / "out/full/clip/bicubic.png").size == (192, 256)
+    assert run([*args, "--force", "--at", "9"]) == 1
+    assert "lasts 2.00 s" in " ".join(capsys.readouterr().err.split())

@@ -371,3 +371,64 @@ def test_an_esrgan_family_checkpoint_upscales_as_is(tmp_path):
     save(tmp_path / "p.png")
     assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "RealESRGAN_x2plus.pth")]) == 0
     assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
+
+
+# ---------------------------------------------------------------- video (issue 27)
+
+
+def test_a_video_and_an_image_in_one_run_with_a_json_record(tmp_path, tiny_weights, capsys, one_thread):
+    import json
+
+    import pytest
+
+    pytest.importorskip("av")
+    from videoclips import make_clip, packets
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.5)
+    save(tmp_path / "p.png")
+    args = ["upscale", str(clip), str(tmp_path / "p.png"), "--model", str(tiny_weights), "--device", "cpu"]
+    assert run([*args, "--json", str(tmp_path / "run.json"), "--preset", "veryfast"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"{clip} -> {tmp_path / 'clip_x4.mp4'}, 64x48 -> 256x192, 4 frames" in err
+    )  # one line per video off a terminal
+    assert "videos: 1 written, 0 skipped, 0 failed" in err and "1 written, 0 skipped, 0 failed" in err
+    record = json.loads((tmp_path / "run.json").read_text())
+    (entry,) = record["videos"]
+    assert entry["status"] == "written" and entry["frames"] == 4 and entry["output_size"] == [256, 192]
+    assert entry["codecs"] == {"video": "h264 -> h264 (crf 18)", "audio": ["aac copied"]} and entry["fps"] > 0
+    assert entry["seconds"] > 0 and entry["output_bytes"] == (tmp_path / "clip_x4.mp4").stat().st_size
+    assert record["images"][0]["status"] == "written" and record["exit_code"] == 0
+    assert packets(tmp_path / "clip_x4.mp4", "audio") == packets(clip, "audio")
+    assert run([*args, "--skip-existing"]) == 0
+    assert "videos: 0 written, 1 skipped" in " ".join(capsys.readouterr().err.split())
+
+
+def test_video_options_are_checked_before_any_work(tmp_path, tiny_weights, capsys):
+    save(tmp_path / "p.png")
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
+    base = ["upscale", str(tmp_path / "clip.mp4"), "--model", str(tiny_weights)]
+    assert run([*base, "--frames", "9:2"]) == 2
+    assert run([*base, "--video-codec", "mpeg2"]) == 2
+    assert run([*base, "-o", str(tmp_path / "out.webm"), "--video-codec", "h264"]) == 2
+    assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tiny_weights), "--crf", "20"]) == 2
+    assert "apply to videos" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*_x4*"))
+
+
+def test_a_broken_video_fails_alone_and_without_pyav_names_the_install(tmp_path, tiny_weights, monkeypatch, capsys):
+    import sys
+
+    save(tmp_path / "p.png")
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(200)))
+    args = ["upscale", str(tmp_path / "clip.mp4"), str(tmp_path / "p.png"), "--model", str(tiny_weights)]
+    installed = sys.modules.get("av")
+    monkeypatch.setitem(sys.modules, "av", None)  # import av fails
+    assert run(args) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert 'pip install "spsr-cli[video]"' in err and "videos: 0 written, 0 skipped, 1 failed" in err
+    assert (tmp_path / "p_x4.png").exists() and not (tmp_path / "clip_x4.mp4").exists()
+    if installed is not None:
+        monkeypatch.setitem(sys.modules, "av", installed)
+        assert run([*args, "--skip-existing"]) == 1
+        assert "clip.mp4: not a readable video" in " ".join(capsys.readouterr().err.split())
