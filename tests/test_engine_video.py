@@ -125,6 +125,18 @@ def test_audio_the_container_cannot_take_is_reencoded(clip, tmp_path, upscaler):
     assert out.codec == "vp9" and [o.codec for o in out.others] == ["opus"]
 
 
+def test_subtitles_are_copied_where_the_container_takes_them(tmp_path, upscaler, caplog):
+    clip = make_clip(tmp_path / "sub.mkv", subtitles=True)
+    assert packets(clip, "subtitles") == [b"line 0", b"line 1"]
+    settings = VideoSettings(frames=(0, 2))
+    report = upscale_video(probe(clip), tmp_path / "out.mkv", upscaler, settings)
+    assert packets(tmp_path / "out.mkv", "subtitles") == [b"line 0"]  # the range's cue, byte for byte
+    assert report.codecs["subtitle"] == ["srt copied"]
+    report = upscale_video(probe(clip), tmp_path / "out.mp4", upscaler, settings)  # MP4 takes no SubRip
+    assert report.codecs["subtitle"] == ["srt left out"] and "it is left out" in caplog.text
+    assert report.codecs["audio"] == ["aac copied"]
+
+
 def test_a_bad_video_fails_alone_and_leaves_nothing(tmp_path, upscaler):
     good = make_clip(tmp_path / "good.mp4", seconds=0.5)
     corrupt = tmp_path / "corrupt.mp4"
@@ -139,7 +151,7 @@ def test_a_bad_video_fails_alone_and_leaves_nothing(tmp_path, upscaler):
     status = {r.source.name: (r.status, r.reason) for r in result.reports}
     assert status["good.mp4"] == ("written", None)
     assert "corrupt.mp4: not a readable video" in status["corrupt.mp4"][1]
-    assert "truncated.mp4 is truncated or damaged: it states 16 frames but" in status["truncated.mp4"][1]
+    assert "truncated.mp4 is truncated: its frame index reaches byte" in status["truncated.mp4"][1]
     assert "no video stream (it holds audio)" in status["sound.mp4"][1]
     assert result.exit_code == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x4.mp4"]  # no temporaries, no claims

@@ -33,10 +33,12 @@ def make_clip(
     rotation: int = 0,
     codec: str = "libx264",
     faststart: bool = False,
+    subtitles: bool = False,
 ) -> Path:
     """Write a clip: ``seconds`` of the pattern at :data:`FPS` (``vfr``: frames 40 ms and 210 ms apart in
     turn, the same average), a 440 Hz sine tone in ``audio`` (None: no audio), ``rotation`` degrees of
-    display rotation. The container follows the extension."""
+    display rotation, and with ``subtitles`` a SubRip stream of one cue per second. The container follows
+    the extension."""
     import av
 
     options = {"movflags": "+faststart"} if faststart else {}
@@ -51,6 +53,15 @@ def make_clip(
     if audio:
         sound = out.add_stream(audio, rate=SAMPLE_RATE)
         sound.layout = "mono"
+    if subtitles:
+        text = out.add_mux_stream("subrip")
+        text.time_base = time_base
+        for second in range(int(seconds)):
+            cue = av.Packet(f"line {second}".encode())
+            cue.stream, cue.time_base = text, time_base
+            cue.pts = cue.dts = second * 1000
+            cue.duration = 800
+            out.mux(cue)
     if video:
         pts = 0
         for index in range(round(seconds * FPS)):
@@ -73,7 +84,7 @@ def make_clip(
 
 
 def packets(path: Path, kind: str) -> list[bytes]:
-    """The payloads of every packet of the first ``kind`` (audio, video) stream, in file order."""
+    """The payloads of every packet of the first ``kind`` (audio, video, subtitles) stream, in file order."""
     import av
 
     with av.open(str(path)) as container:

@@ -217,6 +217,8 @@ def plan_video_jobs(sources: Sequence[Path], spec: OutputSpec, *, scale: float, 
     single = out is not None and len(sources) == 1 and out.suffix.lower() in VIDEO_EXTENSIONS and not out.is_dir()
     if out is not None and not single and out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} is an existing file, but there are several inputs; -o must name a folder")
+    if out is not None and not single and not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS:
+        raise UsageError(f"-o {out} looks like a file name, but there are {len(sources)} videos; name a folder")
     jobs = []
     for source in sources:
         if single:
@@ -331,8 +333,8 @@ def upscale_video(
     Every frame goes through :func:`~spsr_cli.engine.pipeline.upscale_image` (H x W x 3 float32 RGB in
     [0, 1] in, uint8 or uint16 RGB out, ``upscaler.scale`` or ``outscale`` times larger; an odd output
     size loses its last column or row, as 4:2:0 chroma needs even sizes). Raises :class:`VideoError`
-    for a file that cannot be read on (a truncated file is noticed when fewer frames decode than
-    the container states), :class:`UsageError` for settings the output cannot take, and
+    for a file that cannot be read on (a truncated MP4/MOV is refused by :func:`~spsr_cli.io.video.probe`;
+    a Matroska file that ends early gets a warning), :class:`UsageError` for settings the output cannot take, and
     :class:`~spsr_cli.engine.tiling.MemoryBudgetError` when a frame cannot fit.
     """
     from spsr_cli.engine import pipeline
@@ -356,6 +358,7 @@ def upscale_video(
     deep = info.bit_depth > 8
     counter = _InFlight()
     done = 0
+    last_end: float | None = None
     started = time.perf_counter()
     report = VideoReport(
         source=info.path,
@@ -388,7 +391,9 @@ def upscale_video(
                 return None
 
             def write(rgb: np.ndarray, frame: Frame) -> None:
+                nonlocal last_end
                 writer.write_frame(rgb, frame.pts, frame.duration)
+                last_end = float((frame.pts + frame.duration) * info.time_base)
 
             def settle(outcomes: list) -> None:
                 nonlocal done
@@ -421,12 +426,17 @@ def upscale_video(
         except BaseException:
             writer.abandon()
             raise
-        if window == Window() and info.frames and done < info.frames:
-            raise VideoError(
-                f"{info.path} is truncated or damaged: it states {info.frames} frames but {done} could be decoded"
-            )
         if done == 0:
             raise VideoError(f"{info.path}: no frame was decoded in the range asked for")
+        if window == Window() and info.frames and done < info.frames:  # an edit list may cut frames legitimately
+            log.warning("%s: %d of the %d frames it states could be decoded", info.path.name, done, info.frames)
+        elif window == Window() and last_end is not None and info.duration and last_end < info.duration - 1:
+            log.warning(
+                "%s: the video ends at %.2f s but the file says it lasts %.2f s (truncated?)",
+                info.path.name,
+                last_end,
+                info.duration,
+            )
     report.seconds = time.perf_counter() - started
     report.frames = done
     report.fps = done / report.seconds if report.seconds > 0 else None

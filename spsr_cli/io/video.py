@@ -261,6 +261,21 @@ def _colour(frame: Any, height: int) -> Colour:
     )
 
 
+def _check_index(container: Any, stream: Any, path: Path) -> None:
+    """Refuse an MP4/MOV whose sample index points past the end of the file (it was cut short: the
+    index is written first with ``faststart``). Matroska and WebM keep no full index: a truncated one
+    ends early (see :func:`spsr_cli.engine.video.upscale_video`)."""
+    if not container.format.name.startswith("mov"):
+        return
+    size = path.stat().st_size
+    end = max((entry.pos + entry.size for entry in stream.index_entries), default=0)
+    if end > size:
+        raise VideoError(
+            f"{path} is truncated: its frame index reaches byte {end:,} but the file has {size:,} bytes; "
+            "copy or download it again"
+        )
+
+
 def probe(path: Path) -> VideoInfo:
     """Read a video's streams and its first frame; :class:`VideoError` names what is wrong
     (no PyAV, unreadable or truncated file, audio only, no decodable frame)."""
@@ -274,6 +289,7 @@ def probe(path: Path) -> VideoInfo:
             raise VideoError(f"cannot decode {path}: {_reason(err)}; is it corrupt or truncated?") from None
         if first is None:
             raise VideoError(f"{path} holds no decodable video frame; is it corrupt or truncated?")
+        _check_index(container, stream, path)
         components = first.format.components
         depth = max((c.bits for c in components), default=8)
         cc = stream.codec_context
@@ -397,7 +413,7 @@ class VideoReader:
         """
         info, tb = self.info, self._stream.time_base
         streams = [self._stream] + [self._container.streams[i] for i in (*copy, *decode)]
-        index = kept = 0
+        index = 0
         next_time = None
         offset = 0.0
         if window.start > 0 and window.seconds is not None:
@@ -443,7 +459,6 @@ class VideoReader:
                         pts = last_pts + 1  # encoders need strictly increasing times
                     last_pts = pts
                     duration = int(picture.duration or 0) or (round(1 / (info.rate * tb)) if info.rate else 1)
-                    kept += 1
                     yield Frame(
                         index=position, pts=shifted(pts, tb) if offset else pts, duration=duration, picture=picture
                     )
