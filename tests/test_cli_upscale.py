@@ -432,3 +432,32 @@ def test_a_broken_video_fails_alone_and_without_pyav_names_the_install(tmp_path,
         monkeypatch.setitem(sys.modules, "av", installed)
         assert run([*args, "--skip-existing"]) == 1
         assert "clip.mp4: not a readable video" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_killed_video_run_leaves_no_output_and_the_rerun_starts_again(tmp_path, tiny_weights, one_thread):
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    pytest.importorskip("av")
+    from videoclips import FPS, frames, make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4)
+    args = ["upscale", str(clip), "--model", str(tiny_weights), "--fp32", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "spsr_cli", *args], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".clip_x4.mp4.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-video: the temporary exists, the output does not
+    proc.wait()
+    assert not (tmp_path / "clip_x4.mp4").exists()
+    assert list(tmp_path.glob(".clip_x4.mp4.*"))  # what a killed writer leaves: its temporary and claim
+    assert run(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip_x4.mp4", "tiny.safetensors"]
+    assert len(frames(tmp_path / "clip_x4.mp4")) == 4 * FPS
