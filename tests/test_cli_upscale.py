@@ -461,3 +461,27 @@ def test_a_killed_video_run_leaves_no_output_and_the_rerun_starts_again(tmp_path
     assert run(args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip_x4.mp4", "tiny.safetensors"]
     assert len(frames(tmp_path / "clip_x4.mp4")) == 4 * FPS
+
+
+def test_an_interrupted_video_says_it_starts_again(tmp_path, tiny_weights, monkeypatch, capsys):
+    import pytest
+
+    pytest.importorskip("av")
+    from videoclips import make_clip
+
+    from spsr_cli.engine import pipeline
+
+    clip = make_clip(tmp_path / "clip.mkv", seconds=0.5)
+    real, calls = pipeline.upscale_image, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upscale_image", interrupted)
+    assert run(["upscale", str(clip), "--model", str(tiny_weights), "--device", "cpu"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "0 of 1 videos written" in err and "starts again from its first frame" in err and "--skip-existing" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv", "tiny.safetensors"]

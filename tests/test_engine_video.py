@@ -193,8 +193,10 @@ def test_planning_names_outputs_like_images_and_refuses_bad_settings(clip, tmp_p
     assert job.target.name == "clip_big.webm"
     with pytest.raises(UsageError, match="webm file cannot hold it"):
         plan_video_jobs([clip], OutputSpec(ext="webm"), scale=4, settings=VideoSettings(codec="h264"))
-    with pytest.raises(UsageError, match="--ext png"):
-        plan_video_jobs([clip], OutputSpec(ext="png"), scale=4, settings=VideoSettings())
+    (job,) = plan_video_jobs([clip], OutputSpec(ext="png"), scale=4, settings=VideoSettings())
+    assert job.target.name == "clip_x4.mp4"  # --ext png is for the images of the run
+    with pytest.raises(UsageError, match="--ext xyz is neither"):
+        plan_video_jobs([clip], OutputSpec(ext="xyz"), scale=4, settings=VideoSettings())
     with pytest.raises(UsageError, match="overwrite the input"):
         plan_video_jobs([clip], OutputSpec(output=clip), scale=4, settings=VideoSettings())
     with pytest.raises(UsageError, match="--preset 'fastest'"):

@@ -34,6 +34,7 @@ from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError, VideoError
 from spsr_cli.files import atomic_path
+from spsr_cli.io.images import SUPPORTED_EXTENSIONS, is_writable_extension
 from spsr_cli.io.video import (
     DEFAULT_CRF,
     MUXERS,
@@ -200,7 +201,8 @@ def split_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 def plan_video_jobs(sources: Sequence[Path], spec: OutputSpec, *, scale: float, settings: VideoSettings) -> list[Job]:
     """One job per video; outputs named as images are (``clip_x4.mp4``, ``-o`` a file for one input or a
-    folder), in the input's container unless ``spec.ext`` or ``-o FILE`` names another video container.
+    folder), in the input's container unless ``spec.ext`` or ``-o FILE`` names another video container
+    (an image format in ``spec.ext`` is for the images of the run: videos keep their container).
 
     Raises :class:`UsageError` before any work for an output that would overwrite an input, a codec the
     container cannot hold, or an output folder that cannot be written.
@@ -209,10 +211,12 @@ def plan_video_jobs(sources: Sequence[Path], spec: OutputSpec, *, scale: float, 
     suffix = output_suffix(spec.suffix, scale)
     ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
     if ext is not None and ext not in MUXERS:
-        raise UsageError(
-            f"--ext {spec.ext}: a video is written as {', '.join(sorted(set(MUXERS)))} (images: png, jpg, ...); "
-            "leave --ext out to keep the video's container"
-        )
+        if not is_writable_extension(ext):
+            raise UsageError(
+                f"--ext {spec.ext} is neither an image format ({', '.join(SUPPORTED_EXTENSIONS)}) nor a video "
+                f"container ({', '.join(sorted(MUXERS))})"
+            )
+        ext = None  # an image format: for the images of the run; videos keep their container
     out = spec.output
     single = out is not None and len(sources) == 1 and out.suffix.lower() in VIDEO_EXTENSIONS and not out.is_dir()
     if out is not None and not single and out.exists() and not out.is_dir():
