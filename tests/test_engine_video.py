@@ -10,7 +10,7 @@ pytest.importorskip("av")
 
 import torch  # noqa: E402
 from conftest import make_generator  # noqa: E402
-from videoclips import FPS, duration, frames, make_clip, packets  # noqa: E402
+from videoclips import FPS, duration, frames, make_clip, packets, pattern  # noqa: E402
 
 from spsr_cli.engine.batch import Job, OutputSpec  # noqa: E402
 from spsr_cli.engine.options import InferenceOptions  # noqa: E402
@@ -116,6 +116,23 @@ def test_odd_output_sizes_fit_4_2_0(clip, tmp_path, upscaler):
     )  # 83 x 62 wanted
     assert report.output_size == (82, 62)
     assert {(w, h) for _, w, h, _ in frames(tmp_path / "odd.mkv")} == {(82, 62)}
+
+
+def test_a_10_bit_source_goes_through_16_bit_frames_into_8_bit_output(tmp_path, upscaler):
+    import av
+
+    out = av.open(str(tmp_path / "deep.mkv"), "w")
+    stream = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p10le"
+    for index in range(2):
+        picture = av.VideoFrame.from_ndarray(pattern(index), format="rgb24").reformat(format="yuv420p10le")
+        picture.pts = index
+        out.mux(stream.encode(picture))
+    out.mux(stream.encode(None))
+    out.close()
+    report = upscale_video(probe(tmp_path / "deep.mkv"), tmp_path / "out.mkv", upscaler)
+    assert report.frames == 2 and probe(tmp_path / "out.mkv").pix_fmt == "yuv420p"
+    assert {(w, h) for _, w, h, _ in frames(tmp_path / "out.mkv")} == {(256, 192)}
 
 
 def test_audio_the_container_cannot_take_is_reencoded(clip, tmp_path, upscaler):

@@ -87,6 +87,30 @@ def test_colours_survive_writing_and_reading_with_each_matrix(tmp_path: Path, ma
         assert np.abs(patch - colour).max() <= 4
 
 
+def test_frames_deeper_than_8_bits_are_read_through_16_bit_rgb(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    colours = np.array([[230, 30, 30], [30, 200, 40], [20, 40, 220], [240, 240, 20]], np.uint8)
+    frame = np.repeat(np.repeat(colours[None], 32, axis=0), 16, axis=1)
+    out = av.open(str(tmp_path / "deep.mkv"), "w")
+    stream = out.add_stream("libx264", rate=8, options={"preset": "ultrafast", "crf": "0"})
+    stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p10le"
+    stream.codec_context.colorspace, stream.codec_context.color_range = 1, 1  # BT.709, limited
+    picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format="yuv420p10le", dst_colorspace=1, dst_color_range=1
+    )
+    picture.pts = 0
+    out.mux(stream.encode(picture))
+    out.mux(stream.encode(None))
+    out.close()
+    info = video.probe(tmp_path / "deep.mkv")
+    assert info.bit_depth == 10 and info.colour.matrix == 1
+    with video.VideoReader(info) as reader:
+        (first,) = list(reader.events(video.Window(), (), ()))
+        rgb = reader.rgb(first)
+    for i, colour in enumerate(colours):
+        assert np.abs(rgb[4:28, 16 * i + 4 : 16 * i + 12] * 255 - colour).max() <= 1.5
+
+
 def test_the_frame_at_a_time_is_shown_as_a_player_shows_it(tmp_path: Path) -> None:
     pytest.importorskip("av")
     from videoclips import FPS, make_clip, pattern

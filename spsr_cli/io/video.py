@@ -87,15 +87,6 @@ def _av():
     return av
 
 
-def have_pyav() -> bool:
-    """Whether PyAV can be imported."""
-    try:
-        _av()
-    except VideoError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------- recognising a video
 
 
@@ -569,8 +560,9 @@ class VideoWriter:
 
     The video stream gets the source's time base, frame rate, colour tags, sample aspect ratio
     and display rotation; frames are passed with their own presentation times. Streams of
-    ``info.others`` are copied where ``muxer`` takes their codec (:attr:`copied`), audio it
-    does not take is re-encoded (:attr:`reencoded`), the rest left out (:attr:`dropped`).
+    ``info.others`` (taken from ``reader``; None or ``keep=False``: video only) are copied where
+    ``muxer`` takes their codec (:attr:`copied`), audio it does not take is re-encoded
+    (:attr:`reencoded`), the rest left out (:attr:`dropped`).
     All methods but the constructor run on one thread (the writer's).
     """
 
@@ -579,7 +571,7 @@ class VideoWriter:
         path: Path,
         muxer: str,
         info: VideoInfo,
-        reader: VideoReader,
+        reader: VideoReader | None,
         *,
         size: tuple[int, int],
         encoding: Encoding,
@@ -599,7 +591,7 @@ class VideoWriter:
             raise VideoError(f"cannot write {path}: {_reason(err)}") from None
         try:
             self._video = self._add_video(encoding, info)
-            for other in info.others if keep else ():
+            for other in info.others if keep and reader is not None else ():
                 self._add_other(other, reader.stream(other.index), muxer)
         except BaseException:
             self._out.close()
