@@ -80,6 +80,9 @@ def test_toml_file(tmp_path: Path) -> None:
         ("data.crop_size=30", "data.crop_size"),
         ("loss.perceptual_backbone=resnet", "perceptual_backbone"),
         ("loss.pixel=-1", "loss.pixel"),
+        ("train.lr_parts.trunk=0", "train.lr_parts.trunk"),
+        ("train.lr_parts.fusion=-2", "train.lr_parts.fusion"),
+        ("train.lr_parts.head=1", "train.lr_parts.head"),
         ("train.lr", "section.key=value"),
     ],
 )
