@@ -187,9 +187,10 @@ class ValidationSection:
     ``lr_dir``), or, when ``hr_dir`` is null and ``data.holdout_percent`` > 0, on fixed
     crops of ``crop_size`` HR pixels of each held-out training image (never trained on).
     ``max_images`` bounds either; ``crops_per_image`` fixed crops (along the diagonal) are taken
-    from each held-out image, so more crops can shrink the checkpoint-to-checkpoint noise. The EMA generator of the validation with the lowest LPIPS
-    at PSNR >= ``psnr_floor`` (dB; 0: no floor) is kept as the run's ``best.pt``. ``lpips``:
-    score LPIPS too (its weights are fetched like ``spsr eval``'s when not cached).
+    from each held-out image, so more crops can shrink the checkpoint-to-checkpoint noise.
+    The EMA generator of the validation with the lowest LPIPS at PSNR >= ``psnr_floor`` (dB;
+    0: no floor) is kept as the run's ``best.pt``. ``lpips``: score LPIPS
+    too (its weights are fetched like ``spsr eval``'s when not cached).
     """
 
     hr_dir: Union[str, None] = None
