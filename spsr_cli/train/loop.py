@@ -210,8 +210,8 @@ def _train(
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             opt_g.load_state_dict(state["opt_g"])
-            rescale_part_groups(opt_g, t)
             sched_g.load_state_dict(state["sched_g"])
+            rescale_part_groups(opt_g, sched_g, t)
             for name, module in (("d_image", d_image), ("d_gradient", d_gradient), ("d_structure", d_structure)):
                 if module is not None:
                     module.load_state_dict(state[name])
@@ -473,16 +473,16 @@ def part_groups(model: nn.Module, t: TrainSection) -> list[dict[str, Any]]:
     ]
 
 
-def rescale_part_groups(opt: torch.optim.Optimizer, t: TrainSection) -> None:
-    """After resuming, give each part's group the factor the config now names (``--set
-    train.lr_parts.trunk=...`` on ``--resume``), keeping the schedule's decay so far."""
+def rescale_part_groups(opt: torch.optim.Optimizer, sched: Any, t: TrainSection) -> None:
+    """After resuming, give each part's group the rate the config now names (``--set train.lr=...`` or
+    ``--set train.lr_parts.trunk=...`` on ``--resume``), keeping the schedule's decay so far."""
     for group in opt.param_groups:
-        new = getattr(t.lr_parts, group["part"])
-        if new != group["factor"]:
-            for key in ("lr", "initial_lr"):
-                if key in group:
-                    group[key] *= new / group["factor"]
-            group["factor"] = new
+        factor = getattr(t.lr_parts, group["part"])
+        decay = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+        group["initial_lr"] = t.lr * factor
+        group["lr"] = group["initial_lr"] * decay
+        group["factor"] = factor
+    sched.base_lrs = [group["initial_lr"] for group in opt.param_groups]
 
 
 def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
