@@ -402,6 +402,19 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         "interpolation": interpolation,
         "steps": checkpoint_step(latest_checkpoint(whole)),
     }
+    if args.init is not None:  # a candidate trained elsewhere from the shipped version: its steps count too
+        from spsr_cli.files import sha256_file
+        from spsr_cli.weights.store import read_weights_file
+
+        metadata = read_weights_file(args.init).metadata
+        earlier = int(metadata.get("training_step", 0))
+        summary["init"] = f"{args.init.name} ({earlier} steps from {args.name} v{entry['version']})"
+        summary["init_file"] = {
+            "path": str(args.init),
+            "sha256": sha256_file(args.init),
+            "source": metadata.get("source"),
+        }
+        summary["steps"] += earlier
     if args.branch_share:
         summary["branch_share_set14"] = release.branch_share(candidate, args.bench)
         log.info("branch share on Set14: %s", summary["branch_share_set14"])
@@ -531,7 +544,7 @@ def decide(
         previous = entry.get("training", {})
         total = int(training_summary.get("steps", 0)) + int(previous.get("total_steps", previous.get("steps", 0)))
         training = {
-            "init": f"{args.name} v{entry['version']}",
+            "init": training_summary.get("init", f"{args.name} v{entry['version']}"),
             "steps": total,
             "total_steps": total,
             "this_round": training_summary,

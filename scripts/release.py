@@ -376,11 +376,21 @@ def status_section(entry: Mapping[str, Any]) -> str:
         if share
         else "not measured"
     )
+    if this.get("lr_parts"):  # stage W: the whole network
+        parts = ", ".join(f"{part} {factor:g}" for part, factor in this["lr_parts"].items())
+        trained = (
+            f"`base_model` (RealSR DF2K), then the whole network (trunk included) trained further by this "
+            f"project with the recipe below (learning-rate factors {parts}; this round: {this.get('hardware')}), "
+        )
+    else:
+        trained = (
+            "`base_model` (RealSR DF2K) with its trunk frozen; the gradient branch and the fusion block "
+            "trained by this project with the recipe below, "
+        )
     return (
-        f"**What ships today (v{entry['version']}), plainly:** `base_model` (RealSR DF2K) with its trunk frozen; "
-        f"the gradient branch and the fusion block trained by this project with the recipe below, "
-        f"{training.get('total_steps', training.get('steps', 0))} generator steps in all, on BSDS500 + T91 "
-        f"(held-out split excluded). The gradient branch now changes the output: {share_text}. "
+        f"**What ships today (v{entry['version']}), plainly:** {trained}"
+        f"{training.get('total_steps', training.get('steps', 0))} training steps in all, on BSDS500 + T91 "
+        f"(held-out split excluded). The gradient branch changes the output: {share_text}. "
         f"Cost: 52.4 M multiply-accumulates per input pixel, about 3x the plain RRDBNet's 18 M."
     )
 
