@@ -44,3 +44,14 @@ def test_cli_compare_exit_1_when_a_photo_fails(tmp_path: Path, capsys) -> None:
     assert run(["compare", str(good), str(bad), "-m", "bicubic", "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "bad.png" in err and "1 photo compared" in err and "1 failed" in err
+
+
+def test_cli_compare_never_reads_photo_names_as_markup(tmp_path: Path, capsys) -> None:
+    """Issue 26, defect 1 in compare."""
+    (tmp_path / "p[").mkdir()
+    good, bad = tmp_path / "p[" / "i]ok.png", tmp_path / "p[" / "b]bad.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(good)
+    bad.write_bytes(b"not an image")
+    assert run(["compare", str(good), str(bad), "-m", "bicubic", "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "p[/b]bad.png" in err and "i_ok: bicubic" in err

@@ -371,3 +371,33 @@ def test_an_esrgan_family_checkpoint_upscales_as_is(tmp_path):
     save(tmp_path / "p.png")
     assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tmp_path / "RealESRGAN_x2plus.pth")]) == 0
     assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
+
+
+# ---------------------------------------------------------------- issue 26: hostile names and paths
+
+
+def test_file_names_are_never_read_as_markup(tmp_path, tiny_weights, capsys):
+    """Defect 1: ``m[/b]ok.png`` (a folder ``m[`` holding ``b]ok.png``) raised rich's MarkupError while its
+    line was printed; in a batch that killed the rest of it and the --json record; ``nope[/x].png`` exited 1
+    instead of 2. Low: ``photo[final]`` was shown as ``photo`` and ``:thumbs_up:`` as an emoji."""
+    import json
+
+    batch = tmp_path / "m["
+    batch.mkdir()
+    save(batch / "b]ok.png")
+    out = tmp_path / "o.png"
+    assert run(["upscale", str(batch / "b]ok.png"), "--model", str(tiny_weights), "-o", str(out)]) == 0
+    assert "m[/b]ok.png" in capsys.readouterr().err
+    for name in ("photo[final].png", "z.png"):
+        save(batch / name)
+    (batch / "i]nope :thumbs_up:.png").write_bytes(b"broken")
+    record = tmp_path / "r[" / "i].json"
+    args = ["upscale", str(batch), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--json", str(record)]
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert "m[/i]nope :thumbs_up:.png" in err and "photo[final].png" in err and "r[/i].json" in err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["b]ok_x4.png", "photo[final]_x4.png", "z_x4.png"]
+    assert json.loads(record.read_text())["summary"] == {"written": 3, "skipped": 0, "failed": 1}
+    assert run(["upscale", str(tmp_path / "nope[" / "x].png"), "--model", str(tiny_weights)]) == 2
+    assert "nope[/x].png" in capsys.readouterr().err

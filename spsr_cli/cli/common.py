@@ -9,13 +9,21 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+#: No emoji codes: a file name holding ``:thumbs_up:`` is shown as it is.
+console = Console(stderr=True, highlight=False, emoji=False)
+stdout = Console(highlight=False, emoji=False)
+
+
+def esc(value: object) -> str:
+    """``value`` (a file name, a model name, an error message) as literal text inside rich markup:
+    ``m[/b]ok.png`` or ``photo[final].png`` are shown as they are, never read as markup."""
+    return escape(str(value))
 
 
 class Interrupted(Exception):

@@ -16,6 +16,7 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
     parse_crop,
     stdout,
@@ -196,10 +197,10 @@ def eval_command(
     )
     what = ", ".join(model_labels(chosen))
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"{source.name} ({what})", total=None)
+        task = bar.add_task(esc(f"{source.name} ({what})"), total=None)
 
         def on_image(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"{source.name} ({what}): {name}")
+            bar.update(task, completed=done, total=total, description=esc(f"{source.name} ({what}): {name}"))
 
         results = evaluate_many(
             source,
@@ -219,13 +220,13 @@ def eval_command(
     first = results[0]
     for label, note in (("LPIPS", first.lpips_note), ("NIQE", first.niqe_note)):
         if note and "not requested" not in note:
-            console.print(f"[yellow]{label} missing:[/] {note}")
+            console.print(f"[yellow]{label} missing:[/] {esc(note)}")
     if json_path is not None:
         write_json(results if compare else first, json_path)
-        console.print(f"-> {json_path}")
+        console.print(f"-> {esc(json_path)}")
     if csv_path is not None:
         write_csv(results if compare else first, csv_path)
-        console.print(f"-> {csv_path}")
+        console.print(f"-> {esc(csv_path)}")
     if first.failed:
         console.print(
             f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)"
@@ -296,15 +297,15 @@ def _lr_note(result: EvalResult) -> str:
 
 def _table(result: EvalResult) -> Table:
     where = f"{result.dataset['name']} x{result.scale}{_lr_note(result)}"
-    table = Table(title=f"{where} - {result.model} - protocol {result.protocol}")
+    table = Table(title=esc(f"{where} - {result.model} - protocol {result.protocol}"))
     table.add_column("image")
     for metric in ("PSNR (dB)", "SSIM", "LPIPS", "NIQE"):
         table.add_column(metric, justify="right")
     for r in result.images:
         if r.error is not None:
-            table.add_row(f"[red]{r.name}[/]", "[red]failed[/]", "-", "-", "-")
+            table.add_row(f"[red]{esc(r.name)}[/]", "[red]failed[/]", "-", "-", "-")
             continue
-        table.add_row(r.name, _num(r.psnr, 3), _num(r.ssim, 4), _num(r.lpips, 4), _num(r.niqe, 4))
+        table.add_row(esc(r.name), _num(r.psnr, 3), _num(r.ssim, 4), _num(r.lpips, 4), _num(r.niqe, 4))
     means = result.means
     table.add_section()
     table.add_row(
@@ -317,7 +318,7 @@ def _table(result: EvalResult) -> Table:
     failed = f", {len(result.failed)} failed" if result.failed else ""
     table.caption = f"{len(result.images) - len(result.failed)} images scored{failed} in {result.seconds:.1f} s"
     for r in result.failed:
-        console.print(f"[red]{r.name}:[/] {r.error}")
+        console.print(f"[red]{esc(r.name)}:[/] {esc(r.error)}")
     return table
 
 
@@ -326,21 +327,21 @@ def _compare_table(results: list[EvalResult]) -> Table:
     first = results[0]
     from spsr_cli.eval.runner import model_labels
 
-    table = Table(title=f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}")
+    table = Table(title=esc(f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}"))
     table.add_column("model")
     for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):
         table.add_column(metric, justify="right")
     for label, r in zip(model_labels([r.model for r in results]), results):
         means = r.means
         table.add_row(
-            label, _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4)
+            esc(label), _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4)
         )
     failed = [r.name for r in first.failed]
     table.caption = f"means over {len(first.images) - len(failed)} images in {first.seconds:.1f} s"
     if failed:
-        table.caption += f"; could not be evaluated: {', '.join(failed)}"
+        table.caption += esc(f"; could not be evaluated: {', '.join(failed)}")
         for r in first.failed:
-            console.print(f"[red]{r.name}:[/] {r.error}")
+            console.print(f"[red]{esc(r.name)}:[/] {esc(r.error)}")
     return table
 
 

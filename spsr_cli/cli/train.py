@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from spsr_cli.cli.common import OfflineOpt, console
+from spsr_cli.cli.common import OfflineOpt, console, esc
 from spsr_cli.errors import UsageError
 
 train_app = typer.Typer(
@@ -75,14 +75,15 @@ def train_command(
         latest = latest_checkpoint(out)
         if latest is not None:
             console.print(
-                f"the run in {out} had already finished (step {result.step} of train.steps={cfg.train.steps}); "
-                f"nothing to train. Its newest checkpoint is {latest}. To train further, pass a larger "
+                f"the run in {esc(out)} had already finished (step {result.step} of train.steps={cfg.train.steps}); "
+                f"nothing to train. Its newest checkpoint is {esc(latest)}. To train further, pass a larger "
                 f"--set train.steps=N with --resume."
             )
-            console.print(f"export with: spsr train export {out} --name NAME")
+            console.print(f"export with: spsr train export {esc(out)} --name NAME")
             return
-    console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {result.checkpoint or 'none written'}")
-    console.print(f"export with: spsr train export {out} --name NAME")
+    latest = esc(result.checkpoint or "none written")
+    console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {latest}")
+    console.print(f"export with: spsr train export {esc(out)} --name NAME")
 
 
 @train_app.command("export")
@@ -101,14 +102,14 @@ def export_command(
     result = export_run(run, name=name, use_ema=not raw, licence=licence, description=description, replace=force)
     if result.weights == "nse":
         console.print(
-            f"[green]exported[/] structure extractor {result.name} (step {result.step}) -> {result.path}\n"
+            f"[green]exported[/] structure extractor {esc(result.name)} (step {result.step}) -> {esc(result.path)}\n"
             f"sha256 {result.sha256}; use it with: spsr train --set loss.preset="
-            f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={result.name}"
+            f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={esc(result.name)}"
         )
         return
     console.print(
-        f"[green]exported[/] {result.name} (step {result.step}, {result.weights}) -> {result.path}\n"
-        f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {result.name}"
+        f"[green]exported[/] {esc(result.name)} (step {result.step}, {result.weights}) -> {esc(result.path)}\n"
+        f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {esc(result.name)}"
     )
 
 
@@ -159,4 +160,4 @@ def nse_command(
         f"[green]trained[/] {cfg.task.method} NSE to step {result.step} "
         f"({result.train_seconds / 60:.1f} min of training){accuracy}"
     )
-    console.print(f"export with: spsr train export {out} --name NAME")
+    console.print(f"export with: spsr train export {esc(out)} --name NAME")

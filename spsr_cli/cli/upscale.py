@@ -21,6 +21,7 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
     write_record,
 )
@@ -148,7 +149,7 @@ def upscale_command(
                 "exit_code": result.exit_code,
             },
         )
-        console.print(f"-> {json_path}")
+        console.print(f"-> {esc(json_path)}")
     raise typer.Exit(result.exit_code)
 
 
@@ -194,7 +195,7 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
         tiles = progress.add_task("tiles", total=1, visible=False)
 
         def on_start(job: Job) -> None:
-            progress.update(files, description=f"images: {job.source.name}")
+            progress.update(files, description=f"images: {esc(job.source.name)}")
             progress.reset(tiles, total=1, completed=0, visible=True, description="  tiles")
 
         def on_tile(done: int, total: int) -> None:
@@ -204,11 +205,11 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
             reports.append(report)
             progress.advance(files)
             if report.status == "failed":
-                console.print(f"[yellow]{report.source}[/]: failed: {report.reason}")
+                console.print(f"[yellow]{esc(report.source)}[/]: failed: {esc(report.reason)}")
             elif plain and report.status == "written":
-                console.print(_line(report))
+                console.print(esc(_line(report)))
             elif report.status == "skipped" and report.reason != SKIPPED:
-                console.print(f"[yellow]{report.source}[/]: {report.reason}")
+                console.print(f"[yellow]{esc(report.source)}[/]: {esc(report.reason)}")
 
         return run_jobs(jobs, loader, options, on_start=on_start, on_tile=on_tile, on_report=on_report, **kwargs)
 
@@ -234,6 +235,6 @@ def _summarise(result: BatchResult, count: int) -> None:
         + (f"[red]{len(result.failed)} failed[/]" if result.failed else "0 failed")
     )
     for job, reason in result.failed:  # the whole list at the end, where a log reader looks
-        console.print(f"  [red]failed[/] {job.source}: {reason}")
+        console.print(f"  [red]failed[/] {esc(job.source)}: {esc(reason)}")
     if count == 1 and result.done:
-        console.print(f"-> {result.done[0].target}")
+        console.print(f"-> {esc(result.done[0].target)}")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from spsr_cli.cli.common import OfflineOpt, console, stdout
+from spsr_cli.cli.common import OfflineOpt, console, esc, stdout
 
 weights_app = typer.Typer(help="List, download and import model weights.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def list_command(
 
     manifest = load_manifest()
     if manifest.local_error:
-        console.print(f"[yellow]warning:[/] {manifest.local_error}")
+        console.print(f"[yellow]warning:[/] {esc(manifest.local_error)}")
     status = {name: cache_status(entry) for name, entry in manifest.models.items()}
     auxiliary = auxiliary_entries(manifest)
     if as_json:
@@ -77,12 +77,12 @@ def list_command(
     for entry in manifest.models.values():
         cached = {"damaged": "[red]damaged (sha256 mismatch)[/]"}.get(status[entry.name], status[entry.name])
         table.add_row(
-            _label(entry, manifest.default),
-            entry.good_for or entry.description,
+            esc(_label(entry, manifest.default)),
+            esc(entry.good_for or entry.description),
             f"{entry.architecture} x{entry.scale}",
-            entry.licence,
+            esc(entry.licence),
             _cost(entry),
-            entry.source.describe(),
+            esc(entry.source.describe()),
             cached,
             _size(entry.size),
         )
@@ -96,7 +96,7 @@ def list_command(
         for column in ("name", "purpose", "licence", "sha256 (per source)"):
             aux.add_column(column, overflow="fold")
         for name, entry in auxiliary.items():
-            aux.add_row(name, entry.kind, entry.licence, _pins(entry))
+            aux.add_row(esc(name), esc(entry.kind), esc(entry.licence), _pins(entry))
         stdout.print(aux)
 
 
@@ -131,10 +131,10 @@ def download_command(
     manifest = load_manifest()
     if name in manifest.models or name not in auxiliary_entries(manifest):
         path = ensure_model_file(manifest.get(name), offline=offline or None)
-        console.print(f"[green]{name}[/] ready: {path}")
+        console.print(f"[green]{esc(name)}[/] ready: {esc(path)}")
         return
     where = fetch_auxiliary(name, offline=offline, manifest=manifest)
-    console.print(f"[green]{name}[/] ready: {where}")
+    console.print(f"[green]{esc(name)}[/] ready: {esc(where)}")
 
 
 @weights_app.command("import")
@@ -154,5 +154,6 @@ def import_command(
 
     entry = import_checkpoint(file, name=name, source=source, licence=licence, replace=force)
     console.print(
-        f"[green]imported[/] {entry.name} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> {entry.source.describe()}"
+        f"[green]imported[/] {esc(entry.name)} (x{entry.scale}, sha256 {entry.sha256[:16]}...) -> "
+        + esc(entry.source.describe())
     )
