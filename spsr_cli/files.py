@@ -67,17 +67,20 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def temporary_prefix(path: PathLike) -> str:
-    """The ``.NAME.`` prefix of ``path``'s temporaries, NAME shortened (on a UTF-8 boundary) so that
-    prefix + 8 random characters + ``.tmp`` fit in :data:`NAME_MAX` bytes."""
-    name = Path(path).name
-    room = NAME_MAX - 2 - _RANDOM_LEN - len(_TMP_SUFFIX)
+def shorten_name(name: str, room: int) -> str:
+    """``name`` cut (on a UTF-8 boundary) to at most ``room`` bytes; unchanged when it fits."""
     encoded = os.fsencode(name)
     if len(encoded) > room:
         name = os.fsdecode(encoded[:room])
         while len(os.fsencode(name)) > room or name.endswith("\udcff"):
             name = name[:-1]
-    return f".{name}."
+    return name
+
+
+def temporary_prefix(path: PathLike) -> str:
+    """The ``.NAME.`` prefix of ``path``'s temporaries, NAME shortened (on a UTF-8 boundary) so that
+    prefix + 8 random characters + ``.tmp`` fit in :data:`NAME_MAX` bytes."""
+    return f".{shorten_name(Path(path).name, NAME_MAX - 2 - _RANDOM_LEN - len(_TMP_SUFFIX))}."
 
 
 def temporary_files(path: PathLike) -> list[Path]:
@@ -214,6 +217,7 @@ __all__ = [
     "sha256_bytes",
     "sha256_file",
     "sha256_hasher",
+    "shorten_name",
     "temporary_files",
     "temporary_prefix",
     "write_bytes_atomic",

@@ -401,3 +401,21 @@ def test_file_names_are_never_read_as_markup(tmp_path, tiny_weights, capsys):
     assert json.loads(record.read_text())["summary"] == {"written": 3, "skipped": 0, "failed": 1}
     assert run(["upscale", str(tmp_path / "nope[" / "x].png"), "--model", str(tiny_weights)]) == 2
     assert "nope[/x].png" in capsys.readouterr().err
+
+
+def test_names_too_long_for_the_file_system_fail_alone_or_as_usage_errors(tmp_path, tiny_weights, capsys):
+    """Defect 3: a 255-byte name upscaled in place, a 300-character --suffix or -o name raised OSError
+    "File name too long" while planning, aborting the whole batch before any work."""
+    long_name = "a" * 251 + ".png"  # 255 bytes: its output a..a_x4.png has 258
+    save(tmp_path / long_name)
+    save(tmp_path / "ok.png")
+    assert run(["upscale", str(tmp_path), "--model", str(tiny_weights)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "258 bytes, more than the 255" in err and "1 written" in err
+    assert (tmp_path / "ok_x4.png").exists()
+    one = str(tmp_path / "ok.png")
+    assert run(["upscale", one, "--model", str(tiny_weights), "--suffix", "s" * 300]) == 2
+    assert "choose a shorter --suffix" in capsys.readouterr().err
+    assert run(["upscale", one, "--model", str(tiny_weights), "-o", str(tmp_path / ("o" * 300 + ".png"))]) == 2
+    assert "choose a shorter -o" in capsys.readouterr().err
+    assert run(["upscale", str(tmp_path), "--model", str(tiny_weights), "-o", str(tmp_path / ("d" * 300))]) == 2

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
+from spsr_cli.files import NAME_MAX
 from spsr_cli.io.images import (
     SUPPORTED_EXTENSIONS,
     Image,
@@ -268,6 +269,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
     if not pairs:
         raise UsageError(f"no images found in {', '.join(inputs)} (use --recursive for sub-folders)")
     ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
+    _check_lengths(spec, suffix, ext)
     single_file_target = _check_output_spec(spec, inputs, len(pairs), ext)
     jobs = []
     for source, root in pairs:
@@ -278,7 +280,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             name = f"{source.stem}{suffix}{ext or source.suffix}"
             folder = source.parent if spec.output is None else spec.output / source.parent.relative_to(root)
             target = folder / name
-        problem = None
+        problem = _name_problem(target)
         try:
             source.stat()
         except OSError as err:  # e.g. a folder on the way that may not be searched: this input fails alone
@@ -305,6 +307,32 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
         seen[resolved] = job.source
     check_destinations([job for job in jobs if job.problem is None])
     return jobs
+
+
+def _name_problem(target: Path) -> str | None:
+    """Why ``target``'s name cannot be created (longer than :data:`~spsr_cli.files.NAME_MAX` bytes), or None."""
+    size = len(os.fsencode(target.name))
+    if size <= NAME_MAX:
+        return None
+    return (
+        f"the output name {target.name[:60]}... is {size} bytes, more than the {NAME_MAX} a file name may have; "
+        "use a shorter --suffix, or -o FOLDER with shorter input names"
+    )
+
+
+def _check_lengths(spec: OutputSpec, suffix: str, ext: str | None) -> None:
+    """Refuse, as usage errors, an -o path with a component or a --suffix too long for any file name."""
+    for part in spec.output.parts if spec.output is not None else ():
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UsageError(
+                f"-o {str(spec.output)[:80]}...: the name {part[:40]}... is {len(os.fsencode(part))} bytes, more than "
+                f"the {NAME_MAX} a file or folder name may have; choose a shorter -o"
+            )
+    if len(os.fsencode(suffix + (ext or ""))) >= NAME_MAX:
+        raise UsageError(
+            f"--suffix {suffix[:40]}... is {len(os.fsencode(suffix))} bytes: with the input's name it cannot fit in "
+            f"the {NAME_MAX} bytes a file name may have; choose a shorter --suffix"
+        )
 
 
 def _resolved(path: Path) -> Path:
