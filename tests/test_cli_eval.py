@@ -25,3 +25,50 @@ def test_image_names_are_never_read_as_markup(tmp_path, capsys):
     assert run(["eval", "--hr-dir", str(hr), "--model", "bicubic", "--no-lpips", "--no-niqe"]) == 1
     captured = capsys.readouterr()
     assert "hr[/b]bad.png" in captured.err and "good :thumbs_up:" in captured.out and "[bold]fine" in captured.out
+
+
+def test_output_paths_are_checked_before_any_scoring(tmp_path, capsys, monkeypatch):
+    """Issue 26, defect 4: ``--json /proc/nope/x.json`` (or an existing folder, or --csv/--save-images
+    there) gave a traceback after all the scoring was done."""
+    from spsr_cli.eval import runner
+
+    hr = _hr_set(tmp_path / "hr")
+    scored = []
+    real = runner.score_pair
+    monkeypatch.setattr(runner, "score_pair", lambda *a, **k: scored.append(1) or real(*a, **k))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    base = ["eval", "--hr-dir", str(hr), "--model", "bicubic", "--no-lpips", "--no-niqe"]
+    for extra, words in (
+        (["--json", "/proc/nope/x.json"], "--json /proc/nope/x.json: cannot write into /proc"),
+        (["--json", str(tmp_path / "folder")], "is a folder"),
+        (["--csv", "/proc/nope/x.csv"], "--csv /proc/nope/x.csv: cannot write into /proc"),
+        (["--csv", str(tmp_path / "folder")], "is a folder"),
+        (["--save-images", "/proc/nope/s"], "--save-images /proc/nope/s: cannot write into /proc"),
+        (["--save-images", str(tmp_path / "file")], "is not a folder"),
+        (["--json", str(tmp_path / "r"), "--csv", str(tmp_path / "r")], "give two files"),
+    ):
+        assert run([*base, *extra]) == 2, extra
+        assert words in " ".join(capsys.readouterr().err.split())
+    assert scored == []
+
+
+def test_a_read_only_folder_is_refused_before_scoring(tmp_path, capsys, monkeypatch):
+    """Defect 4 for a read-only folder (root may write anywhere, so the refusal is simulated)."""
+    import errno
+    import tempfile
+
+    hr = _hr_set(tmp_path / "hr")
+    (tmp_path / "ro").mkdir()
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    args = ["eval", "--hr-dir", str(hr), "--model", "bicubic", "--no-lpips", "--no-niqe"]
+    assert run([*args, "--json", str(tmp_path / "ro/x.json")]) == 2
+    assert "Permission denied" in capsys.readouterr().err
+    assert run([*args, "--save-images", str(tmp_path / "ro/s")]) == 2

@@ -419,3 +419,13 @@ def test_names_too_long_for_the_file_system_fail_alone_or_as_usage_errors(tmp_pa
     assert run(["upscale", one, "--model", str(tiny_weights), "-o", str(tmp_path / ("o" * 300 + ".png"))]) == 2
     assert "choose a shorter -o" in capsys.readouterr().err
     assert run(["upscale", str(tmp_path), "--model", str(tiny_weights), "-o", str(tmp_path / ("d" * 300))]) == 2
+
+
+def test_the_json_path_is_checked_before_any_work(tmp_path, tiny_weights, capsys):
+    """Issue 26 (low): a bad --json path was found only after every image was done."""
+    save(tmp_path / "p.png")
+    (tmp_path / "folder").mkdir()
+    for bad in ("/proc/nope/r.json", str(tmp_path / "folder")):
+        assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tiny_weights), "--json", bad]) == 2
+        assert "--json" in capsys.readouterr().err
+        assert not (tmp_path / "p_x4.png").exists()

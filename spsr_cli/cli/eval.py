@@ -21,7 +21,7 @@ from spsr_cli.cli.common import (
     parse_crop,
     stdout,
 )
-from spsr_cli.errors import UsageError
+from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 
 if TYPE_CHECKING:  # torch is imported when the command runs, never for --help
@@ -185,6 +185,7 @@ def eval_command(
             )
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
+    _check_outputs(json_path, csv_path, save_images)
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None)
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
@@ -221,17 +222,31 @@ def eval_command(
     for label, note in (("LPIPS", first.lpips_note), ("NIQE", first.niqe_note)):
         if note and "not requested" not in note:
             console.print(f"[yellow]{label} missing:[/] {esc(note)}")
-    if json_path is not None:
-        write_json(results if compare else first, json_path)
-        console.print(f"-> {esc(json_path)}")
-    if csv_path is not None:
-        write_csv(results if compare else first, csv_path)
-        console.print(f"-> {esc(csv_path)}")
+    for path, write in ((json_path, write_json), (csv_path, write_csv)):
+        if path is not None:
+            try:
+                write(results if compare else first, path)
+            except OSError as err:  # e.g. a disk that filled up while scoring: the table above stands
+                raise SPSRError(f"cannot write {path}: {err.strerror or err}") from None
+            console.print(f"-> {esc(path)}")
     if first.failed:
         console.print(
             f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)"
         )
         raise typer.Exit(1)
+
+
+def _check_outputs(json_path: Path | None, csv_path: Path | None, save_images: Path | None) -> None:
+    """Refuse, before any scoring, output paths that could not be written (usage errors)."""
+    from spsr_cli.files import check_output_file, check_output_folder
+
+    for path, option in ((json_path, "--json"), (csv_path, "--csv")):
+        if path is not None:
+            check_output_file(path, option)
+    if json_path is not None and csv_path is not None and json_path.resolve() == csv_path.resolve():
+        raise UsageError(f"--json and --csv both name {json_path}; give two files")
+    if save_images is not None:
+        check_output_folder(save_images, "--save-images")
 
 
 def _models(model: str | None, compare: bool, models: list[str] | None) -> list[str]:

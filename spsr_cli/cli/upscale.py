@@ -117,6 +117,10 @@ def upscale_command(
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
+    if json_path is not None:
+        from spsr_cli.files import check_output_file
+
+        check_output_file(json_path, "--json")
     auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells

@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import itertools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import read_rgb
 from spsr_cli.eval.runner import Crop, Upscale, make_upscalers, model_labels, side_by_side, software_versions
-from spsr_cli.files import atomic_path, write_json_atomic, write_text_atomic
+from spsr_cli.files import atomic_path, nearest_existing, unwritable_reason, write_json_atomic, write_text_atomic
 from spsr_cli.io.images import is_image_path
 
 log = logging.getLogger(__name__)
@@ -150,11 +149,9 @@ def check_output_folder(out_dir: Path, files: Sequence[str], photos: Sequence[Pa
     would overwrite an input photo, and (without ``force``) any of ``files`` that exists already."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file; name a folder for the comparison (it is created)")
-    existing = Path(os.path.abspath(out_dir))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write into {existing}; choose another -o or fix its permissions")
+    reason = unwritable_reason(nearest_existing(out_dir))
+    if reason is not None:
+        raise UsageError(f"-o {out_dir}: {reason}; choose another -o or fix its permissions")
     inputs = {p.resolve() for p in photos}
     targets = [out_dir / f for f in files]
     clash = [t for t in targets if t.resolve() in inputs]
