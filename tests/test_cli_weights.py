@@ -110,3 +110,34 @@ def test_list_shows_each_models_measured_seconds_per_megapixel(capsys):
         for where, seconds in entry.seconds_per_megapixel.items():
             assert f"{seconds:.2f} s on {where}" in rows[name][-2], name
     assert load_manifest().models["spsr-x4"].seconds_per_megapixel  # the default model's time is recorded
+
+
+def test_an_unwritable_spsr_home_is_named_with_the_fix(tmp_path, tiny_weights, capsys, monkeypatch):
+    """Issue 26, defect 5: SPSR_HOME a regular file or read-only: `weights import` ended in a
+    NotADirectoryError / PermissionError traceback."""
+    import errno
+    import tempfile
+
+    (tmp_path / "home-file").write_text("x")
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "home-file"))
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"SPSR_HOME={tmp_path / 'home-file'}" in err and "point SPSR_HOME at a writable folder" in err
+    assert run(["weights", "list"]) == 0  # reading needs nothing written
+    capsys.readouterr()
+    monkeypatch.setenv("SPSR_HOME", "/proc/no-home")
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    assert "SPSR_HOME=/proc/no-home" in capsys.readouterr().err
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "ro"))
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # root may write anywhere: the refusal is simulated
+        if dir is not None and str(dir).startswith(str(tmp_path / "ro")):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    assert "Permission denied" in capsys.readouterr().err
+    assert not list((tmp_path / "ro").rglob("*.safetensors"))

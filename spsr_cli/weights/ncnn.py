@@ -38,7 +38,7 @@ import torch
 from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, SPSRError, UsageError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
 from spsr_cli.weights import pypi
-from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home
+from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
             f"model {entry.name!r}: the converted network is {found}, the registry says {entry.config}; "
             "the registry entry is wrong (report it)"
         )
-    with tempfile.TemporaryDirectory(dir=_mkdir(target.parent), prefix=".convert-") as tmp:
+    with tempfile.TemporaryDirectory(dir=writable_folder(target.parent), prefix=".convert-") as tmp:
         staged = Path(tmp) / target.name
         sha = write_generator_file(
             staged,
@@ -436,11 +436,6 @@ def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
         staged.replace(target)
     log.info("converted %s to %s", entry.name, target)
     return target
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # --------------------------------------------------------------------------- init sources
@@ -490,6 +485,7 @@ def fetch_rrdb_init(
         "layout": "basicsr-rrdbnet",
         "archive_sha256": str(entry.source["sha256"]),
     }
+    writable_folder(target.parent)
     save_safetensors_atomic(target, {k: v.to(dtype) for k, v in state.items()}, metadata)
     log.info("converted %s to %s", entry.name, target)
     return target

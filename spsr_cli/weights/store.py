@@ -22,7 +22,7 @@ from spsr_cli.errors import CheckpointMismatchError, NameTakenError, UnknownMode
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.architectures import AnyConfig, Generator, GeneratorConfig, config_from_dict
 from spsr_cli.weights.layouts import StateDict, build_generator, normalize_generator
-from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
+from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, home_folder, load_manifest, validate_name
 
 #: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
 FORMAT_TAG = "spsr-cli"
@@ -247,7 +247,7 @@ def import_checkpoint(
     """
     _ensure_name_free(name, replace=replace)
     loaded = read_weights_file(Path(file))
-    target = spsr_home() / "weights" / f"{name}.safetensors"
+    target = home_folder("weights") / f"{name}.safetensors"
     dtype = next(iter(loaded.state_dict.values())).dtype
     dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     write_generator_file(

