@@ -146,10 +146,30 @@ def read_weights_file(path: Path) -> LoadedWeights:
     check_finite(state_dict, str(path))
     if "config" in metadata:
         try:
-            config = config_from_dict(architecture, json.loads(metadata["config"]))
+            stored = config_from_dict(architecture, json.loads(metadata["config"]))
         except (ValueError, TypeError) as err:
             raise CheckpointMismatchError(f"{path}: its stored config is invalid ({err})") from None
+        check_stored_config(stored, config, str(path))
+        config = stored
     return LoadedWeights(state_dict=state_dict, config=config, metadata=metadata)
+
+
+def check_stored_config(stored: AnyConfig, inferred: AnyConfig, where: str) -> None:
+    """Refuse a stored config that disagrees with what the tensors' shapes say (``inferred``), before any
+    network is built from it: a config claiming nf = 10**9 or nb = 3000 would otherwise allocate
+    gigabytes, or build for minutes, before the shapes are compared. The fields compared are the
+    config type's ``shape_fields`` (none declared: nothing is compared here; the strict load still is)."""
+    fixed = getattr(type(inferred), "shape_fields", ()) if type(stored) is type(inferred) else ()
+    wrong = [
+        f"{name}={getattr(stored, name)} (its tensors say {getattr(inferred, name)})"
+        for name in fixed
+        if getattr(stored, name) != getattr(inferred, name)
+    ]
+    if wrong:
+        raise CheckpointMismatchError(
+            f"{where}: its stored config does not match its tensors: {', '.join(wrong)}; nothing was built. "
+            "The file is damaged or its metadata was edited: export or import the weights again"
+        )
 
 
 def load_weights_file(path: Path) -> Generator:
