@@ -240,3 +240,14 @@ def test_train_nse_export_and_spsr_p_by_name(tmp_path: Path, capsys: pytest.Capt
     )
     assert code == 0 and [s for s, _ in list_checkpoints(out)] == [2]
     assert '"preset": "spsr-j", "nse": "cli-nse"' in (out / "log.jsonl").read_text()
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 26, defect 8: ``spsr train --out good.png`` (an existing file) gave a FileExistsError traceback."""
+    (tmp_path / "good.png").write_bytes(b"a photo")
+    for command in (["train", "--config", str(CONFIGS / "tiny-cpu.yaml")], ["train", "nse"]):
+        assert run([*command, "--out", str(tmp_path / "good.png")]) == 2
+        assert "--out" in _err(capsys)
+        assert (tmp_path / "good.png").read_bytes() == b"a photo"
+    assert run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", "/proc/nope/run"]) == 2
+    assert "cannot write into /proc" in _err(capsys)

@@ -9,6 +9,7 @@ import typer
 
 from spsr_cli.cli.common import OfflineOpt, console, esc
 from spsr_cli.errors import UsageError
+from spsr_cli.files import check_output_folder
 
 train_app = typer.Typer(
     help="Train SPSR generators: spsr train --config FILE --out RUN_DIR (see configs/).",
@@ -63,6 +64,7 @@ def train_command(
         return
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
+    check_output_folder(out, "--out")
     cfg = resolve_run_config(config_path=config, overrides=extra, run_dir=out, resume=resume)
     from spsr_cli.train.loop import train
 
@@ -150,6 +152,7 @@ def nse_command(
 
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
+    check_output_folder(out, "--out")
     extra = list(overrides or []) + ([f"task.method={method}"] if method is not None else [])
     if config is None and resume and (out / "config.yaml").is_file():
         config = out / "config.yaml"
