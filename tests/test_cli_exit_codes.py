@@ -54,7 +54,7 @@ ROWS = [
     (0, "--version"),
     (0, "weights list"),
     (0, "upscale {dir}/rerun --model {w} --skip-existing"),
-    (0, "upscale {dir}/a.png --model {w} -s 2 -t 8 -f jpg --fp32 -o {dir}/short.jpg"),
+    (0, "upscale {dir}/a.png --model {w} -s 2 -t 32 -f jpg --fp32 -o {dir}/short.jpg"),
     # 1: some inputs failed (the rest processed) or a runtime error
     (1, "upscale {dir}/batch --model {w} -o {dir}/out1"),
     (1, "upscale {dir}/a.png {dir}/g.gif --model {w} -o {dir}/out2"),

@@ -157,11 +157,11 @@ def test_suffix_gets_an_underscore_and_may_not_leave_the_folder(tmp_path, tiny_w
 def test_a_log_gets_one_line_per_image_and_every_failure_at_the_end(tmp_path, tiny_weights, capsys):
     save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"broken")
-    assert run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-t", "8"]) == 1
+    assert run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-t", "32"]) == 1
     lines = capsys.readouterr().err.splitlines()
     (line,) = [x for x in lines if "a.png ->" in x]
     assert f"{tmp_path / 'a.png'} -> {tmp_path / 'out/a_x4.png'}, 12x10 -> 48x40, " in line
-    assert line.endswith(" s, 4 tiles")
+    assert line.endswith(" s, 1 tile")
     summary = lines.index(next(x for x in lines if "1 written" in x))
     assert any("b.png" in x and "cannot read" in x for x in lines[summary + 1 :])  # listed again under the summary
 
@@ -204,11 +204,11 @@ def test_verbose_logs_device_precision_tile_and_model_hash(tmp_path, tiny_weight
 
     save(tmp_path / "a.png")
     assert (
-        run(["-v", "upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--precision", "fp32", "-t", "8"])
+        run(["-v", "upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--precision", "fp32", "-t", "32"])
         == 0
     )
     err = capsys.readouterr().err
-    assert "device cpu, precision fp32, tile 8" in err
+    assert "device cpu, precision fp32, tile 32" in err
     assert hashlib.sha256(tiny_weights.read_bytes()).hexdigest() in err
 
 
@@ -224,7 +224,7 @@ def test_real_esrgan_short_options(tmp_path, tiny_weights):
                 "-s",
                 "2",
                 "-t",
-                "8",
+                "32",
                 "-f",
                 "jpg",
                 "--fp32",
@@ -429,3 +429,29 @@ def test_the_json_path_is_checked_before_any_work(tmp_path, tiny_weights, capsys
         assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tiny_weights), "--json", bad]) == 2
         assert "--json" in capsys.readouterr().err
         assert not (tmp_path / "p_x4.png").exists()
+
+
+def test_a_tile_too_small_to_pay_is_a_usage_error(tmp_path, tiny_weights, capsys):
+    """Defect 10: ``--tile 1`` ran 256 tiles each computing the whole 16-pixel image (228 s instead of 0.31 s)."""
+    save(tmp_path / "p.png")
+    for tile, waste in (("1", "1089 times"), ("31", "4 times")):
+        assert run(["upscale", str(tmp_path / "p.png"), "--model", str(tiny_weights), "--tile", tile]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"--tile {tile} is below 32 pixels" in err and waste in err
+    assert not (tmp_path / "p_x4.png").exists()
+    for tile in ("32", "0", "auto"):
+        assert (
+            run(
+                [
+                    "upscale",
+                    str(tmp_path / "p.png"),
+                    "--model",
+                    str(tiny_weights),
+                    "-t",
+                    tile,
+                    "-o",
+                    str(tmp_path / f"o{tile}.png"),
+                ]
+            )
+            == 0
+        )

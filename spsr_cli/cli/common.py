@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.options import MIN_TILE, InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
@@ -61,7 +61,8 @@ Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
 
 
-def parse_tile(value: str) -> int | str:
+def parse_tile(value: str, overlap: int = 16) -> int | str:
+    """``--tile``: ``auto``, 0 (the whole image) or at least :data:`~spsr_cli.engine.options.MIN_TILE` pixels."""
     value = value.strip().lower()
     if value == "auto":
         return "auto"
@@ -71,6 +72,13 @@ def parse_tile(value: str) -> int | str:
         raise UsageError(f"--tile {value!r} is not a number; use a pixel count such as 256, 0 or auto") from None
     if tile < 0:
         raise UsageError(f"--tile must be >= 0, got {tile}")
+    if 0 < tile < MIN_TILE:
+        waste = ((tile + 2 * overlap) / tile) ** 2
+        raise UsageError(
+            f"--tile {tile} is below {MIN_TILE} pixels: each tile is computed with {overlap} pixels of context on "
+            f"every side (--tile-overlap), so tiles this small redo the work about {waste:.0f} times over; "
+            f"use --tile {MIN_TILE} or more, 0 (the whole image) or auto"
+        )
     return tile
 
 
@@ -89,7 +97,9 @@ def inference_options(
         precision = "fp32"
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
-    return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
+    return InferenceOptions(
+        device=device, precision=precision, tile=parse_tile(tile, tile_overlap), tile_overlap=tile_overlap
+    )  # type: ignore[arg-type]
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
