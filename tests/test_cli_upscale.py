@@ -455,3 +455,35 @@ def test_a_tile_too_small_to_pay_is_a_usage_error(tmp_path, tiny_weights, capsys
             )
             == 0
         )
+
+
+def test_an_output_folder_inside_the_input_folder_is_never_taken_as_input(tmp_path, tiny_weights, capsys):
+    """Defect 11: ``spsr upscale p -r -o p/up`` run again (or with --skip-existing) exited 2, "would overwrite
+    the input image": the earlier outputs were taken as inputs. Low: without -r sub-folders were left out silently."""
+    photos = tmp_path / "p"
+    (photos / "sub").mkdir(parents=True)
+    save(photos / "a.png")
+    save(photos / "sub/b.png")
+    args = ["upscale", str(photos), "-r", "-o", str(photos / "up"), "--model", str(tiny_weights)]
+    for extra in ([], [], ["--skip-existing"]):
+        assert run([*args, *extra]) == 0
+    written = sorted(str(p.relative_to(photos)) for p in (photos / "up").rglob("*.png"))
+    assert written == ["up/a_x4.png", "up/sub/b_x4.png"]
+    capsys.readouterr()
+    assert run(["upscale", str(photos), "-o", str(tmp_path / "flat"), "--model", str(tiny_weights)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 sub-folders (sub, up) left out; pass --recursive" in err
+    assert [p.name for p in (tmp_path / "flat").iterdir()] == ["a_x4.png"]
+
+
+def test_only_an_animated_gif_is_called_animated(tmp_path, tiny_weights, capsys):
+    """Issue 26 (low): a single-frame GIF without --ext was called "an animated image"."""
+    PILImage.new("RGB", (12, 10)).save(tmp_path / "still.gif")
+    frames = [PILImage.new("RGB", (12, 10), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    assert (
+        run(["upscale", str(tmp_path / "still.gif"), str(tmp_path / "moving.gif"), "--model", str(tiny_weights)]) == 1
+    )
+    lines = [" ".join(x.split()) for x in capsys.readouterr().err.splitlines() if "failed" in x]
+    assert any("still.gif" in x and "--ext png" in x and "animated image" not in x for x in lines)
+    assert any("moving.gif" in x and "an animated image: its first frame" in x for x in lines)

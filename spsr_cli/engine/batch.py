@@ -22,6 +22,7 @@ from spsr_cli.files import NAME_MAX
 from spsr_cli.io.images import (
     SUPPORTED_EXTENSIONS,
     Image,
+    count_frames,
     image_size,
     is_image_path,
     is_writable_extension,
@@ -197,6 +198,15 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
         subfolders.sort()
         found.extend(Path(folder) / n for n in names if is_image_path(Path(n)) and _is_file(Path(folder) / n))
         if not recursive:
+            visible = [name for name in subfolders if not name.startswith(".")]
+            if visible:
+                log.info(
+                    "%s: %d sub-folder%s (%s) left out; pass --recursive (-r) to upscale their images too",
+                    root,
+                    len(visible),
+                    "" if len(visible) == 1 else "s",
+                    ", ".join(visible[:3]) + (", ..." if len(visible) > 3 else ""),
+                )
             break
     return sorted(found)
 
@@ -257,6 +267,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
     if not inputs:
         raise UsageError("no input given: pass image files, folders or glob patterns")
     suffix = output_suffix(spec.suffix, scale)
+    out_dir = _resolved(spec.output) if spec.output is not None else None
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
         found, expanded = _expand_one(item, recursive)
@@ -264,7 +275,10 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             earlier = _own_outputs([p for p, _ in found], suffix)
             if earlier:
                 log.debug("%d earlier outputs (NAME%s beside NAME) not taken as inputs", len(earlier), suffix)
-            found = [(p, root) for p, root in found if p not in earlier]
+            inside = {p for p, _ in found if out_dir is not None and _resolved(p).is_relative_to(out_dir)}
+            if inside:  # `spsr upscale p -r -o p/up`, run again: p/up holds the earlier outputs
+                log.info("%d files in the output folder %s are not taken as inputs", len(inside), spec.output)
+            found = [(p, root) for p, root in found if p not in earlier and p not in inside]
         pairs.extend(found)
     if not pairs:
         raise UsageError(f"no images found in {', '.join(inputs)} (use --recursive for sub-folders)")
@@ -287,9 +301,10 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             problem = f"cannot read {source}: {err.strerror or err}"
         # only an input's own extension gets here (e.g. .gif)
         if problem is None and not is_writable_extension(target.suffix):
+            animated = " (an animated image: its first frame)" if (count_frames(source) or 1) > 1 else ""
             problem = (
                 f"{source.suffix.lower()} files cannot be written; pass --ext png (or jpg, webp, tif, bmp) to "
-                "upscale it (an animated image: its first frame)"
+                f"upscale it{animated}"
                 if is_image_path(source)
                 else f"{source.name} is not a supported image type ({', '.join(SUPPORTED_EXTENSIONS)}, .gif)"
             )

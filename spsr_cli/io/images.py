@@ -249,6 +249,17 @@ def frame_count(im: PIL.Image.Image) -> int | None:
     return frames
 
 
+def count_frames(path: Path) -> int | None:
+    """How many frames (pages) the image file ``path`` holds, from its headers; None when that cannot be told."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as im:
+                return frame_count(im)
+    except (*_FRAME_COUNT_ERRORS, ImageError):
+        return None
+
+
 def read_image(path: Path) -> Image:
     """Read an image file into float32 planes in [0, 1], EXIF orientation applied.
 
