@@ -72,3 +72,16 @@ def test_a_read_only_folder_is_refused_before_scoring(tmp_path, capsys, monkeypa
     assert run([*args, "--json", str(tmp_path / "ro/x.json")]) == 2
     assert "Permission denied" in capsys.readouterr().err
     assert run([*args, "--save-images", str(tmp_path / "ro/s")]) == 2
+
+
+def test_one_model_and_compare_tables_share_their_column_order(tmp_path, capsys):
+    """Issue 26 (low): the single-model and --compare tables ordered their columns differently."""
+    hr = _hr_set(tmp_path / "hr")
+    base = ["eval", "--hr-dir", str(hr), "--no-lpips", "--no-niqe"]
+    assert run([*base, "--model", "bicubic"]) == 0
+    single = next(x for x in capsys.readouterr().out.splitlines() if "PSNR" in x)
+    assert run([*base, "--compare", "bicubic", "bicubic"]) == 0
+    several = next(x for x in capsys.readouterr().out.splitlines() if "PSNR" in x)
+    order = ("LPIPS", "PSNR", "SSIM", "NIQE")
+    assert [single.index(m) for m in order] == sorted(single.index(m) for m in order)
+    assert [several.index(m) for m in order] == sorted(several.index(m) for m in order)

@@ -487,3 +487,11 @@ def test_only_an_animated_gif_is_called_animated(tmp_path, tiny_weights, capsys)
     lines = [" ".join(x.split()) for x in capsys.readouterr().err.splitlines() if "failed" in x]
     assert any("still.gif" in x and "--ext png" in x and "animated image" not in x for x in lines)
     assert any("moving.gif" in x and "an animated image: its first frame" in x for x in lines)
+
+
+def test_a_file_name_with_a_newline_stays_on_its_log_line(tmp_path, tiny_weights, capsys):
+    """Issue 26 (low): a file name holding a newline split the one-line-per-image log."""
+    save(tmp_path / "a\nb.png")
+    assert run(["upscale", str(tmp_path / "a\nb.png"), "--model", str(tiny_weights)]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if " -> " in x and "x40" in x]
+    assert "a\\nb.png -> " in line and "a\\nb_x4.png, 12x10 -> 48x40" in line

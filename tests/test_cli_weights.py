@@ -141,3 +141,10 @@ def test_an_unwritable_spsr_home_is_named_with_the_fix(tmp_path, tiny_weights, c
     assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
     assert "Permission denied" in capsys.readouterr().err
     assert not list((tmp_path / "ro").rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["auto", "bicubic", "nse-contrastive"])
+def test_names_with_a_meaning_of_their_own_are_refused(tiny_weights, capsys, name):
+    """Issue 26 (low): `weights import --name auto|bicubic|nse-contrastive` was accepted."""
+    assert run(["weights", "import", str(tiny_weights), "--name", name]) == 2
+    assert "already means" in capsys.readouterr().err

@@ -20,6 +20,12 @@ console = Console(stderr=True, highlight=False, emoji=False)
 stdout = Console(highlight=False, emoji=False)
 
 
+def one_line(path: object) -> str:
+    """A file name on one line: newlines and other control characters shown as escapes (``\\n``), so a
+    name holding one never splits a one-line-per-image log."""
+    return "".join(c if " " <= c != "\x7f" else repr(c)[1:-1] for c in str(path))
+
+
 def esc(value: object) -> str:
     """``value`` (a file name, a model name, an error message) as literal text inside rich markup:
     ``m[/b]ok.png`` or ``photo[final].png`` are shown as they are, never read as markup."""

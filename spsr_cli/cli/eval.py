@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # torch is imported when the command runs, never for --help
     from spsr_cli.eval.runner import EvalResult
 
 _OUT = "Output"
+#: The metric columns of both tables, in the papers' order.
+COLUMNS = ("LPIPS", "PSNR (dB)", "SSIM", "NIQE")
 _SOURCE = "Images"
 
 
@@ -314,20 +316,20 @@ def _table(result: EvalResult) -> Table:
     where = f"{result.dataset['name']} x{result.scale}{_lr_note(result)}"
     table = Table(title=esc(f"{where} - {result.model} - protocol {result.protocol}"))
     table.add_column("image")
-    for metric in ("PSNR (dB)", "SSIM", "LPIPS", "NIQE"):
+    for metric in COLUMNS:  # the --compare table's order too
         table.add_column(metric, justify="right")
     for r in result.images:
         if r.error is not None:
             table.add_row(f"[red]{esc(r.name)}[/]", "[red]failed[/]", "-", "-", "-")
             continue
-        table.add_row(esc(r.name), _num(r.psnr, 3), _num(r.ssim, 4), _num(r.lpips, 4), _num(r.niqe, 4))
+        table.add_row(esc(r.name), _num(r.lpips, 4), _num(r.psnr, 3), _num(r.ssim, 4), _num(r.niqe, 4))
     means = result.means
     table.add_section()
     table.add_row(
         "[bold]mean[/]",
+        _num(means["lpips"], 4, True),
         _num(means["psnr"], 3, True),
         _num(means["ssim"], 4, True),
-        _num(means["lpips"], 4, True),
         _num(means["niqe"], 4, True),
     )
     failed = f", {len(result.failed)} failed" if result.failed else ""
@@ -344,7 +346,7 @@ def _compare_table(results: list[EvalResult]) -> Table:
 
     table = Table(title=esc(f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}"))
     table.add_column("model")
-    for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):
+    for metric in COLUMNS:
         table.add_column(metric, justify="right")
     for label, r in zip(model_labels([r.model for r in results]), results):
         means = r.means

@@ -23,6 +23,7 @@ from spsr_cli.cli.common import (
     console,
     esc,
     inference_options,
+    one_line,
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
@@ -209,11 +210,11 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
             reports.append(report)
             progress.advance(files)
             if report.status == "failed":
-                console.print(f"[yellow]{esc(report.source)}[/]: failed: {esc(report.reason)}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: failed: {esc(report.reason)}")
             elif plain and report.status == "written":
                 console.print(esc(_line(report)))
             elif report.status == "skipped" and report.reason != SKIPPED:
-                console.print(f"[yellow]{esc(report.source)}[/]: {esc(report.reason)}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: {esc(report.reason)}")
 
         return run_jobs(jobs, loader, options, on_start=on_start, on_tile=on_tile, on_report=on_report, **kwargs)
 
@@ -224,7 +225,7 @@ def _line(report: JobReport) -> str:
     tiles = f", {report.tiles} tile{'s' if report.tiles != 1 else ''}" if report.tiles else ""
     seconds = f", {report.seconds:.2f} s" if report.seconds is not None else ""
     sizes = f"{size(report.input_size)} -> {size(report.output_size)}"
-    return f"{report.source} -> {report.target}, {sizes}{seconds}{tiles}"
+    return f"{one_line(report.source)} -> {one_line(report.target)}, {sizes}{seconds}{tiles}"
 
 
 def _summarise(result: BatchResult, count: int) -> None:
@@ -239,6 +240,6 @@ def _summarise(result: BatchResult, count: int) -> None:
         + (f"[red]{len(result.failed)} failed[/]" if result.failed else "0 failed")
     )
     for job, reason in result.failed:  # the whole list at the end, where a log reader looks
-        console.print(f"  [red]failed[/] {esc(job.source)}: {esc(reason)}")
+        console.print(f"  [red]failed[/] {esc(one_line(job.source))}: {esc(reason)}")
     if count == 1 and result.done:
         console.print(f"-> {esc(result.done[0].target)}")

@@ -232,6 +232,8 @@ def _expand_one(item: str, recursive: bool) -> tuple[list[tuple[Path, Path]], bo
         if not files:
             raise UsageError(f"the pattern {item!r} matches no image files")
         return [(p, p.parent) for p in files], True
+    if path.is_symlink():
+        raise UsageError(f"input {item!r} is a symbolic link to {os.readlink(path)!r}, which does not exist")
     if os.path.lexists(path):
         raise UsageError(f"input {item!r} is not a regular file (a FIFO, socket or device?); give an image file")
     raise UsageError(f"input {item!r} does not exist")
@@ -425,11 +427,22 @@ def check_destinations(jobs: Sequence[Job]) -> None:
 
 def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = None) -> list[Job]:
     """This process's share under torchrun (``RANK``/``WORLD_SIZE``), else all jobs."""
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    rank = _env_int("RANK", 0) if rank is None else rank
+    world_size = _env_int("WORLD_SIZE", 1) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise UsageError(f"RANK={rank} / WORLD_SIZE={world_size} is not a valid process layout")
     return jobs[rank::world_size]
+
+
+def _env_int(name: str, default: int) -> int:
+    """A whole number from the environment (torchrun's RANK, WORLD_SIZE); a usage error naming it otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a whole number; unset it or run under torchrun") from None
 
 
 def run_jobs(
@@ -457,7 +470,7 @@ def run_jobs(
     check_outscale(outscale)
     result = BatchResult()
     jobs = list(jobs)
-    started = time.time()
+    before = {id(job): _stamp(job.target) for job in jobs}
     for folder in {job.target.parent for job in jobs}:
         for stale in remove_stale_claims(folder):
             log.info("removed %s, left by an interrupted run", stale)
@@ -507,7 +520,7 @@ def run_jobs(
 
     def load(job: Job) -> Image | None:
         """Decode ahead on the worker thread, unless the image is large: the main thread checks its memory first."""
-        if not wanted(job):
+        if not wanted(job) or options.memory_limit is not None:  # --max-memory: decode after the check
             return None
         height, width = image_size(job.source)  # the header only
         return read_image(job.source) if height * width * DECODE_BYTES_PER_PIXEL <= PREFETCH_MAX_BYTES else None
@@ -539,7 +552,7 @@ def run_jobs(
             except OSError as err:
                 writer.settle(job, ("failed", f"cannot write {job.target}: {err}"))
                 continue
-            if claim is None or _written_since(job.target, started):
+            if claim is None or _stamp(job.target) != before[id(job)]:
                 reason = (
                     f"{SKIPPED}: another process (pid {holder(job.target)}) is writing {job.target}"
                     if claim is None
@@ -661,9 +674,12 @@ def _book(
 SKIPPED = "skipped"
 
 
-def _written_since(target: Path, started: float) -> bool:
-    """True when ``target`` was (re)written after ``started``: by a concurrent run, not us."""
+def _stamp(target: Path) -> tuple[int, int, int] | None:
+    """``target``'s (inode, size, mtime in ns), or None when it does not exist: an output whose stamp
+    changed since the run began was written by another process (one newer than the run's start, or
+    dated in the future, was not)."""
     try:
-        return target.stat().st_mtime >= started
+        stat = target.stat()
     except OSError:
-        return False
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

@@ -208,10 +208,21 @@ def write_generator_file(
     return sha256_file(save_safetensors_atomic(Path(path), tensors, metadata))
 
 
+#: Names --model gives a meaning of its own: never names of imported or trained models.
+RESERVED_NAMES = {
+    "auto": "--model auto (a model picked per photo)",
+    "bicubic": "the bicubic baseline of `spsr eval` and `spsr compare`",
+}
+
+
 def _ensure_name_free(name: str, *, replace: bool) -> None:
     """Refuse a name already in the registry (a released one always; a local one unless ``replace``)."""
     validate_name(name)
-    existing = load_manifest().models.get(name)
+    manifest = load_manifest()
+    if name in RESERVED_NAMES or name in manifest.auxiliary or name in manifest.local_auxiliary:
+        what = RESERVED_NAMES.get(name, "auxiliary weights (`spsr weights list`)")
+        raise NameTakenError(f"--name {name!r} already means {what}; choose another --name")
+    existing = manifest.models.get(name)
     if existing is None or (existing.origin == "local" and replace):
         return
     if existing.origin == "packaged":
