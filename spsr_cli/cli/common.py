@@ -64,7 +64,13 @@ PrecisionOpt = Annotated[
     ),
 ]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Use only cached downloads; never touch the network (also SPSR_OFFLINE=1 or HF_HUB_OFFLINE=1).",
+    ),
+]
 
 
 def parse_tile(value: str, overlap: int = 16) -> int | str:

@@ -57,8 +57,25 @@ class ManifestError(SPSRError):
 
 
 def spsr_home() -> Path:
-    """Where spsr-cli keeps its own files: ``$SPSR_HOME`` or ``~/.cache/spsr``."""
-    return Path(os.environ.get("SPSR_HOME") or Path.home() / ".cache" / "spsr").expanduser()
+    """Where spsr-cli keeps its own files: ``$SPSR_HOME``, else ``$XDG_CACHE_HOME/spsr``, else ``~/.cache/spsr``."""
+    if os.environ.get("SPSR_HOME"):
+        return Path(os.environ["SPSR_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    root = Path(cache).expanduser() if cache and Path(cache).expanduser().is_absolute() else Path.home() / ".cache"
+    return root / "spsr"
+
+
+#: Environment variables that turn offline mode on for every download (hub, PyPI, URLs), as ``--offline`` does.
+OFFLINE_VARIABLES = ("SPSR_OFFLINE", "HF_HUB_OFFLINE")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def offline_requested() -> str | None:
+    """The variable (``SPSR_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) that asks for offline mode, or None."""
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return f"{name}={os.environ[name].strip()}"
+    return None
 
 
 def writable_folder(folder: Path) -> Path:
