@@ -1,5 +1,6 @@
 """``spsr weights``: auxiliary names that `weights list` shows download too."""
 
+import json
 import os
 from pathlib import Path
 
@@ -148,3 +149,30 @@ def test_names_with_a_meaning_of_their_own_are_refused(tiny_weights, capsys, nam
     """Issue 26 (low): `weights import --name auto|bicubic|nse-contrastive` was accepted."""
     assert run(["weights", "import", str(tiny_weights), "--name", name]) == 2
     assert "already means" in capsys.readouterr().err
+
+
+def test_rm_reports_what_it_frees_and_list_shows_the_cache(capsys):
+    """Issue 26: no command listed or removed cached weights."""
+    from spsr_cli.weights.ncnn import converted_model_path
+
+    converted = converted_model_path("realsr-df2k")
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"x" * 2_500_000)
+    assert run(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split("\t") for line in out.splitlines() if line.startswith("model\trealsr-df2k "))
+    assert row[6] == "2.5 MB"
+    assert run(["weights", "list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cache"]["bytes"] == doc["cache"]["conversion_bytes"] == 2_500_000
+    (entry,) = [m for m in doc["models"] if m["name"] == "realsr-df2k"]
+    assert entry["cache"]["files"] == [
+        {"path": str(converted), "kind": "conversion", "bytes": 2_500_000, "shared_with": []}
+    ]
+    assert run(["weights", "rm", "realsr-df2k", "--dry-run"]) == 0
+    assert "would free 2.5 MB" in capsys.readouterr().err and converted.exists()
+    assert run(["weights", "rm", "realsr-df2k"]) == 0
+    assert "freed 2.5 MB" in capsys.readouterr().err and not converted.exists()
+    assert run(["weights", "rm", "realsr-df2k"]) == 0 and "nothing cached" in capsys.readouterr().err
+    assert run(["weights", "rm"]) == 2 and run(["weights", "rm", "spsr-x4"]) == 2
+    assert run(["weights", "rm", "realsr-df2k", "--all"]) == 2 and run(["weights", "rm", "nope"]) == 2

