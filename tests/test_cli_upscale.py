@@ -495,3 +495,54 @@ def test_a_file_name_with_a_newline_stays_on_its_log_line(tmp_path, tiny_weights
     assert run(["upscale", str(tmp_path / "a\nb.png"), "--model", str(tiny_weights)]) == 0
     (line,) = [x for x in capsys.readouterr().err.splitlines() if " -> " in x and "x40" in x]
     assert "a\\nb.png -> " in line and "a\\nb_x4.png, 12x10 -> 48x40" in line
+
+
+def test_a_json_record_of_model_auto_names_the_model_and_sha256_behind_each_output(tmp_path, tiny_weights, monkeypatch):
+    """Issue 26: with --model auto the record said {"name": "auto", "path": null, "sha256": null} and no row
+    said which model made which file; now each image names its model, version, sha256 and the reason, and
+    each model's one-off costs (load, warm-up) are recorded apart from the images' times."""
+    import json
+
+    from spsr_cli.engine import model_choice
+    from spsr_cli.weights.manifest import load_manifest
+
+    assert run(["weights", "import", str(tiny_weights), "--name", "jpegish"]) == 0
+    monkeypatch.setattr(model_choice, "JPEG_MODEL", "jpegish")
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    PILImage.fromarray(rgb).save(tmp_path / "phone.jpg", quality=30)
+    save(tmp_path / "clean.png")
+    record = tmp_path / "r.json"
+    args = ["upscale", str(tmp_path / "phone.jpg"), str(tmp_path / "clean.png"), "--model", "auto"]
+    assert run([*args, "-o", str(tmp_path / "out"), "--json", str(record), "--fp32"]) == 0
+    doc = json.loads(record.read_text())
+    manifest = load_manifest()
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in doc["images"]}
+    jpeg, png = rows["phone.jpg"]["model"], rows["clean.png"]["model"]
+    assert (jpeg["name"], jpeg["sha256"]) == ("jpegish", manifest.models["jpegish"].sha256)
+    assert "JPEG of estimated quality" in jpeg["reason"] and "< 96" in jpeg["reason"]
+    default = manifest.models[manifest.default]
+    assert (png["name"], png["version"], png["sha256"]) == (default.name, default.version, default.sha256)
+    assert png["reason"] == "not a JPEG"
+    assert doc["model"]["name"] == "auto" and "jpegish" in doc["model"]["rule"]
+    used = {m["name"]: m for m in doc["models"]}
+    assert set(used) == {"jpegish", default.name}
+    for m in used.values():
+        assert m["load_seconds"] > 0 and m["warm_up_seconds"] > 0 and m["architecture"] == "spsr"
+    assert (doc["device"], doc["precision"], doc["backend"]) == ("cpu", "fp32", "torch")
+    assert doc["versions"]["torch"] and doc["versions"]["spsr-cli"]
+
+
+def test_a_json_record_of_one_model_describes_it(tmp_path, tiny_weights):
+    """Issue 26: with the default model "name" was null; now name, version, sha256, architecture and config."""
+    import hashlib
+    import json
+
+    save(tmp_path / "a.png")
+    record = tmp_path / "r.json"
+    assert run(["upscale", str(tmp_path / "a.png"), "--model", str(tiny_weights), "--json", str(record)]) == 0
+    doc = json.loads(record.read_text())
+    (used,) = doc["models"]
+    assert doc["model"]["sha256"] == used["sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert used["architecture"] == "spsr" and used["config"]["nf"] == 8 and used["path"] == str(tiny_weights)
+    assert used["load_seconds"] > 0 and used["warm_up_seconds"] > 0
+    assert doc["images"][0]["seconds"] > 0 and "model" not in doc["images"][0]

@@ -129,9 +129,17 @@ def upscale_command(
     started = time.time()
     reports: list[JobReport] = []
     try:
-        network = _auto_choice(options, offline=offline or None) if auto else loader
+        warm = json_path is not None  # a record times images without one-off costs
+        network = _auto_choice(options, offline=offline or None, warm_up=warm) if auto else loader
         result = _run(
-            jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+            jobs,
+            network,
+            options,
+            outscale=outscale,
+            quality=quality,
+            skip_existing=skip_existing,
+            reports=reports,
+            warm_up=warm,
         )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
@@ -141,15 +149,18 @@ def upscale_command(
         ) from None
     _summarise(result, len(jobs))
     if json_path is not None:
+        from spsr_cli.engine.records import upscale_record
+
+        described = upscale_record(
+            result, requested=model, module=loader.module, auto=auto, load_seconds=loader.load_seconds
+        )
         write_record(
             json_path,
             {
                 "command": "upscale",
                 "started": started,
                 "seconds": round(time.time() - started, 3),
-                "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-                **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
-                "images": [r.to_json() for r in result.reports],
+                **described,
                 "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
                 "exit_code": result.exit_code,
             },
@@ -158,7 +169,7 @@ def upscale_command(
     raise typer.Exit(result.exit_code)
 
 
-def _auto_choice(options, *, offline: bool | None):
+def _auto_choice(options, *, offline: bool | None, warm_up: bool = False):
     """``--model auto``: a function building the per-image :class:`~spsr_cli.engine.model_choice.ModelChoice`
     (called only when some image needs the network)."""
 
@@ -168,7 +179,11 @@ def _auto_choice(options, *, offline: bool | None):
         from spsr_cli.weights.manifest import load_manifest
 
         return ModelChoice(
-            AUTO, options, load=lambda name: load_generator(name, offline=offline), default_name=load_manifest().default
+            AUTO,
+            options,
+            load=lambda name: load_generator(name, offline=offline),
+            default_name=load_manifest().default,
+            warm_up=warm_up,
         )
 
     return build

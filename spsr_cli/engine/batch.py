@@ -71,6 +71,8 @@ class JobReport:
 
     ``status`` is ``written``, ``skipped`` (an existing output, or one another process writes) or
     ``failed``; ``reason`` says why for the last two. Sizes are (width, height) in pixels.
+    ``seconds``: from the image's decode to its write, without one-off costs (loading a model, its
+    warm-up). ``model``: under ``--model auto``, the model chosen for it and why.
     """
 
     source: Path
@@ -81,6 +83,7 @@ class JobReport:
     input_size: tuple[int, int] | None = None
     output_size: tuple[int, int] | None = None
     tiles: int | None = None
+    model: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -92,6 +95,7 @@ class JobReport:
             "input_size": list(self.input_size) if self.input_size else None,
             "output_size": list(self.output_size) if self.output_size else None,
             "tiles": self.tiles,
+            **({"model": self.model} if self.model is not None else {}),
         }
 
 
@@ -104,6 +108,7 @@ class ModelLoader:
         self.offline = offline
         self.path: Path | None = None
         self.sha256: str | None = None
+        self.load_seconds: float | None = None
         self._model: Generator | None = None
 
     def scale(self) -> int:
@@ -114,6 +119,11 @@ class ModelLoader:
             if known is not None:
                 return known
         return self().scale
+
+    @property
+    def module(self) -> Generator | None:
+        """The loaded model, or None when no image needed it (yet)."""
+        return self._model
 
     @property
     def is_default(self) -> bool:
@@ -132,9 +142,11 @@ class ModelLoader:
             from spsr_cli.files import sha256_file
             from spsr_cli.weights.loader import load_generator, resolve_weights
 
+            started = time.perf_counter()
             self.path = resolve_weights(self.source, offline=self.offline)
             self.sha256 = sha256_file(self.path)
             self._model = load_generator(self.path)
+            self.load_seconds = time.perf_counter() - started
             log.debug("model %s: %s, sha256 %s", self.source or "(default)", self.path, self.sha256)
         return self._model
 
@@ -169,8 +181,10 @@ class BatchResult:
     busy: list[Job] = field(default_factory=list)
     #: One report per job, in job order.
     reports: list[JobReport] = field(default_factory=list)
-    #: How the network ran (``device``, ``precision``, ``tile``); empty when no image needed it.
+    #: How the network ran (``device``, ``precision``, ``tile``, ...); empty when no image needed it.
     settings: dict = field(default_factory=dict)
+    #: Per model used: ``load_seconds`` and ``warm_up_seconds`` (:attr:`ModelChoice.one_off`).
+    one_off: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -457,6 +471,7 @@ def run_jobs(
     on_tile: Progress | None = None,
     on_done: Callable[[Job, str | None], None] | None = None,
     on_report: Callable[[JobReport], None] | None = None,
+    warm_up: bool = False,
 ) -> BatchResult:
     """Upscale every job; one bad file is recorded and the rest go on.
 
@@ -464,6 +479,8 @@ def run_jobs(
     loaded once), or a function returning either: it is called only when some job needs the
     network (a rerun with ``skip_existing`` over finished outputs loads nothing).
     ``on_done(job, problem)`` and ``on_report(report)`` are called per job, in job order.
+    ``warm_up``: run one small tile through a model before its first image is timed (a ``ModelChoice``
+    passed in decides this itself).
     Before an image is decoded, its size is read from the file's header and its memory
     checked, so a small file that decodes to a huge image fails alone without being decoded.
     """
@@ -495,9 +512,12 @@ def run_jobs(
     choice = (
         loaded
         if isinstance(loaded, ModelChoice)
-        else ModelChoice.of_module(loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
+        else ModelChoice.of_module(
+            loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)), warm_up=warm_up
+        )
     )
     result.settings = upscaler_settings(choice.first)
+    result.one_off = choice.one_off
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
     details: dict[int, dict] = {}
 
@@ -576,6 +596,8 @@ def run_jobs(
                 if read_error is not None:
                     raise read_error
                 upscaler = choice.upscaler_for(job.source)
+                info["t0"] = time.perf_counter()  # loading a model for this image is a one-off cost
+                info["model"] = choice.last
                 image = image if image is not None else decode_checked(job, writer, upscaler)
                 info["input_size"] = image.size[::-1]
                 out = pipeline.upscale_image(
@@ -620,15 +642,11 @@ def check_outscale(outscale: float | None) -> None:
 
 
 def upscaler_settings(upscaler: Upscaler) -> dict:
-    """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
-    import torch
+    """``device``, ``precision`` (fp32/fp16/bf16), ``tile`` (None: whole image), ``tile_overlap`` and
+    ``backend`` an upscaler runs with (:func:`spsr_cli.engine.records.run_settings`)."""
+    from spsr_cli.engine.records import run_settings
 
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    return {
-        "device": str(upscaler.device),
-        "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
-        "tile": upscaler.tile,
-    }
+    return run_settings(upscaler)
 
 
 def _book(
@@ -662,6 +680,7 @@ def _book(
         input_size=info.get("input_size"),
         output_size=info.get("output_size"),
         tiles=info.get("tiles"),
+        model=info.get("model"),
     )
     result.reports.append(report)
     if on_done:
