@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from spsr_cli.cli.app import run
@@ -85,3 +86,28 @@ def test_one_model_and_compare_tables_share_their_column_order(tmp_path, capsys)
     order = ("LPIPS", "PSNR", "SSIM", "NIQE")
     assert [single.index(m) for m in order] == sorted(single.index(m) for m in order)
     assert [several.index(m) for m in order] == sorted(several.index(m) for m in order)
+
+
+def test_a_json_record_describes_each_model_and_times_it_alone(tmp_path, tiny_weights):
+    """Issue 26: `spsr eval --json` had no model sha256, version, precision, device or backend, and its
+    "seconds" repeated the whole run's time for every model, bicubic included."""
+    import hashlib
+    import json
+
+    hr = _hr_set(tmp_path / "hr")
+    record = tmp_path / "r.json"
+    args = ["eval", "--hr-dir", str(hr), "--no-lpips", "--no-niqe", "--json", str(record), "--device", "cpu"]
+    assert run([*args, "--compare", "bicubic", str(tiny_weights)]) == 0
+    bicubic, tiny = json.loads(record.read_text())["results"]
+    details = tiny["model_details"]
+    assert details["sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert (details["architecture"], details["config"]["nf"], details["version"]) == ("spsr", 8, None)
+    assert (details["device"], details["precision"], details["backend"]) == ("cpu", "fp32", "torch")
+    assert tiny["timing"]["load_seconds"] > 0 and tiny["timing"]["warm_up_seconds"] > 0
+    assert bicubic["model_details"]["name"] == "bicubic" and bicubic["timing"]["warm_up_seconds"] is None
+    for result in (bicubic, tiny):
+        per_image = [r["seconds"] for r in result["images"]]
+        assert all(s > 0 for s in per_image) and result["seconds"] == pytest.approx(sum(per_image), abs=2e-4)
+        assert result["timing"]["output_megapixels"] == round(2 * 48 * 48 / 1e6, 4)
+        assert result["run_seconds"] >= result["seconds"] and result["versions"]["torch"]
+    assert bicubic["seconds"] != tiny["seconds"]

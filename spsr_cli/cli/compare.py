@@ -89,7 +89,9 @@ def compare_command(
         )
     for photo in result.photos:
         if photo.error is None:
-            times = ", ".join(f"{o.label} {o.seconds:.2f} s" for o in photo.outputs)
+            times = ", ".join(
+                f"{o.label} {o.seconds:.2f} s ({o.seconds_per_megapixel or 0:.2f} s/MP)" for o in photo.outputs
+            )
             console.print(esc(f"{photo.name}: {times}"))
         else:
             console.print(f"[red]{esc(photo.source)}:[/] {esc(photo.error)}")
