@@ -176,3 +176,25 @@ def test_rm_reports_what_it_frees_and_list_shows_the_cache(capsys):
     assert run(["weights", "rm", "realsr-df2k"]) == 0 and "nothing cached" in capsys.readouterr().err
     assert run(["weights", "rm"]) == 2 and run(["weights", "rm", "spsr-x4"]) == 2
     assert run(["weights", "rm", "realsr-df2k", "--all"]) == 2 and run(["weights", "rm", "nope"]) == 2
+
+
+def test_the_readme_table_of_piped_columns_matches_the_code(capsys):
+    """Issue 26: the README documented 7 piped columns where 11 were printed, sha256 not 7th."""
+    import re
+
+    from spsr_cli.cli.weights import PIPED_AUXILIARY_COLUMNS, PIPED_MODEL_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| # | model row | auxiliary row |") :].split("\n\n", 1)[0]
+    cells = [re.split(r"(?<!\\)\|", line.strip()[1:-1]) for line in table.splitlines()[2:]]  # "\|" is no border
+    rows = [[cell.strip().replace("`", "") for cell in row] for row in cells]
+    models = [row[1] for row in rows if row[1]]
+    auxiliary = [row[2] for row in rows if len(row) > 2 and row[2]]
+    assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
+    assert len(models) == len(PIPED_MODEL_COLUMNS) and len(auxiliary) == len(PIPED_AUXILIARY_COLUMNS)
+    for documented, column in [*zip(models, PIPED_MODEL_COLUMNS), *zip(auxiliary, PIPED_AUXILIARY_COLUMNS)]:
+        assert documented.startswith(column), (documented, column)
+    assert run(["weights", "list"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        expected = PIPED_MODEL_COLUMNS if line.startswith("model\t") else PIPED_AUXILIARY_COLUMNS
+        assert len(line.split("\t")) == len(expected), line
