@@ -22,7 +22,12 @@ train_app = typer.Typer(
 def train_command(
     ctx: typer.Context,
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config (e.g. configs/spsr-x4.yaml).")
+        Optional[str],
+        typer.Option(
+            "--config",
+            "-c",
+            help="A shipped config by name (spsr-x4, spsr-x4-cpu, tiny-cpu, ...) or a YAML/TOML file.",
+        ),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
@@ -52,20 +57,22 @@ def train_command(
         typer.echo(ctx.get_help())
         raise typer.Exit(2)  # a usage error, as bare `spsr` and `spsr weights`
     from spsr_cli.train.config import dump_yaml, load_config, resolve_run_config
+    from spsr_cli.train.shipped import resolve_config
 
+    config_path = resolve_config(config) if config is not None else None
     extra = list(overrides or [])
     if stage is not None:
         extra.append(f"train.stage={stage}")
     if init is not None:
         extra.append(f"train.init={init}")
     if print_config:
-        cfg = load_config(config, extra)
+        cfg = load_config(config_path, extra)
         typer.echo(dump_yaml(cfg), nl=False)
         return
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
     check_output_folder(out, "--out")
-    cfg = resolve_run_config(config_path=config, overrides=extra, run_dir=out, resume=resume)
+    cfg = resolve_run_config(config_path=config_path, overrides=extra, run_dir=out, resume=resume)
     from spsr_cli.train.loop import train
 
     result = train(cfg, out, resume=resume)
@@ -138,8 +145,8 @@ def nse_command(
         Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
     ] = None,
     config: Annotated[
-        Optional[Path],
-        typer.Option("--config", "-c", help="YAML or TOML NSE config (e.g. configs/nse-contrastive.yaml)."),
+        Optional[str],
+        typer.Option("--config", "-c", help="A shipped NSE config by name (nse-contrastive, ...) or a YAML/TOML file."),
     ] = None,
     overrides: Annotated[
         Optional[list[str]],
@@ -149,14 +156,16 @@ def nse_command(
 ) -> None:
     """Train a neural structure extractor (SPSR-P / SPSR-J's loss network) by self-supervision."""
     from spsr_cli.train import load_nse_config, train_nse
+    from spsr_cli.train.shipped import resolve_config
 
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
     check_output_folder(out, "--out")
     extra = list(overrides or []) + ([f"task.method={method}"] if method is not None else [])
-    if config is None and resume and (out / "config.yaml").is_file():
-        config = out / "config.yaml"
-    cfg = load_nse_config(config, extra)
+    config_path = resolve_config(config) if config is not None else None
+    if config_path is None and resume and (out / "config.yaml").is_file():
+        config_path = out / "config.yaml"
+    cfg = load_nse_config(config_path, extra)
     result = train_nse(cfg, out, resume=resume)
     accuracy = f"; held-out accuracy {result.evaluation[-1]['accuracy']:.4f}" if result.evaluation else ""
     console.print(
