@@ -33,6 +33,7 @@ from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_fil
 from spsr_cli.eval.degradation import Degradation
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
+from spsr_cli.eval.niqe import BLOCK as NIQE_BLOCK
 from spsr_cli.eval.niqe import niqe_of_image
 from spsr_cli.files import write_text_atomic
 from spsr_cli.io.images import Image as SpsrImage
@@ -432,6 +433,7 @@ def evaluate_many(
     seconds = time.perf_counter() - started
     for result in results:
         result.seconds = seconds
+        _note_missing_niqe(result, niqe_params is not None, proto.border_for(scale) or 0)
         if unpaired:
             result.images.sort(key=lambda r: r.name)
     return results
@@ -471,8 +473,8 @@ def score_pair(
     if niqe_model is not None:
         try:
             q = niqe_of_image(sr, niqe_model, border=protocol.border_for(scale))
-        except NIQEError as err:  # an image under 96 x 96 pixels has no NIQE
-            log.info("%s: no NIQE: %s", pair.name, err)
+        except NIQEError as err:  # fewer than two 96 x 96 blocks: no NIQE (evaluate_many says so once)
+            log.debug("%s: no NIQE: %s", pair.name, err)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         _write_png(save_dir / f"{pair.name}.png", sr)
@@ -480,6 +482,19 @@ def score_pair(
         name=pair.name, psnr=p, ssim=s, lpips=d, niqe=q, seconds=seconds, output_pixels=sr.shape[0] * sr.shape[1]
     )
     return row, sr
+
+
+def _note_missing_niqe(result: EvalResult, computed: bool, border: int) -> None:
+    """Say once, in ``niqe_note``, how many scored images have no NIQE and why (it needs two blocks)."""
+    scored = [r for r in result.images if r.error is None]
+    missing = [r.name for r in scored if r.niqe is None]
+    if computed and missing and result.niqe_note is None:
+        result.niqe_note = (
+            f"{len(missing)} of {len(scored)} images have no NIQE ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): NIQE needs two {NIQE_BLOCK} x {NIQE_BLOCK} blocks of "
+            f"output after the {border}-pixel border, e.g. {2 * NIQE_BLOCK + 2 * border} x {NIQE_BLOCK + 2 * border} "
+            "pixels; the mean NIQE is left empty"
+        )
 
 
 def _lpips_or_note(
