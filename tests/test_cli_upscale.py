@@ -546,3 +546,41 @@ def test_a_json_record_of_one_model_describes_it(tmp_path, tiny_weights):
     assert used["architecture"] == "spsr" and used["config"]["nf"] == 8 and used["path"] == str(tiny_weights)
     assert used["load_seconds"] > 0 and used["warm_up_seconds"] > 0
     assert doc["images"][0]["seconds"] > 0 and "model" not in doc["images"][0]
+
+
+def test_progress_bars_count_right_on_a_terminal(tmp_path, tiny_weights, monkeypatch):
+    """Issue 26 (low): the images bar lagged one image; the tiles bar jumped from 0/1 to 1/9."""
+    import io
+
+    import rich.progress
+    from rich.console import Console
+
+    from spsr_cli.cli import upscale as cli_upscale
+
+    monkeypatch.setattr(cli_upscale, "console", Console(file=io.StringIO(), force_terminal=True, width=120))
+    seen: list[tuple[str, object, object]] = []
+    update, reset = rich.progress.Progress.update, rich.progress.Progress.reset
+
+    def record_update(self, task, **kw):
+        seen.append((self._tasks[task].description if task in self._tasks else "?", kw.get("completed"), kw))
+        return update(self, task, **kw)
+
+    def record_reset(self, task, **kw):
+        seen.append(("reset", kw.get("completed"), kw))
+        return reset(self, task, **kw)
+
+    monkeypatch.setattr(rich.progress.Progress, "update", record_update)
+    monkeypatch.setattr(rich.progress.Progress, "reset", record_reset)
+    for name in ("a", "b", "c"):
+        save(tmp_path / f"{name}.png")
+    assert run(["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-t", "32"]) == 0
+    starts = [kw for what, _, kw in seen if str(kw.get("description", "")).startswith("images: ")]
+    assert [kw["description"] for kw in starts] == ["images: a.png", "images: b.png", "images: c.png"]
+    before_start, latest = [], None
+    for what, completed, kw in seen:
+        if str(kw.get("description", "")).startswith("images: "):
+            before_start.append(latest)
+        elif what.startswith("images") and completed is not None:
+            latest = completed
+    assert before_start == [0, 1, 2] and latest == 3  # b starts with a counted done, c with a and b
+    assert all(kw["total"] is None for what, _, kw in seen if what == "reset")  # no "0/1" before the first tile

@@ -210,20 +210,29 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
         TimeRemainingColumn(),
     )
     plain = not console.is_terminal
+    position = {id(job): i for i, job in enumerate(jobs)}
+    finished = [0]  # images done: every image before the one starting (its write may still be in flight)
+
     with Progress(*columns, console=console, transient=True, disable=plain) as progress:
         files = progress.add_task("images", total=len(jobs))
-        tiles = progress.add_task("tiles", total=1, visible=False)
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def count(done: int) -> None:
+            finished[0] = max(finished[0], done)
+            progress.update(files, completed=finished[0])
 
         def on_start(job: Job) -> None:
+            count(position.get(id(job), 0))
             progress.update(files, description=f"images: {esc(job.source.name)}")
-            progress.reset(tiles, total=1, completed=0, visible=True, description="  tiles")
+            # the tile count is known after the first tile: no "0/1" until then
+            progress.reset(tiles, total=None, completed=0, visible=True, description="  tiles")
 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
 
         def on_report(report: JobReport) -> None:
             reports.append(report)
-            progress.advance(files)
+            count(len(reports))
             if report.status == "failed":
                 console.print(f"[yellow]{esc(one_line(report.source))}[/]: failed: {esc(report.reason)}")
             elif plain and report.status == "written":
