@@ -54,7 +54,7 @@ ROWS = [
     (0, "--version"),
     (0, "weights list"),
     (0, "upscale {dir}/rerun --model {w} --skip-existing"),
-    (0, "upscale {dir}/a.png --model {w} -s 2 -t 8 -f jpg --fp32 -o {dir}/short.jpg"),
+    (0, "upscale {dir}/a.png --model {w} -s 2 -t 32 -f jpg --fp32 -o {dir}/short.jpg"),
     # 1: some inputs failed (the rest processed) or a runtime error
     (1, "upscale {dir}/batch --model {w} -o {dir}/out1"),
     (1, "upscale {dir}/a.png {dir}/g.gif --model {w} -o {dir}/out2"),
@@ -82,6 +82,16 @@ ROWS = [
     (2, "upscale {dir}/a.png --model {w} --fp32 --precision bf16"),
     (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o /proc/x"),
     (2, "weights import {w} --name " + "n" * 300),
+    # issue 26: checked before any work
+    (2, "upscale {dir}/a.png --model {w} --tile 1"),
+    (2, "upscale {dir}/a.png --model {w} --suffix " + "s" * 300),
+    (2, "upscale {dir}/a.png --model {w} --json /proc/nope/r.json"),
+    (2, "eval --hr-dir {dir}/hr --model bicubic --no-lpips --no-niqe --json {dir}/done"),
+    (2, "train --config tiny-cpu --out {dir}/file.txt"),
+    (2, "train --config tiny-cpu --out {dir}/t --set train.lr=-1"),
+    (2, "weights import {w} --name auto"),
+    (2, "weights rm spsr-x4"),
+    (0, "weights rm --all --dry-run"),
 ]
 
 

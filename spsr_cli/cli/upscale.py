@@ -21,7 +21,9 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
+    one_line,
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
@@ -116,6 +118,10 @@ def upscale_command(
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
+    if json_path is not None:
+        from spsr_cli.files import check_output_file
+
+        check_output_file(json_path, "--json")
     auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
@@ -123,9 +129,17 @@ def upscale_command(
     started = time.time()
     reports: list[JobReport] = []
     try:
-        network = _auto_choice(options, offline=offline or None) if auto else loader
+        warm = json_path is not None  # a record times images without one-off costs
+        network = _auto_choice(options, offline=offline or None, warm_up=warm) if auto else loader
         result = _run(
-            jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+            jobs,
+            network,
+            options,
+            outscale=outscale,
+            quality=quality,
+            skip_existing=skip_existing,
+            reports=reports,
+            warm_up=warm,
         )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
@@ -135,24 +149,27 @@ def upscale_command(
         ) from None
     _summarise(result, len(jobs))
     if json_path is not None:
+        from spsr_cli.engine.records import upscale_record
+
+        described = upscale_record(
+            result, requested=model, module=loader.module, auto=auto, load_seconds=loader.load_seconds
+        )
         write_record(
             json_path,
             {
                 "command": "upscale",
                 "started": started,
                 "seconds": round(time.time() - started, 3),
-                "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-                **{k: result.settings.get(k) for k in ("device", "precision", "tile")},
-                "images": [r.to_json() for r in result.reports],
+                **described,
                 "summary": {"written": len(result.done), "skipped": len(result.skipped), "failed": len(result.failed)},
                 "exit_code": result.exit_code,
             },
         )
-        console.print(f"-> {json_path}")
+        console.print(f"-> {esc(json_path)}")
     raise typer.Exit(result.exit_code)
 
 
-def _auto_choice(options, *, offline: bool | None):
+def _auto_choice(options, *, offline: bool | None, warm_up: bool = False):
     """``--model auto``: a function building the per-image :class:`~spsr_cli.engine.model_choice.ModelChoice`
     (called only when some image needs the network)."""
 
@@ -162,7 +179,11 @@ def _auto_choice(options, *, offline: bool | None):
         from spsr_cli.weights.manifest import load_manifest
 
         return ModelChoice(
-            AUTO, options, load=lambda name: load_generator(name, offline=offline), default_name=load_manifest().default
+            AUTO,
+            options,
+            load=lambda name: load_generator(name, offline=offline),
+            default_name=load_manifest().default,
+            warm_up=warm_up,
         )
 
     return build
@@ -189,26 +210,35 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
         TimeRemainingColumn(),
     )
     plain = not console.is_terminal
+    position = {id(job): i for i, job in enumerate(jobs)}
+    finished = [0]  # images done: every image before the one starting (its write may still be in flight)
+
     with Progress(*columns, console=console, transient=True, disable=plain) as progress:
         files = progress.add_task("images", total=len(jobs))
-        tiles = progress.add_task("tiles", total=1, visible=False)
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def count(done: int) -> None:
+            finished[0] = max(finished[0], done)
+            progress.update(files, completed=finished[0])
 
         def on_start(job: Job) -> None:
-            progress.update(files, description=f"images: {job.source.name}")
-            progress.reset(tiles, total=1, completed=0, visible=True, description="  tiles")
+            count(position.get(id(job), 0))
+            progress.update(files, description=f"images: {esc(job.source.name)}")
+            # the tile count is known after the first tile: no "0/1" until then
+            progress.reset(tiles, total=None, completed=0, visible=True, description="  tiles")
 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
 
         def on_report(report: JobReport) -> None:
             reports.append(report)
-            progress.advance(files)
+            count(len(reports))
             if report.status == "failed":
-                console.print(f"[yellow]{report.source}[/]: failed: {report.reason}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: failed: {esc(report.reason)}")
             elif plain and report.status == "written":
-                console.print(_line(report))
+                console.print(esc(_line(report)))
             elif report.status == "skipped" and report.reason != SKIPPED:
-                console.print(f"[yellow]{report.source}[/]: {report.reason}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: {esc(report.reason)}")
 
         return run_jobs(jobs, loader, options, on_start=on_start, on_tile=on_tile, on_report=on_report, **kwargs)
 
@@ -219,7 +249,7 @@ def _line(report: JobReport) -> str:
     tiles = f", {report.tiles} tile{'s' if report.tiles != 1 else ''}" if report.tiles else ""
     seconds = f", {report.seconds:.2f} s" if report.seconds is not None else ""
     sizes = f"{size(report.input_size)} -> {size(report.output_size)}"
-    return f"{report.source} -> {report.target}, {sizes}{seconds}{tiles}"
+    return f"{one_line(report.source)} -> {one_line(report.target)}, {sizes}{seconds}{tiles}"
 
 
 def _summarise(result: BatchResult, count: int) -> None:
@@ -234,6 +264,6 @@ def _summarise(result: BatchResult, count: int) -> None:
         + (f"[red]{len(result.failed)} failed[/]" if result.failed else "0 failed")
     )
     for job, reason in result.failed:  # the whole list at the end, where a log reader looks
-        console.print(f"  [red]failed[/] {job.source}: {reason}")
+        console.print(f"  [red]failed[/] {esc(one_line(job.source))}: {esc(reason)}")
     if count == 1 and result.done:
-        console.print(f"-> {result.done[0].target}")
+        console.print(f"-> {esc(result.done[0].target)}")

@@ -390,6 +390,34 @@ def validate_config(cfg: TrainConfig) -> None:
         value = getattr(cfg.loss, f.name)
         if isinstance(value, float) and value < 0:
             raise ConfigError(f"loss.{f.name} must be >= 0, got {value}")
+    _check_finite(cfg, "")
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr must be positive, got {t.lr} (freeze parts with train.trainable instead)")
+    if not t.lr_d >= 0:
+        raise ConfigError(f"train.lr_d must be >= 0, got {t.lr_d}")
+    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1) (Adam's moment decay), got {value}")
+    if not t.weight_decay >= 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if not t.gamma > 0:
+        raise ConfigError(
+            f"train.gamma must be positive (the factor the learning rate is multiplied by at each of "
+            f"train.milestones), got {t.gamma}"
+        )
+    if any(step <= 0 for step in t.milestones):
+        raise ConfigError(f"train.milestones must be positive step numbers, got {t.milestones}")
+
+
+def _check_finite(section: Any, prefix: str) -> None:
+    """Every float value of the config (nested sections too) must be a finite number: ``lr: .nan`` or
+    ``.inf`` passes every range check and ends in a traceback (or a silent divergence) later."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value}")
 
 
 def default_config() -> TrainConfig:
