@@ -191,6 +191,47 @@ def test_an_interrupted_video_leaves_nothing_and_a_rerun_starts_again(clip, tmp_
     assert again.reports[0].status == "skipped"
 
 
+def test_frames_are_timed_without_one_off_costs_and_auto_names_the_model(tmp_path, upscaler):
+    """Issue 26 carried to videos: the model's load and warm-up are recorded apart from the video's seconds,
+    and under ``--model auto`` each video names the model it got and why."""
+    from spsr_cli.engine.model_choice import AUTO, ModelChoice
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.25, audio=None)
+    loads: list[str | None] = []
+
+    def load(name):
+        loads.append(name)
+        return upscaler._source
+
+    choice = ModelChoice(AUTO, CPU, load=load, default_name="house", warm_up=True)
+    result = run_video_jobs([Job(clip, tmp_path / "a.mp4")], choice, CPU)
+    (report,) = result.reports
+    assert report.status == "written" and loads == [None]
+    assert report.model == {"model": "house", "reason": "not a JPEG"} and report.to_json()["model"] == report.model
+    assert set(result.one_off) == {"house"} and result.one_off["house"]["warm_up_seconds"] > 0
+    plain = run_video_jobs([Job(clip, tmp_path / "b.mp4")], upscaler._source, CPU, warm_up=True)
+    assert plain.reports[0].model is None and "model" not in plain.reports[0].to_json()
+    (costs,) = plain.one_off.values()
+    assert costs["warm_up_seconds"] > 0 and plain.settings["backend"] == "torch"
+    cold = run_video_jobs([Job(clip, tmp_path / "c.mp4")], upscaler._source, CPU)
+    assert next(iter(cold.one_off.values()))["warm_up_seconds"] is None
+
+
+def test_names_too_long_fail_alone_or_as_usage_errors(clip, tmp_path):
+    """Issue 26 defect 3 for videos: an output name over 255 bytes fails that video alone; a --suffix or an
+    -o name too long for any file name is a usage error before any work."""
+    long_clip = tmp_path / ("v" * 251 + ".mp4")  # 255 bytes: its output v..v_x4.mp4 has 258
+    long_clip.symlink_to(clip)
+    (job,) = plan_video_jobs([long_clip], OutputSpec(), scale=4, settings=VideoSettings())
+    assert "258 bytes, more than the 255" in job.problem
+    result = run_video_jobs([job], lambda: pytest.fail("loaded"), CPU)
+    assert result.reports[0].status == "failed" and "258 bytes" in result.reports[0].reason
+    with pytest.raises(UsageError, match="choose a shorter --suffix"):
+        plan_video_jobs([clip], OutputSpec(suffix="s" * 300), scale=4, settings=VideoSettings())
+    with pytest.raises(UsageError, match="choose a shorter -o"):
+        plan_video_jobs([clip], OutputSpec(output=tmp_path / ("o" * 300)), scale=4, settings=VideoSettings())
+
+
 def test_disk_space_is_estimated_from_the_bit_rate(clip):
     info = probe(clip)
     base = estimate_output_bytes(info, (256, 192), 16, Encoding("h264", 18))

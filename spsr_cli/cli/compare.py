@@ -15,6 +15,7 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
     parse_crop,
 )
@@ -81,7 +82,7 @@ def compare_command(
         task = bar.add_task("photos", total=None)
 
         def on_photo(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"photos: {name}")
+            bar.update(task, completed=done, total=total, description=f"photos: {esc(name)}")
 
         result = compare_photos(
             photos,
@@ -96,14 +97,16 @@ def compare_command(
         )
     for photo in result.photos:
         if photo.error is None:
-            times = ", ".join(f"{o.label} {o.seconds:.2f} s" for o in photo.outputs)
-            console.print(f"{photo.name}: {times}")
+            times = ", ".join(
+                f"{o.label} {o.seconds:.2f} s ({o.seconds_per_megapixel or 0:.2f} s/MP)" for o in photo.outputs
+            )
+            console.print(esc(f"{photo.name}: {times}"))
         else:
-            console.print(f"[red]{photo.source}:[/] {photo.error}")
+            console.print(f"[red]{esc(photo.source)}:[/] {esc(photo.error)}")
     ok = len(result.photos) - len(result.failed)
     failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
     console.print(f"[green]{ok} photo{'s' if ok != 1 else ''} compared[/]{failed}")
-    console.print(f"-> {result.index}")
+    console.print(f"-> {esc(result.index)}")
     raise typer.Exit(1 if result.failed else 0)
 
 

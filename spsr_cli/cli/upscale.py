@@ -6,12 +6,12 @@ Nothing heavy is imported at module level: ``spsr --help`` must not load torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from spsr_cli.cli.common import (
     DeviceOpt,
@@ -22,7 +22,9 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
+    one_line,
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
@@ -87,8 +89,8 @@ def upscale_command(
         typer.Option(
             "--json",
             rich_help_panel=_OUT,
-            help="Write a record of the run: per image input, output, status, seconds; model, sha256, device, "
-            "precision, tile.",
+            help="Write a record of the run: per image and video input, output, status, seconds; model, sha256, "
+            "device, precision, tile.",
         ),
     ] = None,
     tile: TileOpt = "auto",
@@ -167,6 +169,10 @@ def upscale_command(
         raise UsageError(
             "--video-codec, --crf, --preset, --frames and --fps-limit apply to videos; no input is a video"
         )
+    if json_path is not None:
+        from spsr_cli.files import check_output_file
+
+        check_output_file(json_path, "--json")
     auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
@@ -176,12 +182,20 @@ def upscale_command(
     started = time.time()
     reports: list[JobReport] = []
     video_reports: list = []
-    network = _auto_choice(options, offline=offline or None) if auto else loader
+    warm = json_path is not None  # a record times images and frames without one-off costs
+    network = _auto_choice(options, offline=offline or None, warm_up=warm) if auto else loader
     result = video_result = None
     try:
         if jobs:
             result = _run(
-                jobs, network, options, outscale=outscale, quality=quality, skip_existing=skip_existing, reports=reports
+                jobs,
+                network,
+                options,
+                outscale=outscale,
+                quality=quality,
+                skip_existing=skip_existing,
+                reports=reports,
+                warm_up=warm,
             )
         if video_jobs:
             video_result = _run_videos(
@@ -192,6 +206,7 @@ def upscale_command(
                 outscale=outscale,
                 skip_existing=skip_existing,
                 reports=video_reports,
+                warm_up=warm,
             )
     except KeyboardInterrupt:
         written = sum(r.status == "written" for r in reports)
@@ -209,16 +224,21 @@ def upscale_command(
         _summarise_videos(video_result)
     exit_code = max(result.exit_code if result else 0, video_result.exit_code if video_result else 0)
     if json_path is not None:
-        settings = (result.settings if result and result.settings else None) or (
-            video_result.settings if video_result else {}
+        from spsr_cli.engine.records import upscale_record
+
+        described = upscale_record(
+            result,
+            requested=model,
+            module=loader.module,
+            auto=auto,
+            load_seconds=loader.load_seconds,
+            videos=video_result,
         )
         record = {
             "command": "upscale",
             "started": started,
             "seconds": round(time.time() - started, 3),
-            "model": {"name": model, "path": str(loader.path) if loader.path else None, "sha256": loader.sha256},
-            **{k: settings.get(k) for k in ("device", "precision", "tile")},
-            "images": [r.to_json() for r in result.reports] if result else [],
+            **described,
             "summary": {
                 "written": len(result.done) if result else 0,
                 "skipped": len(result.skipped) if result else 0,
@@ -226,25 +246,30 @@ def upscale_command(
             },
         }
         if video_result is not None:
-            record["videos"] = [r.to_json() for r in video_result.reports]
             record["video_summary"] = {k: video_result.count(k) for k in ("written", "skipped", "failed")}
         record["exit_code"] = exit_code
         write_record(json_path, record)
-        console.print(f"-> {json_path}")
+        console.print(f"-> {esc(json_path)}")
     raise typer.Exit(exit_code)
 
 
-def _auto_choice(options, *, offline: bool | None):
+def _auto_choice(options, *, offline: bool | None, warm_up: bool = False):
     """``--model auto``: a function building the per-image :class:`~spsr_cli.engine.model_choice.ModelChoice`
-    (called only when some image needs the network)."""
+    (called only when some image or video needs the network; built once, the images and videos of a run
+    share its models)."""
 
+    @functools.cache
     def build():
         from spsr_cli.engine.model_choice import AUTO, ModelChoice
         from spsr_cli.weights.loader import load_generator
         from spsr_cli.weights.manifest import load_manifest
 
         return ModelChoice(
-            AUTO, options, load=lambda name: load_generator(name, offline=offline), default_name=load_manifest().default
+            AUTO,
+            options,
+            load=lambda name: load_generator(name, offline=offline),
+            default_name=load_manifest().default,
+            warm_up=warm_up,
         )
 
     return build
@@ -271,26 +296,35 @@ def _run(jobs: list[Job], loader, options, *, reports: list, **kwargs) -> BatchR
         TimeRemainingColumn(),
     )
     plain = not console.is_terminal
+    position = {id(job): i for i, job in enumerate(jobs)}
+    finished = [0]  # images done: every image before the one starting (its write may still be in flight)
+
     with Progress(*columns, console=console, transient=True, disable=plain) as progress:
         files = progress.add_task("images", total=len(jobs))
-        tiles = progress.add_task("tiles", total=1, visible=False)
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def count(done: int) -> None:
+            finished[0] = max(finished[0], done)
+            progress.update(files, completed=finished[0])
 
         def on_start(job: Job) -> None:
-            progress.update(files, description=f"images: {job.source.name}")
-            progress.reset(tiles, total=1, completed=0, visible=True, description="  tiles")
+            count(position.get(id(job), 0))
+            progress.update(files, description=f"images: {esc(job.source.name)}")
+            # the tile count is known after the first tile: no "0/1" until then
+            progress.reset(tiles, total=None, completed=0, visible=True, description="  tiles")
 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
 
         def on_report(report: JobReport) -> None:
             reports.append(report)
-            progress.advance(files)
+            count(len(reports))
             if report.status == "failed":
-                console.print(f"[yellow]{report.source}[/]: failed: {report.reason}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: failed: {esc(report.reason)}")
             elif plain and report.status == "written":
-                console.print(_line(report))
+                console.print(esc(_line(report)))
             elif report.status == "skipped" and report.reason != SKIPPED:
-                console.print(f"[yellow]{report.source}[/]: {report.reason}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: {esc(report.reason)}")
 
         return run_jobs(jobs, loader, options, on_start=on_start, on_tile=on_tile, on_report=on_report, **kwargs)
 
@@ -323,7 +357,7 @@ def _run_videos(jobs: list[Job], loader, options, settings, *, reports: list, **
 
         def on_start(job: Job, frames: int | None) -> None:
             clock["t0"] = time.perf_counter()
-            progress.reset(task, total=frames, completed=0, description=f"video: {job.source.name}", fps="-")
+            progress.reset(task, total=frames, completed=0, description=f"video: {esc(job.source.name)}", fps="-")
 
         def on_frame(done: int, total: int) -> None:
             elapsed = time.perf_counter() - clock["t0"]
@@ -333,9 +367,9 @@ def _run_videos(jobs: list[Job], loader, options, settings, *, reports: list, **
         def on_report(report) -> None:
             reports.append(report)
             if report.status == "failed":
-                console.print(f"[yellow]{escape(str(report.source))}[/]: failed: {escape(report.reason or '')}")
+                console.print(f"[yellow]{esc(one_line(report.source))}[/]: failed: {esc(report.reason or '')}")
             elif plain and report.status == "written":
-                console.print(escape(_video_line(report)))
+                console.print(esc(_video_line(report)))
 
         return run_video_jobs(
             jobs, loader, options, settings, on_start=on_start, on_frame=on_frame, on_report=on_report, **kwargs
@@ -351,7 +385,8 @@ def _video_line(report) -> str:
     )
     fps = f", {report.fps:.2f} fps" if report.fps else ""
     return (
-        f"{report.source} -> {report.target}, {size(report.input_size)} -> {size(report.output_size)}, "
+        f"{one_line(report.source)} -> {one_line(report.target)}, {size(report.input_size)} -> "
+        f"{size(report.output_size)}, "
         f"{report.frames} frames{fps}, {report.seconds:.2f} s, {codecs}"
     )
 
@@ -364,10 +399,10 @@ def _summarise_videos(result) -> None:
     )
     for report in result.reports:
         if report.status == "failed":
-            console.print(f"  [red]failed[/] {escape(str(report.source))}: {escape(report.reason or '')}")
+            console.print(f"  [red]failed[/] {esc(one_line(report.source))}: {esc(report.reason or '')}")
     written = [r for r in result.reports if r.status == "written"]
     if len(result.reports) == 1 and written:
-        console.print(f"-> {escape(str(written[0].target))}")
+        console.print(f"-> {esc(written[0].target)}")
 
 
 def _line(report: JobReport) -> str:
@@ -376,7 +411,7 @@ def _line(report: JobReport) -> str:
     tiles = f", {report.tiles} tile{'s' if report.tiles != 1 else ''}" if report.tiles else ""
     seconds = f", {report.seconds:.2f} s" if report.seconds is not None else ""
     sizes = f"{size(report.input_size)} -> {size(report.output_size)}"
-    return f"{report.source} -> {report.target}, {sizes}{seconds}{tiles}"
+    return f"{one_line(report.source)} -> {one_line(report.target)}, {sizes}{seconds}{tiles}"
 
 
 def _summarise(result: BatchResult, count: int) -> None:
@@ -391,6 +426,6 @@ def _summarise(result: BatchResult, count: int) -> None:
         + (f"[red]{len(result.failed)} failed[/]" if result.failed else "0 failed")
     )
     for job, reason in result.failed:  # the whole list at the end, where a log reader looks
-        console.print(f"  [red]failed[/] {job.source}: {reason}")
+        console.print(f"  [red]failed[/] {esc(one_line(job.source))}: {esc(reason)}")
     if count == 1 and result.done:
-        console.print(f"-> {result.done[0].target}")
+        console.print(f"-> {esc(result.done[0].target)}")

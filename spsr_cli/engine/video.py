@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, Union
 
-from spsr_cli.engine.batch import SKIPPED, Job, OutputSpec, check_destinations, output_suffix, upscaler_settings
+from spsr_cli.engine.batch import (
+    SKIPPED,
+    Job,
+    OutputSpec,
+    check_destinations,
+    check_name_lengths,
+    name_problem,
+    output_suffix,
+    upscaler_settings,
+)
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError, VideoError
@@ -133,7 +142,8 @@ class VideoReport:
     Sizes are (width, height) in stored pixels; ``fps`` is frames upscaled per second of
     ``seconds`` (the whole job: decoding, network, encoding); ``codecs`` maps ``video`` to
     ``"IN -> OUT"`` and ``audio``/``subtitle`` to per-stream notes (``aac copied``,
-    ``pcm_s16le -> aac``, ``subrip left out``).
+    ``pcm_s16le -> aac``, ``subrip left out``). ``seconds`` excludes one-off costs (loading a model,
+    its warm-up), as an image's does. ``model``: under ``--model auto``, the model chosen for it and why.
     """
 
     source: Path
@@ -151,6 +161,7 @@ class VideoReport:
     output_bytes: int | None = None
     estimated_bytes: int | None = None
     max_in_flight: int | None = None
+    model: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -166,15 +177,19 @@ class VideoReport:
             "codecs": self.codecs,
             "input_bytes": self.input_bytes,
             "output_bytes": self.output_bytes,
+            **({"model": self.model} if self.model is not None else {}),
         }
 
 
 @dataclass
 class VideoResult:
-    """Every video's :class:`VideoReport`, in job order, and how the network ran (empty if it never did)."""
+    """Every video's :class:`VideoReport`, in job order, how the network ran (empty if it never did) and,
+    per model used, its one-off ``load_seconds`` and ``warm_up_seconds`` (as
+    :attr:`~spsr_cli.engine.batch.BatchResult.one_off`)."""
 
     reports: list[VideoReport] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    one_off: dict = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.reports)
@@ -205,11 +220,13 @@ def plan_video_jobs(sources: Sequence[Path], spec: OutputSpec, *, scale: float, 
     (an image format in ``spec.ext`` is for the images of the run: videos keep their container).
 
     Raises :class:`UsageError` before any work for an output that would overwrite an input, a codec the
-    container cannot hold, or an output folder that cannot be written.
+    container cannot hold, an output folder that cannot be written, or a ``--suffix`` or ``-o`` too long
+    for a file name; an output name too long for the file system fails that video alone.
     """
     settings.check()
     suffix = output_suffix(spec.suffix, scale)
     ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
+    check_name_lengths(spec, suffix, ext if ext in MUXERS else None)
     if ext is not None and ext not in MUXERS:
         if not is_writable_extension(ext):
             raise UsageError(
@@ -238,14 +255,14 @@ def plan_video_jobs(sources: Sequence[Path], spec: OutputSpec, *, scale: float, 
             same = False
         if same:
             raise UsageError(f"output {target} would overwrite the input video; choose another -o or --suffix")
-        jobs.append(Job(source=source, target=target))
+        jobs.append(Job(source=source, target=target, problem=name_problem(target)))
     seen: dict[Path, Path] = {}
     for job in jobs:
         key = Path(os.path.abspath(job.target))
         if key in seen:
             raise UsageError(f"inputs {seen[key]} and {job.source} would both be written to {job.target}")
         seen[key] = job.source
-    check_destinations(jobs)
+    check_destinations([job for job in jobs if job.problem is None])
     return jobs
 
 
@@ -480,11 +497,13 @@ def run_video_jobs(
     on_start: Callable[[Job, int | None], None] | None = None,
     on_frame: FrameProgress | None = None,
     on_report: Callable[[VideoReport], None] | None = None,
+    warm_up: bool = False,
 ) -> VideoResult:
     """Upscale every video; one that fails (unreadable, truncated, audio only, no PyAV) is reported and the
     rest go on. ``model`` is what :func:`~spsr_cli.engine.batch.run_jobs` takes: the network is built on
     the first video that needs it (after that video was probed). ``on_start(job, frames)`` is called
-    when a video starts, with its frame count where known."""
+    when a video starts, with its frame count where known. ``warm_up``: run one small tile through a
+    model before its first frame is timed (a ``ModelChoice`` passed in decides this itself)."""
     result = VideoResult()
     for folder in {job.target.parent for job in jobs}:
         for stale in remove_stale_claims(folder):
@@ -513,27 +532,33 @@ def run_video_jobs(
             book(VideoReport(job.source, job.target, "skipped", reason))
             continue
         started = time.perf_counter()
+        chosen = None
         try:
             with claim:
                 info = probe(job.source)
                 if choice is None:
-                    choice = _model_choice(model, options)
+                    choice = _model_choice(model, options, warm_up=warm_up)
                     result.settings = upscaler_settings(choice.first)
+                    result.one_off = choice.one_off
+                upscaler = choice.upscaler_for(job.source)
+                chosen = choice.last
+                started = time.perf_counter()  # loading a model for this video is a one-off cost
                 if on_start is not None:
                     on_start(job, info.frames)
-                report = upscale_video(
-                    info, job.target, choice.upscaler_for(job.source), settings, outscale=outscale, on_frame=on_frame
-                )
+                report = upscale_video(info, job.target, upscaler, settings, outscale=outscale, on_frame=on_frame)
+                report.model = chosen
         except (SPSRError, OSError, MemoryError) as err:
             log.debug("failed on %s", job.source, exc_info=err)
             reason = str(err) or type(err).__name__
-            book(VideoReport(job.source, job.target, "failed", reason, seconds=time.perf_counter() - started))
+            failed = VideoReport(job.source, job.target, "failed", reason, seconds=time.perf_counter() - started)
+            failed.model = chosen
+            book(failed)
             continue
         book(report)
     return result
 
 
-def _model_choice(model, options: InferenceOptions) -> ModelChoice:
+def _model_choice(model, options: InferenceOptions, *, warm_up: bool = False) -> ModelChoice:
     import torch
 
     from spsr_cli.engine.model_choice import ModelChoice
@@ -541,7 +566,7 @@ def _model_choice(model, options: InferenceOptions) -> ModelChoice:
     loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
     if isinstance(loaded, ModelChoice):
         return loaded
-    return ModelChoice.of_module(loaded, options, hint_jpeg=False)
+    return ModelChoice.of_module(loaded, options, hint_jpeg=False, warm_up=warm_up)
 
 
 __all__ = [
