@@ -400,8 +400,12 @@ def decide_on_run(args: argparse.Namespace, entry: dict, run: Path, *, score) ->
         "validation_baselines": baselines,
         "validation_noise": noise,
         "interpolation": interpolation,
-        "steps": checkpoint_step(latest_checkpoint(whole)),
+        # generator steps behind the selected EMA (the warm-up trains only the discriminators)
+        "steps": max(0, state["step"] - cfg.train.d_warmup_steps),
+        "loop_steps": checkpoint_step(latest_checkpoint(whole)),
     }
+    if summary["steps"] == 0:  # the best validation was the starting generator: no rate of this round made it
+        summary["lr_parts"] = None
     if args.init is not None:  # a candidate trained elsewhere from the shipped version: its steps count too
         from spsr_cli.files import sha256_file
         from spsr_cli.weights.store import read_weights_file

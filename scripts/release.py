@@ -376,7 +376,12 @@ def status_section(entry: Mapping[str, Any]) -> str:
         if share
         else "not measured"
     )
-    if this.get("lr_parts"):  # stage W: the whole network
+    if this.get("init") and not this.get("lr_parts"):  # shipped as trained elsewhere (--init), this round kept it
+        trained = (
+            f"`base_model` (RealSR DF2K), then {this['init']}: the whole network (trunk included) trained further "
+            "by this project (see the rounds below), "
+        )
+    elif this.get("lr_parts"):  # stage W: the whole network
         parts = ", ".join(f"{part} {factor:g}" for part, factor in this["lr_parts"].items())
         trained = (
             f"`base_model` (RealSR DF2K), then the whole network (trunk included) trained further by this "
@@ -485,8 +490,8 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
 
 LICENCE = "Apache-2.0 (derived from RealSR DF2K, Copyright Tencent; see MODEL_CARD.md)"
 DESCRIPTION = (
-    "SPSR x4 fine-tuned from the RealSR DF2K RRDBNet (base_model): gradient branch and fusion trained "
-    "on BSDS500 + T91 with the SPSR-G objective, trunk frozen; see MODEL_CARD.md"
+    "SPSR x4 fine-tuned from the RealSR DF2K RRDBNet (base_model) on BSDS500 + T91 with the SPSR-G "
+    "objective, the whole network (trunk included) trained by this project; see MODEL_CARD.md"
 )
 WARM_START_DESCRIPTION = (
     "SPSR x4 whose output is the RealSR DF2K RRDBNet's (exact warm start; no training by this "

@@ -183,8 +183,8 @@ def test_one_improvement_round_continues_from_the_shipped_model(
     decision = json.loads((run / "decision.json").read_text())
     assert decision["ships"] is ships and decision["scores"] == candidate
     assert set(decision["training"]["stages"]) == {"w-warmup", "w-whole"}
-    if ships:  # 1 warm-up step (discriminators only) + 2 steps of the whole network
-        assert entry["version"] == 2 and entry["metrics"] == candidate and entry["training"]["steps"] == 3
+    if ships:  # 1 warm-up step (discriminators only) + 2 generator steps of the whole network
+        assert entry["version"] == 2 and entry["metrics"] == candidate and entry["training"]["steps"] == 2
         assert entry["training"]["reference_scores"]["spsr-x4 v1 (previous)"] == v1["metrics"]
         assert entry["sha256"] == sha256_file(scored[0])
     else:
@@ -250,6 +250,18 @@ def test_the_card_says_how_the_version_was_made(tmp_path: Path) -> None:
         and "- steps: 1200" in card
         and "hardware: 2 CPU threads (AMX)" in card
     )
+
+
+def test_the_status_says_which_recipe_made_the_shipped_weights() -> None:
+    share = {"mean_psnr": 46.4, "min_psnr": 42.3}
+    staged = {"version": 2, "training": {"steps": 430, "this_round": {"branch_share_set14": share}}}
+    assert "trunk frozen" in release.status_section(staged)
+    whole = {"version": 3, "training": {"steps": 900, "this_round": {"lr_parts": {"trunk": 0.5}, "hardware": "h"}}}
+    text = release.status_section(whole)
+    assert "whole network (trunk included)" in text and "trunk 0.5" in text and "900 training steps" in text
+    kept = {"version": 3, "training": {"steps": 1575, "this_round": {"init": "cand.safetensors", "lr_parts": None}}}
+    text = release.status_section(kept)  # shipped as trained elsewhere: no rate of this round is claimed
+    assert "cand.safetensors" in text and "factors" not in text and "trunk frozen" not in text
 
 
 def test_validation_half_of_the_rule() -> None:
