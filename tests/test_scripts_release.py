@@ -193,18 +193,23 @@ def test_one_improvement_round_continues_from_the_shipped_model(
     assert all(t.dtype == torch.float16 for t in shipped.state_dict.values())
 
 
-def test_trials_fork_the_warm_up_and_the_best_continues(tmp_path: Path) -> None:
+def _validation_folder(folder: Path) -> Path:
+    """Two random 32 px photographs: a tiny validation folder (``validation.hr_dir``)."""
     from PIL import Image
 
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+def test_trials_fork_the_warm_up_and_the_best_continues(tmp_path: Path) -> None:
     from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
 
     repo = _tree(tmp_path)
     _ship_tiny_v1(tmp_path, repo)
-    hr = tmp_path / "val"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(hr / f"{name}.png")
+    hr = _validation_folder(tmp_path / "val")
     run = tmp_path / "run"
     argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-decide"]
     argv += ["--no-v1-baseline", "--trial", "slow=train.lr_parts.trunk=0.01", "--trial", "fast=train.lr=0.05"]
@@ -389,15 +394,9 @@ def test_choose_alpha_takes_the_lowest_lpips_at_the_psnr_floor() -> None:
 
 
 def test_a_round_with_interpolation_scores_each_blend_on_validation(tmp_path: Path) -> None:
-    from PIL import Image
-
     repo = _tree(tmp_path)
     _ship_tiny_v1(tmp_path, repo)
-    hr = tmp_path / "val"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(hr / f"{name}.png")
+    hr = _validation_folder(tmp_path / "val")
     run = tmp_path / "run"
     argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-branch-share"]
     argv += ["--alphas", "0,0.5,1", "--no-v1-baseline"]
