@@ -140,3 +140,27 @@ def test_malformed_auxiliary_entries_are_named(tmp_path, monkeypatch, raw, messa
     monkeypatch.setattr(m, "packaged_manifest_path", lambda: path)
     with pytest.raises(m.ManifestError, match=message):
         m.load_manifest()
+
+
+def test_spsr_home_defaults_to_xdg_cache_home(tmp_path, monkeypatch):
+    """Issue 26: SPSR_HOME ignored XDG_CACHE_HOME."""
+    monkeypatch.delenv("SPSR_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert m.spsr_home() == tmp_path / "xdg" / "spsr"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the XDG spec: a relative path is ignored
+    assert m.spsr_home() == Path.home() / ".cache" / "spsr"
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "mine"))
+    assert m.spsr_home() == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("variable", ["SPSR_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_variables_stop_url_downloads(tmp_path, monkeypatch, variable):
+    from spsr_cli.errors import WeightsNotAvailableError
+    from spsr_cli.weights.download import download_bytes, download_verified
+
+    monkeypatch.setenv(variable, "yes")
+    with pytest.raises(WeightsNotAvailableError, match=f"{variable}=yes"):
+        download_verified("https://example.org/w.pth", tmp_path / "w.pth", sha256="0" * 64)
+    with pytest.raises(WeightsNotAvailableError, match="offline mode is on"):
+        download_bytes("https://example.org/w.pth")
+    assert not (tmp_path / "w.pth").exists()
