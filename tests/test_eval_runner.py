@@ -117,7 +117,7 @@ def test_model_run_writes_json_csv_and_images(tmp_path: Path) -> None:
     assert doc["niqe_note"].startswith("NIQE model unavailable") and doc["failed"] == 0 and doc["scored"] == 2
     assert doc["dataset"]["name"] == "Tiny" and doc["dataset"]["lr"].startswith("generated")
     assert {"spsr-cli", "torch", "numpy"} <= set(doc["versions"])
-    assert doc["engine"]["backend"] == "torch" and doc["engine"]["device"] == "cpu"  # InferenceOptions' default
+    assert (doc["model_details"]["backend"], doc["model_details"]["device"]) == ("torch", "cpu")  # the default
     write_csv(result, tmp_path / "r.csv")
     rows = list(csv.reader((tmp_path / "r.csv").open()))
     assert rows[0] == ["name", "psnr", "ssim", "lpips", "niqe", "error"] and rows[-1][0] == "mean" and len(rows) == 4

@@ -22,10 +22,11 @@ sizes and what to do, before anything large is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -197,6 +198,8 @@ class Upscaler:
         self._compile = options.compile
         self._backends: dict[str, Backend] = {}
         self._auto_work = 0.0  # multiply-accumulates of the images so far (--backend auto)
+        self._candidate: Backend | None = None  # the OpenVINO backend --backend auto may take
+        self._held: Backend | None = None  # the backend of every input while one_backend() holds one
         self.backend: Backend = self._backend("torch" if self.backend_choice == "auto" else self.backend_choice)
         self.auto = options.tile == "auto"
         if self.auto:
@@ -233,11 +236,24 @@ class Upscaler:
         self._auto_work += height * width * self.config.macs_per_input_pixel
         if "openvino" in self._backends or self._auto_work >= AUTO_CONVERT_MACS:
             return self._backend("openvino")
-        candidate = make_backend("openvino", self._source, self.device, self.dtype)
-        if candidate.is_converted():  # type: ignore[attr-defined]
-            self._backends["openvino"] = candidate
-            return candidate
+        if self._candidate is None:  # kept: its key (the weights' sha256) is computed once
+            self._candidate = make_backend("openvino", self._source, self.device, self.dtype)
+        if self._candidate.is_converted():  # type: ignore[attr-defined]
+            self._backends["openvino"] = self._candidate
+            return self._candidate
         return self._backend("torch")
+
+    @contextlib.contextmanager
+    def one_backend(self, height: int, width: int, count: int = 1) -> Iterator[Backend]:
+        """Run the next inputs (``count`` of ``height`` x ``width``: a video's frames) through one backend,
+        chosen once for all of them (``auto`` weighs their work together), so that a video never changes
+        backend midway."""
+        self.backend = self._held = self.backend_for(height * max(1, count), width)
+        log.debug("%d x %d frames: %s", width, height, self.backend.describe())
+        try:
+            yield self.backend
+        finally:
+            self._held = None
 
     # ------------------------------------------------------------------ planning
 
@@ -339,6 +355,7 @@ class Upscaler:
             self.backend_choice = "torch"
             self.backend = backend = self._backend("torch")
             self._backends.pop("openvino", None)
+            self._held = self._held and backend
             sr = backend.run(patch)
         if backend.dtype != torch.float32 and not torch.isfinite(sr).all():
             log.warning(
@@ -417,8 +434,11 @@ class Upscaler:
         if dest.shape != expected or dest.dtype not in (np.uint8, np.uint16, np.float32):
             raise ValueError(f"dest must be a {expected} uint8, uint16 or float32 array, got {dest.shape} {dest.dtype}")
         tile, batch = plan.tile, plan.batch
-        self.backend = self.backend_for(x.shape[2], x.shape[3])
-        log.debug("%d x %d image: %s", x.shape[3], x.shape[2], self.backend.describe())
+        if self._held is not None:
+            self.backend = self._held
+        else:
+            self.backend = self.backend_for(x.shape[2], x.shape[3])
+            log.debug("%d x %d image: %s", x.shape[3], x.shape[2], self.backend.describe())
         while True:
             try:
                 self._run(x, dest, tile, batch, progress)

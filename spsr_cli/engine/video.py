@@ -162,6 +162,8 @@ class VideoReport:
     estimated_bytes: int | None = None
     max_in_flight: int | None = None
     model: dict | None = None
+    #: The backend that ran every frame (``torch`` or ``openvino``; chosen once per video).
+    backend: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -177,6 +179,7 @@ class VideoReport:
             "codecs": self.codecs,
             "input_bytes": self.input_bytes,
             "output_bytes": self.output_bytes,
+            "backend": self.backend,
             **({"model": self.model} if self.model is not None else {}),
         }
 
@@ -392,7 +395,11 @@ def upscale_video(
         estimated_bytes=estimate,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp, VideoReader(info) as reader:
+    with (
+        upscaler.one_backend(info.height, info.width, total or 1),
+        atomic_path(target) as tmp,
+        VideoReader(info) as reader,
+    ):
         writer = VideoWriter(tmp, muxer, info, reader, size=size, encoding=encoding)
         try:
             copy, decode = tuple(writer.copied), tuple(writer.reencoded)
@@ -464,6 +471,7 @@ def upscale_video(
     report.output_bytes = target.stat().st_size
     report.max_in_flight = counter.most
     report.codecs = _codecs(info, writer, encoding)
+    report.backend = upscaler.backend.name
     return report
 
 
@@ -555,6 +563,9 @@ def run_video_jobs(
             book(failed)
             continue
         book(report)
+    used = sorted({r.backend for r in result.reports if r.backend})
+    if used:  # the backends that ran, not the choice (--backend auto)
+        result.settings["backend"] = ", ".join(used)
     return result
 
 
