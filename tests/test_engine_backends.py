@@ -82,6 +82,33 @@ def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_t
     assert names == ["torch", "torch", "openvino", "openvino"] and len(ran) == 2
 
 
+def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
+    """one_backend() weighs a video's frames together: a long video converts at once and never switches."""
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+
+    class FakeOpenVINO(TorchBackend):
+        name = "openvino"
+
+        def __init__(self, model, dtype):
+            super().__init__(model, CPU, dtype)
+
+        def is_converted(self):
+            return False
+
+    monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
+    model = make_rrdbnet()
+    per_frame = 10 * 12 * model.config.macs_per_input_pixel
+    monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 3 * per_frame)
+    x = torch.rand(1, 3, 10, 12)
+    short = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", backend="auto"))
+    with short.one_backend(10, 12, count=2):  # two frames: not worth a conversion
+        assert {short.upscale(x) is not None and short.backend.name for _ in range(4)} == {"torch"}
+    long = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", backend="auto"))
+    with long.one_backend(10, 12, count=5) as held:
+        assert held.name == "openvino"
+        assert {long.upscale(x) is not None and long.backend.name for _ in range(2)} == {"openvino"}
+
+
 def test_auto_falls_back_to_torch_when_openvino_cannot_convert(monkeypatch, caplog, one_thread):
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
     monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 0)

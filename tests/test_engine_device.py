@@ -1,7 +1,7 @@
 import torch
 
 from spsr_cli.engine import device
-from spsr_cli.engine.device import cpu_has_bf16_units, free_memory_bytes
+from spsr_cli.engine.device import cpu_bf16_faster, cpu_has_bf16_units, free_memory_bytes, resolve_dtype
 
 
 def test_cpu_bf16_units_are_detected_from_the_flags(tmp_path, monkeypatch):
@@ -14,6 +14,25 @@ def test_cpu_bf16_units_are_detected_from_the_flags(tmp_path, monkeypatch):
     assert not cpu_has_bf16_units(str(tmp_path / "missing"))
     monkeypatch.setenv("SPSR_CPU_BF16", "1")
     assert cpu_has_bf16_units(str(plain))
+
+
+def test_bf16_is_the_default_only_where_it_is_faster_for_the_backend(tmp_path, monkeypatch):
+    """AMX: bf16 for both backends; AVX512-BF16 without AMX: OpenVINO only (PyTorch's bf16 is slower there)."""
+    monkeypatch.delenv("SPSR_CPU_BF16", raising=False)
+    amx, avx, plain = tmp_path / "amx", tmp_path / "avx", tmp_path / "plain"
+    amx.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    avx.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    plain.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert cpu_bf16_faster("torch", str(amx)) and cpu_bf16_faster("openvino", str(amx))
+    assert not cpu_bf16_faster("torch", str(avx)) and cpu_bf16_faster("openvino", str(avx))
+    assert not cpu_bf16_faster("torch", str(plain)) and not cpu_bf16_faster("openvino", str(plain))
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_bf16_faster", lambda backend="torch", cpuinfo="": backend == "openvino")
+    assert resolve_dtype(cpu, None, "openvino") == torch.bfloat16 and resolve_dtype(cpu, None) == torch.float32
+    assert resolve_dtype(cpu, "bf16") == torch.bfloat16  # asked for: given
+    monkeypatch.undo()
+    monkeypatch.setenv("SPSR_CPU_BF16", "0")
+    assert not cpu_bf16_faster("openvino", str(amx))  # the override, as for cpu_has_bf16_units
 
 
 def test_available_memory_reads_meminfo(tmp_path):

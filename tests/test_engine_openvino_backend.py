@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_rrdbnet
+from conftest import make_generator, make_rrdbnet
 
+from spsr_cli.engine.backends import image_module
 from spsr_cli.engine.openvino_backend import (
     CacheDamaged,
     OpenVINOBackend,
@@ -137,3 +138,17 @@ def test_a_model_whose_trace_bakes_its_size_is_converted_per_shape(tmp_path, mon
     assert "converted per tile shape" in caplog.text
     with torch.inference_mode():
         assert psnr(out, model(x)) > 60
+
+
+def test_spsr_converts_too_the_backend_knows_no_architecture(one_thread):
+    """The SPSR generator (two branches, a gradient map) converts through the same path as RRDBNet."""
+    pytest.importorskip("openvino")
+    model = make_generator()
+    torch.manual_seed(2)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 4), size=(20, 16), mode="bilinear")
+    backend = OpenVINOBackend(model, torch.float32)
+    out = backend.run(x)
+    with torch.inference_mode():
+        reference = image_module(model)(x)
+    assert out.shape == reference.shape == (1, 3, 80, 64) and reference.std() > 0.02
+    assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60 and backend.timings["convert"] > 0

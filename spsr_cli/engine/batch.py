@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
@@ -524,6 +524,7 @@ def run_jobs(
     result.one_off = choice.one_off
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s, backend %(backend)s", result.settings)
     details: dict[int, dict] = {}
+    ran: set[tuple[str, Any]] = set()  # (backend, dtype) pairs that ran
 
     def record(job: Job, outcome: object) -> None:
         """Book one finished job, in job order: None written, an exception failed, (kind, message) as settled."""
@@ -609,6 +610,7 @@ def run_jobs(
                 )
                 info["output_size"] = out.size[::-1]
                 info["backend"] = upscaler.backend.name
+                ran.add((upscaler.backend.name, upscaler.backend.dtype))
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
                 info["seconds"] = time.perf_counter() - info.pop("t0")
@@ -631,9 +633,8 @@ def run_jobs(
             raise
         for finished in writer.drain():
             record(*finished)
-    used = sorted({r.backend for r in result.reports if r.backend})
-    if used:
-        result.settings["backend"] = ", ".join(used)
+    if ran:  # what ran, not the choice (--backend auto: torch for a few small images, then OpenVINO)
+        result.settings.update(ran_settings(ran))
     return result
 
 
@@ -647,6 +648,16 @@ def check_outscale(outscale: float | None) -> None:
     """Refuse an ``--outscale`` that is not a finite positive number (a usage error)."""
     if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
         raise UsageError(f"--outscale must be a finite positive factor such as 2 or 3.5, got {outscale}")
+
+
+def ran_settings(ran: set[tuple[str, Any]]) -> dict:
+    """``backend`` and ``precision`` of a run from the (backend name, torch dtype) pairs that ran: each
+    comma-separated when several did (``torch, openvino``)."""
+    names = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+    return {
+        "backend": ", ".join(sorted({name for name, _ in ran})),
+        "precision": ", ".join(sorted({names.get(str(dtype), str(dtype)) for _, dtype in ran})),
+    }
 
 
 def upscaler_settings(upscaler: Upscaler) -> dict:

@@ -16,6 +16,10 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: /proc/cpuinfo flags of bfloat16 matrix units (Intel AMX, AVX512-BF16).
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Per backend, the /proc/cpuinfo flags under which its bfloat16 is faster than its float32 (so the
+#: default). Measured (README, "Backends"): with AMX both backends' bfloat16 are several times faster;
+#: with AVX512-BF16 but no AMX, OpenVINO's bfloat16 is faster than its float32 but PyTorch's is slower.
+CPU_BF16_FASTER: dict[str, tuple[str, ...]] = {"torch": ("amx_bf16",), "openvino": ("amx_bf16", "avx512_bf16")}
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,6 +45,16 @@ def cpu_has_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     if override in ("0", "1"):
         return override == "1"
     return any(flag in cpu_flags(cpuinfo) for flag in BF16_CPU_FLAGS)
+
+
+def cpu_bf16_faster(backend: str = "torch", cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when ``backend`` (``torch`` or ``openvino``) runs faster in bfloat16 than in float32 on this
+    processor (:data:`CPU_BF16_FASTER`). ``SPSR_CPU_BF16=0|1`` overrides the detection, as for
+    :func:`cpu_has_bf16_units`."""
+    override = os.environ.get("SPSR_CPU_BF16")
+    if override in ("0", "1"):
+        return override == "1"
+    return any(flag in cpu_flags(cpuinfo) for flag in CPU_BF16_FASTER.get(backend, ()))
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -77,18 +91,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_dtype(device: torch.device, precision: str | None) -> torch.dtype:
-    """The compute dtype for ``device``.
+def resolve_dtype(device: torch.device, precision: str | None, backend: str = "torch") -> torch.dtype:
+    """The compute dtype for ``device`` and ``backend`` (``torch`` or ``openvino``).
 
-    ``None`` (the default) is the fastest accurate choice: float16 on CUDA; on CPU
-    bfloat16 where the processor has bfloat16 matrix units (:func:`cpu_has_bf16_units`)
-    and float32 elsewhere; float32 on MPS. ``fp32`` is always available. float16 is
-    refused on CPU (slow, and no faster than bfloat16 where it exists).
+    ``None`` (the default) is the fastest accurate choice: float16 on CUDA; on CPU bfloat16
+    where it is faster than float32 for that backend (:func:`cpu_bf16_faster`: with AMX for both,
+    with AVX512-BF16 alone for OpenVINO only) and float32 elsewhere; float32 on MPS. ``fp32`` is
+    always available. float16 is refused on CPU (slow, and no faster than bfloat16 where it exists).
     """
     if precision is None:
         if device.type == "cuda":
             return torch.float16
-        if device.type == "cpu" and cpu_has_bf16_units():
+        if device.type == "cpu" and cpu_bf16_faster(backend):
             return torch.bfloat16
         return torch.float32
     if precision not in _DTYPES:

@@ -161,7 +161,9 @@ class Upscaler:
     target device, dtype and memory format when they differ from the model's own).
 
     Attributes:
-        device, dtype: where and in what precision the network runs.
+        device, dtype: where and in what precision the network runs (``dtype``: that of the backend
+            expected to do the work, OpenVINO's under ``auto``; each backend has its own, see
+            :func:`~spsr_cli.engine.device.resolve_dtype`).
         backend_choice: ``torch``, ``openvino`` or ``auto`` (resolved: see :meth:`backend_for`).
         backend: the backend of the image running now (or last run).
         tile: the tile edge in use (input pixels; None: whole image). With ``--tile auto``
@@ -180,8 +182,10 @@ class Upscaler:
         if options.memory_limit is not None and options.memory_limit <= 0:
             raise UsageError(f"--max-memory must be positive, got {options.memory_limit} bytes")
         self.device = resolve_device(options.device)
-        self.dtype = resolve_dtype(self.device, options.precision)
         self.backend_choice = resolve_backend(options.backend, self.device, compile=options.compile)
+        self._precision = options.precision
+        # the precision of the backend expected to do the work (auto: OpenVINO); each backend has its own
+        self.dtype = self._dtype_for("torch" if self.backend_choice == "torch" else "openvino")
         self.scale = model.scale
         self.config: GeneratorConfig = model.config
         self.overlap = options.tile_overlap
@@ -212,9 +216,15 @@ class Upscaler:
 
     # ------------------------------------------------------------------ backends
 
+    def _dtype_for(self, backend: str) -> torch.dtype:
+        """``--precision`` for ``backend``: as given, else its fastest accurate one on this device."""
+        return resolve_dtype(self.device, self._precision, backend)
+
     def _backend(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = make_backend(name, self._source, self.device, self.dtype, compile=self._compile)
+            self._backends[name] = make_backend(
+                name, self._source, self.device, self._dtype_for(name), compile=self._compile
+            )
         return self._backends[name]
 
     @property
@@ -237,7 +247,7 @@ class Upscaler:
         if "openvino" in self._backends or self._auto_work >= AUTO_CONVERT_MACS:
             return self._backend("openvino")
         if self._candidate is None:  # kept: its key (the weights' sha256) is computed once
-            self._candidate = make_backend("openvino", self._source, self.device, self.dtype)
+            self._candidate = make_backend("openvino", self._source, self.device, self._dtype_for("openvino"))
         if self._candidate.is_converted():  # type: ignore[attr-defined]
             self._backends["openvino"] = self._candidate
             return self._candidate
@@ -259,7 +269,9 @@ class Upscaler:
 
     @property
     def itemsize(self) -> int:
-        return torch.finfo(self.dtype).bits // 8
+        """Bytes per activation value for planning: the widest precision a backend of this upscaler may run in."""
+        dtypes = [self.dtype, self._dtype_for("torch")] if self.backend_choice == "auto" else [self.dtype]
+        return max(torch.finfo(d).bits // 8 for d in dtypes)
 
     def _work(self, tile: int | None, height: int, width: int) -> int:
         """Working set of one tile (the largest padded patch of the grid)."""

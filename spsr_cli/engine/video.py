@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 from spsr_cli.engine.batch import (
     SKIPPED,
@@ -37,6 +37,7 @@ from spsr_cli.engine.batch import (
     check_name_lengths,
     name_problem,
     output_suffix,
+    ran_settings,
     upscaler_settings,
 )
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
@@ -517,6 +518,7 @@ def run_video_jobs(
         for stale in remove_stale_claims(folder):
             log.info("removed %s, left by an interrupted run", stale)
     choice = None
+    ran: set[tuple[str, Any]] = set()  # (backend, dtype) pairs that ran
 
     def book(report: VideoReport) -> None:
         result.reports.append(report)
@@ -554,6 +556,7 @@ def run_video_jobs(
                 if on_start is not None:
                     on_start(job, info.frames)
                 report = upscale_video(info, job.target, upscaler, settings, outscale=outscale, on_frame=on_frame)
+                ran.add((upscaler.backend.name, upscaler.backend.dtype))
                 report.model = chosen
         except (SPSRError, OSError, MemoryError) as err:
             log.debug("failed on %s", job.source, exc_info=err)
@@ -563,9 +566,8 @@ def run_video_jobs(
             book(failed)
             continue
         book(report)
-    used = sorted({r.backend for r in result.reports if r.backend})
-    if used:  # the backends that ran, not the choice (--backend auto)
-        result.settings["backend"] = ", ".join(used)
+    if ran:  # what ran, not the choice (--backend auto)
+        result.settings.update(ran_settings(ran))
     return result
 
 
