@@ -1,8 +1,8 @@
 """``from spsr_cli import upscale``: one in-memory image in, its super-resolved copy out.
 
 The same engine as ``spsr upscale``: the memory check and tile choice of
-:class:`~spsr_cli.engine.tiling.Upscaler`, fp16 on CUDA and bf16 on CPUs with bfloat16
-units unless ``precision`` says otherwise, OpenVINO on the CPU where it is installed unless
+:class:`~spsr_cli.engine.tiling.Upscaler`, fp16 on CUDA and bf16 on CPUs where it is
+faster for the backend unless ``precision`` says otherwise, OpenVINO on the CPU where it is installed unless
 ``backend`` says otherwise, alpha resized separately. The loaded model and
 its upscaler are kept for the next call with the same settings.
 """

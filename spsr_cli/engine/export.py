@@ -74,8 +74,20 @@ def export_onnx(model: Generator, path: Path, *, tile: int | None = None) -> Exp
     module = image_module(model)
     channels = model.config.in_channels
     example = _example(channels, tile or CHECK_EDGE)
-    names = {"input_names": ["lr"], "output_names": ["sr"]}
     path = Path(path)
+    onnx_log = logging.getLogger("torch.onnx")  # its exporter logs a warning per missing torchvision op
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        return _export(module, example, path, tile, channels)
+    finally:
+        onnx_log.setLevel(level)
+
+
+def _export(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, tile: int | None, channels: int
+) -> ExportResult:
+    names = {"input_names": ["lr"], "output_names": ["sr"]}
     exporter = "torch.export"
     with atomic_path(path) as tmp:
         try:

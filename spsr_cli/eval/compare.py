@@ -36,7 +36,15 @@ from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.records import per_megapixel
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import read_rgb
-from spsr_cli.eval.runner import Crop, Upscale, model_labels, prepare_models, side_by_side, software_versions
+from spsr_cli.eval.runner import (
+    Crop,
+    Upscale,
+    model_labels,
+    prepare_models,
+    record_what_ran,
+    side_by_side,
+    software_versions,
+)
 from spsr_cli.files import atomic_path, nearest_existing, unwritable_reason, write_json_atomic, write_text_atomic
 from spsr_cli.io.images import is_image_path
 from spsr_cli.io.video import is_video_file, read_frame_at
@@ -235,6 +243,7 @@ def compare_photos(
         results.append(result)
         if progress is not None:
             progress(done, len(sources), name)
+    record_what_ran(prepared)
     report = CompareResult(
         out_dir=out_dir,
         models=list(models),

@@ -219,21 +219,27 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
 
 class EngineUpscale:
     """uint8 H x W x 3 LR -> uint8 sH x sW x 3 SR through an :class:`~spsr_cli.engine.tiling.Upscaler`,
-    remembering which backends ran (``torch``, ``openvino``) for the results' provenance."""
+    remembering which backends ran, in which precision, for the results' provenance (under
+    ``--backend auto`` a few small images may run in torch before OpenVINO takes over)."""
 
     def __init__(self, upscaler: Any) -> None:
         self.upscaler = upscaler
-        self.backends: set[str] = set()
+        self.ran: set[tuple[str, Any]] = set()  # (backend name, torch dtype)
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
         out = self.upscaler.upscale(x)[0]  # 3 x sH x sW in [0, 1]
-        self.backends.add(self.upscaler.backend.name)
+        self.ran.add((self.upscaler.backend.name, self.upscaler.backend.dtype))
         return quantise(out)
 
-    def backend(self) -> str:
-        """The backends that ran (comma-separated), or the upscaler's choice when no image ran."""
-        return ", ".join(sorted(self.backends)) or self.upscaler.backend_choice
+
+def record_what_ran(prepared: Sequence[PreparedModel]) -> None:
+    """Set each model record's ``backend`` and ``precision`` to what ran (not the choice), where any image ran."""
+    from spsr_cli.engine.batch import ran_settings
+
+    for model in prepared:
+        if isinstance(model.upscale, EngineUpscale) and model.upscale.ran:
+            model.record.update(ran_settings(model.upscale.ran))
 
 
 def make_upscalers(
@@ -440,9 +446,8 @@ def evaluate_many(
         if progress is not None:
             progress(done, len(files), name)
     seconds = time.perf_counter() - started
-    for result, model in zip(results, prepared):
-        if isinstance(model.upscale, EngineUpscale):  # the backend that ran, not the choice (--backend auto)
-            result.record["backend"] = model.upscale.backend()
+    record_what_ran(prepared)
+    for result in results:
         result.seconds = seconds
         _note_missing_niqe(result, niqe_params is not None, proto.border_for(scale) or 0)
         if unpaired:
