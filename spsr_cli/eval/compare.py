@@ -386,13 +386,15 @@ button { font: inherit; padding: 0.1em 0.6em; }
 .view .handle { position: absolute; top: 50%; left: -9px; width: 20px; height: 20px; margin-top: -10px;
   border-radius: 50%; background: #e33; cursor: ew-resize; }
 .split { display: block; width: 100%; margin: 0.4em 0; }
-.labels { display: flex; justify-content: space-between; font-weight: 600; }
+.labels { display: flex; flex-wrap: wrap; gap: 0 1em; justify-content: space-between; font-weight: 600; }
 .strip { display: flex; flex-wrap: wrap; gap: 0.8em; margin: 0.5em 0; }
 .strip figure { margin: 0; }
 .strip .win { position: relative; overflow: hidden; background: #2b2b2b; }
 .strip figure.is-a .win { outline: 3px solid #e33; }
 .strip figure.is-b .win { outline: 3px solid #36c; }
 .strip figcaption { font-size: 13px; }
+.strip figure.is-a figcaption::before { content: "A: "; color: #e33; font-weight: 600; }
+.strip figure.is-b figcaption::before { content: "B: "; color: #36c; font-weight: 600; }
 .error { color: #b00; }
 """
 
@@ -642,15 +644,15 @@ def _photo_section(photo: PhotoResult, result: CompareResult) -> list[str]:
         f'<div class="bar">{picker("a", a)}<button type="button" class="swap" title="swap A and B (X)">'
         f'&harr;</button>{picker("b", b)}<span class="zoom">zoom <button type="button" data-zoom="fit">fit'
         f'</button>{zooms} <output class="level"></output></span></div>',
-        f'<div class="view" tabindex="0" style="max-width: {out_w}px" aria-label="{e(photo.name)}: A left '
-        'of the line, B right">'
+        f'<div class="stage" style="max-width: {out_w}px">',
+        f'<div class="view" tabindex="0" aria-label="{e(photo.name)}: A left of the line, B right">'
         f'<div class="layer b"><img class="b" src="{_url(files[b])}" alt="B"></div>'
         f'<div class="layer a"><img class="a" src="{_url(files[a])}" alt="A"></div>'
         '<div class="box"></div><div class="divider"><div class="handle" title="drag to move the line">'
         "</div></div></div>",
-        f'<input type="range" class="split" min="0" max="100" step="0.1" value="50" style="max-width: '
-        f'{out_w}px" aria-label="the line between A and B">',
-        '<div class="labels"><span class="la"></span><span class="lb"></span></div>',
+        '<input type="range" class="split" min="0" max="100" step="0.1" value="50" '
+        'aria-label="the line between A and B">',
+        '<div class="labels"><span class="la"></span><span class="lb"></span></div></div>',
         f'<div class="bar">crop strip {mags}<label><input type="checkbox" class="mark" checked> mark the '
         'window</label><span class="where"></span></div>',
         '<div class="strip">',
