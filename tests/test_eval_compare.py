@@ -345,9 +345,12 @@ def test_page_in_headless_chromium_pickers_zoom_pan_and_crop_strip(
         big = np.repeat(np.repeat(shown[choice], zoom, axis=0), zoom, axis=1)
         return big[-y : -y + 160, -x : -x + 224]
 
-    def sides(a: str, b: str, split: float = 0.5) -> None:
+    def line() -> float:
+        return float(page.js("document.querySelector('.split').value")) / 100
+
+    def sides(a: str, b: str) -> None:
         """A left of the line, B right of it, both at the same zoom and offsets (aligned)."""
-        st, shot = state(), page.shot(page.rect(".view"))
+        st, shot, split = state(), page.shot(page.rect(".view")), line()
         left, right = slice(0, int((split - 0.05) * 224)), slice(int((split + 0.05) * 224), 224)
         assert float(np.abs(shot[:, left] - expected(a, st)[:, left]).mean()) < 3.0, ("A", a, st)
         assert float(np.abs(shot[:, right] - expected(b, st)[:, right]).mean()) < 3.0, ("B", b, st)
@@ -401,6 +404,32 @@ def test_page_in_headless_chromium_pickers_zoom_pan_and_crop_strip(
         window = np.repeat(np.repeat(image[cy : cy + 64, cx : cx + 64], 2, axis=0), 2, axis=1)
         assert float(np.abs(panel - window).mean()) < 3.0, choice
 
+    # the wheel zooms around the pointer (4x -> 8x): the photo's point under it stays there
+    at = (100, 80)  # in the view
+    page.call(
+        "Input.dispatchMouseEvent",
+        type="mouseWheel",
+        x=view["left"] + at[0],
+        y=view["top"] + at[1],
+        deltaX=0,
+        deltaY=-120,
+    )
+    page.until("document.querySelector('.cmp').dataset.zoom === '8'")
+    wheeled = state()
+    for axis, offset in enumerate(("offsetX", "offsetY")):  # within the half pixel that snapping moves
+        assert abs((at[axis] - wheeled[offset]) / 8 - (at[axis] - moved[offset]) / 4) <= 0.5 / 8, (moved, wheeled)
+    sides("input", "bicubic")
+
+    # dragging the line's handle moves the line (and chooses no point)
+    handle = page.rect(".handle")
+    hx, hy = handle["left"] + handle["width"] / 2, handle["top"] + handle["height"] / 2
+    page.call("Input.dispatchMouseEvent", type="mousePressed", x=hx, y=hy, button="left", clickCount=1)
+    for step in range(1, 6):
+        page.call("Input.dispatchMouseEvent", type="mouseMoved", x=hx - 11 * step, y=hy, button="left")
+    page.call("Input.dispatchMouseEvent", type="mouseReleased", x=hx - 55, y=hy, button="left", clickCount=1)
+    assert abs(line() - (hx - 55 - view["left"]) / 224) < 0.01 and state()["pointX"] == moved["pointX"]
+    sides("input", "bicubic")
+
     # keys on the view: X swaps A and B
     page.call("Input.dispatchKeyEvent", type="keyDown", key="x", code="KeyX", text="x")
     page.call("Input.dispatchKeyEvent", type="keyUp", key="x", code="KeyX")
@@ -414,9 +443,8 @@ def test_page_in_headless_chromium_pickers_zoom_pan_and_crop_strip(
     # the slider's track, clicked near its right end: A now fills up to there
     track = page.rect(".split")
     click(track["left"] + 0.9 * track["width"], track["top"] + track["height"] / 2)
-    split = float(page.js("document.querySelector('.split').value")) / 100
-    assert 0.8 <= split <= 0.95
-    sides("bicubic", "input", split)
+    assert 0.8 <= line() <= 0.95
+    sides("bicubic", "input")
 
     shot = tmp_path / "compare-page.png"
     data = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
