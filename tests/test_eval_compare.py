@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -73,22 +74,28 @@ def test_writes_outputs_crops_report_and_page(tmp_path: Path, tiny_weights: Path
 
     assert np.array_equal(_read(out / "full/a/bicubic.png"), bicubic_upscale(_read(photos[0]), 4))
     assert _read(out / "full/a/tiny.png").shape == (160, 224, 3)
-    # the crop figure: input (nearest x4), bicubic, tiny; 128-pixel window shown 2x, side by side
+    # the crop figure: input (nearest x4), bicubic, tiny; the 64-pixel default window (256 output pixels)
+    # is cut to the 160-pixel-high photo, and a window up to 160 pixels is shown 2x, side by side
     figure = _read(out / "crops/a.png")
-    assert figure.shape[1] == 3 * 256 + 4 * 4 and figure.shape[0] > 256
+    assert figure.shape[1] == 3 * 320 + 4 * 4 and figure.shape[0] > 320
     doc = json.loads((out / "compare.json").read_text())
     assert [m["label"] for m in doc["models"]] == ["bicubic", "tiny"]
     first = doc["photos"][0]
     assert first["size"] == [56, 40] and [o["label"] for o in first["outputs"]] == ["bicubic", "tiny"]
-    assert all(o["seconds"] >= 0 for o in first["outputs"])
+    assert all(o["seconds"] >= 0 for o in first["outputs"]) and first["crop_window"]["size"] == 160
+    tiny = doc["models"][1]["timing"]  # over both photos, upscaling alone
+    spent = sum(p["outputs"][1]["seconds"] for p in doc["photos"])
+    assert tiny["upscale_seconds"] == pytest.approx(spent, abs=1e-3)
+    assert tiny["output_megapixels"] == pytest.approx(2 * 224 * 160 / 1e6, abs=1e-4)
 
     page = (out / "index.html").read_text()
     markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
     assert "http://" not in page and "https://" not in page and "//" not in markup  # no external URL
     sources = re.findall(r'src="([^"]+)"', page)
     assert "b_c/input.png" in " ".join(sources) and all((out / s).is_file() for s in sources)  # relative paths
-    assert page.count('class="pair"') == 2  # one pair of models per photo
-    assert "bicubic (" in page and "tiny (" in page  # each model's time
+    assert page.count('class="view"') == 2  # one viewer per photo
+    assert page.count('<select class="pick pick-a">') == 2 and page.count("<figure data-choice=") == 2 * 3
+    assert "s/MP" in page and "warm-up s" in page  # each model's time, its one-off costs apart
 
 
 def test_most_detailed_crop_or_the_one_given_in_input_pixels(tmp_path: Path, one_thread) -> None:
@@ -96,12 +103,16 @@ def test_most_detailed_crop_or_the_one_given_in_input_pixels(tmp_path: Path, one
     result = compare_photos(photos[:1], ["bicubic"], tmp_path / "o1", options=CPU)
     lr = _read(photos[0])
     enlarged = np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1)
-    x, y, size = crop_window(enlarged, Crop(size=128))
+    x, y, size = crop_window(enlarged, Crop(size=64 * 4))
+    assert size == 160 and result.photos[0].window == (x, y, size)
     figure = _read(result.out_dir / "crops/a.png")
     expected = np.repeat(np.repeat(enlarged[y : y + size, x : x + size], 2, axis=0), 2, axis=1)
-    assert np.array_equal(figure[4 : 4 + 256, 4 : 4 + 256], expected)
-    # one model: the page's slider is input vs that model
-    assert 'data-left="input" data-right="bicubic"' in (result.out_dir / "index.html").read_text()
+    assert np.array_equal(figure[4 : 4 + 320, 4 : 4 + 320], expected)
+    # one model: the pickers start at input (A) vs that model (B); the page's strip starts at the window
+    page = (result.out_dir / "index.html").read_text()
+    assert re.search(r'class="pick pick-a"><option value="input"[^>]* selected>', page)
+    assert re.search(r'class="pick pick-b">.*<option value="bicubic"[^>]* selected>', page)
+    assert f'data-x="{x}" data-y="{y}" data-win="160" data-mag="2"' in page
 
     given = compare_photos(photos[:1], ["bicubic"], tmp_path / "o2", options=CPU, crop=Crop(x=2, y=3, size=10))
     figure = _read(given.out_dir / "crops/a.png")
@@ -146,6 +157,14 @@ def test_bad_photo_fails_alone_and_names(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--model"):
         compare_photos(photos, [], tmp_path / "o3")
     assert photo_names([Path("x/a.jpg"), Path("y/a.png"), Path("my photo.jpg")]) == ["a", "a-2", "my_photo"]
+
+
+def test_page_escapes_file_names(tmp_path: Path) -> None:
+    photo = _photos(tmp_path / "in")[0]
+    odd = photo.rename(tmp_path / "in" / '<img src=x onerror="alert(1)">&.jpg')
+    compare_photos([odd], ["bicubic"], tmp_path / "out", options=CPU)
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;.jpg" in page
 
 
 # ---------------------------------------------------------------- in a real browser
@@ -194,9 +213,10 @@ class _DevTools:
         )
 
     def shot(self, rect: dict) -> np.ndarray:
-        """Screenshot of a page-coordinate box, H x W x 3 int16."""
-        clip = {k: rect[k] for k in ("x", "y", "width", "height")} | {"scale": 1}
-        data = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+        """Screenshot of a page-coordinate box inside the viewport, H x W x 3 int16 (capturing beyond the
+        viewport would resize it: the page would reflow under the box)."""
+        clip = {k: math.floor(rect[k] + 0.5) for k in ("x", "y", "width", "height")} | {"scale": 1}  # as painted
+        data = self.call("Page.captureScreenshot", format="png", clip=clip)["data"]
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(np.int16)
 
     def close(self) -> None:
@@ -268,43 +288,165 @@ def browser_page(tmp_path: Path):
                 proc.wait()
 
 
-def test_page_in_headless_chromium_loads_images_and_the_slider_moves(
+def test_page_in_headless_chromium_pickers_zoom_pan_and_crop_strip(
     tmp_path: Path, tiny_weights: Path, browser_page, one_thread
 ) -> None:
-    _photos(tmp_path / "in")
+    """Issue 26: the pickers change the images, zoom and pan keep A and B on the same place, a click moves
+    the crop strip's point; every check reads the screen's pixels against the written files."""
+    photo = tmp_path / "a.png"  # noise: nearest, bicubic and the tiny model differ everywhere
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photo)
     out = tmp_path / "out"
-    compare_photos([tmp_path / "in" / "a.jpg"], ["bicubic", str(tiny_weights)], out, options=CPU, offline=True)
-    left, right = _read(out / "full/a/bicubic.png").astype(np.int16), _read(out / "full/a/tiny.png").astype(np.int16)
-    assert np.abs(left - right).mean() > 10  # the two models look different
+    compare_photos(
+        [photo],
+        ["bicubic", str(tiny_weights)],
+        out,
+        options=CPU,
+        offline=True,
+        crop=Crop(size=16),  # 64 output pixels, shown 2x
+    )
+    shown = {
+        "input": np.repeat(np.repeat(_read(out / "full/a/input.png"), 4, axis=0), 4, axis=1).astype(np.int16),
+        "bicubic": _read(out / "full/a/bicubic.png").astype(np.int16),
+        "tiny": _read(out / "full/a/tiny.png").astype(np.int16),
+    }
+    for one, other in (("input", "bicubic"), ("bicubic", "tiny"), ("input", "tiny")):
+        assert np.abs(shown[one] - shown[other]).mean() > 10  # each pair looks different
 
     page = browser_page(out / "index.html")
     page.until(  # our document (not the blank one before it), fully loaded
-        "document.querySelector('.pair') !== null && document.readyState === 'complete'"
+        "document.querySelector('.cmp') !== null && document.readyState === 'complete'"
         " && Array.from(document.images).every(i => i.complete)"
     )
     sizes = page.js("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-    assert len(sizes) == 1 + 2 + 3 and all(width > 0 for _, width in sizes), sizes  # crop, slider pair, full outputs
+    assert len(sizes) == 2 + 3 and all(width > 0 for _, width in sizes), sizes  # A and B; the strip's 3
 
-    page.js("document.querySelector('.pair').scrollIntoView()")
-    slider = page.rect(".pair .slider")
-    assert round(slider["width"]) == 224 and round(slider["height"]) == 160  # shown 1:1
-    width = 224
+    def state() -> dict[str, float]:
+        return {k: float(v) for k, v in page.js("Object.assign({}, document.querySelector('.cmp').dataset)").items()}
 
-    def matches(shot: np.ndarray, image: np.ndarray, lo: float, hi: float) -> bool:
-        cols = slice(int(lo * width), int(hi * width))
-        return float(np.abs(shot[:, cols] - image[:, cols]).mean()) < 3.0
+    def click(x: float, y: float) -> None:  # viewport coordinates
+        for kind in ("mousePressed", "mouseReleased"):
+            page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
-    before = page.shot(slider)
-    assert page.js("document.querySelector('.pair input').value") == "50"
-    assert matches(before, left, 0.0, 0.45) and matches(before, right, 0.55, 1.0)
+    def click_on(selector: str) -> None:
+        box = page.rect(selector)
+        click(box["left"] + box["width"] / 2, box["top"] + box["height"] / 2)
 
-    # a user clicks the slider's track near its right end: the left model now fills up to there
-    track = page.rect(".pair input")  # mouse events take viewport coordinates
-    x, y = track["left"] + 0.9 * track["width"], track["top"] + track["height"] / 2
-    for kind in ("mousePressed", "mouseReleased"):
-        page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-    value = int(page.js("document.querySelector('.pair input').value"))
-    assert 80 <= value <= 95
-    after = page.shot(slider)
-    assert matches(after, left, 0.0, 0.75) and not matches(after, right, 0.55, 0.75)
-    assert matches(after, right, value / 100 + 0.03, 1.0)
+    def pick(side: str, choice: str) -> None:
+        page.js(
+            f"(() => {{ const s = document.querySelector('select.pick-{side}'); s.value = '{choice}';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+        width = 56 if choice == "input" else 224
+        page.until(f"(i => i.complete && i.naturalWidth === {width})(document.querySelector('.view img.{side}'))")
+
+    def expected(choice: str, st: dict[str, float]) -> np.ndarray:
+        """What the view should show of ``choice`` at the state's zoom and offsets."""
+        zoom, x, y = int(st["zoom"]), int(st["offsetX"]), int(st["offsetY"])
+        big = np.repeat(np.repeat(shown[choice], zoom, axis=0), zoom, axis=1)
+        return big[-y : -y + 160, -x : -x + 224]
+
+    def line() -> float:
+        return float(page.js("document.querySelector('.split').value")) / 100
+
+    def sides(a: str, b: str) -> None:
+        """A left of the line, B right of it, both at the same zoom and offsets (aligned)."""
+        st, shot, split = state(), page.shot(page.rect(".view")), line()
+        left, right = slice(0, int((split - 0.05) * 224)), slice(int((split + 0.05) * 224), 224)
+        assert float(np.abs(shot[:, left] - expected(a, st)[:, left]).mean()) < 3.0, ("A", a, st)
+        assert float(np.abs(shot[:, right] - expected(b, st)[:, right]).mean()) < 3.0, ("B", b, st)
+
+    page.js("document.querySelector('.view').scrollIntoView()")
+    view = page.rect(".view")
+    assert round(view["width"]) == 224 and round(view["height"]) == 160 and state()["zoom"] == 1  # fits at 1:1
+    click_on(".mark")  # hide the crop window's box to compare pixels
+    assert page.js("document.querySelector('.box').classList.contains('hidden')")
+    sides("bicubic", "tiny")  # two models: the first two, A and B
+
+    # the pickers change the images; the input is enlarged by nearest neighbour
+    pick("a", "input")
+    sides("input", "tiny")
+    pick("b", "bicubic")
+    sides("input", "bicubic")
+
+    # zoom 2x and 4x (on the chosen point), and pan: both sides stay on the same pixels
+    click_on('button[data-zoom="2"]')
+    assert state()["zoom"] == 2 and page.js("document.querySelector('.view').classList.contains('pixels')")
+    sides("input", "bicubic")
+    before = state()
+    x0, y0 = view["left"] + 60, view["top"] + 50
+    page.call("Input.dispatchMouseEvent", type="mousePressed", x=x0, y=y0, button="left", clickCount=1)
+    for step in range(1, 6):
+        page.call("Input.dispatchMouseEvent", type="mouseMoved", x=x0 + 6 * step, y=y0 + 4 * step, button="left")
+    page.call("Input.dispatchMouseEvent", type="mouseReleased", x=x0 + 30, y=y0 + 20, button="left", clickCount=1)
+    panned = state()
+    assert panned["offsetX"] != before["offsetX"] and panned["pointX"] == before["pointX"]  # a drag: no new point
+    sides("input", "bicubic")
+    click_on('button[data-zoom="4"]')
+    assert state()["zoom"] == 4
+    sides("input", "bicubic")
+
+    # a click on the view moves the strip's point; the strip shows that window of the input and every model
+    st = state()
+    click(view["left"] + 150, view["top"] + 30)
+    moved = state()
+    point = (int((150 - st["offsetX"]) // 4), int((30 - st["offsetY"]) // 4))
+    assert (moved["pointX"], moved["pointY"]) == point and (moved["pointX"], moved["pointY"]) != (
+        st["pointX"],
+        st["pointY"],
+    )
+    cx, cy = int(moved["cropX"]), int(moved["cropY"])
+    assert moved["cropSize"] == 64 and (cx, cy) == (
+        min(max(0, point[0] - 32), 224 - 64),
+        min(max(0, point[1] - 32), 96),
+    )
+    for choice, image in shown.items():
+        panel = page.shot(page.rect(f'.strip figure[data-choice="{choice}"] .win'))
+        window = np.repeat(np.repeat(image[cy : cy + 64, cx : cx + 64], 2, axis=0), 2, axis=1)
+        assert float(np.abs(panel - window).mean()) < 3.0, choice
+
+    # the wheel zooms around the pointer (4x -> 8x): the photo's point under it stays there
+    at = (100, 80)  # in the view
+    page.call(
+        "Input.dispatchMouseEvent",
+        type="mouseWheel",
+        x=view["left"] + at[0],
+        y=view["top"] + at[1],
+        deltaX=0,
+        deltaY=-120,
+    )
+    page.until("document.querySelector('.cmp').dataset.zoom === '8'")
+    wheeled = state()
+    for axis, offset in enumerate(("offsetX", "offsetY")):  # within the half pixel that snapping moves
+        assert abs((at[axis] - wheeled[offset]) / 8 - (at[axis] - moved[offset]) / 4) <= 0.5 / 8, (moved, wheeled)
+    sides("input", "bicubic")
+
+    # dragging the line's handle moves the line (and chooses no point)
+    handle = page.rect(".handle")
+    hx, hy = handle["left"] + handle["width"] / 2, handle["top"] + handle["height"] / 2
+    page.call("Input.dispatchMouseEvent", type="mousePressed", x=hx, y=hy, button="left", clickCount=1)
+    for step in range(1, 6):
+        page.call("Input.dispatchMouseEvent", type="mouseMoved", x=hx - 11 * step, y=hy, button="left")
+    page.call("Input.dispatchMouseEvent", type="mouseReleased", x=hx - 55, y=hy, button="left", clickCount=1)
+    assert abs(line() - (hx - 55 - view["left"]) / 224) < 0.01 and state()["pointX"] == moved["pointX"]
+    sides("input", "bicubic")
+
+    # keys on the view: X swaps A and B
+    page.call("Input.dispatchKeyEvent", type="keyDown", key="x", code="KeyX", text="x")
+    page.call("Input.dispatchKeyEvent", type="keyUp", key="x", code="KeyX")
+    assert page.js("[document.querySelector('.pick-a').value, document.querySelector('.pick-b').value]") == [
+        "bicubic",
+        "input",
+    ]
+    page.until("document.querySelector('.view img.b').naturalWidth === 56")
+    sides("bicubic", "input")
+
+    # the slider's track, clicked near its right end: A now fills up to there
+    track = page.rect(".split")
+    click(track["left"] + 0.9 * track["width"], track["top"] + track["height"] / 2)
+    assert 0.8 <= line() <= 0.95
+    sides("bicubic", "input")
+
+    shot = tmp_path / "compare-page.png"
+    data = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+    shot.write_bytes(base64.b64decode(data))
+    assert Image.open(shot).size[0] >= 224

@@ -89,6 +89,8 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path: Path) -> None:
     resumed = train(cfg, tmp_path / "split", resume=True, perceptual_backbone=tiny_backbone())
     assert resumed.step == 8
     assert [r["loss_g"] for r in resumed.history] == [r["loss_g"] for r in full.history[4:]]
+    logged = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss_g" in r] == list(range(1, 9))  # steps 5-6 once, not twice
     a = load_checkpoint(checkpoint_path(tmp_path / "full", 8))
     b = load_checkpoint(checkpoint_path(tmp_path / "split", 8))
     for key in ("model", "ema", "d_image", "d_gradient"):
@@ -99,6 +101,21 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tmp_path: Path) -> None:
         assert all(torch.equal(group_a[k], group_b[k]) for k in ("exp_avg", "exp_avg_sq"))
     assert a["sched_g"] == b["sched_g"] and a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     assert [r["lr"] for r in full.history] == [2e-3] * 6 + [1e-3] * 2  # MultiStep: halved after step 6
+
+
+def test_a_config_without_training_images_fails_before_fetching_the_perceptual_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spsr_cli.weights.vgg as vgg
+    from spsr_cli.train.data import NoTrainingImagesError
+
+    def fetch(**kwargs):
+        raise AssertionError("the perceptual network was fetched before the data was checked")
+
+    monkeypatch.setattr(vgg, "build_feature_extractor", fetch)
+    cfg = tiny_config("data.synthetic=0", "loss.perceptual_backbone=vgg16", "train.steps=1")
+    with pytest.raises(NoTrainingImagesError, match="no training folders"):
+        train(cfg, tmp_path / "run")
 
 
 def test_fusion_only_phase_trains_only_the_fusion_layers(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from spsr_cli.train.run_folder import (
     RunLog,
     TrainingDivergedError,
     check_finite,
+    drop_rows_after,
     open_run_folder,
     resume_state,
     torch_threads,
@@ -58,6 +59,25 @@ def test_the_run_folder_gets_config_yaml_atomically_and_log_rows(tmp_path: Path)
         run_log.write({"event": "stop"})
     assert len((run / "log.jsonl").read_text().splitlines()) == 3
     RunLog(None).write({"ignored": True})  # other ranks write nothing
+
+
+def test_a_resumed_run_drops_the_rows_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config(None, ["data.synthetic=2"])
+    with open_run_folder(tmp_path, cfg) as run_log:
+        for step in range(1, 7):
+            run_log.write({"step": step, "loss_g": float(step)})
+        run_log.write({"event": "validation", "step": 6, "psnr": 20.0})
+        run_log.write({"event": "note"})  # no step: kept
+    with open(tmp_path / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 7, "loss')  # torn by a kill: not JSON, kept as a line
+    with open_run_folder(tmp_path, cfg, resumed_step=4) as run_log:
+        run_log.write({"step": 5, "loss_g": 5.5})
+    lines = (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+    assert [r["step"] for r in rows if "loss_g" in r] == [1, 2, 3, 4, 5]
+    assert rows[-1]["loss_g"] == 5.5 and not any(r.get("event") == "validation" for r in rows)
+    assert {"event": "note"}.items() <= rows[-2].items() and '{"step": 7, "loss' in lines
+    assert drop_rows_after(tmp_path / "log.jsonl", 10) == 0 and drop_rows_after(tmp_path / "missing.jsonl", 0) == 0
 
 
 def test_the_thread_count_is_restored_when_the_run_fails() -> None:

@@ -48,7 +48,8 @@ def compare_command(
         Optional[str],
         typer.Option(
             "--crop",
-            help="Crop window X,Y,SIZE in input-photo pixels (default: the most detailed 32-pixel window).",
+            help="The crop strip's first window X,Y,SIZE in input-photo pixels (default: the most detailed "
+            "64-pixel window; on the page a click moves it).",
         ),
     ] = None,
     force: Annotated[
@@ -70,7 +71,8 @@ def compare_command(
     offline: OfflineOpt = False,
 ) -> None:
     """Run several models on your own photos: a labelled side-by-side crop per photo and one offline
-    page (index.html) with every output, a before/after slider per model pair and each model's time."""
+    page (index.html): per photo a viewer with two pickers (the input or any model) over one before/after
+    line, shared zoom and pan, a crop strip of every model, and each model's time after warm-up."""
     from spsr_cli.eval.compare import compare_photos  # imports torch: only when the command runs
 
     if not models:

@@ -116,6 +116,19 @@ def _train(
         start = state["step"] if state else 0
         end = t.steps
 
+        # ---- data first: a config without training images fails before any download -----
+        crop = cfg.data.crop_size
+        pool = ImagePool(
+            hr_dirs=cfg.data.hr_dirs,
+            lr_dirs=cfg.data.lr_dirs,
+            crop_size=crop,
+            scale=cfg.model.scale,
+            cache_mb=cfg.data.cache_mb,
+            synthetic=cfg.data.synthetic,
+            seed=t.seed,
+            holdout_percent=cfg.data.holdout_percent,
+        )
+
         # ---- models (identical initialisation on every rank) ------------------------
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
@@ -133,7 +146,7 @@ def _train(
                     len(init_report["random"]),
                 )
         ema = copy.deepcopy(model).requires_grad_(False).eval()
-        crop, out_ch = cfg.data.crop_size, cfg.model.out_channels
+        out_ch = cfg.model.out_channels
         d_image = d_gradient = None
         if weights.gan > 0 or weights.gradient_gan > 0:
             from spsr_cli.train.discriminator import VGGDiscriminator
@@ -232,16 +245,6 @@ def _train(
         d_structure_ddp = distributed.wrap_ddp(d_structure, ctx) if d_structure is not None else None
 
         # ---- data ------------------------------------------------------------------
-        pool = ImagePool(
-            hr_dirs=cfg.data.hr_dirs,
-            lr_dirs=cfg.data.lr_dirs,
-            crop_size=crop,
-            scale=cfg.model.scale,
-            cache_mb=cfg.data.cache_mb,
-            synthetic=cfg.data.synthetic,
-            seed=t.seed,
-            holdout_percent=cfg.data.holdout_percent,
-        )
         batches = TrainBatches(
             pool,
             batch_size=cfg.data.batch_size,
@@ -266,7 +269,7 @@ def _train(
 
         # ---- run folder, logs, progress ---------------------------------------------
         if ctx.is_main:
-            run_log = open_run_folder(run_dir, cfg)
+            run_log = open_run_folder(run_dir, cfg, resumed_step=start if state is not None else None)
             if init_report is not None:
                 write_json_atomic(run_dir / INIT_REPORT_FILE, init_report)
             tb = _tensorboard(run_dir) if cfg.logging.tensorboard else None

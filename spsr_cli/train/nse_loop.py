@@ -182,7 +182,7 @@ def _train_nse(cfg: NSETrainConfig, run_dir: Path, *, resume: bool, stop_after: 
     result = NSETrainResult(run_dir=run_dir, step=start, checkpoint=None, train_seconds=seconds)
     last = min(t.steps, stop_after) if stop_after is not None else t.steps
     latest_eval = state.get("evaluation") if state is not None else None
-    with open_run_folder(run_dir, cfg) as run_log:
+    with open_run_folder(run_dir, cfg, resumed_step=start if state is not None else None) as run_log:
         write_json_atomic(run_dir / SPLIT_FILE, data.names)
         run_log.write(
             {

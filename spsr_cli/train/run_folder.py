@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Union
 import torch
 
 from spsr_cli.errors import SPSRError, UsageError
+from spsr_cli.files import write_text_atomic
 from spsr_cli.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, remove_stale_temporaries
 from spsr_cli.train.config import write_config
 
@@ -91,14 +92,43 @@ class RunLog:
         self.close()
 
 
-def open_run_folder(run_dir: Path, cfg: Any) -> RunLog:
+def open_run_folder(run_dir: Path, cfg: Any, *, resumed_step: Union[int, None] = None) -> RunLog:
     """Create ``run_dir``, remove checkpoint temporaries a killed run left, write ``config.yaml``
-    (``cfg``: a config with ``to_dict()``) and open ``log.jsonl``."""
+    (``cfg``: a config with ``to_dict()``) and open ``log.jsonl``.
+
+    ``resumed_step``: the checkpoint's step when the run continues; rows a stopped run logged after
+    it (steps that will now be trained again) are dropped first (:func:`drop_rows_after`), so each
+    step appears once in ``log.jsonl``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(run_dir):
         log.info("removed %s, left by a killed run", stale.name)
     write_config(cfg, run_dir / CONFIG_FILE)
+    if resumed_step is not None:
+        dropped = drop_rows_after(run_dir / LOG_FILE, resumed_step)
+        if dropped:
+            log.info("dropped %d log rows after step %d (they are trained again)", dropped, resumed_step)
     return RunLog(run_dir / LOG_FILE)
+
+
+def drop_rows_after(path: Path, step: int) -> int:
+    """Rewrite the log ``path`` (atomically) without its rows whose ``step`` is greater than ``step``;
+    rows without a step, and lines that are not JSON (a torn last line), are kept as they are.
+    Returns how many rows were dropped (0: the file is left untouched)."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step:
+            dropped += 1
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        write_text_atomic(path, "".join(kept))
+    return dropped
 
 
 @contextlib.contextmanager
