@@ -367,7 +367,8 @@ class Upscaler:
             self.backend_choice = "torch"
             self.backend = backend = self._backend("torch")
             self._backends.pop("openvino", None)
-            self._held = self._held and backend
+            if self._held is not None:  # the rest of the video too
+                self._held = backend
             sr = backend.run(patch)
         if backend.dtype != torch.float32 and not torch.isfinite(sr).all():
             log.warning(
