@@ -61,8 +61,8 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         rich_help_panel=RUN_PANEL,
-        help="fp32, fp16 or bf16 (default: fp16 on CUDA; on the CPU bf16 where it is faster: AMX, or AVX512-BF16 "
-        "with OpenVINO; fp32 elsewhere).",
+        help="fp32, fp16 or bf16 (default: fp16 on CUDA; bf16 on CPUs where it is faster for the backend: "
+        "AMX or AVX512-BF16; fp32 elsewhere).",
     ),
 ]
 BackendOpt = Annotated[

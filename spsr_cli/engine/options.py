@@ -26,9 +26,9 @@ class InferenceOptions:
     Attributes:
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``fp32``, ``fp16`` or ``bf16``; ``None`` picks the fastest accurate one:
-            fp16 on CUDA, bf16 on CPUs where it is faster for the backend (AMX: both; AVX512-BF16
-            alone: OpenVINO; :func:`~spsr_cli.engine.device.resolve_dtype`), fp32 elsewhere. fp16 is
-            never used on CPU.
+            fp16 on CUDA, bf16 on CPUs where it is faster for the backend (measured: AMX or
+            AVX512-BF16, both backends; :func:`~spsr_cli.engine.device.resolve_dtype`), fp32
+            elsewhere. fp16 is never used on CPU.
         tile: tile edge in input pixels; ``"auto"`` picks from free memory (and the image's
             own output size), ``0`` or ``None`` runs the whole image at once.
         tile_overlap: input pixels of real context around each tile (cropped away).
