@@ -25,6 +25,7 @@ from spsr_cli.cli.common import (
     write_record,
 )
 from spsr_cli.engine.options import parse_bytes
+from spsr_cli.weights.manifest import scale_variant
 
 if TYPE_CHECKING:
     from spsr_cli.engine.batch import BatchResult, Job, JobReport
@@ -116,6 +117,10 @@ def upscale_command(
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
+    native = scale_variant(model, outscale)
+    if native is not None:  # one network trained for each scale: its own scale beats a resize
+        console.print(f"-s {outscale:g}: using {native}, the x{outscale:g} model of {model}'s family", markup=False)
+        model = native
     auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells

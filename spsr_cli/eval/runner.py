@@ -141,10 +141,13 @@ def software_versions() -> dict[str, str]:
 # ---------------------------------------------------------------- upscalers
 
 
-def make_upscaler(model: str, options: InferenceOptions, *, offline: bool | None = None) -> tuple[Upscale, int]:
-    """``bicubic`` or a generator (registry name / checkpoint path) -> (uint8 LR -> uint8 SR function, scale)."""
+def make_upscaler(
+    model: str, options: InferenceOptions, *, offline: bool | None = None, bicubic_scale: int = 4
+) -> tuple[Upscale, int]:
+    """``bicubic`` (at ``bicubic_scale``) or a generator (registry name / checkpoint path) ->
+    (uint8 LR -> uint8 SR function, scale)."""
     if model == BICUBIC:
-        return (lambda lr: bicubic_upscale(lr, 4)), 4
+        return (lambda lr: bicubic_upscale(lr, bicubic_scale)), bicubic_scale
     from spsr_cli.weights.loader import load_generator
 
     return module_upscaler(load_generator(model, offline=offline), options)
@@ -175,13 +178,19 @@ def make_upscalers(
 ) -> tuple[list[tuple[Upscale, int]], int]:
     """One upscaler per model (or the ``given`` ones, one per model) and their common scale.
 
-    Raises :class:`UsageError` when the models' scales differ (``purpose`` says what they cannot do).
+    ``bicubic`` takes the scale of the other models (x4 alone). Raises :class:`UsageError` when
+    the models' scales differ (``purpose`` says what they cannot do).
     """
-    upscalers = (
-        list(given)
-        if given is not None
-        else [make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models]
-    )
+    if given is not None:
+        upscalers = list(given)
+    else:
+        networks = {m: make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models if m != BICUBIC}
+        native = sorted({s for _, s in networks.values()})
+        bicubic_scale = native[0] if len(native) == 1 else 4
+        upscalers = [
+            networks[m] if m in networks else make_upscaler(m, InferenceOptions(), bicubic_scale=bicubic_scale)
+            for m in models
+        ]
     if len(upscalers) != len(models):
         raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
     scales = {s for _, s in upscalers}
@@ -311,8 +320,19 @@ def evaluate_many(
                 "LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec, source.lr_dir
             )
         dataset["lr"] = f"generated (--degradation {degradation.spec})"
+    lr_dir = None if degradation is not None else source.lr_dir
+    if lr_dir is not None and source.lr_scale not in (None, scale):
+        log.info(
+            "%s's published LR is x%d and the model x%d: LR made from HR by MATLAB bicubic x%d instead",
+            source.name,
+            source.lr_scale,
+            scale,
+            scale,
+        )
+        lr_dir = None
+        dataset["lr"] = f"generated (MATLAB bicubic x{scale}; the published LR is x{source.lr_scale})"
     unpaired: list[tuple[str, str]] = []
-    files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir, unpaired=unpaired)
+    files = pair_files(source.hr_dir, lr_dir, unpaired=unpaired)
     results = [
         EvalResult(
             protocol=proto.name,

@@ -4,8 +4,8 @@ The registry, the weights files and the engine name an architecture (``spsr``, `
 ``srvgg``, ``dat``) and
 look it up here; nothing else branches on architecture names. What the engine needs of an
 architecture is on its config (:class:`GeneratorConfig`): the scale, the receptive radius
-(tile overlap), the activation memory per output pixel (tile size) and the compute per input
-pixel (cost per megapixel).
+(tile overlap), the grid tiles start on, the activation memory per output pixel (tile size)
+and the compute per input pixel (cost per megapixel).
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class GeneratorConfig(Protocol):
     @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass."""
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles start on multiples of this many input pixels (a grid the network cuts its input
+        into, such as attention windows; 1: none)."""
 
     @property
     def macs_per_input_pixel(self) -> float:

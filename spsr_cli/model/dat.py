@@ -91,8 +91,8 @@ class DATConfig:
             raise ValueError(f"DATConfig.ffn_channels must be even, got {self.ffn_channels}")
         if self.residual_convs not in (1, 3):
             raise ValueError(f"DATConfig.residual_convs must be 1 or 3, got {self.residual_convs}")
-        if self.residual_convs == 3 and self.nf < 4:
-            raise ValueError(f"DATConfig: a 3conv residual needs nf >= 4, got {self.nf}")
+        if self.nf < 16:
+            raise ValueError(f"DATConfig.nf must be at least 16 (the spatial gate has nf / 16 channels), got {self.nf}")
         if not 1 <= self.scale <= 8:
             raise ValueError(f"DATConfig.scale must be 1 to 8, got {self.scale}")
         if self.window_short < 2 or self.window_long < 2:
@@ -120,6 +120,11 @@ class DATConfig:
         return 1 + self.groups * per_group + residual + 1
 
     @property
+    def tile_align(self) -> int:
+        """Tiles start on the window grid (:attr:`window_multiple`), so their windows are the whole image's."""
+        return self.window_multiple
+
+    @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass (memory planning).
 
@@ -127,10 +132,13 @@ class DATConfig:
         the q/k/v projections, their windowed copies for one window shape, the attention
         output and the interaction maps (about ``16 nf`` per input pixel together with the
         feed-forward's ``2 ffn_channels``); at output resolution the upsampler's
-        ``out_channels`` channels, twice (conv and shuffle), the mean-restored output and its
-        crop. Checked against peaks measured by counting tensor bytes (tests/test_engine_tiling.py).
+        ``out_channels`` channels, twice (conv and shuffle), the mean-restored output and the
+        engine's clamped copy. Peaks measured by counting tensor bytes (tests/test_engine_tiling.py;
+        DAT-light at x4, x3 and x2 and a 16-channel DAT, 32- to 64-pixel patches, float32) are 1.1 to
+        1.65 times below this bound; patches whose sides are not a multiple of ``window_multiple``
+        pad the attention inputs (48 -> 64 pixels: the low end of that range).
         """
-        low = 16 * self.nf + 2 * self.ffn_channels + 4 * self.in_channels
+        low = 14 * self.nf + 2 * self.ffn_channels + 4 * self.in_channels
         return math.ceil(low / self.scale**2) + 4 * self.out_channels
 
     @property

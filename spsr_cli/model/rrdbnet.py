@@ -81,6 +81,11 @@ class RRDBNetConfig:
         return math.ceil(body + upsampling + high_res) + u
 
     @property
+    def tile_align(self) -> int:
+        """Tiles start on the pixel-unshuffle grid (1: anywhere), so they fold the whole image's blocks."""
+        return self.unshuffle
+
+    @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass (memory planning).
 

@@ -81,6 +81,11 @@ class SPSRConfig:
         return math.ceil(max(trunk, branch) + upsampling + high_res) + 1
 
     @property
+    def tile_align(self) -> int:
+        """Tiles may start anywhere (convolutions only)."""
+        return 1
+
+    @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass (memory planning).
 

@@ -306,9 +306,10 @@ def infer_srvgg_config(sd: Mapping[str, torch.Tensor]) -> SRVGGConfig:
 
     Convolutions (4-d ``body.N.weight``) sit at even N: the first takes the image, the last
     gives ``out_channels * scale**2`` channels (the image channels are the first's input). The
-    activation is PReLU when ``body.1.weight`` (one slope per channel) is there; ReLU and
-    LeakyReLU models carry no tensor that says which, so such a file is refused (our own files
-    store the config).
+    activation is PReLU when ``body.1.weight`` (one slope per channel) is there. ReLU and
+    LeakyReLU carry no tensor that says which: ``relu`` is returned then, which only our own
+    files reach (their stored config says which); a foreign file without slopes matches no
+    layout (:func:`_is_srvgg`).
     """
     convs = sorted(
         int(m.group(1)) for k, v in sd.items() if (m := re.fullmatch(r"body\.(\d+)\.weight", k)) and v.dim() == 4
@@ -318,36 +319,32 @@ def infer_srvgg_config(sd: Mapping[str, torch.Tensor]) -> SRVGGConfig:
             "not an SRVGGNetCompact state dict: key 'body.0.weight' (a convolution) is missing"
         )
     first, last = sd["body.0.weight"], sd[f"body.{convs[-1]}.weight"]
-    nf, channels = int(first.shape[0]), int(first.shape[1])
-    factor = int(last.shape[0]) // channels
-    scale = math.isqrt(factor)
-    if len(convs) < 2 or convs[-1] % 2 or scale * scale * channels != int(last.shape[0]):
+    channels, out = int(first.shape[1]), int(last.shape[0])
+    scale = math.isqrt(out // channels)
+    if len(convs) < 2 or convs[-1] % 2 or scale * scale * channels != out:
         raise CheckpointMismatchError(
-            f"not an SRVGGNetCompact state dict: its last convolution body.{convs[-1]} gives {int(last.shape[0])} "
-            f"channels, not {channels} image channels times a square scale factor"
+            f"not an SRVGGNetCompact state dict: its last convolution body.{convs[-1]} gives {out} channels, "
+            f"not {channels} image channels times a square scale factor"
         )
     prelu = sd.get("body.1.weight")
-    if prelu is None or prelu.dim() != 1:
-        raise CheckpointMismatchError(
-            "SRVGGNetCompact without PReLU slopes (body.1.weight): a ReLU or LeakyReLU model cannot be told "
-            "apart from the tensors; every published compact model uses PReLU, so this file is incomplete"
-        )
     try:
         return SRVGGConfig(
             in_channels=channels,
             out_channels=channels,
-            nf=nf,
+            nf=int(first.shape[0]),
             num_conv=convs[-1] // 2 - 1,
             scale=scale,
-            activation="prelu",
+            activation="prelu" if prelu is not None and prelu.dim() == 1 else "relu",
         )
     except ValueError as err:
         raise CheckpointMismatchError(f"unsupported SRVGGNetCompact: {err}") from None
 
 
 def _is_srvgg(sd: Mapping[str, torch.Tensor]) -> bool:
-    first = sd.get("body.0.weight")
-    return first is not None and first.dim() == 4 and "conv_first.weight" not in sd
+    """Real-ESRGAN's compact layout: a convolution at ``body.0`` and PReLU slopes at ``body.1`` (every
+    published compact model has them; without them the activation cannot be told from the file)."""
+    first, slopes = sd.get("body.0.weight"), sd.get("body.1.weight")
+    return first is not None and first.dim() == 4 and slopes is not None and slopes.dim() == 1
 
 
 def _srvgg_canonical(obj: object) -> tuple[StateDict, SRVGGConfig]:
@@ -543,7 +540,7 @@ LAYOUTS: tuple[Layout, ...] = (
         SRVGG,
         _is_srvgg,
         lambda sd: _IDENTITY,
-        "body.0.weight (a convolution), body.1.weight, ...",
+        "body.0.weight (a convolution), body.1.weight (PReLU slopes), ...",
         fallback=True,
     ),
     Layout(

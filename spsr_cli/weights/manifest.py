@@ -12,7 +12,8 @@ lists what the user imported or trained (file sources). Both share one format::
 A model's ``architecture`` (``spsr``, ``rrdbnet``: :mod:`spsr_cli.model.architectures`) says
 how its ``config`` reads. Optional fields: ``good_for`` (the photos it suits, for people),
 ``notice`` (attribution a licence asks to carry), ``seconds_per_megapixel`` (measured:
-``{"DEVICE (precision)": seconds}``).
+``{"DEVICE (precision)": seconds}``), ``family`` (models that are one network trained for
+several scales share it: ``-s`` then picks the one of that scale, :func:`scale_variant`).
 
 A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
 pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package),
@@ -161,6 +162,7 @@ class ModelEntry:
     good_for: str = ""  # the photos it suits, for people choosing a model
     notice: str = ""  # attribution its licence asks to carry
     seconds_per_megapixel: dict[str, float] = field(default_factory=dict)  # measured: {"DEVICE (precision)": s}
+    family: str = ""  # shared by the scales of one network (dat-light-x2/x3/x4): see scale_variant
 
     @property
     def architecture(self) -> str:
@@ -185,6 +187,7 @@ class ModelEntry:
             "good_for": self.good_for,
             "notice": self.notice,
             "seconds_per_megapixel": self.seconds_per_megapixel,
+            "family": self.family,
         }
         return {
             "name": self.name,
@@ -258,6 +261,7 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
             good_for=str(raw.get("good_for", "")),
             notice=str(raw.get("notice", "")),
             seconds_per_megapixel={str(k): float(v) for k, v in dict(raw.get("seconds_per_megapixel", {})).items()},
+            family=str(raw.get("family", "")),
         )
     except KeyError as missing:
         raise ManifestError(f"{where}: a model entry lacks field {missing}") from None
@@ -383,6 +387,40 @@ def load_manifest_json() -> tuple[dict[str, dict[str, Any]], str | None]:
         if isinstance(raw, dict) and "name" in raw:
             models.setdefault(raw["name"], raw)
     return models, data.get("default")
+
+
+def scale_variant(name: str | None, scale: float | None) -> str | None:
+    """The registry model of ``name``'s ``family`` made for ``scale``, when ``name`` is another
+    scale of it (``dat-light-x4`` at ``-s 2`` -> ``dat-light-x2``: one network, no resize); else None.
+
+    Reads the registry's raw JSON only (no torch); an unreadable registry gives None (loading
+    the model then says what is wrong).
+    """
+    if name is None or scale is None or scale != int(scale):
+        return None
+    try:
+        models, _ = load_manifest_json()
+    except (SPSRError, OSError, ValueError):
+        return None
+    raw = models.get(name)
+    family = raw.get("family") if isinstance(raw, dict) else None
+    if not family or _raw_scale(raw) == int(scale):
+        return None
+    return next(
+        (
+            other
+            for other, entry in models.items()
+            if isinstance(entry, dict) and entry.get("family") == family and _raw_scale(entry) == int(scale)
+        ),
+        None,
+    )
+
+
+def _raw_scale(raw: Mapping[str, Any]) -> int | None:
+    try:
+        return int(raw.get("scale") or raw["config"]["scale"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_manifest() -> Manifest:
