@@ -378,6 +378,8 @@ def test_srvgg_tiles_equal_the_whole_image(scale, image, one_thread):
     exact = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=10000))
     assert exact.overlap == model.config.receptive_radius == 5  # clamped to its exact radius
     assert (exact.upscale(image) - whole).abs().max() < 1e-5
+    default = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24))
+    assert default.overlap == 5 and (default.upscale(image) - whole).abs().max() < 1e-5  # its own context: exact
     short = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=2)).upscale(image)
     assert (short - whole).abs().max() > 1e-3  # less context than the radius shows at the seams
 
@@ -429,3 +431,11 @@ def test_new_architectures_peak_memory_stays_under_their_formula(one_thread):
             side = min(64, patch_side(tile, 4, up.align))
             formula = working_set_bytes(model.config, (s * side) ** 2, 4) - (8 << 20)
             assert meter.peak <= formula <= 1.7 * meter.peak, (model.config, tile)
+
+
+def test_without_tile_overlap_each_architecture_gets_its_own_context(tiny_model):
+    options = InferenceOptions(device="cpu", tile=64)
+    assert Upscaler(tiny_model, options).overlap == 16  # SPSR and RRDBNet: as before
+    assert Upscaler(_srvgg(num_conv=7), options).overlap == 9  # the exact receptive radius
+    assert Upscaler(_dat(), options).overlap == 8  # window_long: DAT's measured local reach
+    assert Upscaler(_dat(), dataclasses.replace(options, tile_overlap=3)).overlap == 3  # the user's word wins

@@ -88,6 +88,16 @@ def test_realesr_general_x4v3_costs_what_the_issue_says() -> None:
     assert config.macs_per_input_pixel / 16 * 1e6 == pytest.approx(75.6e9, rel=1e-3)
 
 
+def test_exports_as_one_graph_for_any_input_size() -> None:
+    """torch.export (what ONNX export traces with) takes the whole forward, with dynamic height and width."""
+    model = SRVGGNetCompact(config=SRVGGConfig(nf=4, num_conv=2)).eval()
+    height, width = torch.export.Dim("height", min=2, max=4096), torch.export.Dim("width", min=2, max=4096)
+    program = torch.export.export(model, (torch.rand(1, 3, 12, 20),), dynamic_shapes={"x": {2: height, 3: width}})
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), model(x), atol=1e-6)
+
+
 def test_receptive_radius_is_exact() -> None:
     """The gradient of one output pixel block is non-zero exactly on its receptive field."""
     config = SRVGGConfig(nf=2, num_conv=3, scale=2)

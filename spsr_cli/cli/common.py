@@ -35,9 +35,12 @@ TileOpt = Annotated[
     ),
 ]
 TileOverlapOpt = Annotated[
-    int,
+    Optional[int],
     typer.Option(
-        "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL
+        "--tile-overlap",
+        min=0,
+        help="Context pixels around each tile (input pixels; default: the model's own, 16 for SPSR and RRDBNet).",
+        rich_help_panel=RUN_PANEL,
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
@@ -68,7 +71,7 @@ def parse_tile(value: str) -> int | str:
 
 def inference_options(
     tile: str,
-    tile_overlap: int,
+    tile_overlap: int | None,
     device: str,
     precision: str | None,
     *,

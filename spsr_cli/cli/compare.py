@@ -54,7 +54,7 @@ def compare_command(
         ),
     ] = False,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     offline: OfflineOpt = False,

@@ -88,7 +88,7 @@ def upscale_command(
         ),
     ] = None,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     fp32: Fp32Opt = False,
@@ -110,7 +110,7 @@ def upscale_command(
     ] = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Super-resolve images x4 (SPSR, or an ESRGAN-family model with --model)."""
+    """Super-resolve images: x4 SPSR by default, or any registered model or checkpoint with --model (x2, x3, x4)."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
 
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32)

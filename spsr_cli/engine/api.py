@@ -59,7 +59,7 @@ def upscale(
     device: str = "auto",
     precision: Optional[Precision] = None,
     tile: Union[int, Literal["auto"], None] = "auto",
-    tile_overlap: int = 16,
+    tile_overlap: Optional[int] = None,
     outscale: Optional[float] = None,
     max_memory: Optional[int] = None,
 ) -> ArrayOrPIL:
@@ -73,6 +73,7 @@ def upscale(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``fp32``, ``fp16`` or ``bf16``; None picks as ``spsr upscale`` does.
         tile: tile edge in input pixels, ``"auto"`` (from free memory) or 0/None for whole images.
+        tile_overlap: input pixels of context around each tile; None: the model's own.
         outscale: final scale if not the model's (e.g. 2).
         max_memory: the most bytes the image may take (default: what is available).
 

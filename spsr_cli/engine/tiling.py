@@ -166,7 +166,7 @@ class Upscaler:
     """
 
     def __init__(self, model: Generator, options: InferenceOptions = InferenceOptions()) -> None:
-        if options.tile_overlap < 0:
+        if options.tile_overlap is not None and options.tile_overlap < 0:
             raise UsageError(f"--tile-overlap must be >= 0, got {options.tile_overlap}")
         if isinstance(options.tile, int) and options.tile < 0:
             raise UsageError(f"--tile must be a positive number of pixels, 0 (whole image) or auto; got {options.tile}")
@@ -177,7 +177,7 @@ class Upscaler:
         self.scale = model.scale
         self.config: GeneratorConfig = model.config
         self._image = architecture_of(model).image  # forward output -> the SR image
-        self.overlap = options.tile_overlap
+        self.overlap = model.config.tile_context if options.tile_overlap is None else options.tile_overlap
         self.align = model.config.tile_align  # patches start on the network's grid
         if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
             log.warning(

@@ -4,8 +4,8 @@ The registry, the weights files and the engine name an architecture (``spsr``, `
 ``srvgg``, ``dat``) and
 look it up here; nothing else branches on architecture names. What the engine needs of an
 architecture is on its config (:class:`GeneratorConfig`): the scale, the receptive radius
-(tile overlap), the grid tiles start on, the activation memory per output pixel (tile size)
-and the compute per input pixel (cost per megapixel).
+and the default context of a tile (tile overlap), the grid tiles start on, the activation
+memory per output pixel (tile size) and the compute per input pixel (cost per megapixel).
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class GeneratorConfig(Protocol):
     @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass."""
+
+    @property
+    def tile_context(self) -> int:
+        """Input pixels of context each tile gets unless ``--tile-overlap`` says otherwise."""
 
     @property
     def tile_align(self) -> int:

@@ -120,6 +120,19 @@ class DATConfig:
         return 1 + self.groups * per_group + residual + 1
 
     @property
+    def tile_context(self) -> int:
+        """Default tile overlap: ``window_long`` (32 pixels for DAT-light), its measured local reach.
+
+        Measured with the published DAT-light x4 on a 128-pixel Set14 crop: the mean gradient of
+        an output pixel with respect to the input pixels at Chebyshev distance r falls from 1 to
+        1e-3 by r = 16-28 and levels off at 4.5e-4 from r = 32 on (the channel attention and the
+        pooled gates, which reach every pixel of a tile whatever the overlap). On a 256-pixel
+        crop with 96-pixel tiles on the window grid, tiled vs whole: 43.2 dB without overlap,
+        46.4 dB with 16, 47.8 dB with 32.
+        """
+        return self.window_long
+
+    @property
     def tile_align(self) -> int:
         """Tiles start on the window grid (:attr:`window_multiple`), so their windows are the whole image's."""
         return self.window_multiple

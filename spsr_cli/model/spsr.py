@@ -81,6 +81,12 @@ class SPSRConfig:
         return math.ceil(max(trunk, branch) + upsampling + high_res) + 1
 
     @property
+    def tile_context(self) -> int:
+        """Default tile overlap: 16 input pixels, the engine's default from before models had their own
+        (the receptive radius is far larger; what lies beyond 16 pixels changes little)."""
+        return 16
+
+    @property
     def tile_align(self) -> int:
         """Tiles may start anywhere (convolutions only)."""
         return 1
