@@ -439,3 +439,13 @@ def test_without_tile_overlap_each_architecture_gets_its_own_context(tiny_model)
     assert Upscaler(_srvgg(num_conv=7), options).overlap == 9  # the exact receptive radius
     assert Upscaler(_dat(), options).overlap == 8  # window_long: DAT's measured local reach
     assert Upscaler(_dat(), dataclasses.replace(options, tile_overlap=3)).overlap == 3  # the user's word wins
+
+
+def test_auto_tile_of_a_grid_aligned_network_keeps_its_patch_within_the_budget():
+    from spsr_cli.engine.tiling import patch_side
+
+    model = _dat()
+    for budget in (64 << 20, 256 << 20, 1 << 30):
+        tile = auto_tile_size(model, torch.device("cpu"), torch.float32, 8, budget=budget)
+        side = patch_side(tile, 8, model.config.tile_align)
+        assert working_set_bytes(model.config, (model.scale * side) ** 2, 4) <= budget

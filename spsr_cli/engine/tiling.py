@@ -72,7 +72,8 @@ def auto_tile_size(
 
     ``budget`` defaults to :data:`WORK_SHARE` of the free memory of ``device``. The result
     is at least :data:`MIN_TILE` (callers check that this fits) and at most
-    :data:`MAX_AUTO_TILE` minus the context.
+    :data:`MAX_AUTO_TILE` minus the context (and, for grid-aligned networks, the room a patch
+    needs to start on the grid: its :func:`patch_side` stays within the budget's side).
     """
     if budget is None:
         budget = int(WORK_SHARE * free_memory_bytes(device))
@@ -80,7 +81,8 @@ def auto_tile_size(
     per_out_pixel = model.config.work_channels
     out_pixels = max(0, budget - _WORK_BASE) / (per_out_pixel * itemsize)
     side = int(math.sqrt(out_pixels) / model.scale)  # padded input side, context included
-    side = min(MAX_AUTO_TILE, side) - 2 * overlap
+    align = model.config.tile_align
+    side = min(MAX_AUTO_TILE, side) // align * align - 2 * overlap - (align - 1)
     return max(MIN_TILE, side // 8 * 8)
 
 
