@@ -189,7 +189,9 @@ def is_shifted(group: int, block: int) -> bool:
     blocks 2, 6, 10, ... in even groups, 0, 4, 8, ... in odd ones)."""
     if block % 2:
         return False
-    return (block - 2) % 4 == 0 and block > 0 if group % 2 == 0 else block % 4 == 0
+    if group % 2 == 0:
+        return block > 0 and (block - 2) % 4 == 0
+    return block % 4 == 0
 
 
 # ---------------------------------------------------------------- building blocks
