@@ -4,10 +4,9 @@
 >>> big = upscale(PIL.Image.open("photo.png"))             # doctest: +SKIP
 >>> big = upscale(array, tile=256, precision="fp32")       # doctest: +SKIP
 
->>> from spsr_cli import load_generator
+>>> from spsr_cli import load_generator, super_resolve
 >>> model = load_generator("weights.safetensors")          # doctest: +SKIP
->>> out = model(x)  # x: N x 3 x H x W float in [0, 1]     # doctest: +SKIP
->>> out.sr, out.branch, out.grad_lr                        # doctest: +SKIP
+>>> sr = super_resolve(model, x)  # any architecture: x N x 3 x H x W in [0, 1]  # doctest: +SKIP
 
 The names below are imported on first use, so that ``spsr --help`` never loads torch.
 """
@@ -24,9 +23,10 @@ _LAZY = {
     "SPSRNet": "spsr_cli.model.spsr",
     "SPSROutput": "spsr_cli.model.spsr",
     "load_generator": "spsr_cli.weights.loader",
+    "super_resolve": "spsr_cli.weights.loader",
     "upscale": "spsr_cli.engine.api",
 }
-__all__ = ["SPSRConfig", "SPSRNet", "SPSROutput", "load_generator", "upscale", "__version__"]
+__all__ = ["SPSRConfig", "SPSRNet", "SPSROutput", "load_generator", "super_resolve", "upscale", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

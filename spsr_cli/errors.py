@@ -23,8 +23,16 @@ class ChecksumMismatchError(SPSRError):
     """A downloaded or cached file's sha256 differs from the manifest."""
 
 
+class CacheNotWritableError(SPSRError):
+    """``$SPSR_HOME`` (downloads, conversions, the local registry) is a file or cannot be written."""
+
+
 class ImageError(SPSRError):
     """An image could not be read or written (unsupported format, corrupt file, ...)."""
+
+
+class VideoError(SPSRError):
+    """A video could not be read or written (no PyAV, corrupt or truncated file, no video stream, ...)."""
 
 
 class UsageError(SPSRError):

@@ -67,17 +67,20 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def temporary_prefix(path: PathLike) -> str:
-    """The ``.NAME.`` prefix of ``path``'s temporaries, NAME shortened (on a UTF-8 boundary) so that
-    prefix + 8 random characters + ``.tmp`` fit in :data:`NAME_MAX` bytes."""
-    name = Path(path).name
-    room = NAME_MAX - 2 - _RANDOM_LEN - len(_TMP_SUFFIX)
+def shorten_name(name: str, room: int) -> str:
+    """``name`` cut (on a UTF-8 boundary) to at most ``room`` bytes; unchanged when it fits."""
     encoded = os.fsencode(name)
     if len(encoded) > room:
         name = os.fsdecode(encoded[:room])
         while len(os.fsencode(name)) > room or name.endswith("\udcff"):
             name = name[:-1]
-    return f".{name}."
+    return name
+
+
+def temporary_prefix(path: PathLike) -> str:
+    """The ``.NAME.`` prefix of ``path``'s temporaries, NAME shortened (on a UTF-8 boundary) so that
+    prefix + 8 random characters + ``.tmp`` fit in :data:`NAME_MAX` bytes."""
+    return f".{shorten_name(Path(path).name, NAME_MAX - 2 - _RANDOM_LEN - len(_TMP_SUFFIX))}."
 
 
 def temporary_files(path: PathLike) -> list[Path]:
@@ -160,6 +163,61 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------- checks before work
+
+
+def nearest_existing(path: PathLike) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists (where it is to be created)."""
+    found = Path(os.path.abspath(path))
+    while not os.path.lexists(found) and found != found.parent:
+        found = found.parent
+    return found
+
+
+def unwritable_reason(folder: PathLike) -> str | None:
+    """Why no file can be created in the existing ``folder`` (the OS's words), or None when one can.
+
+    Tried by creating and removing a file: ``os.access`` says yes to root everywhere, even in ``/proc``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".spsr-probe.", suffix=_TMP_SUFFIX)
+    except OSError as err:
+        return f"cannot write into {folder}: {err.strerror or err}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_output_file(path: PathLike, option: str) -> None:
+    """Refuse, before any work, an output file (``--json FILE``...) that could not be written: an existing
+    folder, or a place where no file can be created. Raises :class:`~spsr_cli.errors.UsageError` naming
+    ``option`` and the fix."""
+    from spsr_cli.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; name a file to write")
+    reason = unwritable_reason(nearest_existing(path.parent))
+    if reason is not None:
+        raise UsageError(f"{option} {path}: {reason}; choose another place or fix its permissions")
+
+
+def check_output_folder(path: PathLike, option: str) -> None:
+    """Refuse, before any work, an output folder (``--save-images DIR``...) that is a file or where
+    nothing can be written (it may not exist yet). Raises :class:`~spsr_cli.errors.UsageError`."""
+    from spsr_cli.errors import UsageError
+
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise UsageError(f"{option} {path} exists and is not a folder; name a folder (it is created)")
+    reason = unwritable_reason(nearest_existing(path))
+    if reason is not None:
+        raise UsageError(f"{option} {path}: {reason}; choose another folder or fix its permissions")
+
+
 # ---------------------------------------------------------------- safetensors
 
 
@@ -208,15 +266,20 @@ __all__ = [
     "NAME_MAX",
     "atomic_open",
     "atomic_path",
+    "check_output_file",
+    "check_output_folder",
     "file_mode",
+    "nearest_existing",
     "read_safetensors",
     "save_safetensors_atomic",
     "sha256_bytes",
     "sha256_file",
     "sha256_hasher",
+    "shorten_name",
     "temporary_files",
     "temporary_prefix",
     "write_bytes_atomic",
     "write_json_atomic",
+    "unwritable_reason",
     "write_text_atomic",
 ]

@@ -29,6 +29,7 @@ def world(tmp_path, tiny_weights, tiny_model):
     torch.save(state, tmp_path / "nan.pth")
     (tmp_path / "run/checkpoints").mkdir(parents=True)
     (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(200)))  # a damaged video
     (tmp_path / "done").mkdir()
     PILImage.new("RGB", (48, 40)).save(tmp_path / "done/a_x4.png")
     (tmp_path / "rerun").mkdir()  # a finished in-place batch: an input and its output side by side
@@ -54,7 +55,7 @@ ROWS = [
     (0, "--version"),
     (0, "weights list"),
     (0, "upscale {dir}/rerun --model {w} --skip-existing"),
-    (0, "upscale {dir}/a.png --model {w} -s 2 -t 8 -f jpg --fp32 -o {dir}/short.jpg"),
+    (0, "upscale {dir}/a.png --model {w} -s 2 -t 32 -f jpg --fp32 -o {dir}/short.jpg"),
     # 1: some inputs failed (the rest processed) or a runtime error
     (1, "upscale {dir}/batch --model {w} -o {dir}/out1"),
     (1, "upscale {dir}/a.png {dir}/g.gif --model {w} -o {dir}/out2"),
@@ -62,6 +63,7 @@ ROWS = [
     (1, "weights download realsr-df2k-rrdb --offline"),
     (1, "upscale {dir}/a.png --model {w} --outscale 1e6 -o {dir}/huge.png"),
     (1, "eval --hr-dir {dir}/hr --lr-dir {dir}/lr --model bicubic --no-lpips --no-niqe"),
+    (1, "upscale {dir}/bad.mp4 {dir}/a.png --model {w} -o {dir}/out3"),
     # 2: usage errors
     (2, "upscale {dir}/a.png --no-such-option"),
     (2, ""),
@@ -82,6 +84,20 @@ ROWS = [
     (2, "upscale {dir}/a.png --model {w} --fp32 --precision bf16"),
     (2, "upscale {dir}/a.png {dir}/b.png --model {w} -o /proc/x"),
     (2, "weights import {w} --name " + "n" * 300),
+    # issue 27: video options
+    (2, "upscale {dir}/a.png --model {w} --crf 20"),
+    (2, "upscale {dir}/bad.mp4 --model {w} --frames 9:2"),
+    (2, "upscale {dir}/bad.mp4 --model {w} --video-codec h264 -o {dir}/v.webm"),
+    # issue 26: checked before any work
+    (2, "upscale {dir}/a.png --model {w} --tile 1"),
+    (2, "upscale {dir}/a.png --model {w} --suffix " + "s" * 300),
+    (2, "upscale {dir}/a.png --model {w} --json /proc/nope/r.json"),
+    (2, "eval --hr-dir {dir}/hr --model bicubic --no-lpips --no-niqe --json {dir}/done"),
+    (2, "train --config tiny-cpu --out {dir}/file.txt"),
+    (2, "train --config tiny-cpu --out {dir}/t --set train.lr=-1"),
+    (2, "weights import {w} --name auto"),
+    (2, "weights rm spsr-x4"),
+    (0, "weights rm --all --dry-run"),
 ]
 
 

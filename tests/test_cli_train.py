@@ -240,3 +240,33 @@ def test_train_nse_export_and_spsr_p_by_name(tmp_path: Path, capsys: pytest.Capt
     )
     assert code == 0 and [s for s, _ in list_checkpoints(out)] == [2]
     assert '"preset": "spsr-j", "nse": "cli-nse"' in (out / "log.jsonl").read_text()
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 26, defect 8: ``spsr train --out good.png`` (an existing file) gave a FileExistsError traceback."""
+    (tmp_path / "good.png").write_bytes(b"a photo")
+    for command in (["train", "--config", str(CONFIGS / "tiny-cpu.yaml")], ["train", "nse"]):
+        assert run([*command, "--out", str(tmp_path / "good.png")]) == 2
+        assert "--out" in _err(capsys)
+        assert (tmp_path / "good.png").read_bytes() == b"a photo"
+    assert run(["train", "--config", str(CONFIGS / "tiny-cpu.yaml"), "--out", "/proc/nope/run"]) == 2
+    assert "cannot write into /proc" in _err(capsys)
+
+
+def test_a_shipped_config_is_named_without_a_checkout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 26: training configs were not in the wheel, so the README's commands needed a checkout."""
+    from spsr_cli.train.shipped import shipped_configs
+
+    assert {"spsr-x4", "spsr-x4-cpu", "tiny-cpu", "nse-contrastive"} <= set(shipped_configs())
+    for name in ("spsr-x4-cpu", "spsr-x4-cpu.yaml", str(CONFIGS / "spsr-x4-cpu.yaml")):
+        assert run(["train", "--config", name, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["train"]["trainable"] == "branch+fusion"
+    assert run(["train", "--config", "no-such-recipe", "--print-config"]) == 2
+    assert "shipped: " in _err(capsys)
+
+
+def test_the_wheel_carries_the_configs() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]["configs"] == "spsr_cli/configs"

@@ -1,5 +1,6 @@
 """``spsr weights``: auxiliary names that `weights list` shows download too."""
 
+import json
 import os
 from pathlib import Path
 
@@ -110,3 +111,90 @@ def test_list_shows_each_models_measured_seconds_per_megapixel(capsys):
         for where, seconds in entry.seconds_per_megapixel.items():
             assert f"{seconds:.2f} s on {where}" in rows[name][-2], name
     assert load_manifest().models["spsr-x4"].seconds_per_megapixel  # the default model's time is recorded
+
+
+def test_an_unwritable_spsr_home_is_named_with_the_fix(tmp_path, tiny_weights, capsys, monkeypatch):
+    """Issue 26, defect 5: SPSR_HOME a regular file or read-only: `weights import` ended in a
+    NotADirectoryError / PermissionError traceback."""
+    import errno
+    import tempfile
+
+    (tmp_path / "home-file").write_text("x")
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "home-file"))
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"SPSR_HOME={tmp_path / 'home-file'}" in err and "point SPSR_HOME at a writable folder" in err
+    assert run(["weights", "list"]) == 0  # reading needs nothing written
+    capsys.readouterr()
+    monkeypatch.setenv("SPSR_HOME", "/proc/no-home")
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    assert "SPSR_HOME=/proc/no-home" in capsys.readouterr().err
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "ro"))
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # root may write anywhere: the refusal is simulated
+        if dir is not None and str(dir).startswith(str(tmp_path / "ro")):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert run(["weights", "import", str(tiny_weights), "--name", "t"]) == 1
+    assert "Permission denied" in capsys.readouterr().err
+    assert not list((tmp_path / "ro").rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["auto", "bicubic", "nse-contrastive"])
+def test_names_with_a_meaning_of_their_own_are_refused(tiny_weights, capsys, name):
+    """Issue 26 (low): `weights import --name auto|bicubic|nse-contrastive` was accepted."""
+    assert run(["weights", "import", str(tiny_weights), "--name", name]) == 2
+    assert "already means" in capsys.readouterr().err
+
+
+def test_rm_reports_what_it_frees_and_list_shows_the_cache(capsys):
+    """Issue 26: no command listed or removed cached weights."""
+    from spsr_cli.weights.ncnn import converted_model_path
+
+    converted = converted_model_path("realsr-df2k")
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"x" * 2_500_000)
+    assert run(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split("\t") for line in out.splitlines() if line.startswith("model\trealsr-df2k "))
+    assert row[6] == "2.5 MB"
+    assert run(["weights", "list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cache"]["bytes"] == doc["cache"]["conversion_bytes"] == 2_500_000
+    (entry,) = [m for m in doc["models"] if m["name"] == "realsr-df2k"]
+    assert entry["cache"]["files"] == [
+        {"path": str(converted), "kind": "conversion", "bytes": 2_500_000, "shared_with": []}
+    ]
+    assert run(["weights", "rm", "realsr-df2k", "--dry-run"]) == 0
+    assert "would free 2.5 MB" in capsys.readouterr().err and converted.exists()
+    assert run(["weights", "rm", "realsr-df2k"]) == 0
+    assert "freed 2.5 MB" in capsys.readouterr().err and not converted.exists()
+    assert run(["weights", "rm", "realsr-df2k"]) == 0 and "nothing cached" in capsys.readouterr().err
+    assert run(["weights", "rm"]) == 2 and run(["weights", "rm", "spsr-x4"]) == 2
+    assert run(["weights", "rm", "realsr-df2k", "--all"]) == 2 and run(["weights", "rm", "nope"]) == 2
+
+
+def test_the_readme_table_of_piped_columns_matches_the_code(capsys):
+    """Issue 26: the README documented 7 piped columns where 11 were printed, sha256 not 7th."""
+    import re
+
+    from spsr_cli.cli.weights import PIPED_AUXILIARY_COLUMNS, PIPED_MODEL_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| # | model row | auxiliary row |") :].split("\n\n", 1)[0]
+    cells = [re.split(r"(?<!\\)\|", line.strip()[1:-1]) for line in table.splitlines()[2:]]  # "\|" is no border
+    rows = [[cell.strip().replace("`", "") for cell in row] for row in cells]
+    models = [row[1] for row in rows if row[1]]
+    auxiliary = [row[2] for row in rows if len(row) > 2 and row[2]]
+    assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
+    assert len(models) == len(PIPED_MODEL_COLUMNS) and len(auxiliary) == len(PIPED_AUXILIARY_COLUMNS)
+    for documented, column in [*zip(models, PIPED_MODEL_COLUMNS), *zip(auxiliary, PIPED_AUXILIARY_COLUMNS)]:
+        assert documented.startswith(column), (documented, column)
+    assert run(["weights", "list"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        expected = PIPED_MODEL_COLUMNS if line.startswith("model\t") else PIPED_AUXILIARY_COLUMNS
+        assert len(line.split("\t")) == len(expected), line

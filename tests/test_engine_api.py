@@ -75,3 +75,27 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, one_thread):
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
     assert PIL.Image.open("photo_x4.png").size == (80, 64)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tile": "big"},
+        {"tile": 1.5},
+        {"tile": True},
+        {"device": 5},
+        {"model": 5},
+        {"tile_overlap": "x"},
+        {"tile_overlap": -1},
+        {"max_memory": 0},
+    ],
+)
+def test_bad_arguments_are_usage_errors_naming_them(bad):
+    """Issue 26 (low): the Python API's bad arguments raised TypeError/ValueError/AttributeError from inside."""
+    import numpy as np
+
+    from spsr_cli.errors import UsageError
+
+    (name,) = bad
+    with pytest.raises(UsageError, match=re.escape(f"upscale({name}=")):
+        spsr_cli.upscale(np.zeros((8, 8, 3), np.uint8), **bad)

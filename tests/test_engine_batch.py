@@ -276,3 +276,43 @@ def test_a_rerun_removes_what_a_killed_run_left_and_skips_what_another_run_write
     assert [j.source.name for j in result.done] == ["a.png", "c.png"]
     assert [j.source.name for j in result.busy] == ["b.png"] and result.exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [".b_x4.png.spsr-claim", "a_x4.png", "c_x4.png"]
+
+
+# ---------------------------------------------------------------- issue 26, low defects
+
+
+def test_a_dangling_symlink_is_named_as_one(tmp_path):
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(UsageError, match="symbolic link to .*gone.png.*does not exist"):
+        plan_jobs([str(tmp_path / "link.png")], OutputSpec(), scale=4)
+
+
+def test_a_world_size_that_is_not_a_number_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(UsageError, match="WORLD_SIZE='abc' is not a whole number"):
+        shard([], None, None)
+
+
+def test_an_output_dated_after_the_run_began_is_rewritten_not_called_busy(tmp_path, tiny_model):
+    """An existing output newer than the run's start (a clock ahead, a touch) was skipped as "written by
+    another process"; only an output that changes during the run is."""
+    save(tmp_path / "a.png")
+    save(tmp_path / "a_x4.png", size=(48, 40))
+    future = os.stat(tmp_path / "a_x4.png").st_mtime + 3600
+    os.utime(tmp_path / "a_x4.png", (future, future))
+    jobs = plan_jobs([str(tmp_path / "a.png")], OutputSpec(), scale=4)
+    result = run_jobs(jobs, tiny_model, OPTS)
+    assert [j.source.name for j in result.done] == ["a.png"] and not result.busy
+
+
+def test_max_memory_applies_to_decoding_small_images_too(tmp_path, tiny_model, monkeypatch):
+    """``--max-memory`` was ignored for decoding images under 16 MP: they were decoded ahead, unchecked."""
+    from spsr_cli.engine import batch
+
+    decoded = []
+    real = batch.read_image
+    monkeypatch.setattr(batch, "read_image", lambda path: decoded.append(path.name) or real(path))
+    save(tmp_path / "a.png", size=(64, 64))
+    jobs = plan_jobs([str(tmp_path / "a.png")], OutputSpec(output=tmp_path / "o"), scale=4)
+    result = run_jobs(jobs, tiny_model, InferenceOptions(device="cpu", tile=0, memory_limit=4096))
+    assert len(result.failed) == 1 and decoded == []  # refused from the header, never decoded

@@ -64,7 +64,7 @@ def test_a_claim_that_cannot_be_written_leaves_no_claim_file(tmp_path, monkeypat
 
     from spsr_cli.engine import claims
 
-    def full(fd):
+    def full(fd, *name):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(claims, "_record_holder", full)
@@ -75,3 +75,30 @@ def test_a_claim_that_cannot_be_written_leaves_no_claim_file(tmp_path, monkeypat
     claim = claims.claim_output(tmp_path / "a_x4.png")  # and the lock was released
     assert claim is not None
     claim.release()
+
+
+def test_a_long_output_name_gets_a_shortened_unique_claim(tmp_path):
+    """Issue 26 (low): a claim for a 240-character output name passed 255 bytes, so it always failed."""
+    from spsr_cli.files import NAME_MAX, temporary_prefix
+
+    long_a, long_b = tmp_path / ("a" * 240 + "_x4.png"), tmp_path / ("a" * 240 + "_x4.jpg")
+    assert len(claim_path(long_a).name.encode()) <= NAME_MAX and claim_path(long_a) != claim_path(long_b)
+    with claim_output(long_a) as first, claim_output(long_b) as second:
+        assert first is not None and second is not None  # one name cut the same way: still two claims
+    assert list(tmp_path.iterdir()) == []
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: claim, leave a temporary, get killed
+        try:
+            claim_output(long_a)
+            (tmp_path / f"{temporary_prefix(long_a)}abcd1234.tmp").write_bytes(b"half")
+            os.write(write, b"1")
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    removed = remove_stale_claims(tmp_path)
+    assert len(removed) == 2 and list(tmp_path.iterdir()) == []

@@ -541,3 +541,23 @@ def test_an_x2_model_is_scored_at_x2_with_bicubic_beside_it(tmp_path: Path) -> N
     assert x2.to_dict()["dataset"]["lr"] == "generated (MATLAB bicubic x2; the published LR is x4)"
     alone = evaluate(local_source(hr_dir, None), upscale=None, model="bicubic", lpips=False, niqe=False)
     assert alone.scale == 4 and alone.means["psnr"] != bicubic.means["psnr"]
+
+
+def test_images_too_small_for_niqe_are_said_once_in_the_note(tmp_path: Path, caplog) -> None:
+    """Issue 26 (low): NIQE was empty for 184-pixel crops (the README said "under 96") with the reason
+    logged once per image and model, and niqe_note null."""
+    from spsr_cli.weights.niqe import NIQEModel
+
+    hr_dir = tmp_path / "HR"
+    hr_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (w, h) in (("big", (200, 104)), ("crop", (184, 184)), ("small", (48, 48))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(hr_dir / f"{name}.png")
+    model = NIQEModel(mu=np.zeros(36), cov=np.eye(36))
+    with caplog.at_level("INFO", logger="spsr_cli"):
+        result = evaluate(local_source(hr_dir, None), model="bicubic", lpips=False, niqe_model=model)
+    scores = {r.name: r.niqe for r in result.images}
+    assert scores["big"] is not None and scores["crop"] is None and scores["small"] is None
+    assert result.niqe_note is not None and result.niqe_note.startswith("2 of 3 images have no NIQE (crop, small)")
+    assert "two 96 x 96 blocks" in result.niqe_note and "200 x 104" in result.niqe_note
+    assert "no NIQE" not in caplog.text

@@ -77,3 +77,25 @@ def test_json_and_safetensors_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="bad.safetensors"):
         read_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_output_checks_name_the_option_and_the_reason(tmp_path):
+    """Issue 26, defect 4: output paths are checked before work (tried by creating a file: root passes
+    ``os.access`` everywhere)."""
+    import pytest
+
+    from spsr_cli.errors import UsageError
+    from spsr_cli.files import check_output_file, check_output_folder, nearest_existing, unwritable_reason
+
+    assert nearest_existing(tmp_path / "a/b/c.json") == tmp_path
+    assert unwritable_reason(tmp_path) is None and list(tmp_path.iterdir()) == []
+    assert "cannot write into /proc" in unwritable_reason(Path("/proc"))
+    check_output_file(tmp_path / "new/r.json", "--json")
+    check_output_folder(tmp_path / "new/dir", "--save-images")
+    with pytest.raises(UsageError, match="--json .* is a folder"):
+        check_output_file(tmp_path, "--json")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="--save-images .* is not a folder"):
+        check_output_folder(tmp_path / "f", "--save-images")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        check_output_file(tmp_path / "f/r.json", "--json")

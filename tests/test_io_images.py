@@ -625,6 +625,53 @@ def test_an_animated_input_says_only_its_first_frame_is_used(tmp_path, caplog):
     assert is_image_path(tmp_path / "anim.gif")
 
 
+def _tiff_without_second_width(path: Path) -> None:
+    """A 2-page TIFF whose second page lacks its ImageWidth tag (renamed to an unknown tag)."""
+    pages = [PIL.Image.new("RGB", (6, 5), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buffer.getvalue())
+    end = "<" if data[:2] == b"II" else ">"
+    first = struct.unpack(end + "I", data[4:8])[0]
+    count = struct.unpack(end + "H", data[first : first + 2])[0]
+    second = struct.unpack(end + "I", data[first + 2 + 12 * count : first + 6 + 12 * count])[0]
+    for i in range(struct.unpack(end + "H", data[second : second + 2])[0]):
+        entry = second + 2 + 12 * i
+        if struct.unpack(end + "H", data[entry : entry + 2])[0] == 256:  # ImageWidth
+            data[entry : entry + 2] = struct.pack(end + "H", 65000)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_later_page_or_frame_leaves_the_first_readable(tmp_path, caplog):
+    """Issue 26, defect 2: Pillow's frame counting raised TypeError (TIFF) / IndexError (a cut GIF)."""
+    from spsr_cli.io.images import read_image
+
+    _tiff_without_second_width(tmp_path / "two.tif")
+    with PIL.Image.open(tmp_path / "two.tif") as im, pytest.raises(TypeError):
+        im.n_frames  # noqa: B018 - Pillow's own failure, which read_image must survive
+    with caplog.at_level("WARNING", logger="spsr_cli"):
+        image = read_image(tmp_path / "two.tif")
+    assert image.size == (5, 6) and image.rgb[0, 0, 0] > 0.9
+    assert "frames cannot be counted" in caplog.text
+
+    rng = np.random.default_rng(0)
+    frames = [PIL.Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)) for _ in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF")
+    one = len(buffer.getvalue())
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    whole = buffer.getvalue()
+    survived = 0
+    for cut in range(one - 40, len(whole), 3):  # cuts inside the later frames
+        (tmp_path / "cut.gif").write_bytes(whole[:cut])
+        try:
+            survived += read_image(tmp_path / "cut.gif").size == (24, 24)
+        except ImageError:
+            pass  # a cut inside the first frame: a clear error is right
+    assert survived > 10
+
+
 def test_temporary_files_finds_only_our_naming(tmp_path):
     from spsr_cli.io.images import temporary_files
 

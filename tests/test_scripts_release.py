@@ -164,28 +164,79 @@ def test_one_improvement_round_continues_from_the_shipped_model(
         scored.append(path)
         return candidate
 
-    monkeypatch.setattr(release, "validation_improves", lambda cand, base: (validation_ok, "injected"))
+    monkeypatch.setattr(release, "validation_improves", lambda cand, base, **rule: (validation_ok, "injected"))
     run = tmp_path / "run"
     argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-branch-share"]
     for item in TINY_TRAIN:
         argv += ["--set", item]
-    assert _script().main(argv, scorer=scorer) == 0
-    init = json.loads((run / "a-branch" / "init_report.json").read_text())  # stage A from the shipped model
-    assert init["kind"] == "spsr-generator" and init["source"].endswith("bundled/spsr-x4.safetensors")
-    init = json.loads((run / "b-fusion" / "init_report.json").read_text())  # stage B from stage A
-    assert init["kind"] == "training-checkpoint" and "a-branch" in init["source"]
+    assert _script().main([*argv, "--no-v1-baseline"], scorer=scorer) == 0
+    for stage in ("w-warmup", "w-whole"):  # the whole network continues the warm-up, from the shipped model
+        init = json.loads((run / stage / "init_report.json").read_text())
+        assert init["kind"] == "spsr-generator" and init["source"].endswith("bundled/spsr-x4.safetensors")
+    from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    assert latest_checkpoint(run / "w-warmup").name == "step_00000001.pt"  # train.d_warmup_steps
+    state = load_checkpoint(latest_checkpoint(run / "w-whole"))
+    assert state["step"] == 3 and state["config"]["train"]["checkpoint_every"] == 3  # its own cadence again
     assert len(scored) == 1 and read_weights_file(scored[0]).metadata["training_step"] == "3"
     entry = release.current_entry(repo, "spsr-x4")
     decision = json.loads((run / "decision.json").read_text())
     assert decision["ships"] is ships and decision["scores"] == candidate
-    if ships:  # 3 stage-A steps + 3 stage-B steps
-        assert entry["version"] == 2 and entry["metrics"] == candidate and entry["training"]["steps"] == 6
+    assert set(decision["training"]["stages"]) == {"w-warmup", "w-whole"}
+    if ships:  # 1 warm-up step (discriminators only) + 2 generator steps of the whole network
+        assert entry["version"] == 2 and entry["metrics"] == candidate and entry["training"]["steps"] == 2
         assert entry["training"]["reference_scores"]["spsr-x4 v1 (previous)"] == v1["metrics"]
         assert entry["sha256"] == sha256_file(scored[0])
     else:
         assert entry == v1
     shipped = read_weights_file(repo / "spsr_cli" / entry["source"]["path"])
     assert all(t.dtype == torch.float16 for t in shipped.state_dict.values())
+
+
+def _validation_folder(folder: Path) -> Path:
+    """Two random 32 px photographs: a tiny validation folder (``validation.hr_dir``)."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+def test_trials_fork_the_warm_up_and_the_best_continues(tmp_path: Path) -> None:
+    from spsr_cli.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    repo = _tree(tmp_path)
+    _ship_tiny_v1(tmp_path, repo)
+    hr = _validation_folder(tmp_path / "val")
+    run = tmp_path / "run"
+    argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-decide"]
+    argv += ["--no-v1-baseline", "--trial", "slow=train.lr_parts.trunk=0.01", "--trial", "fast=train.lr=0.05"]
+    argv += ["--trial-steps", "1"]
+    for item in [*TINY_TRAIN, f"validation.hr_dir={hr}", "validation.lpips=false", "validation.every=1"]:
+        argv += ["--set", item]
+    assert _script().main(argv) == 0
+    baselines = json.loads((run / "baselines.json").read_text())
+    assert set(baselines) == {"shipped"} and baselines["shipped"]["crops"] == 2
+    rows = {name: _script().validation_rows(run / f"w-trial-{name}") for name in ("slow", "fast")}
+    assert [r["step"] for r in rows["slow"]] == [1, 2]  # the warm-up's row, copied, then its own
+    assert rows["slow"][0] == rows["fast"][0] and rows["slow"][1] != rows["fast"][1]
+    for name in ("slow", "fast"):
+        groups = load_checkpoint(latest_checkpoint(run / f"w-trial-{name}"))["opt_g"]["param_groups"]
+        trunk = next(g for g in groups if g["part"] == "trunk")
+        assert trunk["lr"] == pytest.approx({"slow": 2e-5 * 0.01, "fast": 0.05 * 0.5}[name])  # the config's 0.5
+    floor = baselines["shipped"]["psnr"] - 0.10
+    best = max(rows, key=lambda n: (rows[n][1]["psnr"] >= floor, rows[n][1]["psnr"]))  # no LPIPS: PSNR decides
+    whole = _script().validation_rows(run / "w-whole")
+    assert whole[:2] == rows[best] and whole[-1]["step"] == 3
+
+
+def test_validation_noise_is_the_largest_step_at_the_end_of_the_curve() -> None:
+    noise = _script().validation_noise
+    rows = [{"lpips": v} for v in (0.20, 0.16, 0.150, 0.152, 0.149, 0.150)]
+    assert noise(rows, 4) == pytest.approx(0.003)
+    assert noise(rows[:3], 4) is None
 
 
 def test_the_card_says_how_the_version_was_made(tmp_path: Path) -> None:
@@ -206,12 +257,30 @@ def test_the_card_says_how_the_version_was_made(tmp_path: Path) -> None:
     )
 
 
+def test_the_status_says_which_recipe_made_the_shipped_weights() -> None:
+    share = {"mean_psnr": 46.4, "min_psnr": 42.3}
+    staged = {"version": 2, "training": {"steps": 430, "this_round": {"branch_share_set14": share}}}
+    assert "trunk frozen" in release.status_section(staged)
+    whole = {"version": 3, "training": {"steps": 900, "this_round": {"lr_parts": {"trunk": 0.5}, "hardware": "h"}}}
+    text = release.status_section(whole)
+    assert "whole network (trunk included)" in text and "trunk 0.5" in text and "900 training steps" in text
+    kept = {"version": 3, "training": {"steps": 1575, "this_round": {"init": "cand.safetensors", "lr_parts": None}}}
+    text = release.status_section(kept)  # shipped as trained elsewhere: no rate of this round is claimed
+    assert "cand.safetensors" in text and "factors" not in text and "trunk frozen" not in text
+
+
 def test_validation_half_of_the_rule() -> None:
-    v1 = {"psnr": 23.0, "lpips": 0.180}
-    assert release.validation_improves({"psnr": 22.95, "lpips": 0.175}, v1)[0] is True
-    assert release.validation_improves({"psnr": 23.5, "lpips": 0.180}, v1)[0] is False  # equal LPIPS
-    assert release.validation_improves({"psnr": 23.5}, v1)[0] is False  # no LPIPS: no decision to ship
-    assert release.validation_improves(None, v1)[0] is False
+    shipped = {"psnr": 23.0, "lpips": 0.180}
+    assert release.validation_improves({"psnr": 22.95, "lpips": 0.175}, shipped)[0] is True
+    assert release.validation_improves({"psnr": 23.5, "lpips": 0.180}, shipped)[0] is False  # equal LPIPS
+    assert release.validation_improves({"psnr": 23.5}, shipped)[0] is False  # no LPIPS: no decision to ship
+    assert release.validation_improves(None, shipped)[0] is False
+    rule = {"min_gain": 0.004, "max_psnr_drop": 0.10}
+    assert release.validation_improves({"psnr": 22.91, "lpips": 0.175}, shipped, **rule)[0] is True
+    ok, why = release.validation_improves({"psnr": 23.0, "lpips": 0.177}, shipped, **rule)  # inside the noise
+    assert not ok and "noise" in why
+    ok, why = release.validation_improves({"psnr": 22.89, "lpips": 0.170}, shipped, **rule)
+    assert not ok and "PSNR" in why
 
 
 def test_branch_share_is_infinite_when_the_fusion_ignores_the_branch_and_finite_when_it_uses_it(tmp_path: Path) -> None:
@@ -325,18 +394,12 @@ def test_choose_alpha_takes_the_lowest_lpips_at_the_psnr_floor() -> None:
 
 
 def test_a_round_with_interpolation_scores_each_blend_on_validation(tmp_path: Path) -> None:
-    from PIL import Image
-
     repo = _tree(tmp_path)
     _ship_tiny_v1(tmp_path, repo)
-    hr = tmp_path / "val"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(hr / f"{name}.png")
+    hr = _validation_folder(tmp_path / "val")
     run = tmp_path / "run"
     argv = ["--repo", str(repo), "--run", str(run), "--minutes", "30", "--reserve", "0", "--no-branch-share"]
-    argv += ["--alphas", "0,0.5,1"]
+    argv += ["--alphas", "0,0.5,1", "--no-v1-baseline"]
     for item in [*TINY_TRAIN, f"validation.hr_dir={hr}", "validation.lpips=false", "validation.every=3"]:
         argv += ["--set", item]
     assert _script().main(argv, scorer=lambda path: _scores(26.0, 0.2)) == 0
@@ -372,18 +435,33 @@ def test_a_run_started_again_on_a_new_machine_continues_the_total_steps(tmp_path
     }
     (repo / release.CURVE_FILE).write_text(json.dumps(earlier) + "\n")
     run = tmp_path / "run"
-    for stage, rows in (("a-branch", [(250, 24.1)]), ("b-fusion", [(40, 24.1), (80, 24.0)])):
+    start = {"event": "start", "time": 1796316786.0, "step": 0}
+
+    def row(step: int, psnr: float, time: float) -> dict:
+        return {"event": "validation", "time": time, "step": step, "psnr": psnr, **scores}
+
+    warm_up = [start, row(100, 24.1, 1.0)]
+    trial_won = [*warm_up, row(300, 24.0, 2.0)]
+    logs = {
+        "w-warmup": warm_up,
+        "w-trial-won": trial_won,
+        "w-trial-lost": [*warm_up, row(300, 23.8, 3.0)],
+        "w-whole": [*trial_won, row(500, 24.05, 4.0)],
+    }
+    for stage, lines in logs.items():
         (run / stage).mkdir(parents=True)
-        lines = [{"event": "start", "time": 1796316786.0, "step": 0}]
-        lines += [{"event": "validation", "time": 0.0, "step": step, "psnr": psnr, **scores} for step, psnr in rows]
         (run / stage / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    (run / "a-branch" / "checkpoints").mkdir()
-    (run / "a-branch" / "checkpoints" / "step_00000250.pt").write_bytes(b"")
     rows = _script().curve_rows(repo, {"name": "spsr-x4", "version": 1}, run)
-    assert [r["total_steps"] for r in rows] == [1551, 1591, 1631]  # after the earlier run's 1301 steps
+    # the path taken (warm-up, winning trial, continuation) once, and the losing trial's own row
+    assert [(r["stage"], r["total_steps"]) for r in rows] == [
+        ("w-whole", 1401),
+        ("w-whole", 1601),
+        ("w-whole", 1801),
+        ("w-trial-lost", 1601),
+    ]
     assert {r["round"] for r in rows} == {"spsr-x4 v1 -> v2, run of 2026-12-03 16:53"}
     curve = release.update_curve(repo, rows)
-    assert len(curve) == 4  # the earlier run's row at another step is kept, none is dropped as a repeat
+    assert len(curve) == 5  # the earlier run's row at another step is kept, none is dropped as a repeat
 
 
 def test_a_new_version_keeps_the_measured_speed_and_its_place(tmp_path: Path) -> None:

@@ -166,3 +166,32 @@ def test_a_killed_writers_temporary_is_removed_a_locked_one_kept(tmp_path: Path)
     umask = os.umask(0)
     os.umask(umask)
     assert (folder / "step_00000001.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_is_named_with_the_free_space_and_the_fix(tmp_path: Path) -> None:
+    """Issue 26, defect 9: training on a full disk ended in ``RuntimeError [enforce fail at
+    inline_container.cc:672] unexpected pos`` at the first checkpoint. The disk is filled for real in a
+    child process: a file size limit makes the write fail exactly as a full disk does."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, torch
+        from spsr_cli.train.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+        save_checkpoint({str(tmp_path)!r}, 1, {{"x": torch.zeros(10)}})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.RLIM_INFINITY))
+        try:
+            save_checkpoint({str(tmp_path)!r}, 2, {{"x": torch.zeros(100_000)}})
+        except CheckpointError as err:
+            print("CheckpointError:", err)
+        print("kept:", [s for s, _ in list_checkpoints({str(tmp_path)!r})])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "CheckpointError: cannot write the checkpoint" in done.stdout and "MB are free there" in done.stdout
+    assert "--resume" in done.stdout and "kept: [1]" in done.stdout
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]

@@ -80,6 +80,9 @@ def test_toml_file(tmp_path: Path) -> None:
         ("data.crop_size=30", "data.crop_size"),
         ("loss.perceptual_backbone=resnet", "perceptual_backbone"),
         ("loss.pixel=-1", "loss.pixel"),
+        ("train.lr_parts.trunk=0", "train.lr_parts.trunk"),
+        ("train.lr_parts.fusion=-2", "train.lr_parts.fusion"),
+        ("train.lr_parts.head=1", "train.lr_parts.head"),
         ("train.lr", "section.key=value"),
     ],
 )
@@ -133,3 +136,29 @@ def test_structure_preset_configs_differ_from_the_paper_recipe_only_in_the_objec
         assert {k: v for k, v in other.items() if k != "loss"} == {k: v for k, v in paper.items() if k != "loss"}
         drop = lambda loss: {k: v for k, v in loss.items() if k not in ("preset", "nse")}  # noqa: E731
         assert drop(other["loss"]) == drop(paper["loss"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=-1", "train.lr must be positive"),
+        ("train.lr=0", "train.lr must be positive"),
+        ("train.lr_d=-1", "train.lr_d must be >= 0"),
+        ("train.beta1=2", "train.beta1 must be in [0, 1)"),
+        ("train.beta2=1", "train.beta2 must be in [0, 1)"),
+        ("train.lr=.nan", "train.lr must be a finite number"),
+        ("train.lr_d=.inf", "train.lr_d must be a finite number"),
+        ("train.grad_clip=.nan", "train.grad_clip must be a finite number"),
+        ("loss.pixel=.nan", "loss.pixel must be a finite number"),
+        ("train.gamma=-1", "train.gamma must be positive"),
+        ("train.gamma=0", "train.gamma must be positive"),
+        ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+        ("train.milestones=[0, 10]", "train.milestones must be positive"),
+    ],
+)
+def test_bad_optimiser_values_are_refused_before_training(override: str, message: str) -> None:
+    """Issue 26, defect 7: ``train.lr=-1`` (also ``lr_d=-1``, ``beta1=2``, ``lr: .nan``) ended in Adam's
+    ValueError traceback; ``train.gamma=-1`` with a milestone ran gradient ascent with no warning."""
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[").replace(")", r"\)")):
+        load_config(None, [override])
+    load_config(None, ["train.lr_d=0", "train.beta1=0", "train.gamma=2"])  # the edges that are fine

@@ -172,6 +172,45 @@ def test_frozen_parts_stay_unchanged_and_build_no_graph(
         tiny_config("train.trainable=trunk")
 
 
+def test_each_part_learns_at_its_own_rate_and_a_frozen_part_never_changes(tmp_path: Path) -> None:
+    from spsr_cli.model.spsr import part_of
+
+    rates = ["train.lr_parts.trunk=0.25", "train.lr_parts.branch=4", "train.lr_parts.fusion=2"]
+    cfg = tiny_config("train.trainable=branch+fusion", *rates, "train.steps=2", "train.checkpoint_every=2")
+    run = tmp_path / "run"
+    result = train(cfg, run, perceptual_backbone=tiny_backbone())
+    state = load_checkpoint(checkpoint_path(run, 2))
+    groups = {g["part"]: g for g in state["opt_g"]["param_groups"]}
+    assert {part: g["lr"] for part, g in groups.items()} == pytest.approx(
+        {"trunk": 2e-3 * 0.25, "branch": 2e-3 * 4, "fusion": 2e-3 * 2}
+    )
+    names = [name for name, _ in SPSRNet(config=cfg.spsr_config()).named_parameters()]
+    for part, group in groups.items():  # each group holds exactly its part's parameters
+        assert len(group["params"]) == sum(part_of(n) == part for n in names)
+    assert state["config"]["train"]["lr_parts"] == {"trunk": 0.25, "branch": 4.0, "fusion": 2.0}
+    torch.manual_seed(cfg.train.seed)
+    initial = SPSRNet(config=cfg.spsr_config()).state_dict()
+    final = result.state["model"]
+    assert all(torch.equal(initial[k], final[k]) for k in initial if part_of(k) == "trunk")  # frozen, factor 0.25
+
+    # Adam's first step moves every weight by about lr: the step size follows each part's rate.
+    cfg = tiny_config("train.trainable=all", "train.stage=psnr", *rates, "train.steps=1", "train.checkpoint_every=1")
+    moved = train(cfg, tmp_path / "one", perceptual_backbone=tiny_backbone()).state["model"]
+    step = {
+        part: max(float((moved[k] - initial[k]).abs().max()) for k in initial if part_of(k) == part and "weight" in k)
+        for part in ("trunk", "branch", "fusion")
+    }
+    assert step["trunk"] == pytest.approx(2e-3 * 0.25, rel=0.05)
+    assert step["branch"] == pytest.approx(2e-3 * 4, rel=0.05)
+    assert step["fusion"] == pytest.approx(2e-3 * 2, rel=0.05)
+
+    # resuming with new factors changes the rates from then on
+    cfg = tiny_config("train.trainable=all", *rates, "train.steps=3", "train.lr_parts.trunk=0.5")
+    train(cfg, run, resume=True, perceptual_backbone=tiny_backbone())
+    groups = {g["part"]: g for g in load_checkpoint(checkpoint_path(run, 3))["opt_g"]["param_groups"]}
+    assert groups["trunk"]["lr"] == pytest.approx(2e-3 * 0.5) and groups["branch"]["lr"] == pytest.approx(8e-3)
+
+
 def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path: Path) -> None:
     cfg = tiny_config("train.stage=psnr", "train.steps=1", "train.checkpoint_every=1")
     train(cfg, tmp_path / "run")

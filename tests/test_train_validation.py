@@ -53,6 +53,21 @@ def test_no_file_is_both_trained_on_and_validated_on(tmp_path: Path) -> None:
     assert not ImagePool(hr_dirs=folders, crop_size=32, scale=4).held_out
 
 
+def test_several_fixed_crops_per_image_and_small_images_give_their_largest_crop(tmp_path: Path) -> None:
+    folders = [tmp_path / "a"]
+    _photos(tmp_path / "a", 30, size=(40, 64))
+    held = held_out_files(folders, 20)
+    pairs = holdout_pairs(folders, percent=20, crop_size=32, scale=4, max_images=100, crops_per_image=2)
+    assert [p.name for p in pairs] == [f"{p.stem}-{k}" for p in held for k in (1, 2)]
+    first = np.asarray(Image.open(held[0]).convert("RGB"))
+    assert np.array_equal(pairs[0].hr, first[3:35, 11:43]) and np.array_equal(pairs[1].hr, first[5:37, 21:53])
+    assert all(np.array_equal(p.lr, bicubic_downscale(p.hr, 4)) for p in pairs)
+    again = holdout_pairs(folders, percent=20, crop_size=32, scale=4, max_images=100, crops_per_image=2)
+    assert all(np.array_equal(a.hr, b.hr) for a, b in zip(pairs, again))  # fixed, not random
+    small = holdout_pairs(folders, percent=20, crop_size=48, scale=4, max_images=2)
+    assert len(small) == 2 and all(p.hr.shape == (40, 40, 3) for p in small)  # 40x64 gives its 40 px crop
+
+
 def test_validation_scores_equal_spsr_eval_on_the_same_crops(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = SPSRConfig(nf=8, nb=2, gc=4)

@@ -119,3 +119,11 @@ def test_cli_download_and_list(hub, tmp_path, monkeypatch, capsys):
     assert run(["weights", "list", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["models"]
     assert (row["name"], row["cached"], row["sha256"], row["size"]) == ("hub-model", True, SHA, len(DATA))
+
+
+def test_spsr_offline_stops_a_hub_download_even_when_offline_false_is_passed(hub, monkeypatch):
+    """Issue 26: one variable for every source; the environment wins over a library default."""
+    monkeypatch.setenv("SPSR_OFFLINE", "1")
+    with pytest.raises(WeightsNotAvailableError, match="offline"):
+        fetch(offline=False)
+    assert hub.requests == []

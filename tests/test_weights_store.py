@@ -224,3 +224,24 @@ def test_an_esrgan_checkpoint_imports_as_an_rrdbnet(tmp_path):
     x = torch.rand(1, 3, 5, 5)
     with torch.no_grad():
         assert torch.equal(load_generator("esrgan")(x), net(x))
+
+
+@pytest.mark.parametrize("claim", [{"nf": 10**9}, {"nb": 3000}, {"scale": 8}])
+def test_a_stored_config_that_lies_about_the_tensors_is_refused_before_any_build(
+    tmp_path, tiny_model, claim, monkeypatch
+):
+    """Issue 26, defect 6: a file whose stored config claimed nf = 10**9 (or nb = 3000) built the network from
+    it before checking the tensors: 108 GB asked for, or seconds and memory without bound."""
+    from spsr_cli.files import read_safetensors, save_safetensors_atomic
+    from spsr_cli.model import architectures
+    from spsr_cli.weights.store import load_weights_file, write_generator_file
+
+    path = tmp_path / "w.safetensors"
+    write_generator_file(path, tiny_model.state_dict(), tiny_model.config, source="t", licence="MIT")
+    tensors, metadata = read_safetensors(path)
+    metadata["config"] = json.dumps({**json.loads(metadata["config"]), **claim})
+    save_safetensors_atomic(path, tensors, metadata)
+    monkeypatch.setattr(architectures.SPSRNet, "__init__", lambda *a, **k: pytest.fail("built a network"))
+    ((name, value),) = claim.items()
+    with pytest.raises(CheckpointMismatchError, match=f"{name}={value} \\(its tensors say"):
+        load_weights_file(path)

@@ -12,7 +12,7 @@ from typer.core import TyperOption
 from typer.exceptions import TyperException
 
 from spsr_cli import __version__
-from spsr_cli.cli.common import Interrupted, console, stdout
+from spsr_cli.cli.common import Interrupted, console, esc, stdout
 from spsr_cli.cli.compare import compare_command
 from spsr_cli.cli.eval import eval_command
 from spsr_cli.cli.train import train_app
@@ -106,7 +106,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.Exit as done:
         return done.exit_code
     except Interrupted as err:
-        console.print(f"[red]interrupted:[/] {err}")
+        console.print(f"[red]interrupted:[/] {esc(err)}")
         return 130
     except (typer.Abort, KeyboardInterrupt):
         console.print("[red]interrupted[/]")
@@ -115,10 +115,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         err.show(file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(err, "exit_code", 2)
     except UsageError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {esc(err)}")
         return 2
     except SPSRError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {esc(err)}")
         return 1
     if result == 130:  # click turned Ctrl-C into exit code 130
         console.print("[red]interrupted[/]")

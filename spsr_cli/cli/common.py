@@ -9,13 +9,27 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.options import MIN_TILE, InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 
 #: Messages, progress and tables for people go to stderr; machine-readable output to stdout.
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+#: No emoji codes: a file name holding ``:thumbs_up:`` is shown as it is.
+console = Console(stderr=True, highlight=False, emoji=False)
+stdout = Console(highlight=False, emoji=False)
+
+
+def one_line(path: object) -> str:
+    """A file name on one line: newlines and other control characters shown as escapes (``\\n``), so a
+    name holding one never splits a one-line-per-image log."""
+    return "".join(c if " " <= c != "\x7f" else repr(c)[1:-1] for c in str(path))
+
+
+def esc(value: object) -> str:
+    """``value`` (a file name, a model name, an error message) as literal text inside rich markup:
+    ``m[/b]ok.png`` or ``photo[final].png`` are shown as they are, never read as markup."""
+    return escape(str(value))
 
 
 class Interrupted(Exception):
@@ -53,10 +67,17 @@ PrecisionOpt = Annotated[
     ),
 ]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Same as --precision fp32.", rich_help_panel=RUN_PANEL)]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached downloads; never touch the network.")]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Use only cached downloads; never touch the network (also SPSR_OFFLINE=1 or HF_HUB_OFFLINE=1).",
+    ),
+]
 
 
-def parse_tile(value: str) -> int | str:
+def parse_tile(value: str, overlap: int = 16) -> int | str:
+    """``--tile``: ``auto``, 0 (the whole image) or at least :data:`~spsr_cli.engine.options.MIN_TILE` pixels."""
     value = value.strip().lower()
     if value == "auto":
         return "auto"
@@ -66,6 +87,13 @@ def parse_tile(value: str) -> int | str:
         raise UsageError(f"--tile {value!r} is not a number; use a pixel count such as 256, 0 or auto") from None
     if tile < 0:
         raise UsageError(f"--tile must be >= 0, got {tile}")
+    if 0 < tile < MIN_TILE:
+        waste = ((tile + 2 * overlap) / tile) ** 2
+        raise UsageError(
+            f"--tile {tile} is below {MIN_TILE} pixels: each tile is computed with {overlap} pixels of context on "
+            f"every side (--tile-overlap), so tiles this small redo the work about {waste:.0f} times over; "
+            f"use --tile {MIN_TILE} or more, 0 (the whole image) or auto"
+        )
     return tile
 
 
@@ -84,7 +112,9 @@ def inference_options(
         precision = "fp32"
     if precision is not None and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
-    return InferenceOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)  # type: ignore[arg-type]
+    return InferenceOptions(
+        device=device, precision=precision, tile=parse_tile(tile, tile_overlap), tile_overlap=tile_overlap
+    )  # type: ignore[arg-type]
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
     parse_crop,
 )
@@ -22,7 +23,10 @@ from spsr_cli.errors import UsageError
 
 
 def compare_command(
-    photos: Annotated[list[str], typer.Argument(help="Photos (image files) or folders of them.", show_default=False)],
+    photos: Annotated[
+        list[str],
+        typer.Argument(help="Photos (image files), folders of them, or videos (see --at).", show_default=False),
+    ],
     models: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -53,6 +57,10 @@ def compare_command(
             help="Replace files an earlier comparison left in the folder (other files are never touched).",
         ),
     ] = False,
+    at: Annotated[
+        Optional[float],
+        typer.Option("--at", help="For a video: compare its frame at this many seconds from the start (default 0)."),
+    ] = None,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
@@ -74,7 +82,7 @@ def compare_command(
         task = bar.add_task("photos", total=None)
 
         def on_photo(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"photos: {name}")
+            bar.update(task, completed=done, total=total, description=f"photos: {esc(name)}")
 
         result = compare_photos(
             photos,
@@ -85,17 +93,20 @@ def compare_command(
             force=force,
             offline=offline or None,
             progress=on_photo,
+            at=at,
         )
     for photo in result.photos:
         if photo.error is None:
-            times = ", ".join(f"{o.label} {o.seconds:.2f} s" for o in photo.outputs)
-            console.print(f"{photo.name}: {times}")
+            times = ", ".join(
+                f"{o.label} {o.seconds:.2f} s ({o.seconds_per_megapixel or 0:.2f} s/MP)" for o in photo.outputs
+            )
+            console.print(esc(f"{photo.name}: {times}"))
         else:
-            console.print(f"[red]{photo.source}:[/] {photo.error}")
+            console.print(f"[red]{esc(photo.source)}:[/] {esc(photo.error)}")
     ok = len(result.photos) - len(result.failed)
     failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
     console.print(f"[green]{ok} photo{'s' if ok != 1 else ''} compared[/]{failed}")
-    console.print(f"-> {result.index}")
+    console.print(f"-> {esc(result.index)}")
     raise typer.Exit(1 if result.failed else 0)
 
 

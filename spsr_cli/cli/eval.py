@@ -16,17 +16,20 @@ from spsr_cli.cli.common import (
     TileOpt,
     TileOverlapOpt,
     console,
+    esc,
     inference_options,
     parse_crop,
     stdout,
 )
-from spsr_cli.errors import UsageError
+from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, get_spec, load_registry, local_source, prepare_dataset
 
 if TYPE_CHECKING:  # torch is imported when the command runs, never for --help
     from spsr_cli.eval.runner import EvalResult
 
 _OUT = "Output"
+#: The metric columns of both tables, in the papers' order.
+COLUMNS = ("LPIPS", "PSNR (dB)", "SSIM", "NIQE")
 _SOURCE = "Images"
 
 
@@ -184,6 +187,7 @@ def eval_command(
             )
     if crop is not None and save_images is None:
         raise UsageError("--crop goes with --save-images")
+    _check_outputs(json_path, csv_path, save_images)
     # Benchmark numbers are reported in float32 unless asked otherwise (reproducible across devices).
     options = inference_options(tile, tile_overlap, device, precision, fp32=fp32 or precision is None)
     source = _source(dataset, hr_dir, lr_dir, revision=revision, offline=offline, trust_unverified=trust_unverified)
@@ -196,10 +200,10 @@ def eval_command(
     )
     what = ", ".join(model_labels(chosen))
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"{source.name} ({what})", total=None)
+        task = bar.add_task(esc(f"{source.name} ({what})"), total=None)
 
         def on_image(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"{source.name} ({what}): {name}")
+            bar.update(task, completed=done, total=total, description=esc(f"{source.name} ({what}): {name}"))
 
         results = evaluate_many(
             source,
@@ -219,18 +223,32 @@ def eval_command(
     first = results[0]
     for label, note in (("LPIPS", first.lpips_note), ("NIQE", first.niqe_note)):
         if note and "not requested" not in note:
-            console.print(f"[yellow]{label} missing:[/] {note}")
-    if json_path is not None:
-        write_json(results if compare else first, json_path)
-        console.print(f"-> {json_path}")
-    if csv_path is not None:
-        write_csv(results if compare else first, csv_path)
-        console.print(f"-> {csv_path}")
+            console.print(f"[yellow]{label} missing:[/] {esc(note)}")
+    for path, write in ((json_path, write_json), (csv_path, write_csv)):
+        if path is not None:
+            try:
+                write(results if compare else first, path)
+            except OSError as err:  # e.g. a disk that filled up while scoring: the table above stands
+                raise SPSRError(f"cannot write {path}: {err.strerror or err}") from None
+            console.print(f"-> {esc(path)}")
     if first.failed:
         console.print(
             f"[red]{len(first.failed)} of {len(first.images)} images could not be evaluated[/] (listed above)"
         )
         raise typer.Exit(1)
+
+
+def _check_outputs(json_path: Path | None, csv_path: Path | None, save_images: Path | None) -> None:
+    """Refuse, before any scoring, output paths that could not be written (usage errors)."""
+    from spsr_cli.files import check_output_file, check_output_folder
+
+    for path, option in ((json_path, "--json"), (csv_path, "--csv")):
+        if path is not None:
+            check_output_file(path, option)
+    if json_path is not None and csv_path is not None and json_path.resolve() == csv_path.resolve():
+        raise UsageError(f"--json and --csv both name {json_path}; give two files")
+    if save_images is not None:
+        check_output_folder(save_images, "--save-images")
 
 
 def _models(model: str | None, compare: bool, models: list[str] | None) -> list[str]:
@@ -296,28 +314,28 @@ def _lr_note(result: EvalResult) -> str:
 
 def _table(result: EvalResult) -> Table:
     where = f"{result.dataset['name']} x{result.scale}{_lr_note(result)}"
-    table = Table(title=f"{where} - {result.model} - protocol {result.protocol}")
+    table = Table(title=esc(f"{where} - {result.model} - protocol {result.protocol}"))
     table.add_column("image")
-    for metric in ("PSNR (dB)", "SSIM", "LPIPS", "NIQE"):
+    for metric in COLUMNS:  # the --compare table's order too
         table.add_column(metric, justify="right")
     for r in result.images:
         if r.error is not None:
-            table.add_row(f"[red]{r.name}[/]", "[red]failed[/]", "-", "-", "-")
+            table.add_row(f"[red]{esc(r.name)}[/]", "[red]failed[/]", "-", "-", "-")
             continue
-        table.add_row(r.name, _num(r.psnr, 3), _num(r.ssim, 4), _num(r.lpips, 4), _num(r.niqe, 4))
+        table.add_row(esc(r.name), _num(r.lpips, 4), _num(r.psnr, 3), _num(r.ssim, 4), _num(r.niqe, 4))
     means = result.means
     table.add_section()
     table.add_row(
         "[bold]mean[/]",
+        _num(means["lpips"], 4, True),
         _num(means["psnr"], 3, True),
         _num(means["ssim"], 4, True),
-        _num(means["lpips"], 4, True),
         _num(means["niqe"], 4, True),
     )
     failed = f", {len(result.failed)} failed" if result.failed else ""
     table.caption = f"{len(result.images) - len(result.failed)} images scored{failed} in {result.seconds:.1f} s"
     for r in result.failed:
-        console.print(f"[red]{r.name}:[/] {r.error}")
+        console.print(f"[red]{esc(r.name)}:[/] {esc(r.error)}")
     return table
 
 
@@ -326,21 +344,21 @@ def _compare_table(results: list[EvalResult]) -> Table:
     first = results[0]
     from spsr_cli.eval.runner import model_labels
 
-    table = Table(title=f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}")
+    table = Table(title=esc(f"{first.dataset['name']} x{first.scale}{_lr_note(first)} - protocol {first.protocol}"))
     table.add_column("model")
-    for metric in ("LPIPS", "PSNR (dB)", "SSIM", "NIQE"):
+    for metric in COLUMNS:
         table.add_column(metric, justify="right")
     for label, r in zip(model_labels([r.model for r in results]), results):
         means = r.means
         table.add_row(
-            label, _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4)
+            esc(label), _num(means["lpips"], 4), _num(means["psnr"], 3), _num(means["ssim"], 4), _num(means["niqe"], 4)
         )
     failed = [r.name for r in first.failed]
     table.caption = f"means over {len(first.images) - len(failed)} images in {first.seconds:.1f} s"
     if failed:
-        table.caption += f"; could not be evaluated: {', '.join(failed)}"
+        table.caption += esc(f"; could not be evaluated: {', '.join(failed)}")
         for r in first.failed:
-            console.print(f"[red]{r.name}:[/] {r.error}")
+            console.print(f"[red]{esc(r.name)}:[/] {esc(r.error)}")
     return table
 
 

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from spsr_cli.cli.common import OfflineOpt, console
+from spsr_cli.cli.common import OfflineOpt, console, esc
 from spsr_cli.errors import UsageError
+from spsr_cli.files import check_output_folder
 
 train_app = typer.Typer(
     help="Train SPSR generators: spsr train --config FILE --out RUN_DIR (see configs/).",
@@ -21,7 +22,12 @@ train_app = typer.Typer(
 def train_command(
     ctx: typer.Context,
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="YAML or TOML config (e.g. configs/spsr-x4.yaml).")
+        Optional[str],
+        typer.Option(
+            "--config",
+            "-c",
+            help="A shipped config by name (spsr-x4, spsr-x4-cpu, tiny-cpu, ...) or a YAML/TOML file.",
+        ),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
@@ -51,19 +57,22 @@ def train_command(
         typer.echo(ctx.get_help())
         raise typer.Exit(2)  # a usage error, as bare `spsr` and `spsr weights`
     from spsr_cli.train.config import dump_yaml, load_config, resolve_run_config
+    from spsr_cli.train.shipped import resolve_config
 
+    config_path = resolve_config(config) if config is not None else None
     extra = list(overrides or [])
     if stage is not None:
         extra.append(f"train.stage={stage}")
     if init is not None:
         extra.append(f"train.init={init}")
     if print_config:
-        cfg = load_config(config, extra)
+        cfg = load_config(config_path, extra)
         typer.echo(dump_yaml(cfg), nl=False)
         return
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
-    cfg = resolve_run_config(config_path=config, overrides=extra, run_dir=out, resume=resume)
+    check_output_folder(out, "--out")
+    cfg = resolve_run_config(config_path=config_path, overrides=extra, run_dir=out, resume=resume)
     from spsr_cli.train.loop import train
 
     result = train(cfg, out, resume=resume)
@@ -75,14 +84,15 @@ def train_command(
         latest = latest_checkpoint(out)
         if latest is not None:
             console.print(
-                f"the run in {out} had already finished (step {result.step} of train.steps={cfg.train.steps}); "
-                f"nothing to train. Its newest checkpoint is {latest}. To train further, pass a larger "
+                f"the run in {esc(out)} had already finished (step {result.step} of train.steps={cfg.train.steps}); "
+                f"nothing to train. Its newest checkpoint is {esc(latest)}. To train further, pass a larger "
                 f"--set train.steps=N with --resume."
             )
-            console.print(f"export with: spsr train export {out} --name NAME")
+            console.print(f"export with: spsr train export {esc(out)} --name NAME")
             return
-    console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {result.checkpoint or 'none written'}")
-    console.print(f"export with: spsr train export {out} --name NAME")
+    latest = esc(result.checkpoint or "none written")
+    console.print(f"[green]trained[/] {result.step} steps; latest checkpoint: {latest}")
+    console.print(f"export with: spsr train export {esc(out)} --name NAME")
 
 
 @train_app.command("export")
@@ -101,14 +111,14 @@ def export_command(
     result = export_run(run, name=name, use_ema=not raw, licence=licence, description=description, replace=force)
     if result.weights == "nse":
         console.print(
-            f"[green]exported[/] structure extractor {result.name} (step {result.step}) -> {result.path}\n"
+            f"[green]exported[/] structure extractor {esc(result.name)} (step {result.step}) -> {esc(result.path)}\n"
             f"sha256 {result.sha256}; use it with: spsr train --set loss.preset="
-            f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={result.name}"
+            f"{'spsr-j' if result.entry.metadata['method'] == 'jigsaw' else 'spsr-p'} --set loss.nse={esc(result.name)}"
         )
         return
     console.print(
-        f"[green]exported[/] {result.name} (step {result.step}, {result.weights}) -> {result.path}\n"
-        f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {result.name}"
+        f"[green]exported[/] {esc(result.name)} (step {result.step}, {result.weights}) -> {esc(result.path)}\n"
+        f"sha256 {result.sha256}; use it with: spsr upscale IMAGE --model {esc(result.name)}"
     )
 
 
@@ -135,8 +145,8 @@ def nse_command(
         Optional[Path], typer.Option("--out", "-o", help="Run folder: config, logs and checkpoints go here.")
     ] = None,
     config: Annotated[
-        Optional[Path],
-        typer.Option("--config", "-c", help="YAML or TOML NSE config (e.g. configs/nse-contrastive.yaml)."),
+        Optional[str],
+        typer.Option("--config", "-c", help="A shipped NSE config by name (nse-contrastive, ...) or a YAML/TOML file."),
     ] = None,
     overrides: Annotated[
         Optional[list[str]],
@@ -146,17 +156,20 @@ def nse_command(
 ) -> None:
     """Train a neural structure extractor (SPSR-P / SPSR-J's loss network) by self-supervision."""
     from spsr_cli.train import load_nse_config, train_nse
+    from spsr_cli.train.shipped import resolve_config
 
     if out is None:
         raise UsageError("--out RUN_DIR is required (the folder for the run's config, logs and checkpoints)")
+    check_output_folder(out, "--out")
     extra = list(overrides or []) + ([f"task.method={method}"] if method is not None else [])
-    if config is None and resume and (out / "config.yaml").is_file():
-        config = out / "config.yaml"
-    cfg = load_nse_config(config, extra)
+    config_path = resolve_config(config) if config is not None else None
+    if config_path is None and resume and (out / "config.yaml").is_file():
+        config_path = out / "config.yaml"
+    cfg = load_nse_config(config_path, extra)
     result = train_nse(cfg, out, resume=resume)
     accuracy = f"; held-out accuracy {result.evaluation[-1]['accuracy']:.4f}" if result.evaluation else ""
     console.print(
         f"[green]trained[/] {cfg.task.method} NSE to step {result.step} "
         f"({result.train_seconds / 60:.1f} min of training){accuracy}"
     )
-    console.print(f"export with: spsr train export {out} --name NAME")
+    console.print(f"export with: spsr train export {esc(out)} --name NAME")

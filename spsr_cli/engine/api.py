@@ -9,6 +9,7 @@ its upscaler are kept for the next call with the same settings.
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import numpy as np
@@ -52,6 +53,24 @@ def _from_array(arr: np.ndarray) -> tuple[Image, str]:
     return Image(rgb=rgb, alpha=alpha, bit_depth=depth, grayscale=gray), kind
 
 
+def _check_arguments(**given: object) -> None:
+    """Refuse arguments of the wrong type or range with a :class:`UsageError` naming them (not a
+    TypeError or ZeroDivisionError from deep inside)."""
+    model, device, tile = given["model"], given["device"], given["tile"]
+    overlap, memory = given["tile_overlap"], given["max_memory"]
+    whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise UsageError(f"upscale(model=...) takes a registry name or a weights path, got {type(model).__name__}")
+    if not isinstance(device, str):
+        raise UsageError(f"upscale(device=...) takes 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    if not (tile is None or tile == "auto" or (whole(tile) and tile >= 0)):
+        raise UsageError(f"upscale(tile=...) takes a whole number of pixels >= 0, 'auto' or None, got {tile!r}")
+    if not (whole(overlap) and overlap >= 0):
+        raise UsageError(f"upscale(tile_overlap=...) takes a whole number of pixels >= 0, got {overlap!r}")
+    if not (memory is None or (whole(memory) and memory > 0)):
+        raise UsageError(f"upscale(max_memory=...) takes a positive number of bytes or None, got {memory!r}")
+
+
 def upscale(
     image: ArrayOrPIL,
     *,
@@ -84,6 +103,7 @@ def upscale(
     from spsr_cli.engine.pipeline import upscale_image
 
     check_outscale(outscale)
+    _check_arguments(model=model, device=device, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory)
     options = InferenceOptions(
         device=device, precision=precision, tile=tile, tile_overlap=tile_overlap, memory_limit=max_memory
     )

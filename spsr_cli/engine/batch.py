@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 from spsr_cli.engine.claims import claim_output, holder, remove_stale_claims
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
+from spsr_cli.files import NAME_MAX
 from spsr_cli.io.images import (
     SUPPORTED_EXTENSIONS,
     Image,
+    count_frames,
     image_size,
     is_image_path,
     is_writable_extension,
@@ -69,6 +71,8 @@ class JobReport:
 
     ``status`` is ``written``, ``skipped`` (an existing output, or one another process writes) or
     ``failed``; ``reason`` says why for the last two. Sizes are (width, height) in pixels.
+    ``seconds``: from the image's decode to its write, without one-off costs (loading a model, its
+    warm-up). ``model``: under ``--model auto``, the model chosen for it and why.
     """
 
     source: Path
@@ -79,6 +83,7 @@ class JobReport:
     input_size: tuple[int, int] | None = None
     output_size: tuple[int, int] | None = None
     tiles: int | None = None
+    model: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -90,6 +95,7 @@ class JobReport:
             "input_size": list(self.input_size) if self.input_size else None,
             "output_size": list(self.output_size) if self.output_size else None,
             "tiles": self.tiles,
+            **({"model": self.model} if self.model is not None else {}),
         }
 
 
@@ -102,6 +108,7 @@ class ModelLoader:
         self.offline = offline
         self.path: Path | None = None
         self.sha256: str | None = None
+        self.load_seconds: float | None = None
         self._model: Generator | None = None
 
     def scale(self) -> int:
@@ -112,6 +119,11 @@ class ModelLoader:
             if known is not None:
                 return known
         return self().scale
+
+    @property
+    def module(self) -> Generator | None:
+        """The loaded model, or None when no image needed it (yet)."""
+        return self._model
 
     @property
     def is_default(self) -> bool:
@@ -130,9 +142,11 @@ class ModelLoader:
             from spsr_cli.files import sha256_file
             from spsr_cli.weights.loader import load_generator, resolve_weights
 
+            started = time.perf_counter()
             self.path = resolve_weights(self.source, offline=self.offline)
             self.sha256 = sha256_file(self.path)
             self._model = load_generator(self.path)
+            self.load_seconds = time.perf_counter() - started
             log.debug("model %s: %s, sha256 %s", self.source or "(default)", self.path, self.sha256)
         return self._model
 
@@ -167,8 +181,10 @@ class BatchResult:
     busy: list[Job] = field(default_factory=list)
     #: One report per job, in job order.
     reports: list[JobReport] = field(default_factory=list)
-    #: How the network ran (``device``, ``precision``, ``tile``); empty when no image needed it.
+    #: How the network ran (``device``, ``precision``, ``tile``, ...); empty when no image needed it.
     settings: dict = field(default_factory=dict)
+    #: Per model used: ``load_seconds`` and ``warm_up_seconds`` (:attr:`ModelChoice.one_off`).
+    one_off: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -196,6 +212,15 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
         subfolders.sort()
         found.extend(Path(folder) / n for n in names if is_image_path(Path(n)) and _is_file(Path(folder) / n))
         if not recursive:
+            visible = [name for name in subfolders if not name.startswith(".")]
+            if visible:
+                log.info(
+                    "%s: %d sub-folder%s (%s) left out; pass --recursive (-r) to upscale their images too",
+                    root,
+                    len(visible),
+                    "" if len(visible) == 1 else "s",
+                    ", ".join(visible[:3]) + (", ..." if len(visible) > 3 else ""),
+                )
             break
     return sorted(found)
 
@@ -221,6 +246,8 @@ def _expand_one(item: str, recursive: bool) -> tuple[list[tuple[Path, Path]], bo
         if not files:
             raise UsageError(f"the pattern {item!r} matches no image files")
         return [(p, p.parent) for p in files], True
+    if path.is_symlink():
+        raise UsageError(f"input {item!r} is a symbolic link to {os.readlink(path)!r}, which does not exist")
     if os.path.lexists(path):
         raise UsageError(f"input {item!r} is not a regular file (a FIFO, socket or device?); give an image file")
     raise UsageError(f"input {item!r} does not exist")
@@ -256,6 +283,7 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
     if not inputs:
         raise UsageError("no input given: pass image files, folders or glob patterns")
     suffix = output_suffix(spec.suffix, scale)
+    out_dir = _resolved(spec.output) if spec.output is not None else None
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
         found, expanded = _expand_one(item, recursive)
@@ -263,11 +291,15 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             earlier = _own_outputs([p for p, _ in found], suffix)
             if earlier:
                 log.debug("%d earlier outputs (NAME%s beside NAME) not taken as inputs", len(earlier), suffix)
-            found = [(p, root) for p, root in found if p not in earlier]
+            inside = {p for p, _ in found if out_dir is not None and _resolved(p).is_relative_to(out_dir)}
+            if inside:  # `spsr upscale p -r -o p/up`, run again: p/up holds the earlier outputs
+                log.info("%d files in the output folder %s are not taken as inputs", len(inside), spec.output)
+            found = [(p, root) for p, root in found if p not in earlier and p not in inside]
         pairs.extend(found)
     if not pairs:
         raise UsageError(f"no images found in {', '.join(inputs)} (use --recursive for sub-folders)")
     ext = "." + spec.ext.lower().lstrip(".") if spec.ext else None
+    check_name_lengths(spec, suffix, ext)
     single_file_target = _check_output_spec(spec, inputs, len(pairs), ext)
     jobs = []
     for source, root in pairs:
@@ -278,16 +310,17 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
             name = f"{source.stem}{suffix}{ext or source.suffix}"
             folder = source.parent if spec.output is None else spec.output / source.parent.relative_to(root)
             target = folder / name
-        problem = None
+        problem = name_problem(target)
         try:
             source.stat()
         except OSError as err:  # e.g. a folder on the way that may not be searched: this input fails alone
             problem = f"cannot read {source}: {err.strerror or err}"
         # only an input's own extension gets here (e.g. .gif)
         if problem is None and not is_writable_extension(target.suffix):
+            animated = " (an animated image: its first frame)" if (count_frames(source) or 1) > 1 else ""
             problem = (
                 f"{source.suffix.lower()} files cannot be written; pass --ext png (or jpg, webp, tif, bmp) to "
-                "upscale it (an animated image: its first frame)"
+                f"upscale it{animated}"
                 if is_image_path(source)
                 else f"{source.name} is not a supported image type ({', '.join(SUPPORTED_EXTENSIONS)}, .gif)"
             )
@@ -305,6 +338,32 @@ def plan_jobs(inputs: Sequence[str], spec: OutputSpec, *, scale: int, recursive:
         seen[resolved] = job.source
     check_destinations([job for job in jobs if job.problem is None])
     return jobs
+
+
+def name_problem(target: Path) -> str | None:
+    """Why ``target``'s name cannot be created (longer than :data:`~spsr_cli.files.NAME_MAX` bytes), or None."""
+    size = len(os.fsencode(target.name))
+    if size <= NAME_MAX:
+        return None
+    return (
+        f"the output name {target.name[:60]}... is {size} bytes, more than the {NAME_MAX} a file name may have; "
+        "use a shorter --suffix, or -o FOLDER with shorter input names"
+    )
+
+
+def check_name_lengths(spec: OutputSpec, suffix: str, ext: str | None) -> None:
+    """Refuse, as usage errors, an -o path with a component or a --suffix too long for any file name."""
+    for part in spec.output.parts if spec.output is not None else ():
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UsageError(
+                f"-o {str(spec.output)[:80]}...: the name {part[:40]}... is {len(os.fsencode(part))} bytes, more than "
+                f"the {NAME_MAX} a file or folder name may have; choose a shorter -o"
+            )
+    if len(os.fsencode(suffix + (ext or ""))) >= NAME_MAX:
+        raise UsageError(
+            f"--suffix {suffix[:40]}... is {len(os.fsencode(suffix))} bytes: with the input's name it cannot fit in "
+            f"the {NAME_MAX} bytes a file name may have; choose a shorter --suffix"
+        )
 
 
 def _resolved(path: Path) -> Path:
@@ -382,11 +441,22 @@ def check_destinations(jobs: Sequence[Job]) -> None:
 
 def shard(jobs: list[Job], rank: int | None = None, world_size: int | None = None) -> list[Job]:
     """This process's share under torchrun (``RANK``/``WORLD_SIZE``), else all jobs."""
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    rank = _env_int("RANK", 0) if rank is None else rank
+    world_size = _env_int("WORLD_SIZE", 1) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise UsageError(f"RANK={rank} / WORLD_SIZE={world_size} is not a valid process layout")
     return jobs[rank::world_size]
+
+
+def _env_int(name: str, default: int) -> int:
+    """A whole number from the environment (torchrun's RANK, WORLD_SIZE); a usage error naming it otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a whole number; unset it or run under torchrun") from None
 
 
 def run_jobs(
@@ -401,6 +471,7 @@ def run_jobs(
     on_tile: Progress | None = None,
     on_done: Callable[[Job, str | None], None] | None = None,
     on_report: Callable[[JobReport], None] | None = None,
+    warm_up: bool = False,
 ) -> BatchResult:
     """Upscale every job; one bad file is recorded and the rest go on.
 
@@ -408,13 +479,15 @@ def run_jobs(
     loaded once), or a function returning either: it is called only when some job needs the
     network (a rerun with ``skip_existing`` over finished outputs loads nothing).
     ``on_done(job, problem)`` and ``on_report(report)`` are called per job, in job order.
+    ``warm_up``: run one small tile through a model before its first image is timed (a ``ModelChoice``
+    passed in decides this itself).
     Before an image is decoded, its size is read from the file's header and its memory
     checked, so a small file that decodes to a huge image fails alone without being decoded.
     """
     check_outscale(outscale)
     result = BatchResult()
     jobs = list(jobs)
-    started = time.time()
+    before = {id(job): _stamp(job.target) for job in jobs}
     for folder in {job.target.parent for job in jobs}:
         for stale in remove_stale_claims(folder):
             log.info("removed %s, left by an interrupted run", stale)
@@ -439,9 +512,12 @@ def run_jobs(
     choice = (
         loaded
         if isinstance(loaded, ModelChoice)
-        else ModelChoice.of_module(loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)))
+        else ModelChoice.of_module(
+            loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)), warm_up=warm_up
+        )
     )
     result.settings = upscaler_settings(choice.first)
+    result.one_off = choice.one_off
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s", result.settings)
     details: dict[int, dict] = {}
 
@@ -464,7 +540,7 @@ def run_jobs(
 
     def load(job: Job) -> Image | None:
         """Decode ahead on the worker thread, unless the image is large: the main thread checks its memory first."""
-        if not wanted(job):
+        if not wanted(job) or options.memory_limit is not None:  # --max-memory: decode after the check
             return None
         height, width = image_size(job.source)  # the header only
         return read_image(job.source) if height * width * DECODE_BYTES_PER_PIXEL <= PREFETCH_MAX_BYTES else None
@@ -496,7 +572,7 @@ def run_jobs(
             except OSError as err:
                 writer.settle(job, ("failed", f"cannot write {job.target}: {err}"))
                 continue
-            if claim is None or _written_since(job.target, started):
+            if claim is None or _stamp(job.target) != before[id(job)]:
                 reason = (
                     f"{SKIPPED}: another process (pid {holder(job.target)}) is writing {job.target}"
                     if claim is None
@@ -520,6 +596,8 @@ def run_jobs(
                 if read_error is not None:
                     raise read_error
                 upscaler = choice.upscaler_for(job.source)
+                info["t0"] = time.perf_counter()  # loading a model for this image is a one-off cost
+                info["model"] = choice.last
                 image = image if image is not None else decode_checked(job, writer, upscaler)
                 info["input_size"] = image.size[::-1]
                 out = pipeline.upscale_image(
@@ -564,15 +642,11 @@ def check_outscale(outscale: float | None) -> None:
 
 
 def upscaler_settings(upscaler: Upscaler) -> dict:
-    """``device``, ``precision`` (fp32/fp16/bf16) and ``tile`` (None: whole image) an upscaler runs with."""
-    import torch
+    """``device``, ``precision`` (fp32/fp16/bf16), ``tile`` (None: whole image), ``tile_overlap`` and
+    ``backend`` an upscaler runs with (:func:`spsr_cli.engine.records.run_settings`)."""
+    from spsr_cli.engine.records import run_settings
 
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    return {
-        "device": str(upscaler.device),
-        "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
-        "tile": upscaler.tile,
-    }
+    return run_settings(upscaler)
 
 
 def _book(
@@ -606,6 +680,7 @@ def _book(
         input_size=info.get("input_size"),
         output_size=info.get("output_size"),
         tiles=info.get("tiles"),
+        model=info.get("model"),
     )
     result.reports.append(report)
     if on_done:
@@ -618,9 +693,12 @@ def _book(
 SKIPPED = "skipped"
 
 
-def _written_since(target: Path, started: float) -> bool:
-    """True when ``target`` was (re)written after ``started``: by a concurrent run, not us."""
+def _stamp(target: Path) -> tuple[int, int, int] | None:
+    """``target``'s (inode, size, mtime in ns), or None when it does not exist: an output whose stamp
+    changed since the run began was written by another process (one newer than the run's start, or
+    dated in the future, was not)."""
     try:
-        return target.stat().st_mtime >= started
+        stat = target.stat()
     except OSError:
-        return False
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

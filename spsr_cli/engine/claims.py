@@ -6,18 +6,21 @@ place; a second process that finds the lock taken leaves that output alone. The 
 drops the lock when its process dies (even ``kill -9``), so a claim left behind by a
 killed run is recognised as stale: the next run removes it together with the killed
 writer's temporary ``.NAME.XXXXXXXX.tmp`` (see :func:`spsr_cli.files.temporary_files`).
-Only files of exactly these two namings are ever removed.
+Only files of exactly these two namings are ever removed. A claim name that would pass the
+255 bytes a file name may have is shortened, with a hash of the full name to keep it unique;
+such a claim file records the output's name after the process id.
 
 Where ``fcntl`` is missing (Windows) claims are a no-op: every output counts as claimed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
-from spsr_cli.files import temporary_files
+from spsr_cli.files import NAME_MAX, shorten_name, temporary_files
 
 try:
     import fcntl
@@ -29,9 +32,19 @@ CLAIM_SUFFIX = ".spsr-claim"
 
 
 def claim_path(target: Path) -> Path:
-    """``DIR/.NAME.spsr-claim`` for the output ``DIR/NAME``."""
+    """``DIR/.NAME.spsr-claim`` for the output ``DIR/NAME``; where that passes :data:`NAME_MAX` bytes,
+    ``DIR/.SHORT~HASH.spsr-claim`` (NAME cut to fit, HASH: 12 hex digits of NAME's sha256)."""
     target = Path(target)
-    return target.with_name(f".{target.name}{CLAIM_SUFFIX}")
+    name = f".{target.name}{CLAIM_SUFFIX}"
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return target.with_name(name)
+    digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:12]
+    short = shorten_name(target.name, NAME_MAX - 2 - len(digest) - len(CLAIM_SUFFIX))
+    return target.with_name(f".{short}~{digest}{CLAIM_SUFFIX}")
+
+
+def _is_shortened(target: Path) -> bool:
+    return claim_path(target).name != f".{Path(target).name}{CLAIM_SUFFIX}"
 
 
 class Claim:
@@ -97,7 +110,7 @@ def claim_output(target: Path) -> Claim | None:
         return None
     claim = Claim(target, fd)
     try:
-        _record_holder(fd)
+        _record_holder(fd, target.name if _is_shortened(target) else None)
     except OSError:  # e.g. a full disk: release the lock and leave no empty claim file behind
         claim.release()
         raise
@@ -107,18 +120,34 @@ def claim_output(target: Path) -> Claim | None:
     return claim
 
 
-def _record_holder(fd: int) -> None:
-    """Write this process's id into a claim file (for :func:`holder`'s messages)."""
+def _record_holder(fd: int, name: str | None = None) -> None:
+    """Write this process's id into a claim file (for :func:`holder`'s messages), and the output's
+    ``name`` where the claim's own name is shortened (for :func:`remove_stale_claims`)."""
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.write(fd, f"{os.getpid()}\n".encode() + (os.fsencode(name) + b"\n" if name is not None else b""))
 
 
 def holder(target: Path) -> str:
     """The process id recorded in ``target``'s claim file (for messages), or ``"?"``."""
     try:
-        return claim_path(target).read_text().strip() or "?"
+        lines = claim_path(target).read_bytes().splitlines()
     except OSError:
         return "?"
+    return lines[0].decode("ascii", "replace").strip() if lines and lines[0].strip() else "?"
+
+
+def _claimed_target(path: Path) -> Path | None:
+    """The output a claim file ``path`` stands for (a shortened claim: the name it records), or None."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        lines = []
+    if len(lines) > 1 and b"/" not in lines[1]:
+        recorded = path.with_name(os.fsdecode(lines[1]))
+        if claim_path(recorded) == path:
+            return recorded
+    target = path.with_name(path.name[1 : -len(CLAIM_SUFFIX)])
+    return target if claim_path(target) == path else None
 
 
 def remove_stale_claims(folder: Path) -> list[Path]:
@@ -134,17 +163,18 @@ def remove_stale_claims(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for path in claims:
-        target = path.with_name(path.name[1 : -len(CLAIM_SUFFIX)])
         try:
             fd = _lock(path)
         except OSError:
             continue
         if fd is None:
             continue  # a live run holds it
-        stale = Claim(target, fd)
-        for tmp in temporary_files(target):
+        target = _claimed_target(path)
+        for tmp in temporary_files(target) if target is not None else []:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
+        stale = Claim(target or path.with_name(path.name[1 : -len(CLAIM_SUFFIX)]), fd)
+        stale.path = path
         stale.release()
         removed.append(path)
     return removed

@@ -13,6 +13,7 @@ on first use.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,29 +67,61 @@ class ModelChoice:
         options: inference options for every model.
         load: loads a model by name (:func:`spsr_cli.weights.loader.load_generator`).
         default_name: the registry's default model (named in the log; None if there is none).
+        warm_up: run one small tile through each model as it is loaded
+            (:func:`spsr_cli.engine.records.warm_up`), so images are timed without one-off costs.
 
     The default model (or the one model) is loaded at once: its scale names the outputs.
     Under ``auto`` another model of a different scale raises :class:`UsageError`.
+    ``one_off``: per model (as :meth:`name_of` names it), ``load_seconds`` and ``warm_up_seconds``.
+    ``last``: under ``auto``, the latest image's choice (``model``, ``reason``); None otherwise.
     """
 
     def __init__(
-        self, model: str | None, options: InferenceOptions, *, load: Loader, default_name: str | None = None
+        self,
+        model: str | None,
+        options: InferenceOptions,
+        *,
+        load: Loader,
+        default_name: str | None = None,
+        warm_up: bool = False,
     ) -> None:
         self.auto = model == AUTO
         self._options = options
         self._load = load
         self._default_name = default_name
+        self._warm_up = warm_up
         self._hint_jpeg = model is None or (model == default_name and default_name is not None)
         self._hinted = False
+        self.one_off: dict[str | None, dict[str, float | None]] = {}
+        self.last: dict[str, str | None] | None = None
         first = None if self.auto else model
-        self._upscalers: dict[str | None, Upscaler] = {first: Upscaler(load(first), options)}
+        self._upscalers: dict[str | None, Upscaler] = {first: self._build(first)}
         self.scale = self._upscalers[first].scale
 
+    def _build(self, model: str | None) -> Upscaler:
+        """Load ``model`` and build its upscaler, recording the one-off seconds this takes."""
+        started = time.perf_counter()
+        upscaler = Upscaler(self._load(model), self._options)
+        loaded = time.perf_counter() - started
+        warm = None
+        if self._warm_up:
+            from spsr_cli.engine.records import warm_up
+
+            warm = warm_up(upscaler)
+        self.one_off[self.name_of(model)] = {"load_seconds": loaded, "warm_up_seconds": warm}
+        return upscaler
+
+    def name_of(self, model: str | None) -> str | None:
+        """The name a model is recorded under: None (the default model) is the default's registry name."""
+        return self._default_name if model is None else model
+
     @classmethod
-    def of_module(cls, module: Generator, options: InferenceOptions, *, hint_jpeg: bool = False) -> ModelChoice:
+    def of_module(
+        cls, module: Generator, options: InferenceOptions, *, hint_jpeg: bool = False, warm_up: bool = False
+    ) -> ModelChoice:
         """One already loaded module for every image; ``hint_jpeg``: it is the default model, so a
         low-quality JPEG logs the hint that ``--model auto`` exists."""
-        choice = cls("<module>", options, load=lambda _: module)
+        choice = cls("<module>", options, load=lambda _: module, warm_up=warm_up)
         choice._hint_jpeg = hint_jpeg
         return choice
 
@@ -99,7 +132,7 @@ class ModelChoice:
 
     def _upscaler(self, model: str | None) -> Upscaler:
         if model not in self._upscalers:
-            upscaler = Upscaler(self._load(model), self._options)
+            upscaler = self._build(model)
             if upscaler.scale != self.scale:
                 raise UsageError(
                     f"--model auto: {model} is x{upscaler.scale} but the default model is x{self.scale}; "
@@ -125,7 +158,9 @@ class ModelChoice:
             return self._upscalers[model]
         choice = choose_for_file(path)
         log.info("%s: model %s (%s)", path.name, choice.model or self._default_name or "default", choice.reason)
-        return self._upscaler(choice.model)
+        upscaler = self._upscaler(choice.model)
+        self.last = {"model": self.name_of(choice.model), "reason": choice.reason}
+        return upscaler
 
 
 __all__ = ["AUTO", "Choice", "JPEG_MODEL", "JPEG_QUALITY_THRESHOLD", "ModelChoice", "choose_for_file"]

@@ -10,6 +10,11 @@ from spsr_cli.errors import UsageError
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
+#: The smallest tile worth running: each tile is computed with ``tile_overlap`` pixels of context on
+#: every side, so a tile of ``t`` pixels costs ``((t + 2 * overlap) / t) ** 2`` times its own area
+#: (4x at 32 with the default overlap of 16; about 1000x at 1).
+MIN_TILE = 32
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

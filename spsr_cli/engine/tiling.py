@@ -31,14 +31,13 @@ import numpy as np
 import torch
 
 from spsr_cli.engine.device import free_memory_bytes, resolve_device, resolve_dtype, use_channels_last
-from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.options import MIN_TILE, InferenceOptions
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.model.architectures import Generator, GeneratorConfig, architecture_of
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
-MIN_TILE = 32
 MAX_AUTO_TILE = 1024
 #: Most tiles run in one forward pass on CUDA (several small tiles keep a large GPU busy).
 MAX_TILE_BATCH = 16

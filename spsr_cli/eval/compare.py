@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import itertools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,13 @@ import numpy as np
 from PIL import Image
 
 from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.records import per_megapixel
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.eval.datasets import read_rgb
-from spsr_cli.eval.runner import Crop, Upscale, make_upscalers, model_labels, side_by_side, software_versions
-from spsr_cli.files import atomic_path, write_json_atomic, write_text_atomic
+from spsr_cli.eval.runner import Crop, Upscale, model_labels, prepare_models, side_by_side, software_versions
+from spsr_cli.files import atomic_path, nearest_existing, unwritable_reason, write_json_atomic, write_text_atomic
 from spsr_cli.io.images import is_image_path
+from spsr_cli.io.video import is_video_file, read_frame_at
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,17 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class ModelOutput:
-    """One model's output for one photo: ``file`` relative to the output folder, ``seconds`` to compute it."""
+    """One model's output for one photo: ``file`` relative to the output folder, ``seconds`` to compute it
+    (the model loaded and warmed up before: no one-off costs), ``pixels`` of output."""
 
     label: str
     file: str
     seconds: float
+    pixels: int = 0
+
+    @property
+    def seconds_per_megapixel(self) -> float | None:
+        return per_megapixel(self.seconds, self.pixels)
 
 
 @dataclass
@@ -84,6 +91,8 @@ class CompareResult:
     photos: list[PhotoResult]
     index: Path
     report: Path
+    #: Per model (in ``models`` order): who it is, how it ran, its load and warm-up seconds.
+    records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PhotoResult]:
@@ -91,7 +100,10 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "models": [{"model": m, "label": label} for m, label in zip(self.models, self.labels)],
+            "models": [
+                {"model": m, "label": label, **record}
+                for m, label, record in zip(self.models, self.labels, self.records or [{} for _ in self.models])
+            ],
             "scale": self.scale,
             "photos": [
                 {
@@ -100,7 +112,15 @@ class CompareResult:
                     "input": p.input_file,
                     "crop": p.crop_file,
                     "size": list(p.size) if p.size else None,
-                    "outputs": [{"label": o.label, "file": o.file, "seconds": round(o.seconds, 4)} for o in p.outputs],
+                    "outputs": [
+                        {
+                            "label": o.label,
+                            "file": o.file,
+                            "seconds": round(o.seconds, 4),
+                            "seconds_per_output_megapixel": _rounded(o.seconds_per_megapixel),
+                        }
+                        for o in p.outputs
+                    ],
                     **({"error": p.error} if p.error else {}),
                 }
                 for p in self.photos
@@ -150,11 +170,9 @@ def check_output_folder(out_dir: Path, files: Sequence[str], photos: Sequence[Pa
     would overwrite an input photo, and (without ``force``) any of ``files`` that exists already."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file; name a folder for the comparison (it is created)")
-    existing = Path(os.path.abspath(out_dir))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write into {existing}; choose another -o or fix its permissions")
+    reason = unwritable_reason(nearest_existing(out_dir))
+    if reason is not None:
+        raise UsageError(f"-o {out_dir}: {reason}; choose another -o or fix its permissions")
     inputs = {p.resolve() for p in photos}
     targets = [out_dir / f for f in files]
     clash = [t for t in targets if t.resolve() in inputs]
@@ -185,12 +203,14 @@ def compare_photos(
     offline: bool | None = None,
     upscalers: Sequence[tuple[Upscale, int]] | None = None,
     progress: Progress | None = None,
+    at: float | None = None,
 ) -> CompareResult:
     """Run every model (registry name, weights path or ``bicubic``) on every photo and write the
     report described in the module docstring into ``out_dir``.
 
     ``crop``: the window in *input* pixels (default: the most detailed ``CROP_SIZE``-pixel one).
     ``upscalers`` may replace loading ``models`` (functions uint8 H x W x 3 -> uint8 sH x sW x 3, scale).
+    A video file stands for its frame at ``at`` seconds (default 0; read with PyAV, turned as it is shown).
     A photo that cannot be read or upscaled is recorded with its error; the others go on.
     Raises :class:`UsageError` (nothing computed) for bad photos, models or output folder.
     """
@@ -201,15 +221,14 @@ def compare_photos(
     labels = model_labels([INPUT, *models])[1:]  # a model can never be called "input"
     out_dir = Path(out_dir)
     check_output_folder(out_dir, planned_files(names, labels), sources, force=force)
-    upscalers, scale = make_upscalers(
-        models, options, offline=offline, given=upscalers, purpose="be shown side by side"
-    )
+    prepared, scale = prepare_models(models, options, offline=offline, given=upscalers, purpose="be shown side by side")
+    upscalers = [(p.upscale, p.scale) for p in prepared]
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for done, (source, name) in enumerate(zip(sources, names), start=1):
         result = PhotoResult(name=name, source=source)
         try:
-            _compare_one(result, out_dir, labels, upscalers, scale, crop)
+            _compare_one(result, out_dir, labels, upscalers, scale, crop, at)
         except (SPSRError, OSError, MemoryError) as err:
             log.error("%s: %s", source, err)
             result.error = str(err) or type(err).__name__
@@ -224,6 +243,7 @@ def compare_photos(
         photos=results,
         index=out_dir / INDEX,
         report=out_dir / REPORT,
+        records=[p.record for p in prepared],
     )
     write_json_atomic(report.report, report.to_dict())
     write_text_atomic(report.index, render_index(report))
@@ -237,8 +257,9 @@ def _compare_one(
     upscalers: Sequence[tuple[Upscale, int]],
     scale: int,
     crop: Crop | None,
+    at: float | None = None,
 ) -> None:
-    lr = read_rgb(result.source)
+    lr = read_photo(result.source, at)
     result.size = (lr.shape[1], lr.shape[0])
     result.input_file = f"full/{result.name}/{INPUT}.png"
     save_png(out_dir / result.input_file, lr)
@@ -251,7 +272,7 @@ def _compare_one(
             raise SPSRError(f"{label} made {sr.shape[1]}x{sr.shape[0]} from {lr.shape[1]}x{lr.shape[0]}, not x{scale}")
         file = f"full/{result.name}/{label}.png"
         save_png(out_dir / file, sr)
-        result.outputs.append(ModelOutput(label=label, file=file, seconds=seconds))
+        result.outputs.append(ModelOutput(label=label, file=file, seconds=seconds, pixels=sr.shape[0] * sr.shape[1]))
         outputs.append(sr)
     enlarged = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     window = (
@@ -266,6 +287,23 @@ def _compare_one(
     zoom = 2 if window.size <= 160 else 1
     result.crop_file = f"crops/{result.name}.png"
     save_png(out_dir / result.crop_file, side_by_side(enlarged, outputs, [INPUT, *labels], window, zoom=zoom))
+
+
+def read_photo(path: Path, at: float | None = None) -> np.ndarray:
+    """H x W x 3 uint8 RGB of an image file, or of a video's frame at ``at`` seconds (default: the first)."""
+    if is_video_file(path):
+        return read_frame_at(path, 0.0 if at is None else at)
+    return read_rgb(path)
+
+
+def _timed(output: ModelOutput) -> str:
+    """``1.23 s (0.45 s per output MP)``."""
+    per = output.seconds_per_megapixel
+    return f"{output.seconds:.2f} s" + (f" ({per:.2f} s per output MP)" if per is not None else "")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -350,7 +388,8 @@ def render_index(result: CompareResult) -> str:
         width, height = photo.size
         parts.append(
             f"<p>{e(photo.source.name)}: {width}x{height} to {width * result.scale}x{height * result.scale}; "
-            + ", ".join(f"{e(o.label)} {o.seconds:.2f} s" for o in photo.outputs)
+            + ", ".join(f"{e(o.label)} {_timed(o)}" for o in photo.outputs)
+            + " (after warm-up)"
             + "</p>"
         )
         parts.append(

@@ -151,9 +151,9 @@ def get_spec(name: str, registry: dict[str, DatasetSpec] | None = None) -> Datas
 
 
 def datasets_home() -> Path:
-    value = os.environ.get("SPSR_HOME")
-    home = Path(value).expanduser() if value else Path.home() / ".cache" / "spsr"
-    return home / "datasets"
+    from spsr_cli.weights.manifest import spsr_home
+
+    return spsr_home() / "datasets"
 
 
 # ---------------------------------------------------------------- download + unpack

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,11 +27,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.records import describe_model, per_megapixel, run_settings, software_versions, warm_up
 from spsr_cli.errors import ImageError, SPSRError, UsageError
 from spsr_cli.eval.datasets import DatasetSource, ImagePair, load_pair, pair_files, to_uint8
 from spsr_cli.eval.degradation import Degradation
 from spsr_cli.eval.lpips import LPIPS, MIN_SIZE, image_to_lpips_input, load_lpips
 from spsr_cli.eval.metrics import Protocol, get_protocol, psnr_ssim
+from spsr_cli.eval.niqe import BLOCK as NIQE_BLOCK
 from spsr_cli.eval.niqe import niqe_of_image
 from spsr_cli.files import write_text_atomic
 from spsr_cli.io.images import Image as SpsrImage
@@ -51,7 +52,8 @@ METRICS = ("psnr", "ssim", "lpips", "niqe")
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's scores; ``error`` (and no scores) when it could not be evaluated."""
+    """One image's scores; ``error`` (and no scores) when it could not be evaluated. ``seconds``: the
+    model's time on it (upscaling only: no metrics, no one-off costs)."""
 
     name: str
     psnr: float | None
@@ -59,6 +61,19 @@ class ImageResult:
     lpips: float | None
     niqe: float | None = None
     error: str | None = None
+    seconds: float | None = None
+    output_pixels: int = 0
+
+
+@dataclass
+class PreparedModel:
+    """A model ready to score: its uint8 LR -> uint8 SR function, scale, and ``record`` (who it is:
+    :func:`~spsr_cli.engine.records.describe_model`; how it runs: device, precision, tile, backend; and its
+    one-off ``load_seconds`` and ``warm_up_seconds``)."""
+
+    upscale: Upscale
+    scale: int
+    record: dict[str, Any]
 
 
 @dataclass
@@ -72,8 +87,23 @@ class EvalResult:
     images: list[ImageResult] = field(default_factory=list)
     lpips_note: str | None = None  # why LPIPS is missing, if it is
     niqe_note: str | None = None  # why NIQE is missing, if it is
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run's wall time (every model, metrics, reading)
     degradation: Degradation | None = None  # how the LR was made from HR, if not the benchmark's
+    record: dict[str, Any] = field(default_factory=dict)  # PreparedModel.record of this model
+
+    @property
+    def timing(self) -> dict[str, float | None]:
+        """This model's own time: one-off costs apart, then upscaling over the scored images."""
+        scored = [r for r in self.images if r.seconds is not None]
+        upscale = sum(r.seconds for r in scored) if scored else None  # type: ignore[misc]
+        pixels = sum(r.output_pixels for r in scored)
+        return {
+            "load_seconds": self.record.get("load_seconds"),
+            "warm_up_seconds": self.record.get("warm_up_seconds"),
+            "upscale_seconds": None if upscale is None else round(upscale, 4),
+            "output_megapixels": round(pixels / 1e6, 4),
+            "seconds_per_output_megapixel": _round(per_megapixel(upscale, pixels)),
+        }
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -101,6 +131,7 @@ class EvalResult:
                     "ssim": r.ssim,
                     "lpips": r.lpips,
                     "niqe": r.niqe,
+                    "seconds": _round(r.seconds),
                     **({"error": r.error} if r.error else {}),
                 }
                 for r in self.images
@@ -109,33 +140,26 @@ class EvalResult:
             "failed": len(self.failed),
             "protocol": self.protocol,
             "model": self.model,
+            "model_details": {k: v for k, v in self.record.items() if k not in ("load_seconds", "warm_up_seconds")},
+            "timing": self.timing,
             "dataset": self.dataset,
             "scale": self.scale,
             "lpips_note": self.lpips_note,
             "niqe_note": self.niqe_note,
             "degradation": None if self.degradation is None else self.degradation.to_dict(),
-            "seconds": round(self.seconds, 3),
+            "seconds": self.timing["upscale_seconds"],
+            "run_seconds": round(self.seconds, 3),
             "versions": software_versions(),
         }
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _finite(value: float | None) -> float | None:
     """JSON has no infinity: identical images (PSNR = inf) are written as null."""
     return value if value is None or math.isfinite(value) else None
-
-
-def software_versions() -> dict[str, str]:
-    import PIL
-
-    from spsr_cli import __version__
-
-    return {
-        "spsr-cli": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 # ---------------------------------------------------------------- upscalers
@@ -146,11 +170,60 @@ def make_upscaler(
 ) -> tuple[Upscale, int]:
     """``bicubic`` (at ``bicubic_scale``) or a generator (registry name / checkpoint path) ->
     (uint8 LR -> uint8 SR function, scale)."""
+    prepared = prepare_model(model, options, offline=offline, warm=False, bicubic_scale=bicubic_scale)
+    return prepared.upscale, prepared.scale
+
+
+def bicubic_record(scale: int = 4) -> dict[str, Any]:
+    """What the ``bicubic`` baseline at ``scale`` is, in records."""
+    return {
+        "name": BICUBIC,
+        "version": None,
+        "path": None,
+        "sha256": None,
+        "architecture": f"bicubic (MATLAB imresize, x{scale})",
+        "config": None,
+        "device": "cpu",
+        "precision": "fp64",
+        "tile": None,
+        "backend": "numpy",
+    }
+
+
+#: What the ``bicubic`` baseline (x4) is, in records.
+BICUBIC_RECORD: dict[str, Any] = bicubic_record(4)
+
+
+def prepare_model(
+    model: str,
+    options: InferenceOptions | None,
+    *,
+    offline: bool | None = None,
+    warm: bool = True,
+    bicubic_scale: int = 4,
+) -> PreparedModel:
+    """``bicubic`` (at ``bicubic_scale``) or a generator (registry name / checkpoint path), loaded (and
+    with ``warm``, warmed up: :func:`~spsr_cli.engine.records.warm_up`) with its record."""
     if model == BICUBIC:
-        return (lambda lr: bicubic_upscale(lr, bicubic_scale)), bicubic_scale
+        return PreparedModel(
+            lambda lr: bicubic_upscale(lr, bicubic_scale),
+            bicubic_scale,
+            {**bicubic_record(bicubic_scale), "load_seconds": 0.0},
+        )
+    from spsr_cli.engine.tiling import Upscaler
     from spsr_cli.weights.loader import load_generator
 
-    return module_upscaler(load_generator(model, offline=offline), options)
+    started = time.perf_counter()
+    module = load_generator(model, offline=offline)
+    upscaler = Upscaler(module, options or InferenceOptions())
+    loaded = time.perf_counter() - started
+    record = {
+        **describe_model(model, module),
+        **run_settings(upscaler),
+        "load_seconds": round(loaded, 4),
+        "warm_up_seconds": _round(warm_up(upscaler)) if warm else None,
+    }
+    return PreparedModel(_upscale_fn(upscaler), upscaler.scale, record)
 
 
 def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple[Upscale, int]:
@@ -159,13 +232,16 @@ def module_upscaler(module: torch.nn.Module, options: InferenceOptions) -> tuple
     from spsr_cli.engine.tiling import Upscaler
 
     upscaler = Upscaler(module, options)
+    return _upscale_fn(upscaler), upscaler.scale
 
+
+def _upscale_fn(upscaler: Any) -> Upscale:
     def run(lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div_(255.0)
         out = upscaler.upscale(x)[0]  # 3 x sH x sW in [0, 1]
         return quantise(out)
 
-    return run, upscaler.scale
+    return run
 
 
 def make_upscalers(
@@ -181,23 +257,39 @@ def make_upscalers(
     ``bicubic`` takes the scale of the other models (x4 alone). Raises :class:`UsageError` when
     the models' scales differ (``purpose`` says what they cannot do).
     """
+    prepared, scale = prepare_models(models, options, offline=offline, given=given, purpose=purpose, warm=False)
+    return [(p.upscale, p.scale) for p in prepared], scale
+
+
+def prepare_models(
+    models: Sequence[str],
+    options: InferenceOptions | None,
+    *,
+    offline: bool | None,
+    given: Sequence[tuple[Upscale, int]] | None = None,
+    purpose: str = "share one run",
+    warm: bool = True,
+) -> tuple[list[PreparedModel], int]:
+    """:func:`prepare_model` for each model (or the ``given`` upscalers, one per model, recorded by name
+    only) and their common scale. ``bicubic`` takes the scale of the other models (x4 alone). Raises
+    :class:`UsageError` when the scales differ (``purpose`` says what they cannot do)."""
     if given is not None:
-        upscalers = list(given)
+        prepared = [PreparedModel(fn, scale, {"name": m}) for m, (fn, scale) in zip(models, given)]
+        if len(given) != len(models):
+            raise ValueError(f"{len(models)} models but {len(given)} upscalers")
     else:
-        networks = {m: make_upscaler(m, options or InferenceOptions(), offline=offline) for m in models if m != BICUBIC}
-        native = sorted({s for _, s in networks.values()})
+        networks = {m: prepare_model(m, options, offline=offline, warm=warm) for m in models if m != BICUBIC}
+        native = sorted({p.scale for p in networks.values()})
         bicubic_scale = native[0] if len(native) == 1 else 4
-        upscalers = [
-            networks[m] if m in networks else make_upscaler(m, InferenceOptions(), bicubic_scale=bicubic_scale)
+        prepared = [
+            networks[m] if m in networks else prepare_model(m, None, warm=warm, bicubic_scale=bicubic_scale)
             for m in models
         ]
-    if len(upscalers) != len(models):
-        raise ValueError(f"{len(models)} models but {len(upscalers)} upscalers")
-    scales = {s for _, s in upscalers}
+    scales = {p.scale for p in prepared}
     if len(scales) != 1:
         found = ", ".join(f"x{s}" for s in sorted(scales))
         raise UsageError(f"models of different scales cannot {purpose} ({found}); use models of one scale")
-    return upscalers, scales.pop()
+    return prepared, scales.pop()
 
 
 def quantise(image: torch.Tensor) -> np.ndarray:
@@ -308,7 +400,7 @@ def evaluate_many(
         raise UsageError("no model to evaluate")
     started = time.perf_counter()
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    upscalers, scale = make_upscalers(models, options, offline=offline, given=upscalers, purpose="share one evaluation")
+    prepared, scale = prepare_models(models, options, offline=offline, given=upscalers, purpose="share one evaluation")
     labels = model_labels(models)
     _check_save_dir(save_images, source)
     lpips_net, lpips_note = _lpips_or_note(lpips, lpips_model, offline=offline, trust_unverified=trust_unverified)
@@ -342,8 +434,9 @@ def evaluate_many(
             lpips_note=lpips_note,
             niqe_note=niqe_note,
             degradation=degradation,
+            record=p.record,
         )
-        for m in models
+        for m, p in zip(models, prepared)
     ]
     for name, problem in unpaired:  # an HR image without its LR partner: a failed row, the rest are scored
         log.error("%s: %s", name, problem)
@@ -358,10 +451,10 @@ def evaluate_many(
                 result.images.append(ImageResult(name=name, psnr=None, ssim=None, lpips=None, error=str(err)))
         else:
             outputs = []
-            for result, label, (upscale, _) in zip(results, labels, upscalers):
+            for result, label, model in zip(results, labels, prepared):
                 sub = None if save_images is None else (save_images if len(models) == 1 else save_images / label)
                 try:
-                    row, sr = score_pair(pair, upscale, proto, scale, lpips_net, sub, niqe_model=niqe_params)
+                    row, sr = score_pair(pair, model.upscale, proto, scale, lpips_net, sub, niqe_model=niqe_params)
                 except ImageError as err:
                     log.error("%s", err)
                     result.images.append(ImageResult(name=name, psnr=None, ssim=None, lpips=None, error=str(err)))
@@ -375,6 +468,7 @@ def evaluate_many(
     seconds = time.perf_counter() - started
     for result in results:
         result.seconds = seconds
+        _note_missing_niqe(result, niqe_params is not None, proto.border_for(scale) or 0)
         if unpaired:
             result.images.sort(key=lambda r: r.name)
     return results
@@ -390,8 +484,10 @@ def score_pair(
     *,
     niqe_model: NIQEModel | None = None,
 ) -> tuple[ImageResult, np.ndarray]:
-    """Score one pair: (its row, the uint8 SR image H x W x 3)."""
+    """Score one pair: (its row, the uint8 SR image H x W x 3); the row's ``seconds`` time the upscaling alone."""
+    started = time.perf_counter()
     sr = upscale(pair.lr)
+    seconds = time.perf_counter() - started
     if sr.shape != pair.hr.shape:
         raise SPSRError(
             f"{pair.name}: the model made {sr.shape[1]}x{sr.shape[0]} but HR is {pair.hr.shape[1]}x{pair.hr.shape[0]}"
@@ -412,12 +508,28 @@ def score_pair(
     if niqe_model is not None:
         try:
             q = niqe_of_image(sr, niqe_model, border=protocol.border_for(scale))
-        except NIQEError as err:  # an image under 96 x 96 pixels has no NIQE
-            log.info("%s: no NIQE: %s", pair.name, err)
+        except NIQEError as err:  # fewer than two 96 x 96 blocks: no NIQE (evaluate_many says so once)
+            log.debug("%s: no NIQE: %s", pair.name, err)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         _write_png(save_dir / f"{pair.name}.png", sr)
-    return ImageResult(name=pair.name, psnr=p, ssim=s, lpips=d, niqe=q), sr
+    row = ImageResult(
+        name=pair.name, psnr=p, ssim=s, lpips=d, niqe=q, seconds=seconds, output_pixels=sr.shape[0] * sr.shape[1]
+    )
+    return row, sr
+
+
+def _note_missing_niqe(result: EvalResult, computed: bool, border: int) -> None:
+    """Say once, in ``niqe_note``, how many scored images have no NIQE and why (it needs two blocks)."""
+    scored = [r for r in result.images if r.error is None]
+    missing = [r.name for r in scored if r.niqe is None]
+    if computed and missing and result.niqe_note is None:
+        result.niqe_note = (
+            f"{len(missing)} of {len(scored)} images have no NIQE ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): NIQE needs two {NIQE_BLOCK} x {NIQE_BLOCK} blocks of "
+            f"output after the {border}-pixel border, e.g. {2 * NIQE_BLOCK + 2 * border} x {NIQE_BLOCK + 2 * border} "
+            "pixels; the mean NIQE is left empty"
+        )
 
 
 def _lpips_or_note(
@@ -575,11 +687,14 @@ __all__ = [
     "EvalResult",
     "ImageResult",
     "METRICS",
+    "PreparedModel",
     "crop_window",
     "evaluate",
     "evaluate_many",
     "make_upscaler",
     "model_labels",
+    "prepare_model",
+    "prepare_models",
     "side_by_side",
     "quantise",
     "score_pair",

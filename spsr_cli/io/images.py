@@ -228,6 +228,38 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(height), int(width)
 
 
+#: What Pillow raises while counting the frames of a file whose later frames are damaged (a TIFF page
+#: without a width tag: TypeError; a cut animated GIF: IndexError, OSError, EOFError).
+_FRAME_COUNT_ERRORS = (*_DECODE_ERRORS, TypeError, IndexError, KeyError)
+
+
+def frame_count(im: PIL.Image.Image) -> int | None:
+    """How many frames (pages) ``im`` holds, or None when a damaged later frame stops Pillow counting
+    them; ``im`` is left on its first frame either way, so that frame can still be read."""
+    try:
+        frames = int(getattr(im, "n_frames", 1) or 1)
+    except _FRAME_COUNT_ERRORS:
+        frames = None
+    try:
+        if im.tell() != 0:
+            im.seek(0)
+    except _FRAME_COUNT_ERRORS as exc:
+        where = getattr(im, "filename", "") or "the image"
+        raise ImageError(f"cannot read {where}: {exc or type(exc).__name__}") from exc
+    return frames
+
+
+def count_frames(path: Path) -> int | None:
+    """How many frames (pages) the image file ``path`` holds, from its headers; None when that cannot be told."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(path) as im:
+                return frame_count(im)
+    except (*_FRAME_COUNT_ERRORS, ImageError):
+        return None
+
+
 def read_image(path: Path) -> Image:
     """Read an image file into float32 planes in [0, 1], EXIF orientation applied.
 
@@ -238,8 +270,10 @@ def read_image(path: Path) -> Image:
     _check_regular(path)
     try:
         with _opened(path) as im:
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            if frames > 1:
+            frames = frame_count(im)
+            if frames is None:
+                log.warning("%s: its frames cannot be counted (a damaged later frame?); the first frame is used", path)
+            elif frames > 1:
                 log.warning("%s has %d frames (animated or multi-page); only the first frame is upscaled", path, frames)
             deep = _read_16bit_colour(path, im)
             if deep is not None:

@@ -37,6 +37,8 @@ class RRDBNetConfig:
     """
 
     architecture: ClassVar[str] = "rrdbnet"
+    #: The fields a state dict's tensor shapes fix (a stored config is checked against them before any build).
+    shape_fields: ClassVar[tuple[str, ...]] = ("in_channels", "out_channels", "nf", "nb", "gc", "scale", "unshuffle")
 
     in_channels: int = 3
     out_channels: int = 3

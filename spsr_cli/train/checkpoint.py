@@ -98,13 +98,31 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     The temporary stays ``flock``-ed while it is written, so :func:`remove_stale_temporaries`
     tells a killed writer's temporary (unlocked) from a running one's.
     """
-    with files.atomic_path(path, durable=True) as tmp:
-        with open(tmp, "wb") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # while locked; atomic_path's own fsync then has nothing left to write
+    try:
+        with files.atomic_path(path, durable=True) as tmp:
+            with open(tmp, "wb") as handle:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                torch.save(obj, handle)
+                handle.flush()
+                os.fsync(handle.fileno())  # while locked; atomic_path's own fsync then has nothing left to write
+    except (OSError, RuntimeError) as err:  # a full disk: ENOSPC, or torch's "[enforce fail ...] unexpected pos"
+        raise CheckpointError(_write_failure(path, err)) from None
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    """Why a checkpoint could not be written, in words, with the free space and the fix."""
+    import shutil
+
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write stopped short"
+    try:
+        free = f"{shutil.disk_usage(files.nearest_existing(path.parent)).free / 1e6:.0f} MB are free there"
+    except OSError:
+        free = "its free space is unknown"
+    return (
+        f"cannot write the checkpoint {path}: {reason} (a full disk or a file size limit?); {free}. Nothing "
+        "half-written was kept: free some space and continue with --resume (the newest whole checkpoint is kept)"
+    )
 
 
 def _locked(path: Path) -> bool:

@@ -14,6 +14,7 @@ atomic ``config.yaml`` writer).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -119,6 +120,18 @@ class PsnrLossSection:
 
 
 @dataclass
+class PartRates:
+    """Learning-rate factors per generator part (``spsr_cli.model.spsr.PARTS``): each part's Adam
+    group learns at ``train.lr`` times its factor. ``trunk`` is the SR branch (RRDB trunk and
+    upsampler), ``branch`` the gradient branch, ``fusion`` the fusion block. A frozen part
+    (``train.trainable``) never changes whatever its factor."""
+
+    trunk: float = 1.0
+    branch: float = 1.0
+    fusion: float = 1.0
+
+
+@dataclass
 class TrainSection:
     """Optimisation and loop settings (Adam + MultiStep as in the paper).
 
@@ -132,6 +145,8 @@ class TrainSection:
     ``branch+fusion``, ``fusion``, ``branch``); frozen parts get no gradient and no
     autograd graph, so a step pays only for the trainable parts' backward. During the
     first ``fusion_only_steps`` steps only ``fusion`` trains whatever this says.
+    ``lr_parts``: factors of ``lr`` per generator part (:class:`PartRates`), so the whole
+    network can train with the trunk gently and the fusion and gradient branch faster.
     ``time_limit_min``: wall-clock budget of the loop in minutes (0: none). When it runs
     out, the run checkpoints, validates and stops as if ``steps`` were reached, so a
     time-boxed GPU lease always ends with its latest weights saved.
@@ -141,6 +156,7 @@ class TrainSection:
     steps: int = 500_000
     lr: float = 1e-4
     lr_d: float = 1e-4
+    lr_parts: PartRates = field(default_factory=PartRates)
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
@@ -168,11 +184,13 @@ class ValidationSection:
     """Validation, scored like ``spsr eval`` (PSNR/SSIM on the spsr-paper protocol, LPIPS).
 
     On a folder of HR images (``hr_dir``; LR made like ``spsr eval`` does, or from the paired
-    ``lr_dir``), or, when ``hr_dir`` is null and ``data.holdout_percent`` > 0, on one fixed
-    centre crop of ``crop_size`` HR pixels of each held-out training image (never trained on).
-    ``max_images`` bounds either. The EMA generator of the validation with the lowest LPIPS
-    at PSNR >= ``psnr_floor`` (dB; 0: no floor) is kept as the run's ``best.pt``. ``lpips``:
-    score LPIPS too (its weights are fetched like ``spsr eval``'s when not cached).
+    ``lr_dir``), or, when ``hr_dir`` is null and ``data.holdout_percent`` > 0, on fixed
+    crops of ``crop_size`` HR pixels of each held-out training image (never trained on).
+    ``max_images`` bounds either; ``crops_per_image`` fixed crops (along the diagonal) are taken
+    from each held-out image, so more crops can shrink the checkpoint-to-checkpoint noise.
+    The EMA generator of the validation with the lowest LPIPS at PSNR >= ``psnr_floor`` (dB;
+    0: no floor) is kept as the run's ``best.pt``. ``lpips``: score LPIPS
+    too (its weights are fetched like ``spsr eval``'s when not cached).
     """
 
     hr_dir: Union[str, None] = None
@@ -180,6 +198,7 @@ class ValidationSection:
     every: int = 5000
     max_images: int = 10
     crop_size: int = 192
+    crops_per_image: int = 1
     psnr_floor: float = 0.0
     lpips: bool = True
 
@@ -337,6 +356,7 @@ def validate_config(cfg: TrainConfig) -> None:
         ("train.checkpoint_every", t.checkpoint_every),
         ("train.log_every", t.log_every),
         ("validation.every", cfg.validation.every),
+        ("validation.crops_per_image", cfg.validation.crops_per_image),
         ("model.nf", m.nf),
         ("model.nb", m.nb),
         ("model.gc", m.gc),
@@ -357,12 +377,47 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    for f in dataclasses.fields(t.lr_parts):
+        value = getattr(t.lr_parts, f.name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(
+                f"train.lr_parts.{f.name} must be a positive factor of train.lr, got {value} "
+                "(freeze a part with train.trainable instead)"
+            )
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     for f in dataclasses.fields(cfg.loss):
         value = getattr(cfg.loss, f.name)
         if isinstance(value, float) and value < 0:
             raise ConfigError(f"loss.{f.name} must be >= 0, got {value}")
+    _check_finite(cfg, "")
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr must be positive, got {t.lr} (freeze parts with train.trainable instead)")
+    if not t.lr_d >= 0:
+        raise ConfigError(f"train.lr_d must be >= 0, got {t.lr_d}")
+    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1) (Adam's moment decay), got {value}")
+    if not t.weight_decay >= 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if not t.gamma > 0:
+        raise ConfigError(
+            f"train.gamma must be positive (the factor the learning rate is multiplied by at each of "
+            f"train.milestones), got {t.gamma}"
+        )
+    if any(step <= 0 for step in t.milestones):
+        raise ConfigError(f"train.milestones must be positive step numbers, got {t.milestones}")
+
+
+def _check_finite(section: Any, prefix: str) -> None:
+    """Every float value of the config (nested sections too) must be a finite number: ``lr: .nan`` or
+    ``.inf`` passes every range check and ends in a traceback (or a silent divergence) later."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value}")
 
 
 def default_config() -> TrainConfig:

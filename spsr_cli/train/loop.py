@@ -34,7 +34,7 @@ from torch import nn
 
 from spsr_cli.errors import SPSRError, UsageError
 from spsr_cli.files import write_json_atomic
-from spsr_cli.model.spsr import SPSRNet, part_of
+from spsr_cli.model.spsr import PARTS, SPSRNet, part_of
 from spsr_cli.train import distributed, validation
 from spsr_cli.train.checkpoint import (
     atomic_torch_save,
@@ -43,7 +43,7 @@ from spsr_cli.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from spsr_cli.train.config import TRAINABLE, TrainConfig
+from spsr_cli.train.config import TRAINABLE, TrainConfig, TrainSection
 from spsr_cli.train.data import ImagePool, TrainBatches, batch_loader
 from spsr_cli.train.objective import LossWeights, SPSRObjective
 from spsr_cli.train.run_folder import RunLog, check_finite, open_run_folder, resume_state, torch_threads
@@ -199,7 +199,7 @@ def _train(
 
         # ---- optimisers and schedules (Adam + MultiStep, as in the paper) -------------
         adam = dict(betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
-        opt_g = torch.optim.Adam(model.parameters(), lr=t.lr, **adam)
+        opt_g = torch.optim.Adam(part_groups(model, t), **adam)
         sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=t.milestones, gamma=t.gamma)
         d_params = [p for d in (d_image, d_gradient, d_structure) if d is not None for p in d.parameters()]
         opt_d = torch.optim.Adam(d_params, lr=t.lr_d, **adam) if d_params else None
@@ -211,6 +211,7 @@ def _train(
             ema.load_state_dict(state["ema"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
+            rescale_part_groups(opt_g, sched_g, t)
             for name, module in (("d_image", d_image), ("d_gradient", d_gradient), ("d_structure", d_structure)):
                 if module is not None:
                     module.load_state_dict(state[name])
@@ -312,7 +313,7 @@ def _train(
             hr_img = batch["hr"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
             # generator step (frozen while the discriminators warm up)
-            lr_used = opt_g.param_groups[0]["lr"]
+            lr_used = opt_g.param_groups[0]["lr"] / opt_g.param_groups[0]["factor"]
             if opt_d is not None and step < t.d_warmup_steps:
                 with torch.no_grad(), autocast_context(device, use_amp):
                     out = model(lr_img)
@@ -459,6 +460,31 @@ def _train(
         distributed.cleanup(ctx)
 
 
+def part_groups(model: nn.Module, t: TrainSection) -> list[dict[str, Any]]:
+    """Adam parameter groups of an SPSR generator, one per part (``PARTS`` order), each at
+    ``t.lr`` times its ``t.lr_parts`` factor; a group records its ``part`` and ``factor``."""
+    groups = {part: [] for part in PARTS}
+    for name, p in model.named_parameters():
+        groups[part_of(name)].append(p)
+    return [
+        {"params": params, "lr": t.lr * getattr(t.lr_parts, part), "part": part, "factor": getattr(t.lr_parts, part)}
+        for part, params in groups.items()
+        if params
+    ]
+
+
+def rescale_part_groups(opt: torch.optim.Optimizer, sched: Any, t: TrainSection) -> None:
+    """After resuming, give each part's group the rate the config now names (``--set train.lr=...`` or
+    ``--set train.lr_parts.trunk=...`` on ``--resume``), keeping the schedule's decay so far."""
+    for group in opt.param_groups:
+        factor = getattr(t.lr_parts, group["part"])
+        decay = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+        group["initial_lr"] = t.lr * factor
+        group["lr"] = group["initial_lr"] * decay
+        group["factor"] = factor
+    sched.base_lrs = [group["initial_lr"] for group in opt.param_groups]
+
+
 def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
     """Refuse to resume with a different generator size or stage."""
     stored = state.get("config", {})
@@ -466,6 +492,12 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Non
         raise UsageError(
             f"cannot resume from {path}: it trains model {stored.get('model')}, the config says "
             f"{cfg.to_dict()['model']}; resume without --config or start a new run"
+        )
+    groups = state.get("opt_g", {}).get("param_groups", [])
+    if any("part" not in g for g in groups):
+        raise UsageError(
+            f"cannot resume from {path}: it was written before per-part learning rates (train.lr_parts); "
+            f"start a new run with --init {path.parent.parent} instead"
         )
     stored_preset = stored.get("loss", {}).get("preset", "spsr-g")
     if stored_preset != cfg.loss.preset:
@@ -492,6 +524,7 @@ def validation_pairs(cfg: TrainConfig) -> list:
             crop_size=v.crop_size,
             scale=cfg.model.scale,
             max_images=v.max_images,
+            crops_per_image=v.crops_per_image,
         )
     return []
 

@@ -6,8 +6,8 @@ numbers), upscaled through the eval package's tiled, quantised path and scored b
 :func:`~spsr_cli.eval.runner.score_pair` (PSNR/SSIM under the spsr-paper protocol, LPIPS).
 
 Two sources: a folder (``validation.hr_dir``), or the held-out share of the training
-folders (``data.holdout_percent``, split by file-name hash, never trained on), one fixed
-centre crop per image. The gradient branch is scored too: L1 and PSNR (peak 1) of its
+folders (``data.holdout_percent``, split by file-name hash, never trained on), fixed
+crops along each image's diagonal. The gradient branch is scored too: L1 and PSNR (peak 1) of its
 predicted HR gradient map against the HR image's, beside the same numbers for the gradient
 map of the bicubic-upscaled LR, so a branch that only interpolates shows as no better.
 """
@@ -33,15 +33,25 @@ log = logging.getLogger(__name__)
 
 
 def holdout_pairs(
-    hr_dirs: Sequence[Union[str, Path]], *, percent: int, crop_size: int, scale: int, max_images: int
+    hr_dirs: Sequence[Union[str, Path]],
+    *,
+    percent: int,
+    crop_size: int,
+    scale: int,
+    max_images: int,
+    crops_per_image: int = 1,
 ) -> list[ImagePair]:
-    """One centre crop (``crop_size`` HR px, LR by the eval bicubic) of each held-out training image.
+    """Fixed crops (``crop_size`` HR px, LR by the eval bicubic) of each held-out training image.
 
-    Images smaller than the crop are skipped with a warning; at most ``max_images`` pairs.
+    ``crops_per_image`` crops lie evenly along the image's diagonal (one: the centre crop; two:
+    a third and two thirds of the free range), named ``STEM`` or ``STEM-K``. An image smaller
+    than the crop gives its largest square crop (a multiple of ``scale``) instead; at most
+    ``max_images`` images are used.
     """
     pairs: list[ImagePair] = []
+    used = 0
     for path in held_out_files(hr_dirs, percent):
-        if len(pairs) >= max_images:
+        if used >= max_images:
             break
         try:
             hr = read_rgb(path)
@@ -49,12 +59,17 @@ def holdout_pairs(
             log.warning("skipping validation image %s: %s", path, err)
             continue
         h, w = hr.shape[:2]
-        if min(h, w) < crop_size:
-            log.warning("skipping validation image %s: %dx%d is smaller than the %d px crop", path, w, h, crop_size)
+        size = min(crop_size, min(h, w) // scale * scale)  # a small image gives its largest square crop
+        if size < 8 * scale:
+            log.warning("skipping validation image %s: %dx%d is too small to crop", path, w, h)
             continue
-        y, x = (h - crop_size) // 2, (w - crop_size) // 2
-        crop = np.ascontiguousarray(hr[y : y + crop_size, x : x + crop_size])
-        pairs.append(ImagePair(name=path.stem, hr=crop, lr=bicubic_downscale(crop, scale)))
+        used += 1
+        for k in range(crops_per_image):
+            at = (k + 1) / (crops_per_image + 1)
+            y, x = round((h - size) * at), round((w - size) * at)
+            crop = np.ascontiguousarray(hr[y : y + size, x : x + size])
+            name = path.stem if crops_per_image == 1 else f"{path.stem}-{k + 1}"
+            pairs.append(ImagePair(name=name, hr=crop, lr=bicubic_downscale(crop, scale)))
     return pairs
 
 

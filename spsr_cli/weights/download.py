@@ -12,6 +12,15 @@ from spsr_cli.files import atomic_open, sha256_bytes, sha256_hasher
 _CHUNK = 1 << 20
 
 
+def _refuse_offline(url: str) -> None:
+    """Offline mode from the environment (``SPSR_OFFLINE``, ``HF_HUB_OFFLINE``) stops every download."""
+    from spsr_cli.weights.manifest import offline_requested
+
+    why = offline_requested()
+    if why is not None and not url.startswith("file:"):
+        raise WeightsNotAvailableError(f"{url} is not cached and offline mode is on ({why})")
+
+
 def download_verified(url: str, dest: Path, *, sha256: str, size: int | None = None, timeout: float = 30.0) -> Path:
     """Stream ``url`` to ``dest`` (atomically: a temp file, then rename), checking size and sha256.
 
@@ -19,6 +28,7 @@ def download_verified(url: str, dest: Path, *, sha256: str, size: int | None = N
     :class:`~spsr_cli.errors.ChecksumMismatchError` when the bytes differ from the pin
     (nothing is left behind either way).
     """
+    _refuse_offline(url)
     digest, received = sha256_hasher(), 0
     with atomic_open(dest, "wb") as handle:
         try:
@@ -47,6 +57,7 @@ def download_bytes(
     Raises :class:`WeightsNotAvailableError` when the URL cannot be read and
     :class:`~spsr_cli.errors.ChecksumMismatchError` when the bytes differ from a pin.
     """
+    _refuse_offline(url)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (pinned https URL)
             data = response.read()

@@ -18,7 +18,6 @@ from spsr_cli.errors import ChecksumMismatchError, WeightsNotAvailableError
 from spsr_cli.files import sha256_file
 
 log = logging.getLogger(__name__)
-_TRUE = {"1", "true", "yes", "on"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 _HEAD_TIMEOUT_S = 10.0
@@ -33,7 +32,10 @@ class UnverifiableFileError(WeightsNotAvailableError):
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    """Whether the environment asks for offline mode (``HF_HUB_OFFLINE`` or ``SPSR_OFFLINE``)."""
+    from spsr_cli.weights.manifest import offline_requested
+
+    return offline_requested() is not None
 
 
 def hub_endpoint() -> str:
@@ -207,7 +209,7 @@ def fetch_hub_file_checked(
         RepositoryNotFoundError,
     )
 
-    offline = hub_offline() if offline is None else offline
+    offline = bool(offline) or hub_offline()
     what = f"{repo_type} {repo_id}@{revision[:10]} file {filename}"
     cached = cached_hub_file(repo_id=repo_id, filename=filename, revision=revision, repo_type=repo_type)
     if cached is not None:
@@ -217,7 +219,7 @@ def fetch_hub_file_checked(
     if offline:
         raise WeightsNotAvailableError(
             f"{what} is not in the local cache ({hub_cache_dir()}) and offline mode is on; "
-            "run once without --offline / HF_HUB_OFFLINE to download it"
+            "run once without --offline / HF_HUB_OFFLINE / SPSR_OFFLINE to download it"
         )
     url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision, endpoint=hub_endpoint())
     try:

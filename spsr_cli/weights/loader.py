@@ -113,21 +113,38 @@ def load_generator(
 ) -> Generator:
     """Load a generator (any architecture: SPSR, RRDBNet, SRVGGNetCompact, DAT) in eval mode.
 
+    The one contract for every architecture: ``super_resolve(model, x)`` is the super-resolved image
+    (:func:`super_resolve`), ``model.config`` its typed config (``architecture``, ``scale``, ...).
+    Calling ``model(x)`` gives the architecture's own output: ``SPSROutput(sr, branch, grad_lr)`` for
+    SPSR, the image itself for RRDBNet, SRVGGNetCompact and DAT.
+
     Args:
         source: a ``.safetensors``/``.pth`` path, a name from ``weights_manifest.json``
             (or the local registry), or None for the manifest's default model.
         device: where to put the model.
 
     Returns:
-        the generator in float32, eval mode, ``requires_grad`` off: an :class:`SPSRNet`
-        (called on an N x 3 x H x W float tensor in [0, 1] it returns
-        ``SPSROutput(sr, branch, grad_lr)``) or another architecture's module (it returns the
-        image); ``model.config.architecture`` says which, and
-        :func:`spsr_cli.model.architectures.architecture_of` gives the image of any.
+        the generator module in float32, eval mode, ``requires_grad`` off.
     """
     model = load_weights_file(resolve_weights(source, offline=offline))
     model.requires_grad_(False)
     return model.eval().to(device)
+
+
+def super_resolve(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The image any generator makes of ``x``, whatever its architecture returns.
+
+    Args:
+        model: a generator (:func:`load_generator`, or any module of a known architecture).
+        x: N x C x H x W float tensor in [0, 1], on the model's device and in its dtype.
+
+    Returns:
+        N x C x sH x sW float tensor (``s`` = ``model.config.scale``), not clamped. Untiled: for large
+        images use :class:`~spsr_cli.engine.tiling.Upscaler`.
+    """
+    from spsr_cli.model.architectures import architecture_of
+
+    return architecture_of(model).image(model(x))
 
 
 def cache_status(entry: ModelEntry) -> str:

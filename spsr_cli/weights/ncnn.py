@@ -38,7 +38,7 @@ import torch
 from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, SPSRError, UsageError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
 from spsr_cli.weights import pypi
-from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home
+from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +438,17 @@ RRDB_INIT_KIND = "rrdb-init"
 DEFAULT_INIT_SOURCE = "realsr-df2k"
 
 
+def pretrained_dir() -> Path:
+    """Where :func:`fetch_rrdb_init` keeps its conversions by default: ``$SPSR_HOME/pretrained``."""
+    return spsr_home() / "pretrained"
+
+
+def rrdb_init_paths(name: str) -> list[Path]:
+    """The conversions of the rrdb-init entry ``name`` in :func:`pretrained_dir` (every dtype)."""
+    root = pretrained_dir()
+    return sorted(p for p in (root / f"{name}.safetensors", *root.glob(f"{name}-*.safetensors")) if p.is_file())
+
+
 def rrdb_init_sources() -> dict[str, AuxiliaryEntry]:
     """``--source`` name (the manifest name without ``-rrdb``) -> auxiliary manifest entry."""
     entries = load_manifest().auxiliary_of_kind(RRDB_INIT_KIND)
@@ -465,7 +476,7 @@ def fetch_rrdb_init(
     if key not in sources:
         raise UsageError(f"unknown init source {source!r}; choose one of {', '.join(sorted(sources))}")
     entry = sources[key]
-    root = Path(cache_dir) if cache_dir is not None else spsr_home() / "pretrained"
+    root = Path(cache_dir) if cache_dir is not None else pretrained_dir()
     suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
     target = root / f"{entry.name}{suffix}.safetensors"
     if target.is_file():
@@ -478,6 +489,7 @@ def fetch_rrdb_init(
         "layout": "basicsr-rrdbnet",
         "archive_sha256": str(entry.source["sha256"]),
     }
+    writable_folder(target.parent)
     save_safetensors_atomic(target, {k: v.to(dtype) for k, v in state.items()}, metadata)
     log.info("converted %s to %s", entry.name, target)
     return target

@@ -29,7 +29,15 @@ from spsr_cli.errors import (
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.architectures import AnyConfig, Generator, GeneratorConfig, config_from_dict
 from spsr_cli.weights.layouts import StateDict, build_generator, normalize_generator
-from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, load_manifest, spsr_home, validate_name
+from spsr_cli.weights.manifest import (
+    FileSource,
+    ModelEntry,
+    add_local_entry,
+    home_folder,
+    load_manifest,
+    validate_name,
+    writable_folder,
+)
 
 #: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
 FORMAT_TAG = "spsr-cli"
@@ -153,10 +161,30 @@ def read_weights_file(path: Path) -> LoadedWeights:
     check_finite(state_dict, str(path))
     if "config" in metadata:
         try:
-            config = config_from_dict(architecture, json.loads(metadata["config"]))
+            stored = config_from_dict(architecture, json.loads(metadata["config"]))
         except (ValueError, TypeError) as err:
             raise CheckpointMismatchError(f"{path}: its stored config is invalid ({err})") from None
+        check_stored_config(stored, config, str(path))
+        config = stored
     return LoadedWeights(state_dict=state_dict, config=config, metadata=metadata)
+
+
+def check_stored_config(stored: AnyConfig, inferred: AnyConfig, where: str) -> None:
+    """Refuse a stored config that disagrees with what the tensors' shapes say (``inferred``), before any
+    network is built from it: a config claiming nf = 10**9 or nb = 3000 would otherwise allocate
+    gigabytes, or build for minutes, before the shapes are compared. The fields compared are the
+    config type's ``shape_fields`` (none declared: nothing is compared here; the strict load still is)."""
+    fixed = getattr(type(inferred), "shape_fields", ()) if type(stored) is type(inferred) else ()
+    wrong = [
+        f"{name}={getattr(stored, name)} (its tensors say {getattr(inferred, name)})"
+        for name in fixed
+        if getattr(stored, name) != getattr(inferred, name)
+    ]
+    if wrong:
+        raise CheckpointMismatchError(
+            f"{where}: its stored config does not match its tensors: {', '.join(wrong)}; nothing was built. "
+            "The file is damaged or its metadata was edited: export or import the weights again"
+        )
 
 
 def load_weights_file(path: Path) -> Generator:
@@ -195,6 +223,13 @@ def write_generator_file(
     return sha256_file(save_safetensors_atomic(Path(path), tensors, metadata))
 
 
+#: Names --model gives a meaning of its own: never names of imported or trained models.
+RESERVED_NAMES = {
+    "auto": "--model auto (a model picked per photo)",
+    "bicubic": "the bicubic baseline of `spsr eval` and `spsr compare`",
+}
+
+
 def write_converted_generator(
     target: Path,
     state_dict: Mapping[str, torch.Tensor],
@@ -214,8 +249,7 @@ def write_converted_generator(
     :class:`ChecksumMismatchError` is raised and nothing is kept.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
+    with tempfile.TemporaryDirectory(dir=writable_folder(target.parent), prefix=".convert-") as tmp:
         staged = Path(tmp) / target.name
         sha = write_generator_file(
             staged,
@@ -238,7 +272,11 @@ def write_converted_generator(
 def _ensure_name_free(name: str, *, replace: bool) -> None:
     """Refuse a name already in the registry (a released one always; a local one unless ``replace``)."""
     validate_name(name)
-    existing = load_manifest().models.get(name)
+    manifest = load_manifest()
+    if name in RESERVED_NAMES or name in manifest.auxiliary or name in manifest.local_auxiliary:
+        what = RESERVED_NAMES.get(name, "auxiliary weights (`spsr weights list`)")
+        raise NameTakenError(f"--name {name!r} already means {what}; choose another --name")
+    existing = manifest.models.get(name)
     if existing is None or (existing.origin == "local" and replace):
         return
     if existing.origin == "packaged":
@@ -294,7 +332,7 @@ def import_checkpoint(
     """
     _ensure_name_free(name, replace=replace)
     loaded = read_weights_file(Path(file))
-    target = spsr_home() / "weights" / f"{name}.safetensors"
+    target = home_folder("weights") / f"{name}.safetensors"
     dtype = next(iter(loaded.state_dict.values())).dtype
     dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     write_generator_file(

