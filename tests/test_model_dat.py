@@ -98,6 +98,7 @@ def test_config_round_trips_and_refuses_bad_values() -> None:
         ({"residual_convs": 2}, "residual_convs must be 1 or 3"),
         ({"out_channels": 1}, "in_channels 3 != out_channels 1"),
         ({"ffn_channels": 15}, "ffn_channels must be even"),
+        ({"window_short": 64, "window_long": 32}, "2048 tokens, more than 1024"),
     ]:
         with pytest.raises(ValueError, match=message):
             DATConfig(**bad)

@@ -47,6 +47,9 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 #: Logit added to window pairs that a shift brought together from different image regions.
 MASKED = -100.0
 BN_EPS = 1e-5
+#: Most tokens one attention window may hold (32 x 32): a window of N tokens builds an N x N index per
+#: spatial branch, so a config claiming huge windows is refused before any network is built.
+MAX_WINDOW_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,20 @@ class DATConfig:
     """
 
     architecture: ClassVar[str] = "dat"
+    #: The fields a state dict's tensor shapes fix (a stored config is checked against them before any
+    #: build). The window shape is not among them (its tables are derived, not stored): it is bounded by
+    #: :data:`MAX_WINDOW_TOKENS` instead.
+    shape_fields: ClassVar[tuple[str, ...]] = (
+        "in_channels",
+        "out_channels",
+        "nf",
+        "groups",
+        "depth",
+        "heads",
+        "ffn_channels",
+        "residual_convs",
+        "scale",
+    )
 
     in_channels: int = 3
     out_channels: int = 3
@@ -97,6 +114,12 @@ class DATConfig:
             raise ValueError(f"DATConfig.scale must be 1 to 8, got {self.scale}")
         if self.window_short < 2 or self.window_long < 2:
             raise ValueError("DATConfig: windows must be at least 2 pixels per side")
+        if self.window_short * self.window_long > MAX_WINDOW_TOKENS:
+            raise ValueError(
+                f"DATConfig: {self.window_short} x {self.window_long} windows hold "
+                f"{self.window_short * self.window_long} tokens, more than {MAX_WINDOW_TOKENS} "
+                "(each spatial block builds a tokens x tokens table; DAT's windows are 8 x 32 or 8 x 16)"
+            )
 
     @property
     def window_multiple(self) -> int:

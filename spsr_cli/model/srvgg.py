@@ -36,6 +36,9 @@ class SRVGGConfig:
     """
 
     architecture: ClassVar[str] = "srvgg"
+    #: The fields a state dict's tensor shapes fix (a stored config is checked against them before any build;
+    #: the activation is not: ReLU and LeakyReLU carry no tensor, and a wrong one fails the strict load).
+    shape_fields: ClassVar[tuple[str, ...]] = ("in_channels", "out_channels", "nf", "num_conv", "scale")
 
     in_channels: int = 3
     out_channels: int = 3
