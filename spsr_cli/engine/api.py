@@ -65,8 +65,8 @@ def _check_arguments(**given: object) -> None:
         raise UsageError(f"upscale(device=...) takes 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
     if not (tile is None or tile == "auto" or (whole(tile) and tile >= 0)):
         raise UsageError(f"upscale(tile=...) takes a whole number of pixels >= 0, 'auto' or None, got {tile!r}")
-    if not (whole(overlap) and overlap >= 0):
-        raise UsageError(f"upscale(tile_overlap=...) takes a whole number of pixels >= 0, got {overlap!r}")
+    if not (overlap is None or (whole(overlap) and overlap >= 0)):
+        raise UsageError(f"upscale(tile_overlap=...) takes a whole number of pixels >= 0 or None, got {overlap!r}")
     if not (memory is None or (whole(memory) and memory > 0)):
         raise UsageError(f"upscale(max_memory=...) takes a positive number of bytes or None, got {memory!r}")
 
