@@ -538,6 +538,7 @@ def test_an_x2_model_is_scored_at_x2_with_bicubic_beside_it(tmp_path: Path) -> N
     options = InferenceOptions(device="cpu", tile=0)
     bicubic, x2 = evaluate_many(source, models=["bicubic", model], options=options, lpips=False, niqe=False)
     assert bicubic.scale == x2.scale == 2 and not x2.failed  # bicubic follows the model; LR made at x2
+    assert bicubic.record["architecture"] == "bicubic (MATLAB imresize, x2)" and x2.record["architecture"] == "srvgg"
     assert x2.to_dict()["dataset"]["lr"] == "generated (MATLAB bicubic x2; the published LR is x4)"
     alone = evaluate(local_source(hr_dir, None), upscale=None, model="bicubic", lpips=False, niqe=False)
     assert alone.scale == 4 and alone.means["psnr"] != bicubic.means["psnr"]
