@@ -146,7 +146,7 @@ def eval_command(
         ),
     ] = False,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: Annotated[
         Optional[str],
@@ -157,7 +157,7 @@ def eval_command(
     fp32: Fp32Opt = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
+    """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a benchmark at their scale, as the papers' tables do.
 
     The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
     """
