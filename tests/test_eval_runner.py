@@ -516,6 +516,35 @@ def test_awkward_images_are_failed_rows_and_the_rest_are_written(tmp_path: Path,
     assert "caf\\udce9," in text and "tiny," in text and "alone," in text
 
 
+def _tiny_x2_model(path: Path) -> Path:
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+
+    config = SRVGGConfig(nf=4, num_conv=1, scale=2)
+    write_generator_file(
+        path, SRVGGNetCompact(config=config).state_dict(), config, source="test", licence="none", dtype=torch.float32
+    )
+    return path
+
+
+def test_an_x2_model_is_scored_at_x2_with_bicubic_beside_it(tmp_path: Path) -> None:
+    from spsr_cli.eval.datasets import DatasetSource
+    from spsr_cli.eval.runner import evaluate_many
+
+    hr_dir = _tiny_set(tmp_path, n=1)
+    model = str(_tiny_x2_model(tmp_path / "x2.safetensors"))
+    lr4 = tmp_path / "LR_x4"
+    lr4.mkdir()
+    Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(lr4 / "im0.png")  # a published x4 LR: not for an x2 model
+    source = DatasetSource(name="Tiny", hr_dir=hr_dir, lr_dir=lr4, lr_scale=4)
+    options = InferenceOptions(device="cpu", tile=0)
+    bicubic, x2 = evaluate_many(source, models=["bicubic", model], options=options, lpips=False, niqe=False)
+    assert bicubic.scale == x2.scale == 2 and not x2.failed  # bicubic follows the model; LR made at x2
+    assert bicubic.record["architecture"] == "bicubic (MATLAB imresize, x2)" and x2.record["architecture"] == "srvgg"
+    assert x2.to_dict()["dataset"]["lr"] == "generated (MATLAB bicubic x2; the published LR is x4)"
+    alone = evaluate(local_source(hr_dir, None), upscale=None, model="bicubic", lpips=False, niqe=False)
+    assert alone.scale == 4 and alone.means["psnr"] != bicubic.means["psnr"]
+
+
 def test_images_too_small_for_niqe_are_said_once_in_the_note(tmp_path: Path, caplog) -> None:
     """Issue 26 (low): NIQE was empty for 184-pixel crops (the README said "under 96") with the reason
     logged once per image and model, and niqe_note null."""

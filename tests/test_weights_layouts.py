@@ -15,9 +15,11 @@ from spsr_cli import load_generator
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.spsr import SPSRConfig
 from spsr_cli.weights.layouts import (
+    DAT,
     LAYOUTS,
     RRDBNET,
     SPSR,
+    SRVGG,
     canonicalize_state_dict,
     detect_layout,
     infer_config,
@@ -209,8 +211,8 @@ def test_unplaceable_keys_in_a_known_layout_are_an_error() -> None:
         rrdb_to_basicsr(sd)
 
 
-def test_one_detection_table_serves_both_families(shared_dir) -> None:
-    assert {layout.family for layout in LAYOUTS} == {SPSR, RRDBNET}
+def test_one_detection_table_serves_every_family(shared_dir) -> None:
+    assert {layout.family for layout in LAYOUTS} == {SPSR, RRDBNET, SRVGG, DAT}
     assert detect_layout(published_state_dict(shared_dir), SPSR).name.startswith("spsr-published")
     assert detect_layout({"conv_first.weight": torch.zeros(1)}, SPSR).name.startswith("spsr (")
     assert detect_layout(basicsr_rrdb_state(), RRDBNET).name.startswith("basicsr")
@@ -295,3 +297,136 @@ def test_our_rrdbnet_safetensors_round_trip_with_its_config(tmp_path) -> None:
     x = torch.rand(1, 3, 7, 6)
     with torch.no_grad():
         assert torch.equal(load_generator(path)(x), net(x))
+
+
+# ---------------------------------------------------------------- SRVGGNetCompact and DAT layouts
+
+
+def _tiny_srvgg(**config):
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+
+    return SRVGGNetCompact(config=SRVGGConfig(**{"nf": 4, "num_conv": 2, **config})).eval()
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda sd: {"params": sd}, id="params"),
+        pytest.param(lambda sd: {"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}}, id="params_ema"),
+        pytest.param(lambda sd: {f"module.{k}": v for k, v in sd.items()}, id="module"),
+    ],
+)
+def test_real_esrgan_compact_files_load_as_srvgg(tmp_path, wrap, scale) -> None:
+    from spsr_cli.weights.layouts import normalize_generator
+
+    net = _tiny_srvgg(scale=scale)
+    assert detect_layout(unwrap(wrap(net.state_dict()))).name.startswith("real-esrgan compact")
+    architecture, _, config = normalize_generator(wrap(net.state_dict()))
+    assert architecture == SRVGG and config == net.config  # features, convs, scale and PReLU from the tensors
+    path = tmp_path / "compact.pth"
+    torch.save(wrap(net.state_dict()), path)
+    x = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(load_generator(path)(x), net(x))
+
+
+def test_compact_files_with_a_missing_tensor_are_refused_with_its_name(tmp_path) -> None:
+    sd = _tiny_srvgg().state_dict()
+    del sd["body.3.weight"]  # the PReLU slopes after the first body convolution
+    path = tmp_path / "compact.pth"
+    torch.save({"params": sd}, path)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"does not match the srvgg.*\n.*missing keys \(1\): body\.3\.weight"
+    ):
+        load_generator(path)
+    relu = {k: v for k, v in _tiny_srvgg(activation="relu").state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"any layout.*body\.1\.weight \(PReLU slopes\).*saw keys body"):
+        load_generator(_saved(tmp_path, relu))  # ReLU or LeakyReLU? the file cannot say
+
+
+def _saved(tmp_path, sd, name="model.pth"):
+    path = tmp_path / name
+    torch.save(sd, path)
+    return path
+
+
+def test_our_srvgg_safetensors_keep_an_activation_the_tensors_cannot_tell(tmp_path) -> None:
+    from spsr_cli.weights.store import read_weights_file, write_generator_file
+
+    net = _tiny_srvgg(activation="leakyrelu", scale=3)
+    path = tmp_path / "compact.safetensors"
+    write_generator_file(path, net.state_dict(), net.config, source="test", licence="MIT", dtype=torch.float32)
+    loaded = read_weights_file(path)
+    assert loaded.architecture == SRVGG and loaded.config == net.config
+    x = torch.rand(1, 3, 5, 4)
+    with torch.no_grad():
+        assert torch.equal(load_generator(path)(x), net(x))
+
+
+def _tiny_dat(**config):
+    from spsr_cli.model.dat import DAT as Net
+    from spsr_cli.model.dat import DATConfig
+
+    tiny = {"nf": 16, "groups": 2, "depth": 4, "heads": 2, "ffn_channels": 16, "window_short": 4, "window_long": 8}
+    torch.manual_seed(5)
+    return Net(config=DATConfig(**{**tiny, **config})).eval()
+
+
+def _published_dat(net) -> dict[str, torch.Tensor]:
+    """Our DAT state dict in the published naming, with the tensors the published files carry besides:
+    the position tables of every spatial branch, the shift masks (for a 16 x 16 input here, 64 x 64 in
+    DAT-light's files) and the batch norms' counters."""
+    from spsr_cli.model.dat import relative_offsets, relative_pair_index, shift_mask
+
+    cfg = net.config
+    out = {k.replace("norm_in.", "before_RG.1."): v.clone() for k, v in net.state_dict().items()}
+    windows = ((cfg.window_short, cfg.window_long), (cfg.window_long, cfg.window_short))
+    for g, group in enumerate(net.layers):
+        for b, block in enumerate(group.blocks):
+            prefix = f"layers.{g}.blocks.{b}.attn"
+            if b % 2 == 0:
+                for i, window in enumerate(windows):
+                    out[f"{prefix}.attns.{i}.rpe_biases"] = relative_offsets(window)
+                    out[f"{prefix}.attns.{i}.relative_position_index"] = relative_pair_index(window)
+                    if block.attn.shifted:
+                        out[f"{prefix}.attn_mask_{i}"] = shift_mask(16, 16, window, torch.device("cpu"))
+            for part in ("dwconv.1", "channel_interaction.2", "spatial_interaction.1"):
+                out[f"{prefix}.{part}.num_batches_tracked"] = torch.tensor(1000)
+    return out
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_published_dat_files_are_checked_converted_and_load(tmp_path, scale) -> None:
+    from spsr_cli.weights.layouts import normalize_generator
+
+    net = _tiny_dat(scale=scale)
+    published = _published_dat(net)
+    assert detect_layout(published).name.startswith("dat")
+    architecture, sd, config = normalize_generator({"params": published})
+    assert architecture == DAT and config == net.config  # windows from the tables, groups, depth, heads, scale
+    assert set(sd) == set(net.state_dict())  # derived tables, masks and counters dropped
+    x = torch.rand(1, 3, 10, 13)
+    with torch.no_grad():
+        assert torch.equal(load_generator(_saved(tmp_path, {"params": published}))(x), net(x))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda sd: sd.pop("layers.1.blocks.3.ffn.fc2.bias"),
+            r"missing keys \(1\): layers\.1\.blocks\.3\.ffn\.fc2\.bias",
+        ),
+        (lambda sd: sd.pop("upsample.0.weight"), "not a DAT-light state dict: key 'upsample.0.weight' is missing"),
+        (lambda sd: sd["layers.0.blocks.2.attn.attn_mask_1"].mul_(0.5), "attn_mask_1 differs from the table DAT"),
+        (lambda sd: sd["layers.0.blocks.0.attn.attns.0.rpe_biases"].add_(1), "rpe_biases differs"),
+        (lambda sd: sd.__setitem__("conv_before_upsample.0.weight", torch.zeros(1)), "DAT-light .*only"),
+        (lambda sd: sd.__setitem__("layers.0.blocks.0.attn.extra", torch.zeros(1)), r"unexpected keys \(1\)"),
+    ],
+)
+def test_published_dat_files_that_do_not_fit_are_refused_with_what_is_wrong(tmp_path, mutate, message) -> None:
+    published = _published_dat(_tiny_dat())
+    mutate(published)
+    with pytest.raises(CheckpointMismatchError, match=message):
+        load_generator(_saved(tmp_path, {"params": published}))

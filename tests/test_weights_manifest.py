@@ -142,6 +142,25 @@ def test_malformed_auxiliary_entries_are_named(tmp_path, monkeypatch, raw, messa
         m.load_manifest()
 
 
+def test_scale_variant_picks_the_model_of_that_scale_in_a_family(tmp_path, monkeypatch):
+    def entry(name, scale, family=None):
+        return {**ENTRY, "name": name, "scale": scale, "config": {**ENTRY["config"], "scale": scale}} | (
+            {"family": family} if family else {}
+        )
+
+    models = [entry("fam-x4", 4, "fam"), entry("fam-x2", 2, "fam"), entry("solo-x4", 4)]
+    monkeypatch.setattr(m, "packaged_manifest_path", lambda: write_manifest(tmp_path / "w.json", models))
+    assert m.scale_variant("fam-x4", 2) == "fam-x2" and m.scale_variant("fam-x2", 4.0) == "fam-x4"
+    for name, scale in [("fam-x4", 4), ("fam-x4", 3), ("fam-x4", 2.5), ("solo-x4", 2), (None, 2), ("fam-x4", None)]:
+        assert m.scale_variant(name, scale) is None, (name, scale)
+    assert m.load_manifest().get("fam-x2").family == "fam"
+
+
+def test_the_dat_light_family_has_each_scale():
+    assert [m.scale_variant("dat-light-x4", s) for s in (2, 3, 4)] == ["dat-light-x2", "dat-light-x3", None]
+    assert m.scale_variant("realesr-general-x4v3", 2) is None
+
+
 def test_spsr_home_defaults_to_xdg_cache_home(tmp_path, monkeypatch):
     """Issue 26: SPSR_HOME ignored XDG_CACHE_HOME."""
     monkeypatch.delenv("SPSR_HOME")

@@ -245,3 +245,44 @@ def test_a_stored_config_that_lies_about_the_tensors_is_refused_before_any_build
     ((name, value),) = claim.items()
     with pytest.raises(CheckpointMismatchError, match=f"{name}={value} \\(its tensors say"):
         load_weights_file(path)
+
+
+@pytest.mark.parametrize(
+    "architecture, claim",
+    [
+        ("srvgg", {"nf": 10**6}),
+        ("srvgg", {"num_conv": 5000}),
+        ("srvgg", {"scale": 4}),
+        ("dat", {"nf": 16000}),
+        ("dat", {"depth": 3000}),
+        ("dat", {"groups": 500}),
+        ("dat", {"ffn_channels": 10**6}),
+        ("dat", {"heads": 4}),
+        ("dat", {"window_long": 4096}),
+    ],
+)
+def test_a_compact_or_dat_file_whose_config_lies_is_refused_before_any_build(
+    tmp_path, architecture, claim, monkeypatch
+):
+    """Issue 26's defect 6 for the issue 25 architectures: a stored nf = 10**6 asked for 36 TB, depth = 3000
+    built for minutes; the window shape (not fixed by any tensor) is bounded instead."""
+    from spsr_cli.errors import CheckpointMismatchError
+    from spsr_cli.files import read_safetensors, save_safetensors_atomic
+    from spsr_cli.model.dat import DAT, DATConfig
+    from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
+    from spsr_cli.weights.store import load_weights_file
+
+    cls, config = {
+        "srvgg": (SRVGGNetCompact, SRVGGConfig(nf=4, num_conv=1, scale=2)),
+        "dat": (DAT, DATConfig(nf=16, depth=2, heads=2, ffn_channels=8, window_short=4, window_long=8, scale=2)),
+    }[architecture]
+    path = tmp_path / "w.safetensors"
+    write_generator_file(path, cls(config=config).state_dict(), config, source="t", licence="MIT")
+    tensors, metadata = read_safetensors(path)
+    metadata["config"] = json.dumps({**json.loads(metadata["config"]), **claim})
+    save_safetensors_atomic(path, tensors, metadata)
+    monkeypatch.setattr(cls, "__init__", lambda *a, **k: pytest.fail("built a network"))
+    ((name, value),) = claim.items()
+    expected = "more than 1024" if name == "window_long" else f"{name}={value} \\(its tensors say"
+    with pytest.raises(CheckpointMismatchError, match=expected):
+        load_weights_file(path)

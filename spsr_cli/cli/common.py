@@ -50,9 +50,12 @@ TileOpt = Annotated[
     ),
 ]
 TileOverlapOpt = Annotated[
-    int,
+    Optional[int],
     typer.Option(
-        "--tile-overlap", min=0, help="Context pixels around each tile (input pixels).", rich_help_panel=RUN_PANEL
+        "--tile-overlap",
+        min=0,
+        help="Context pixels around each tile (input pixels; default: the model's own, 16 for SPSR and RRDBNet).",
+        rich_help_panel=RUN_PANEL,
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN_PANEL)]
@@ -84,8 +87,11 @@ OfflineOpt = Annotated[
 ]
 
 
-def parse_tile(value: str, overlap: int = 16) -> int | str:
-    """``--tile``: ``auto``, 0 (the whole image) or at least :data:`~spsr_cli.engine.options.MIN_TILE` pixels."""
+def parse_tile(value: str, overlap: int | None = None) -> int | str:
+    """``--tile``: ``auto``, 0 (the whole image) or at least :data:`~spsr_cli.engine.options.MIN_TILE` pixels.
+
+    ``overlap``: the ``--tile-overlap`` given (None: the model's own, at least 16 pixels), for the message.
+    """
     value = value.strip().lower()
     if value == "auto":
         return "auto"
@@ -96,10 +102,12 @@ def parse_tile(value: str, overlap: int = 16) -> int | str:
     if tile < 0:
         raise UsageError(f"--tile must be >= 0, got {tile}")
     if 0 < tile < MIN_TILE:
-        waste = ((tile + 2 * overlap) / tile) ** 2
+        context = 16 if overlap is None else overlap
+        given = "--tile-overlap" if overlap is not None else "the models' default context is 16 pixels or more"
+        waste = ((tile + 2 * context) / tile) ** 2
         raise UsageError(
-            f"--tile {tile} is below {MIN_TILE} pixels: each tile is computed with {overlap} pixels of context on "
-            f"every side (--tile-overlap), so tiles this small redo the work about {waste:.0f} times over; "
+            f"--tile {tile} is below {MIN_TILE} pixels: each tile is computed with {context} pixels of context on "
+            f"every side ({given}), so tiles this small redo the work about {waste:.0f} times over; "
             f"use --tile {MIN_TILE} or more, 0 (the whole image) or auto"
         )
     return tile
@@ -107,7 +115,7 @@ def parse_tile(value: str, overlap: int = 16) -> int | str:
 
 def inference_options(
     tile: str,
-    tile_overlap: int,
+    tile_overlap: int | None,
     device: str,
     precision: str | None,
     *,

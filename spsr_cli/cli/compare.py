@@ -64,7 +64,7 @@ def compare_command(
         typer.Option("--at", help="For a video: compare its frame at this many seconds from the start (default 0)."),
     ] = None,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     backend: BackendOpt = "auto",

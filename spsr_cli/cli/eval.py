@@ -147,7 +147,7 @@ def eval_command(
         ),
     ] = False,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: Annotated[
         Optional[str],
@@ -159,7 +159,7 @@ def eval_command(
     backend: BackendOpt = "auto",
     offline: OfflineOpt = False,
 ) -> None:
-    """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a x4 benchmark, as the papers' tables do.
+    """Measure PSNR / SSIM / LPIPS / NIQE of one or more models on a benchmark at their scale, as the papers' tables do.
 
     The table goes to stdout, progress and notes to stderr. Exit code 1 if an image failed (the rest are scored).
     """

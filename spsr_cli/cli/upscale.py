@@ -30,6 +30,7 @@ from spsr_cli.cli.common import (
 )
 from spsr_cli.engine.options import parse_bytes
 from spsr_cli.errors import UsageError
+from spsr_cli.weights.manifest import scale_variant
 
 if TYPE_CHECKING:
     from spsr_cli.engine.batch import BatchResult, Job, JobReport
@@ -95,7 +96,7 @@ def upscale_command(
         ),
     ] = None,
     tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = 16,
+    tile_overlap: TileOverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = None,
     fp32: Fp32Opt = False,
@@ -154,7 +155,7 @@ def upscale_command(
         ),
     ] = None,
 ) -> None:
-    """Super-resolve images and videos x4 (SPSR, or an ESRGAN-family model with --model)."""
+    """Super-resolve images and videos: x4 SPSR by default, or any registered model (x2, x3, x4) with --model."""
     from spsr_cli.engine.batch import ModelLoader, OutputSpec, check_outscale, plan_jobs, shard
     from spsr_cli.engine.video import VideoSettings, parse_frames, plan_video_jobs, split_inputs
 
@@ -162,6 +163,10 @@ def upscale_command(
     memory_limit = parse_bytes(max_memory) if max_memory is not None else None
     options = dataclasses.replace(options, memory_limit=memory_limit, compile=compile_model)
     check_outscale(outscale)
+    native = scale_variant(model, outscale)
+    if native is not None:  # one network trained for each scale: its own scale beats a resize
+        console.print(f"-s {outscale:g}: using {native}, the x{outscale:g} model of {model}'s family", markup=False)
+        model = native
     videos, rest = split_inputs(inputs)
     video_settings = VideoSettings(
         codec=video_codec, crf=crf, preset=preset, frames=parse_frames(frames), fps_limit=fps_limit

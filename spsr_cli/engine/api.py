@@ -66,8 +66,8 @@ def _check_arguments(**given: object) -> None:
         raise UsageError(f"upscale(device=...) takes 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
     if not (tile is None or tile == "auto" or (whole(tile) and tile >= 0)):
         raise UsageError(f"upscale(tile=...) takes a whole number of pixels >= 0, 'auto' or None, got {tile!r}")
-    if not (whole(overlap) and overlap >= 0):
-        raise UsageError(f"upscale(tile_overlap=...) takes a whole number of pixels >= 0, got {overlap!r}")
+    if not (overlap is None or (whole(overlap) and overlap >= 0)):
+        raise UsageError(f"upscale(tile_overlap=...) takes a whole number of pixels >= 0 or None, got {overlap!r}")
     if not (memory is None or (whole(memory) and memory > 0)):
         raise UsageError(f"upscale(max_memory=...) takes a positive number of bytes or None, got {memory!r}")
 
@@ -79,7 +79,7 @@ def upscale(
     device: str = "auto",
     precision: Optional[Precision] = None,
     tile: Union[int, Literal["auto"], None] = "auto",
-    tile_overlap: int = 16,
+    tile_overlap: Optional[int] = None,
     outscale: Optional[float] = None,
     max_memory: Optional[int] = None,
     backend: Backend = "auto",
@@ -94,6 +94,7 @@ def upscale(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``fp32``, ``fp16`` or ``bf16``; None picks as ``spsr upscale`` does.
         tile: tile edge in input pixels, ``"auto"`` (from free memory) or 0/None for whole images.
+        tile_overlap: input pixels of context around each tile; None: the model's own.
         outscale: final scale if not the model's (e.g. 2).
         max_memory: the most bytes the image may take (default: what is available).
         backend: ``auto`` (OpenVINO on the CPU where ``spsr-cli[openvino]`` is installed, else

@@ -31,7 +31,9 @@ class InferenceOptions:
             elsewhere. fp16 is never used on CPU.
         tile: tile edge in input pixels; ``"auto"`` picks from free memory (and the image's
             own output size), ``0`` or ``None`` runs the whole image at once.
-        tile_overlap: input pixels of real context around each tile (cropped away).
+        tile_overlap: input pixels of real context around each tile (cropped away); ``None``: the
+            model's own (``config.tile_context``: 16 for SPSR and RRDBNet, 32 for DAT, the exact
+            receptive radius for SRVGGNetCompact).
         memory_limit: the most bytes one image may take (its output, the write and the
             tiles' working set); ``None`` means the memory available when it starts.
         compile: run the network through ``torch.compile`` (slow first call per tile shape).
@@ -45,7 +47,7 @@ class InferenceOptions:
     device: str = "auto"
     precision: Union[Precision, None] = None
     tile: Union[int, Literal["auto"], None] = "auto"
-    tile_overlap: int = 16
+    tile_overlap: Union[int, None] = None
     memory_limit: Union[int, None] = None
     compile: bool = False
     backend: Backend = "torch"

@@ -5,7 +5,10 @@ Each core is run inside a patch of ``tile + 2 * tile_overlap`` pixels per side t
 at least ``tile_overlap`` input pixels of real context on every side (at the image border
 the patch slides inward, so all patches have one shape), and only the core's part of the
 output is kept, so neighbouring tiles never disagree across a seam by more than the
-network's sensitivity to far-away context.
+network's sensitivity to far-away context. Networks that cut their input into a fixed grid
+(DAT's attention windows: ``config.tile_align`` > 1) get patches that start on that grid, so
+that every window a patch sees is the window the whole image would have; their last patch
+per row and column ends at the image border (it may be shorter), as the whole image does.
 
 Backends: the network itself runs through a :class:`~spsr_cli.engine.backends.Backend` (torch,
 or OpenVINO on the CPU); the tiling, planning and writing here are the same for every backend.
@@ -79,7 +82,8 @@ def auto_tile_size(
 
     ``budget`` defaults to :data:`WORK_SHARE` of the free memory of ``device``. The result
     is at least :data:`MIN_TILE` (callers check that this fits) and at most
-    :data:`MAX_AUTO_TILE` minus the context.
+    :data:`MAX_AUTO_TILE` minus the context (and, for grid-aligned networks, the room a patch
+    needs to start on the grid: its :func:`patch_side` stays within the budget's side).
     """
     if budget is None:
         budget = int(WORK_SHARE * free_memory_bytes(device))
@@ -87,21 +91,45 @@ def auto_tile_size(
     per_out_pixel = model.config.work_channels
     out_pixels = max(0, budget - _WORK_BASE) / (per_out_pixel * itemsize)
     side = int(math.sqrt(out_pixels) / model.scale)  # padded input side, context included
-    side = min(MAX_AUTO_TILE, side) - 2 * overlap
+    align = model.config.tile_align
+    side = min(MAX_AUTO_TILE, side) // align * align - 2 * overlap - (align - 1)
     return max(MIN_TILE, side // 8 * 8)
 
 
-def cpu_tile(height: int, width: int, largest: int, overlap: int) -> int | None:
+def patch_side(tile: int, overlap: int, align: int) -> int:
+    """Input pixels per side of the patch a ``tile``-pixel core runs in: the core plus ``overlap``
+    on both sides, and with ``align`` > 1 room to start on the grid, rounded up to a multiple of it."""
+    if align == 1:
+        return tile + 2 * overlap
+    return -(-(tile + 2 * overlap + align - 1) // align) * align
+
+
+def patch_span(start: int, stop: int, size: int, patch: int, overlap: int, align: int) -> tuple[int, int]:
+    """The input rows (or columns) ``[p0, p1)`` of the patch for core rows ``[start, stop)`` of ``size``.
+
+    ``patch`` is :func:`patch_side` (at most ``size``). With ``align`` 1 the patch slides inward at
+    the border (every patch is ``patch`` long); otherwise it starts on a multiple of ``align``
+    at least ``overlap`` before the core and ends ``patch`` later or at the border.
+    """
+    if align == 1:
+        p0 = min(max(0, start - overlap), size - patch)
+        return p0, p0 + patch
+    p0 = max(0, start - overlap) // align * align
+    return p0, min(size, p0 + patch)
+
+
+def cpu_tile(height: int, width: int, largest: int, overlap: int, align: int = 1) -> int | None:
     """``--tile auto`` on the CPU: the tile for a ``height`` x ``width`` input whose grid of patches has
     the fewest pixels (the least compute), among patches of at most ``(largest + 2 * overlap)**2``
     pixels; None (one pass) when the whole image is no larger. Ties go to the larger tile.
     """
-    limit = (largest + 2 * overlap) ** 2
+    limit = patch_side(largest, overlap, align) ** 2
     if height * width <= limit:
         return None
     best: tuple[int, int] | None = None  # (pixels, -tile)
     for tile in range(MIN_TILE, max(height, width) + 8, 8):
-        ph, pw = min(height, tile + 2 * overlap), min(width, tile + 2 * overlap)
+        side = patch_side(tile, overlap, align)
+        ph, pw = min(height, side), min(width, side)
         if ph * pw > limit:
             break  # patches only grow with the tile
         pixels = math.ceil(height / tile) * math.ceil(width / tile) * ph * pw
@@ -175,7 +203,7 @@ class Upscaler:
     """
 
     def __init__(self, model: Generator, options: InferenceOptions = InferenceOptions()) -> None:
-        if options.tile_overlap < 0:
+        if options.tile_overlap is not None and options.tile_overlap < 0:
             raise UsageError(f"--tile-overlap must be >= 0, got {options.tile_overlap}")
         if isinstance(options.tile, int) and options.tile < 0:
             raise UsageError(f"--tile must be a positive number of pixels, 0 (whole image) or auto; got {options.tile}")
@@ -188,7 +216,8 @@ class Upscaler:
         self.dtype = self._dtype_for("torch" if self.backend_choice == "torch" else "openvino")
         self.scale = model.scale
         self.config: GeneratorConfig = model.config
-        self.overlap = options.tile_overlap
+        self.overlap = model.config.tile_context if options.tile_overlap is None else options.tile_overlap
+        self.align = model.config.tile_align  # patches start on the network's grid
         if self.overlap > model.config.receptive_radius:  # more context than can reach a pixel changes nothing
             log.warning(
                 "--tile-overlap %d is more context than this model can use; using %d (its receptive radius)",
@@ -276,7 +305,8 @@ class Upscaler:
     def _work(self, tile: int | None, height: int, width: int) -> int:
         """Working set of one tile (the largest padded patch of the grid)."""
         if tile:
-            h, w = min(height, tile + 2 * self.overlap), min(width, tile + 2 * self.overlap)
+            side = patch_side(tile, self.overlap, self.align)
+            h, w = min(height, side), min(width, side)
         else:
             h, w = height, width
         return working_set_bytes(self.config, h * w * self.scale**2, self.itemsize)
@@ -324,7 +354,7 @@ class Upscaler:
             fit = auto_tile_size(self._source, self.device, self.dtype, self.overlap, budget=budget)
             tile = min(tile or fit, fit)
             if self.device.type == "cpu":
-                tile = cpu_tile(height, width, tile, self.overlap)
+                tile = cpu_tile(height, width, tile, self.overlap, self.align)
         work = self._work(tile, height, width)
         if work > device_free:
             where = "" if shared else f" on {self.device}"
@@ -395,14 +425,16 @@ class Upscaler:
         peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(dest.dtype)
         # Every patch has the same shape (tile + 2 * overlap, or the image): at the border the
         # window slides inward instead of shrinking, so one set of convolution kernels serves
-        # the whole image (oneDNN and cuDNN plan per shape) and tiles batch together.
-        ph, pw = (min(height, tile + 2 * ov), min(width, tile + 2 * ov)) if tile else (height, width)
+        # the whole image (oneDNN and cuDNN plan per shape) and tiles batch together. Grid-aligned
+        # networks (self.align > 1) keep their patches on the grid: the last row and column may be shorter.
+        side = patch_side(tile, ov, self.align) if tile else max(height, width)
+        ph, pw = min(height, side), min(width, side)
         groups: dict[tuple[int, int], list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]] = {}
         grid = tile_grid(height, width, tile)
         for y0, y1, x0, x1 in grid:
-            py0, px0 = min(max(0, y0 - ov), height - ph), min(max(0, x0 - ov), width - pw)
-            box = (py0, py0 + ph, px0, px0 + pw)
-            groups.setdefault((ph, pw), []).append(((y0, y1, x0, x1), box))
+            py0, py1 = patch_span(y0, y1, height, ph, ov, self.align)
+            px0, px1 = patch_span(x0, x1, width, pw, ov, self.align)
+            groups.setdefault((py1 - py0, px1 - px0), []).append(((y0, y1, x0, x1), (py0, py1, px0, px1)))
         done = 0
         for (h, w), members in groups.items():
             for start in range(0, len(members), batch):

@@ -112,6 +112,9 @@ class DatasetSource:
     lr_generated: bool = False
     #: "hr"/"lr" -> {"filename", "sha256", "etag", "verified_by"} of the archives the images came from
     files: dict[str, dict[str, Any]] | None = None
+    #: The scale the published LR images were made for (None: not known); a model of another
+    #: scale is scored on LR made from HR instead.
+    lr_scale: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,6 +230,7 @@ def prepare_dataset(
         revision=revision,
         lr_generated=lr_dir is None,
         files=files,
+        lr_scale=spec.scale if lr_dir is not None else None,
     )
 
 

@@ -165,34 +165,51 @@ def _finite(value: float | None) -> float | None:
 # ---------------------------------------------------------------- upscalers
 
 
-def make_upscaler(model: str, options: InferenceOptions, *, offline: bool | None = None) -> tuple[Upscale, int]:
-    """``bicubic`` or a generator (registry name / checkpoint path) -> (uint8 LR -> uint8 SR function, scale)."""
-    prepared = prepare_model(model, options, offline=offline, warm=False)
+def make_upscaler(
+    model: str, options: InferenceOptions, *, offline: bool | None = None, bicubic_scale: int = 4
+) -> tuple[Upscale, int]:
+    """``bicubic`` (at ``bicubic_scale``) or a generator (registry name / checkpoint path) ->
+    (uint8 LR -> uint8 SR function, scale)."""
+    prepared = prepare_model(model, options, offline=offline, warm=False, bicubic_scale=bicubic_scale)
     return prepared.upscale, prepared.scale
 
 
-#: What the ``bicubic`` baseline is, in records.
-BICUBIC_RECORD: dict[str, Any] = {
-    "name": BICUBIC,
-    "version": None,
-    "path": None,
-    "sha256": None,
-    "architecture": "bicubic (MATLAB imresize, x4)",
-    "config": None,
-    "device": "cpu",
-    "precision": "fp64",
-    "tile": None,
-    "backend": "numpy",
-}
+def bicubic_record(scale: int = 4) -> dict[str, Any]:
+    """What the ``bicubic`` baseline at ``scale`` is, in records."""
+    return {
+        "name": BICUBIC,
+        "version": None,
+        "path": None,
+        "sha256": None,
+        "architecture": f"bicubic (MATLAB imresize, x{scale})",
+        "config": None,
+        "device": "cpu",
+        "precision": "fp64",
+        "tile": None,
+        "backend": "numpy",
+    }
+
+
+#: What the ``bicubic`` baseline (x4) is, in records.
+BICUBIC_RECORD: dict[str, Any] = bicubic_record(4)
 
 
 def prepare_model(
-    model: str, options: InferenceOptions | None, *, offline: bool | None = None, warm: bool = True
+    model: str,
+    options: InferenceOptions | None,
+    *,
+    offline: bool | None = None,
+    warm: bool = True,
+    bicubic_scale: int = 4,
 ) -> PreparedModel:
-    """``bicubic`` or a generator (registry name / checkpoint path), loaded (and with ``warm``, warmed up:
-    :func:`~spsr_cli.engine.records.warm_up`) with its record."""
+    """``bicubic`` (at ``bicubic_scale``) or a generator (registry name / checkpoint path), loaded (and
+    with ``warm``, warmed up: :func:`~spsr_cli.engine.records.warm_up`) with its record."""
     if model == BICUBIC:
-        return PreparedModel(lambda lr: bicubic_upscale(lr, 4), 4, {**BICUBIC_RECORD, "load_seconds": 0.0})
+        return PreparedModel(
+            lambda lr: bicubic_upscale(lr, bicubic_scale),
+            bicubic_scale,
+            {**bicubic_record(bicubic_scale), "load_seconds": 0.0},
+        )
     from spsr_cli.engine.tiling import Upscaler
     from spsr_cli.weights.loader import load_generator
 
@@ -252,7 +269,8 @@ def make_upscalers(
 ) -> tuple[list[tuple[Upscale, int]], int]:
     """One upscaler per model (or the ``given`` ones, one per model) and their common scale.
 
-    Raises :class:`UsageError` when the models' scales differ (``purpose`` says what they cannot do).
+    ``bicubic`` takes the scale of the other models (x4 alone). Raises :class:`UsageError` when
+    the models' scales differ (``purpose`` says what they cannot do).
     """
     prepared, scale = prepare_models(models, options, offline=offline, given=given, purpose=purpose, warm=False)
     return [(p.upscale, p.scale) for p in prepared], scale
@@ -268,14 +286,20 @@ def prepare_models(
     warm: bool = True,
 ) -> tuple[list[PreparedModel], int]:
     """:func:`prepare_model` for each model (or the ``given`` upscalers, one per model, recorded by name
-    only) and their common scale. Raises :class:`UsageError` when the scales differ (``purpose`` says
-    what they cannot do)."""
+    only) and their common scale. ``bicubic`` takes the scale of the other models (x4 alone). Raises
+    :class:`UsageError` when the scales differ (``purpose`` says what they cannot do)."""
     if given is not None:
         prepared = [PreparedModel(fn, scale, {"name": m}) for m, (fn, scale) in zip(models, given)]
         if len(given) != len(models):
             raise ValueError(f"{len(models)} models but {len(given)} upscalers")
     else:
-        prepared = [prepare_model(m, options, offline=offline, warm=warm) for m in models]
+        networks = {m: prepare_model(m, options, offline=offline, warm=warm) for m in models if m != BICUBIC}
+        native = sorted({p.scale for p in networks.values()})
+        bicubic_scale = native[0] if len(native) == 1 else 4
+        prepared = [
+            networks[m] if m in networks else prepare_model(m, None, warm=warm, bicubic_scale=bicubic_scale)
+            for m in models
+        ]
     scales = {p.scale for p in prepared}
     if len(scales) != 1:
         found = ", ".join(f"x{s}" for s in sorted(scales))
@@ -403,8 +427,19 @@ def evaluate_many(
                 "LR made from HR by --degradation %s; the LR images in %s are not used", degradation.spec, source.lr_dir
             )
         dataset["lr"] = f"generated (--degradation {degradation.spec})"
+    lr_dir = None if degradation is not None else source.lr_dir
+    if lr_dir is not None and source.lr_scale not in (None, scale):
+        log.info(
+            "%s's published LR is x%d and the model x%d: LR made from HR by MATLAB bicubic x%d instead",
+            source.name,
+            source.lr_scale,
+            scale,
+            scale,
+        )
+        lr_dir = None
+        dataset["lr"] = f"generated (MATLAB bicubic x{scale}; the published LR is x{source.lr_scale})"
     unpaired: list[tuple[str, str]] = []
-    files = pair_files(source.hr_dir, None if degradation is not None else source.lr_dir, unpaired=unpaired)
+    files = pair_files(source.hr_dir, lr_dir, unpaired=unpaired)
     results = [
         EvalResult(
             protocol=proto.name,

@@ -1,10 +1,11 @@
 """Every generator architecture this tool runs, as data: name -> config type, module, output image.
 
-The registry, the weights files and the engine name an architecture (``spsr``, ``rrdbnet``) and
+The registry, the weights files and the engine name an architecture (``spsr``, ``rrdbnet``,
+``srvgg``, ``dat``) and
 look it up here; nothing else branches on architecture names. What the engine needs of an
 architecture is on its config (:class:`GeneratorConfig`): the scale, the receptive radius
-(tile overlap), the activation memory per output pixel (tile size) and the compute per input
-pixel (cost per megapixel).
+and the default context of a tile (tile overlap), the grid tiles start on, the activation
+memory per output pixel (tile size) and the compute per input pixel (cost per megapixel).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any, Callable, Mapping, Protocol, Union
 import torch
 from torch import nn
 
+from spsr_cli.model.dat import DAT, DATConfig
 from spsr_cli.model.rrdbnet import RRDBNet, RRDBNetConfig
 from spsr_cli.model.spsr import SPSRConfig, SPSRNet
+from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
 
-#: A generator module of any architecture (:class:`SPSRNet` or :class:`RRDBNet`).
-Generator = Union[SPSRNet, RRDBNet]
-AnyConfig = Union[SPSRConfig, RRDBNetConfig]
+#: A generator module of any architecture.
+Generator = Union[SPSRNet, RRDBNet, SRVGGNetCompact, DAT]
+AnyConfig = Union[SPSRConfig, RRDBNetConfig, SRVGGConfig, DATConfig]
 
 
 class GeneratorConfig(Protocol):
@@ -41,10 +44,19 @@ class GeneratorConfig(Protocol):
         """Activation elements per output pixel at the peak of one forward pass."""
 
     @property
+    def tile_context(self) -> int:
+        """Input pixels of context each tile gets unless ``--tile-overlap`` says otherwise."""
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles start on multiples of this many input pixels (a grid the network cuts its input
+        into, such as attention windows; 1: none)."""
+
+    @property
     def macs_per_input_pixel(self) -> float:
         """Multiply-accumulates of one forward pass per input pixel."""
 
-    def to_dict(self) -> dict[str, int]: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class Architecture:
     """One architecture.
 
     ``image``: the module's forward output -> the N x C x sH x sW super-resolved image
-    (SPSR returns :class:`~spsr_cli.model.spsr.SPSROutput`, RRDBNet the image itself).
+    (SPSR returns :class:`~spsr_cli.model.spsr.SPSROutput`, the others the image itself).
     """
 
     name: str
@@ -79,6 +91,20 @@ ARCHITECTURES: dict[str, Architecture] = {
         lambda config: RRDBNet(config=config),
         lambda out: out,
         "RRDBNet: ESRGAN / Real-ESRGAN / RealSR / BasicSR generator",
+    ),
+    "srvgg": Architecture(
+        "srvgg",
+        SRVGGConfig,
+        lambda config: SRVGGNetCompact(config=config),
+        lambda out: out,
+        "SRVGGNetCompact: Real-ESRGAN's compact convolution stack (realesr-general-x4v3)",
+    ),
+    "dat": Architecture(
+        "dat",
+        DATConfig,
+        lambda config: DAT(config=config),
+        lambda out: out,
+        "DAT: dual aggregation transformer (spatial-window and channel attention; DAT-light)",
     ),
 }
 

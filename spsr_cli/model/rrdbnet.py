@@ -83,6 +83,17 @@ class RRDBNetConfig:
         return math.ceil(body + upsampling + high_res) + u
 
     @property
+    def tile_context(self) -> int:
+        """Default tile overlap: 16 input pixels, the engine's default from before models had their own
+        (the receptive radius is far larger; what lies beyond 16 pixels changes little)."""
+        return 16
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles start on the pixel-unshuffle grid (1: anywhere), so they fold the whole image's blocks."""
+        return self.unshuffle
+
+    @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass (memory planning).
 

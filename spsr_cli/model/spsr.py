@@ -83,6 +83,17 @@ class SPSRConfig:
         return math.ceil(max(trunk, branch) + upsampling + high_res) + 1
 
     @property
+    def tile_context(self) -> int:
+        """Default tile overlap: 16 input pixels, the engine's default from before models had their own
+        (the receptive radius is far larger; what lies beyond 16 pixels changes little)."""
+        return 16
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles may start anywhere (convolutions only)."""
+        return 1
+
+    @property
     def work_channels(self) -> int:
         """Activation elements per output pixel at the peak of one forward pass (memory planning).
 

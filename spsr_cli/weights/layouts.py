@@ -14,6 +14,11 @@ families of checkpoints this tool reads:
   ``model.1.sub.{nb}``, ``model.{3u+3}`` upsampling, ``model.{3U+2}`` HR conv, ``model.{3U+4}``
   last conv, U the number of x2 stages), BasicSR / Real-ESRGAN, and ESRGAN's later code
   (``RRDB_trunk.{i}.RDB{k}.conv{j}``, ``trunk_conv``, ``upconv{u}``, ``HRconv``).
+* ``srvgg``: Real-ESRGAN's SRVGGNetCompact (``body.N``: convolutions at even N, activations at
+  odd N), the same names in the published files and ours.
+* ``dat``: DAT-light (``conv_first``, ``before_RG.1``, ``layers.{g}.blocks.{b}...``), renamed
+  (``before_RG.1`` -> ``norm_in``) after its derived tensors (relative-position tables, shift
+  masks, batch-norm counters) are checked against what :mod:`spsr_cli.model.dat` derives and dropped.
 
 Any of them may be wrapped in ``params_ema`` / ``params`` / ``state_dict`` and carry
 ``module.`` prefixes (DataParallel): :func:`unwrap_state_dict` strips both.
@@ -26,6 +31,7 @@ architecture exactly.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
@@ -34,9 +40,11 @@ import torch
 
 from spsr_cli.errors import CheckpointMismatchError
 from spsr_cli.model.architectures import AnyConfig, GeneratorConfig, architecture_of
+from spsr_cli.model.dat import DATConfig, relative_offsets, relative_pair_index, shift_mask
 from spsr_cli.model.gradient import KERNEL_H, KERNEL_V
 from spsr_cli.model.rrdbnet import RRDBNetConfig
 from spsr_cli.model.spsr import SPSRConfig
+from spsr_cli.model.srvgg import SRVGGConfig
 
 StateDict = dict[str, torch.Tensor]
 #: A key pattern and what a match is renamed to (None: the layout cannot place that key).
@@ -45,6 +53,15 @@ Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], Optional[str]]]
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")
 SPSR = "spsr"
 RRDBNET = "rrdbnet"
+SRVGG = "srvgg"
+DAT = "dat"
+#: What each family is called in messages.
+FAMILY_NAMES = {
+    SPSR: "SPSR generator",
+    RRDBNET: "ESRGAN/Real-ESRGAN RRDBNet",
+    SRVGG: "Real-ESRGAN SRVGGNetCompact",
+    DAT: "DAT (DAT-light)",
+}
 _PARAM = r"(weight|bias)"
 _MAX_LISTED = 12
 
@@ -281,6 +298,170 @@ def infer_rrdbnet_config(sd: Mapping[str, torch.Tensor]) -> RRDBNetConfig:
         raise CheckpointMismatchError(f"unsupported RRDBNet: {err}") from None
 
 
+# ---------------------------------------------------------------- SRVGGNetCompact
+
+
+def infer_srvgg_config(sd: Mapping[str, torch.Tensor]) -> SRVGGConfig:
+    """Read an SRVGGNetCompact's architecture from its ``body.N`` tensors.
+
+    Convolutions (4-d ``body.N.weight``) sit at even N: the first takes the image, the last
+    gives ``out_channels * scale**2`` channels (the image channels are the first's input). The
+    activation is PReLU when ``body.1.weight`` (one slope per channel) is there. ReLU and
+    LeakyReLU carry no tensor that says which: ``relu`` is returned then, which only our own
+    files reach (their stored config says which); a foreign file without slopes matches no
+    layout (:func:`_is_srvgg`).
+    """
+    convs = sorted(
+        int(m.group(1)) for k, v in sd.items() if (m := re.fullmatch(r"body\.(\d+)\.weight", k)) and v.dim() == 4
+    )
+    if not convs or convs[0] != 0:
+        raise CheckpointMismatchError(
+            "not an SRVGGNetCompact state dict: key 'body.0.weight' (a convolution) is missing"
+        )
+    first, last = sd["body.0.weight"], sd[f"body.{convs[-1]}.weight"]
+    channels, out = int(first.shape[1]), int(last.shape[0])
+    scale = math.isqrt(out // channels)
+    if len(convs) < 2 or convs[-1] % 2 or scale * scale * channels != out:
+        raise CheckpointMismatchError(
+            f"not an SRVGGNetCompact state dict: its last convolution body.{convs[-1]} gives {out} channels, "
+            f"not {channels} image channels times a square scale factor"
+        )
+    prelu = sd.get("body.1.weight")
+    try:
+        return SRVGGConfig(
+            in_channels=channels,
+            out_channels=channels,
+            nf=int(first.shape[0]),
+            num_conv=convs[-1] // 2 - 1,
+            scale=scale,
+            activation="prelu" if prelu is not None and prelu.dim() == 1 else "relu",
+        )
+    except ValueError as err:
+        raise CheckpointMismatchError(f"unsupported SRVGGNetCompact: {err}") from None
+
+
+def _is_srvgg(sd: Mapping[str, torch.Tensor]) -> bool:
+    """Real-ESRGAN's compact layout: a convolution at ``body.0`` and PReLU slopes at ``body.1`` (every
+    published compact model has them; without them the activation cannot be told from the file)."""
+    first, slopes = sd.get("body.0.weight"), sd.get("body.1.weight")
+    return first is not None and first.dim() == 4 and slopes is not None and slopes.dim() == 1
+
+
+def _srvgg_canonical(obj: object) -> tuple[StateDict, SRVGGConfig]:
+    sd = unwrap_state_dict(obj)  # the published names are ours
+    return sd, infer_srvgg_config(sd)
+
+
+# ---------------------------------------------------------------- DAT
+
+#: Tensors of the published DAT files that are derived from the architecture, never loaded.
+_DAT_DERIVED = re.compile(r".*\.(rpe_biases|relative_position_index|attn_mask_[01]|num_batches_tracked)")
+
+
+def infer_dat_config(sd: Mapping[str, torch.Tensor]) -> DATConfig:
+    """Read a DAT's architecture from a published or spsr-cli state dict's shapes.
+
+    nf and the image channels from ``conv_first``; groups and blocks per group by counting;
+    heads from the channel blocks' temperatures (or twice a spatial branch's position-bias
+    heads); the feed-forward width from ``ffn.fc1``; the window shape from the published
+    relative-position index (N = short * long tokens) and offsets table ((2 short - 1) (2 long - 1)
+    offsets), else DAT's 8 x 32; the residual convs from ``layers.0.conv``; the scale from the
+    upsampler's channels.
+    """
+    if "conv_before_upsample.0.weight" in sd or "conv_last.weight" in sd:
+        raise CheckpointMismatchError(
+            "this DAT uses the pixel-shuffle upsampler (DAT, DAT-S, DAT-2); this version runs DAT-light "
+            "(pixel-shuffle-direct upsampler) only"
+        )
+    try:
+        first = sd["conv_first.weight"]
+        nf, channels = int(first.shape[0]), int(first.shape[1])
+        groups = _count_indices(sd, r"layers\.(\d+)\.")
+        depth = _count_indices(sd, r"layers\.0\.blocks\.(\d+)\.")
+        temperature = sd.get("layers.0.blocks.1.attn.temperature")
+        heads = (
+            int(temperature.shape[0])
+            if temperature is not None
+            else 2 * int(sd["layers.0.blocks.0.attn.attns.0.pos.pos3.2.weight"].shape[0])
+        )
+        ffn = int(sd["layers.0.blocks.0.ffn.fc1.weight"].shape[0])
+        up = int(sd["upsample.0.weight"].shape[0])
+    except KeyError as missing:
+        raise CheckpointMismatchError(f"not a DAT-light state dict: key {missing} is missing") from None
+    short, long = 8, 32
+    index = sd.get("layers.0.blocks.0.attn.attns.0.relative_position_index")
+    offsets = sd.get("layers.0.blocks.0.attn.attns.0.rpe_biases")
+    if index is not None and offsets is not None:
+        tokens, pairs = int(index.shape[0]), int(offsets.shape[0])
+        total = (4 * tokens + 1 - pairs) // 2  # (2a - 1)(2b - 1) = 4ab - 2(a + b) + 1
+        root = math.isqrt(max(total * total - 4 * tokens, 0))
+        short, long = (total - root) // 2, (total + root) // 2
+        if short < 1 or short * long != tokens:
+            raise CheckpointMismatchError(
+                f"DAT window tables of {tokens} tokens and {pairs} offsets fit no window shape"
+            )
+    scale = math.isqrt(up // channels)
+    if scale * scale * channels != up:
+        raise CheckpointMismatchError(
+            f"DAT upsampler gives {up} channels, not {channels} image channels times a square scale factor"
+        )
+    try:
+        return DATConfig(
+            in_channels=channels,
+            out_channels=channels,
+            nf=nf,
+            groups=groups,
+            depth=depth,
+            heads=heads,
+            ffn_channels=ffn,
+            window_short=short,
+            window_long=long,
+            residual_convs=3 if "layers.0.conv.0.weight" in sd else 1,
+            scale=scale,
+        )
+    except ValueError as err:
+        raise CheckpointMismatchError(f"unsupported DAT: {err}") from None
+
+
+def _check_dat_derived(sd: Mapping[str, torch.Tensor], config: DATConfig) -> list[str]:
+    """Check each derived tensor of a published DAT file against what the architecture derives;
+    return their keys (to drop). A table that differs means another network: refused."""
+    derived = [k for k in sd if _DAT_DERIVED.fullmatch(k)]
+    windows = {"0": (config.window_short, config.window_long), "1": (config.window_long, config.window_short)}
+    for key in derived:
+        value = sd[key]
+        match = re.fullmatch(r".*\.attns\.([01])\.(rpe_biases|relative_position_index)", key)
+        if match:
+            window = windows[match[1]]
+            expected = relative_offsets(window) if match[2] == "rpe_biases" else relative_pair_index(window)
+        elif (mask := re.fullmatch(r".*\.attn_mask_([01])", key)) and value.dim() == 3:
+            window = windows[mask[1]]
+            side = math.isqrt(int(value.shape[0]) * int(value.shape[1]))  # the square size it was made for
+            if side % math.lcm(*window):
+                expected = torch.empty(0)
+            else:
+                expected = shift_mask(side, side, window, torch.device("cpu"))
+        else:  # num_batches_tracked: a count, any value
+            continue
+        if tuple(value.shape) != tuple(expected.shape) or not torch.equal(value.to(expected.dtype), expected):
+            raise CheckpointMismatchError(
+                f"{key} differs from the table DAT derives for {window[0]} x {window[1]} windows; "
+                "this checkpoint is not a DAT this tool knows"
+            )
+    return derived
+
+
+def _dat_canonical(obj: object) -> tuple[StateDict, DATConfig]:
+    sd = unwrap_state_dict(obj)
+    layout = detect_layout(sd, DAT)
+    assert layout is not None  # the DAT family has a fallback layout
+    config = infer_dat_config(sd)
+    derived = set(_check_dat_derived(sd, config))
+    renamed, unplaced = rename_keys({k: v for k, v in sd.items() if k not in derived}, layout.rules(sd))
+    renamed.update({key: sd[key] for key in unplaced})  # listed as unexpected by check_state_dict
+    return renamed, config
+
+
 # ---------------------------------------------------------------- the detection table
 
 
@@ -288,10 +469,11 @@ def infer_rrdbnet_config(sd: Mapping[str, torch.Tensor]) -> RRDBNetConfig:
 class Layout:
     """A published state-dict layout: how to recognise it and how its keys map onto its family's names.
 
-    ``family``: the architecture, :data:`SPSR` (canonical :class:`SPSRNet` keys) or
-    :data:`RRDBNET` (BasicSR names). ``marker``: what only this layout has (tried in table
-    order). ``hint``: the key that marks it, for error messages. ``rules``: the state dict ->
-    its renaming rules (some layouts number layers by depth). ``fallback``: the family's own
+    ``family``: the architecture, :data:`SPSR` (canonical :class:`SPSRNet` keys),
+    :data:`RRDBNET` (BasicSR names), :data:`SRVGG` or :data:`DAT` (their modules' names).
+    ``marker``: what only this layout has (tried in table order). ``hint``: the key that marks
+    it, for error messages. ``rules``: the state dict -> its renaming rules (some layouts number
+    layers by depth). ``fallback``: the family's own
     layout, taken when the family is known (our files say it) and no marker matches, so that
     :func:`check_state_dict` lists what is missing.
     """
@@ -313,6 +495,7 @@ def _has_prefix(*prefixes: str) -> Callable[[Mapping[str, torch.Tensor]], bool]:
 
 
 _IDENTITY = _compile([(r"(.+)", lambda m: m[1])])
+_DAT_RULES = _compile([(rf"before_RG\.1\.{_PARAM}", _fixed("norm_in")), (r"(.+)", lambda m: m[1])])
 
 #: Every layout this tool reads, in detection order (the first whose marker matches wins).
 LAYOUTS: tuple[Layout, ...] = (
@@ -352,6 +535,22 @@ LAYOUTS: tuple[Layout, ...] = (
         _named_rules("RRDB_trunk", "RDB", "trunk_conv", "upconv", "HRconv"),
         "RRDB_trunk.0.RDB1.conv1.weight",
     ),
+    Layout(
+        "real-esrgan compact (body.N)",
+        SRVGG,
+        _is_srvgg,
+        lambda sd: _IDENTITY,
+        "body.0.weight (a convolution), body.1.weight (PReLU slopes), ...",
+        fallback=True,
+    ),
+    Layout(
+        "dat (layers.N.blocks.M)",
+        DAT,
+        _has("layers.0.blocks.0.attn.qkv.weight"),
+        lambda sd: _DAT_RULES,
+        "layers.0.blocks.0.attn.qkv.weight with conv_first.*",
+        fallback=True,
+    ),
 )
 
 
@@ -367,7 +566,7 @@ def detect_layout(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) 
 def unknown_layout_message(sd: Mapping[str, torch.Tensor], family: Optional[str] = None) -> str:
     """Why ``sd`` matches no layout: what was expected and what was found."""
     expected = "; ".join(f"{layout.name}: {layout.hint}" for layout in LAYOUTS if family in (None, layout.family))
-    what = "generator" if family is None else {SPSR: "SPSR generator", RRDBNET: "ESRGAN/Real-ESRGAN RRDBNet"}[family]
+    what = "generator" if family is None else FAMILY_NAMES[family]
     return (
         f"not a {what} checkpoint of any layout this tool reads (expected keys like: {expected}); "
         f"saw keys {listing(list(sd))}"
@@ -417,6 +616,8 @@ def _rrdbnet_canonical(obj: object) -> tuple[StateDict, RRDBNetConfig]:
 NORMALIZERS: dict[str, Callable[[object], tuple[StateDict, AnyConfig]]] = {
     SPSR: canonicalize_state_dict,
     RRDBNET: _rrdbnet_canonical,
+    SRVGG: _srvgg_canonical,
+    DAT: _dat_canonical,
 }
 
 
@@ -474,18 +675,23 @@ def build_generator(sd: Mapping[str, torch.Tensor], config: GeneratorConfig) -> 
 
 
 __all__ = [
+    "DAT",
+    "FAMILY_NAMES",
     "LAYOUTS",
     "Layout",
     "NORMALIZERS",
     "RRDBNET",
     "SPSR",
+    "SRVGG",
     "StateDict",
     "build_generator",
     "canonicalize_state_dict",
     "check_state_dict",
     "detect_layout",
     "infer_config",
+    "infer_dat_config",
     "infer_rrdbnet_config",
+    "infer_srvgg_config",
     "is_published_layout",
     "listing",
     "normalize_generator",

