@@ -59,9 +59,13 @@ def score_generator(
     sets: tuple[str, ...] = ("Set5", "Set14"),
     precision: str = "fp32",
     device: str = "cpu",
-    tile: int | str = "auto",
+    tile: int | str = 0,
 ) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM / LPIPS of a model (file, registry name or ``bicubic``) on benchmark folders.
+
+    Every version is scored the same way: torch (not a converted OpenVINO network), float32, each
+    image whole (``tile`` 0; Set5/Set14 inputs are at most 180 x 144, as the earlier ``--tile auto``
+    ran them), so versions compare like with like.
 
     ``bench_root/NAME/HR`` and ``bench_root/NAME/LR_bicubic_X4`` for each set (the layout of
     the project's shared data). Returns ``{set: {"psnr", "ssim", "lpips"}}``.
@@ -71,7 +75,7 @@ def score_generator(
     from spsr_cli.eval.runner import evaluate
 
     scores = {}
-    options = InferenceOptions(device=device, precision=precision, tile=tile)
+    options = InferenceOptions(device=device, precision=precision, tile=tile, backend="torch")
     for name in sets:
         hr, lr = bench_root / name / "HR", bench_root / name / "LR_bicubic_X4"
         if not hr.is_dir():
@@ -199,7 +203,7 @@ def branch_share(
     from spsr_cli.weights.loader import load_generator
 
     model = load_generator(str(weights))
-    options = InferenceOptions(device=device, precision="fp32", tile="auto")
+    options = InferenceOptions(device=device, precision="fp32", tile=0)  # whole images, as score_generator
     upscale, _ = module_upscaler(model, options)
     # the engine works on its own copy of the module, hooks included: zero the features in a second one
     model.branch.register_forward_hook(lambda module, inputs, out: (torch.zeros_like(out[0]), out[1]))
