@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 from spsr_cli.train.config import load_config
 from spsr_cli.train.distributed import DistContext, setup
@@ -58,7 +59,16 @@ def test_single_process_needs_no_process_group() -> None:
 def test_two_gloo_processes_keep_identical_weights(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "run"), str(out)), nprocs=2, join=True)
+    # the two ranks start from a fresh interpreter, not from this test process: what earlier tests loaded
+    # here (native runtimes with their own thread pools and fork handlers) must not ride into the spawn
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import torch.multiprocessing as mp; "
+        "from test_train_distributed import _free_port, _worker; "
+        "mp.spawn(_worker, args=(2, _free_port(), sys.argv[2], sys.argv[3]), nprocs=2, join=True)"
+    )
+    tests = str(Path(__file__).resolve().parent)
+    done = subprocess.run([sys.executable, "-c", code, tests, str(tmp_path / "run"), str(out)], timeout=600)
+    assert done.returncode == 0
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
     for name in ("model", "ema", "d_image", "d_gradient"):
