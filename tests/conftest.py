@@ -130,3 +130,11 @@ def openvino_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         patch.setenv("SPSR_HOME", str(home))
         OpenVINOBackend(make_rrdbnet(), torch.float32).run(torch.rand(1, 3, 16, 16))
     return home
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run the two-process gloo test first. In the full suite, once OpenVINO, onnxruntime, PyAV and
+    Chromium tests have run in this process, spawning the ranks segfaulted this process (2026-12-06,
+    not reproduced with any one of those files alone); first, it forks a clean process."""
+    first = [item for item in items if item.nodeid.startswith("tests/test_train_distributed.py")]
+    items[:] = first + [item for item in items if item not in first]
