@@ -110,6 +110,7 @@ def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
 
 
 def test_auto_falls_back_to_torch_when_openvino_cannot_convert(monkeypatch, caplog, one_thread):
+    pytest.importorskip("openvino")  # the backend module it patches imports the package
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
     monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 0)
 
