@@ -118,11 +118,23 @@ def make_rrdbnet(seed: int = 3, **config: int):
     return model.eval().requires_grad_(False)
 
 
+def needs_openvino() -> None:
+    """Skip where the ``openvino`` package is absent; where present, import it as the product does
+    (its usage telemetry off: never ``import openvino`` directly in a test)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("the openvino package is not installed (it comes with the test extra)")
+    from spsr_cli.engine.openvino_backend import import_openvino
+
+    import_openvino()
+
+
 @pytest.fixture(scope="session")
 def openvino_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``SPSR_HOME`` in which :func:`make_rrdbnet`'s model is already converted for OpenVINO
     (conversion takes seconds: once per session). Tests point ``SPSR_HOME`` at it or at a copy."""
-    pytest.importorskip("openvino")
+    needs_openvino()
     from spsr_cli.engine.openvino_backend import OpenVINOBackend
 
     home = tmp_path_factory.mktemp("openvino-home")
@@ -130,11 +142,3 @@ def openvino_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         patch.setenv("SPSR_HOME", str(home))
         OpenVINOBackend(make_rrdbnet(), torch.float32).run(torch.rand(1, 3, 16, 16))
     return home
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    """Run the two-process gloo test first. In the full suite, once OpenVINO, onnxruntime, PyAV and
-    Chromium tests have run in this process, spawning the ranks segfaulted this process (2026-12-06,
-    not reproduced with any one of those files alone); first, it forks a clean process."""
-    first = [item for item in items if item.nodeid.startswith("tests/test_train_distributed.py")]
-    items[:] = first + [item for item in items if item not in first]

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from conftest import make_rrdbnet
+from conftest import make_rrdbnet, needs_openvino
 
 from spsr_cli.engine import backends, tiling
 from spsr_cli.engine.backends import TorchBackend, image_module, resolve_backend
@@ -110,7 +110,7 @@ def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
 
 
 def test_auto_falls_back_to_torch_when_openvino_cannot_convert(monkeypatch, caplog, one_thread):
-    pytest.importorskip("openvino")  # the backend module it patches imports the package
+    needs_openvino()  # the backend module it patches imports the package
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
     monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 0)
 

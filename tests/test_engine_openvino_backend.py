@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_generator, make_rrdbnet
+from conftest import make_generator, make_rrdbnet, needs_openvino
 
 from spsr_cli.engine.backends import image_module
 from spsr_cli.engine.openvino_backend import (
@@ -129,7 +129,7 @@ class _SizeBaked(torch.nn.Module):
 
 
 def test_a_model_whose_trace_bakes_its_size_is_converted_per_shape(tmp_path, monkeypatch, caplog, one_thread):
-    pytest.importorskip("openvino")
+    needs_openvino()
     monkeypatch.setenv("SPSR_HOME", str(tmp_path / "spsr"))
     model = _SizeBaked(make_rrdbnet())
     x = torch.rand(1, 3, 14, 18)
@@ -142,7 +142,7 @@ def test_a_model_whose_trace_bakes_its_size_is_converted_per_shape(tmp_path, mon
 
 def test_spsr_converts_too_the_backend_knows_no_architecture(one_thread):
     """The SPSR generator (two branches, a gradient map) converts through the same path as RRDBNet."""
-    pytest.importorskip("openvino")
+    needs_openvino()
     model = make_generator()
     torch.manual_seed(2)
     x = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 4), size=(20, 16), mode="bilinear")
@@ -159,7 +159,7 @@ def test_the_compact_and_dat_networks_convert_through_the_same_path(arch, tmp_pa
     """Issue 25's architectures run on OpenVINO with no code of their own: SRVGGNetCompact (pixel
     shuffle + nearest-upsampled input) and DAT (window attention, padding to the window multiple,
     channel attention); the input is not a window multiple, so DAT's padding is in the graph."""
-    pytest.importorskip("openvino")
+    needs_openvino()
     from spsr_cli.model.dat import DAT, DATConfig
     from spsr_cli.model.srvgg import SRVGGConfig, SRVGGNetCompact
 
@@ -177,3 +177,91 @@ def test_the_compact_and_dat_networks_convert_through_the_same_path(arch, tmp_pa
         reference = image_module(model)(x)
     assert out.shape == reference.shape == (1, 3, 72, 56) and reference.std() > 0.01
     assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60
+
+
+_SIGNAL_AFTER_BACKENDS = """
+import gc, os, signal, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from conftest import make_rrdbnet
+from spsr_cli.engine.openvino_backend import OpenVINOBackend
+
+torch.set_num_threads(1)
+model, x = make_rrdbnet(), torch.rand(1, 3, 16, 16)
+first = OpenVINOBackend(model, torch.float32)
+first.run(x)
+second = OpenVINOBackend(model, torch.float32)
+second.run(x)
+del first  # dropped in another order than made (as a batch, compare or the tests drop them)
+gc.collect()
+third = OpenVINOBackend(model, torch.float32)
+third.run(x)
+del second, third
+gc.collect()
+caught = []
+signal.signal(signal.SIGUSR1, lambda *_: caught.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)  # handled on the thread's alternate signal stack
+print("caught", len(caught))
+"""
+
+
+def test_backends_dropped_in_any_order_leave_signals_working(home):
+    """Each openvino.Core swaps the thread's alternate signal stack and restores the one it found when
+    destroyed; Cores dropped out of order left a freed stack, and the next handled signal (Ctrl-C, a
+    SIGCHLD) killed the process with SIGSEGV (how the full test suite crashed). One shared Core."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_BACKENDS, str(tests)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.split() == ["caught", "1"]
+
+
+_CONVERT_WITH_AUDIT = """
+import os, sys
+events = []
+sys.addaudithook(lambda event, args: events.append(event) if event in ("os.fork", "subprocess.Popen") else None)
+import torch
+sys.path.insert(0, sys.argv[1])
+from conftest import make_rrdbnet
+from spsr_cli.engine.openvino_backend import OpenVINOBackend
+
+torch.set_num_threads(1)
+backend = OpenVINOBackend(make_rrdbnet(), torch.float32)
+backend.run(torch.rand(1, 3, 16, 16))
+print("converted" if backend.timings["convert"] > 0 else "not converted", *events)
+"""
+
+
+def test_openvino_sends_no_telemetry(tmp_path):
+    """OpenVINO's converter reports usage (a forked process posting to Google Analytics, a client id
+    written under ~/intel) unless told not to; importing it through the backend turns that off."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    needs_openvino()
+    tests = Path(__file__).resolve().parent
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "SPSR_HOME": str(tmp_path / "spsr"),  # an empty cache: the conversion runs
+        "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    for name in ("CI", "TF_BUILD", "JENKINS_URL"):  # OpenVINO turns its telemetry off on CI by itself
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT_WITH_AUDIT, str(tests)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["converted"]  # no fork, no subprocess
+    assert list(home.iterdir()) == []  # no ~/intel/openvino_ga_cid

@@ -59,8 +59,8 @@ def test_single_process_needs_no_process_group() -> None:
 def test_two_gloo_processes_keep_identical_weights(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    # the two ranks start from a fresh interpreter, not from this test process: what earlier tests loaded
-    # here (native runtimes with their own thread pools and fork handlers) must not ride into the spawn
+    # the two ranks are spawned from a fresh interpreter, so nothing earlier tests loaded into this
+    # process (native runtimes, their threads and signal handlers) takes part
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import torch.multiprocessing as mp; "
         "from test_train_distributed import _free_port, _worker; "

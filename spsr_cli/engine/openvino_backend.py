@@ -123,10 +123,42 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return hasher.hexdigest()
 
 
-def openvino_version() -> str:
+def import_openvino() -> Any:
+    """The ``openvino`` module, imported with its usage telemetry off.
+
+    OpenVINO's Python package sends usage events to Google Analytics (from a forked process, on
+    import and on every conversion) and writes a client id under ``~/intel`` unless the user opted
+    out. spsr never sends anything: before the first import, ``openvino_telemetry`` is made
+    unimportable, so OpenVINO takes its own no-op stand-in (``openvino.tools.ovc.telemetry_stub``,
+    what it uses where that package is not installed). Where the host program imported OpenVINO
+    first, its converter's modules are pointed at the stand-in instead.
+    """
+    import importlib
+    import sys
+
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
     import openvino
 
-    return str(openvino.__version__)
+    stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+    for name in _TELEMETRY_USERS:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "tm", stub) is not stub:
+            module.tm = stub
+    return openvino
+
+
+#: OpenVINO's modules that send telemetry through a module attribute ``tm``.
+_TELEMETRY_USERS = (
+    "openvino.tools.ovc.convert_impl",
+    "openvino.tools.ovc.telemetry_utils",
+    "openvino.tools.ovc.utils",
+    "openvino.tools.ovc.main",
+)
+
+
+def openvino_version() -> str:
+    return str(import_openvino().__version__)
 
 
 def cache_root() -> Path:
@@ -136,6 +168,24 @@ def cache_root() -> Path:
     version = openvino_version()
     label = re.sub(r"[^0-9A-Za-z.]+", "_", version.split("-")[0])
     return spsr_home() / "openvino" / f"{label}-{hashlib.sha256(version.encode()).hexdigest()[:8]}"
+
+
+_CORE: Any = None
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until the process ends.
+
+    One, never freed, because each Core installs its own alternate signal stack on the thread that
+    creates it and restores the stack it found when it is destroyed: Cores destroyed in another
+    order than they were made leave the thread pointing at a freed stack, and the next signal a
+    handler catches there (Ctrl-C, a child's SIGCHLD under torch's data loader) kills the process
+    with SIGSEGV. Measured with OpenVINO 2026.4.1 (``tests/test_engine_openvino_backend.py``).
+    """
+    global _CORE
+    if _CORE is None:
+        _CORE = import_openvino().Core()
+    return _CORE
 
 
 def _shape_name(shape: tuple[int, ...]) -> str:
@@ -152,9 +202,7 @@ def _smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 
 def _reshape(model: Any, shape: Any) -> None:
     """Give the converted model's one input ``shape`` (-1: any size)."""
-    import openvino
-
-    model.reshape({0: openvino.PartialShape([int(s) for s in shape])})
+    model.reshape({0: import_openvino().PartialShape([int(s) for s in shape])})
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,10 +259,9 @@ class OpenVINOBackend:
         return self._dynamic is not None or bool(self._live) or (self.cache_dir / "ir.ovc").is_file()
 
     def _ov(self) -> Any:
-        import openvino
-
+        openvino = import_openvino()
         if self._core is None:
-            self._core = openvino.Core()
+            self._core = shared_core()
         return openvino
 
     def _cpu_label(self) -> str:
