@@ -179,6 +179,23 @@ def test_the_compact_and_dat_networks_convert_through_the_same_path(arch, tmp_pa
     assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60
 
 
+def _run_script(script: str, **env: str):
+    """Run ``script`` in a fresh interpreter that imports this checkout and ``conftest`` (argv[1]),
+    with ``env`` added to this process's environment (a value of "" removes the variable)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    merged = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    merged.update(env)
+    merged = {name: value for name, value in merged.items() if value != ""}
+    return subprocess.run(
+        [sys.executable, "-c", script, str(tests)], env=merged, capture_output=True, text=True, timeout=300
+    )
+
+
 _SIGNAL_AFTER_BACKENDS = """
 import gc, os, signal, sys
 import torch
@@ -209,16 +226,7 @@ def test_backends_dropped_in_any_order_leave_signals_working(home):
     """Each openvino.Core swaps the thread's alternate signal stack and restores the one it found when
     destroyed; Cores dropped out of order left a freed stack, and the next handled signal (Ctrl-C, a
     SIGCHLD) killed the process with SIGSEGV (how the full test suite crashed). One shared Core."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    tests = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_AFTER_BACKENDS, str(tests)], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = _run_script(_SIGNAL_AFTER_BACKENDS)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.split() == ["caught", "1"]
 
@@ -242,25 +250,16 @@ print("converted" if backend.timings["convert"] > 0 else "not converted", *event
 def test_openvino_sends_no_telemetry(tmp_path):
     """OpenVINO's converter reports usage (a forked process posting to Google Analytics, a client id
     written under ~/intel) unless told not to; importing it through the backend turns that off."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     needs_openvino()
-    tests = Path(__file__).resolve().parent
     home = tmp_path / "home"
     home.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "SPSR_HOME": str(tmp_path / "spsr"),  # an empty cache: the conversion runs
-        "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]),
-    }
-    for name in ("CI", "TF_BUILD", "JENKINS_URL"):  # OpenVINO turns its telemetry off on CI by itself
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", _CONVERT_WITH_AUDIT, str(tests)], env=env, capture_output=True, text=True, timeout=300
+    done = _run_script(
+        _CONVERT_WITH_AUDIT,
+        HOME=str(home),
+        SPSR_HOME=str(tmp_path / "spsr"),  # an empty cache: the conversion runs
+        CI="",
+        TF_BUILD="",
+        JENKINS_URL="",  # unset: OpenVINO turns its telemetry off on CI by itself
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["converted"]  # no fork, no subprocess

@@ -131,8 +131,11 @@ def import_openvino() -> Any:
     out. spsr never sends anything: before the first import, ``openvino_telemetry`` is made
     unimportable, so OpenVINO takes its own no-op stand-in (``openvino.tools.ovc.telemetry_stub``,
     what it uses where that package is not installed). Where the host program imported OpenVINO
-    first, its converter's modules are pointed at the stand-in instead.
+    first, its converter's modules are pointed at the stand-in instead. Done once per process.
     """
+    global _OPENVINO
+    if _OPENVINO is not None:
+        return _OPENVINO
     import importlib
     import sys
 
@@ -145,9 +148,11 @@ def import_openvino() -> Any:
         module = sys.modules.get(name)
         if module is not None and getattr(module, "tm", stub) is not stub:
             module.tm = stub
+    _OPENVINO = openvino
     return openvino
 
 
+_OPENVINO: Any = None
 #: OpenVINO's modules that send telemetry through a module attribute ``tm``.
 _TELEMETRY_USERS = (
     "openvino.tools.ovc.convert_impl",
