@@ -22,6 +22,7 @@ from spsr_cli.engine.openvino_backend import (
     write_container,
 )
 from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.records import warm_up
 from spsr_cli.engine.tiling import Upscaler
 
 
@@ -108,6 +109,25 @@ def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
         assert torch.allclose(again.run(torch.rand(1, 3, 12, 12)).float().mean(), torch.tensor(0.5), atol=0.5)
     assert "rebuilding it" in caplog.text and again.timings["convert"] > 0
     read_container(ir)
+
+
+def test_the_warm_up_converts_once_and_compiles_nothing(tmp_path, monkeypatch, one_thread):
+    """A run's warm-up (``--json``) pays OpenVINO's one-off conversion and compiles no shape: a
+    compiled 64 x 64 model no image uses cost a compilation and 0.27 GiB on the default model."""
+    needs_openvino()
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "spsr"))
+    model = make_rrdbnet()
+    first = Upscaler(model, InferenceOptions(precision="fp32", tile=16, backend="openvino"))
+    assert not first.backend.is_converted()
+    warm_up(first)
+    backend = first.backend
+    assert backend.is_converted() and backend.timings["convert"] > 0 and "compile" not in backend.timings
+    assert [p.name for p in backend.cache_dir.iterdir()] == ["ir.ovc"]
+    again = Upscaler(model, InferenceOptions(precision="fp32", tile=16, backend="openvino"))
+    warm_up(again)
+    assert not again.backend.timings  # converted already: nothing read, converted or compiled
+    out = again.upscale(torch.rand(1, 3, 12, 12))
+    assert out.shape == (1, 3, 48, 48) and again.backend.timings["compile"] > 0
 
 
 class _SizeBaked(torch.nn.Module):

@@ -57,6 +57,11 @@ class Backend(Protocol):
         :attr:`device`, computed in ``dtype`` (default :attr:`dtype`), not clamped, maybe not finite."""
         ...
 
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Pay this backend's one-off costs (library start-up, kernel selection, memory pools, a
+        conversion) before the first image, for patches of ``shape`` (N x C x h x w)."""
+        ...
+
     def describe(self) -> str:
         """One line for logs: backend, precision and what it runs on."""
         ...
@@ -141,6 +146,11 @@ class TorchBackend:
             model = self._fp32
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return self._image(model(patch.to(self.device, dtype, memory_format=memory_format)))
+
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """One pass on a random patch of ``shape``: eager PyTorch's one-off costs come with its first pass."""
+        with torch.inference_mode():
+            self.run(torch.rand(shape, generator=torch.Generator().manual_seed(0)))
 
     def describe(self) -> str:
         return f"torch on {self.device}, {str(self.dtype).removeprefix('torch.')}"

@@ -475,6 +475,13 @@ class OpenVINOBackend:
             raise
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
 
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Start OpenVINO and convert the model if no run on this machine has (both one-off costs).
+        Nothing is compiled: a compiled shape that no image uses would only cost time and memory."""
+        self._ov()
+        if not self.is_converted():
+            self._dynamic_model(int(shape[1]))
+
     def describe(self) -> str:
         return f"openvino {openvino_version().split('-')[0]} on the CPU, {_PRECISION_HINTS[self.dtype]}"
 

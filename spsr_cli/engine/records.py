@@ -4,8 +4,8 @@ Every record (``spsr upscale``, ``spsr eval``, ``spsr compare``) names, per mode
 registry version, sha256, architecture and config (:func:`describe_model`); the device,
 precision, tile and backend it ran with (:func:`run_settings`); and the software versions
 (:func:`software_versions`). Times of images and videos exclude one-off costs: loading a model and
-its first pass (:func:`warm_up`, which runs one small tile so that library start-up and memory
-allocation are paid before any image or frame is timed) are recorded on their own.
+its warm-up (:func:`warm_up`: library start-up, memory allocation and a first conversion are paid
+before any image or frame is timed) are recorded on their own.
 """
 
 from __future__ import annotations
@@ -102,15 +102,13 @@ def run_settings(upscaler: Upscaler) -> dict[str, Any]:
 
 
 def warm_up(upscaler: Upscaler) -> float:
-    """Run one small random tile (at most :data:`WARM_UP_SIDE` pixels a side) through ``upscaler`` so that
-    one-off costs (library start-up, kernel selection, memory pools) are not counted in the first image's
-    time; returns its seconds."""
-    import torch
-
+    """Pay ``upscaler``'s one-off costs (library start-up, kernel selection, memory pools; OpenVINO's
+    start and a first conversion) so that they are not counted in the first image's time; returns its
+    seconds. Torch runs one small random tile (at most :data:`WARM_UP_SIDE` pixels a side); OpenVINO
+    compiles nothing (each image's patch shapes are compiled, or loaded from the cache, with it)."""
     side = min(upscaler.tile or WARM_UP_SIDE, WARM_UP_SIDE)
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    upscaler.upscale(x)
+    upscaler.warm_up(side)
     return time.perf_counter() - started
 
 

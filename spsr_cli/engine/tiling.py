@@ -282,6 +282,11 @@ class Upscaler:
             return self._candidate
         return self._backend("torch")
 
+    def warm_up(self, side: int) -> None:
+        """Pay the one-off costs of the backend a ``side`` x ``side`` input would run through
+        (:meth:`Backend.warm_up <spsr_cli.engine.backends.Backend.warm_up>`) before any image is timed."""
+        self.backend_for(side, side).warm_up((1, self.config.in_channels, side, side))
+
     @contextlib.contextmanager
     def one_backend(self, height: int, width: int, count: int = 1) -> Iterator[Backend]:
         """Run the next inputs (``count`` of ``height`` x ``width``: a video's frames) through one backend,
