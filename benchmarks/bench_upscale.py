@@ -3,6 +3,7 @@
     python benchmarks/bench_upscale.py                       # everything, CPU and (when present) CUDA
     python benchmarks/bench_upscale.py --parts speed --sizes 64 128 --devices cpu
     python benchmarks/bench_upscale.py --parts backends tiles --archs spsr rrdbnet --sizes 128
+    python benchmarks/bench_upscale.py --parts process --photo p160.png --pairs 3   # whole process, auto vs torch
     python benchmarks/bench_upscale.py --parts quality --lr-dir ../shared/data/bench/Set14/LR_bicubic_X4 \\
         --weights "$(spsr train fetch-init)"                  # bf16 vs fp32 PSNR of a real model
 
@@ -37,6 +38,13 @@ Parts (each measurement runs in its own process, so peak-memory figures do not m
   tile edge (``--tiles``; each patch is the tile plus 16 pixels of context per side, as
   ``--tile N`` runs it) and the growth of peak memory of one patch: the curve ``--tile auto``'s
   CPU cap (``CPU_AUTO_TILE``) was read from. Interleaved like ``backends``.
+* ``process`` (only when asked): the issue's whole-process check: ``spsr upscale`` of one photo
+  (``--photo``, default a generated 160 x 160 one) with the default model (``--weights``), each
+  command a fresh process, ``--backend auto`` (OpenVINO where installed) against
+  ``--backend torch``, ``--pairs`` pairs after one run that fills the OpenVINO cache, the order
+  alternating pair by pair; wall seconds and peak resident memory of each process (``wait4``),
+  the ratio per pair and its median, the backend the auto run reported, and the PSNR between the
+  two outputs.
 * ``quality``: PSNR of the bf16 output against the fp32 output (uint8, clamped) over a
   folder of low-resolution images, with given weights (a registry name, or any checkpoint
   ``spsr upscale --model`` reads: SPSR or ESRGAN-family RRDBNet); with ``--backends``
@@ -57,6 +65,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import subprocess
 import sys
 import tempfile
 import time
@@ -683,6 +692,78 @@ def part_folder(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     return results
 
 
+def _run_process(argv: list[str], log: Path) -> dict:
+    """Run ``argv`` as a fresh process (stdout and stderr to ``log``): its wall seconds, exit code
+    and peak resident memory (``wait4``'s ``ru_maxrss``, KiB on Linux)."""
+    with open(log, "wb") as sink:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed with exit code {proc.returncode}; see {log}")
+    return dict(seconds=seconds, peak_rss_kib=usage.ru_maxrss)
+
+
+def _png_psnr(a: Path, b: Path) -> float:
+    from PIL import Image as PILImage
+
+    x = np.asarray(PILImage.open(a).convert("RGB"), dtype=np.float64)
+    y = np.asarray(PILImage.open(b).convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def part_process(args: argparse.Namespace) -> list[dict]:
+    from PIL import Image as PILImage
+
+    work = Path(tempfile.mkdtemp(prefix="spsr-bench-process-"))
+    photo = Path(args.photo) if args.photo else work / "photo.png"
+    if not args.photo:
+        PILImage.fromarray((_photo(160, 160, seed=3) * 255).round().astype(np.uint8)).save(photo)
+    weights = args.weights or "spsr-x4"
+    if args.tiny:
+        from spsr_cli.weights.store import write_generator_file
+
+        model = _model(True, "spsr")
+        weights = str(work / "tiny.safetensors")
+        write_generator_file(Path(weights), model.state_dict(), model.config, source="bench", licence="MIT")
+    cli = [sys.executable, "-m", "spsr_cli", "upscale", str(photo), "--model", weights]
+
+    def run(name: str, backend: str) -> dict:
+        out, record = work / f"{name}.png", work / f"{name}.json"
+        result = _run_process([*cli, "-o", str(out), "--backend", backend, "--json", str(record)], work / f"{name}.log")
+        return dict(result, output=out, backend=json.loads(record.read_text()).get("backend"))
+
+    print(f"\nwhole process, {photo.name}, --model {Path(weights).name} ({_cpu_kind()}); one fresh process a command")
+    first = run("first", "auto")
+    print(
+        f"first run, --backend auto (fills the OpenVINO cache): {first['seconds']:.1f} s, "
+        f"{first['peak_rss_kib'] / 2**20:.2f} GiB, ran {first['backend']}"
+    )
+    print("| pair | --backend auto | --backend torch | ratio (torch / auto) |\n|---|---|---|---|")
+    pairs = []
+    for i in range(args.pairs):
+        order = ["auto", "torch"] if i % 2 == 0 else ["torch", "auto"]  # alternating: drift hits both
+        runs = {backend: run(f"{backend}-{i}", backend) for backend in order}
+        auto, plain = runs["auto"], runs["torch"]
+        ratio = plain["seconds"] / auto["seconds"]
+        pairs.append(dict(pair=i + 1, auto=auto, torch=plain, ratio=ratio))
+        print(
+            f"| {i + 1} | {auto['seconds']:.1f} s, {auto['peak_rss_kib'] / 2**20:.2f} GiB ({auto['backend']}) | "
+            f"{plain['seconds']:.1f} s, {plain['peak_rss_kib'] / 2**20:.2f} GiB | {ratio:.2f}x |",
+            flush=True,
+        )
+    agreement = _png_psnr(pairs[-1]["auto"]["output"], pairs[-1]["torch"]["output"]) if pairs else None
+    median = float(np.median([p["ratio"] for p in pairs])) if pairs else None
+    if pairs:
+        print(f"median ratio {median:.2f}x; outputs of auto and torch agree to {agreement:.2f} dB PSNR")
+    for row in [first, *[r for p in pairs for r in (p["auto"], p["torch"])]]:
+        row["output"] = str(row["output"])
+    return [dict(photo=str(photo), weights=weights, first=first, pairs=pairs, median_ratio=median, psnr=agreement)]
+
+
 def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     if not args.lr_dir or not args.weights:
         print("\nquality: skipped (give --lr-dir and --weights)")
@@ -724,7 +805,7 @@ def main() -> None:
         "--parts",
         nargs="*",
         default=["speed", "memory", "folder", "quality"],
-        choices=["speed", "backends", "tiles", "memory", "folder", "quality", "cuda-check"],
+        choices=["speed", "backends", "tiles", "memory", "folder", "process", "quality", "cuda-check"],
     )
     parser.add_argument(
         "--backends",
@@ -750,7 +831,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time --compile (CUDA)")
     parser.add_argument("--tiny", action="store_true", help="tiny generator everywhere (a smoke test of this script)")
     parser.add_argument("--lr-dir", default=None, help="quality part: folder of low-resolution images")
-    parser.add_argument("--weights", default=None, help="quality part: registry name or checkpoint (SPSR or RRDBNet)")
+    parser.add_argument(
+        "--weights", default=None, help="quality and process parts: registry name or checkpoint (SPSR or RRDBNet)"
+    )
+    parser.add_argument("--photo", default=None, help="process part: the photo (default: a generated 160 x 160)")
+    parser.add_argument("--pairs", type=int, default=3, help="process part: auto/torch pairs after the first run")
     parser.add_argument("--json", default=None, help="write every result to this file")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -771,6 +856,8 @@ def main() -> None:
         results["memory"] = part_memory(args)
     if "folder" in args.parts:
         results["folder"] = part_folder(args, devices)
+    if "process" in args.parts:
+        results["process"] = part_process(args)
     if "quality" in args.parts:
         results["quality"] = part_quality(args, devices)
     if "cuda-check" in args.parts:
