@@ -64,7 +64,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import queue
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from workers import reset_peak_rss, spawn, status_kib
 
 #: ``--archs`` names -> (registry models of that architecture, full-size config kwargs).
 ARCHS = {
@@ -109,23 +109,6 @@ SET14_SIZES = [
 
 
 # ---------------------------------------------------------------- helpers (run inside the worker processes)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    """Make VmHWM start again from the current resident set (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 
 
 def _model(tiny: bool, arch: str = "spsr"):
@@ -190,8 +173,8 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _status_kib("VmRSS")
-    _reset_peak_rss()
+    rss_before = status_kib("VmRSS")
+    reset_peak_rss()
     start = time.perf_counter()
     for _ in range(case["repeat"]):
         out = run()
@@ -199,7 +182,7 @@ def _speed_case(case: dict, queue: mp.Queue) -> None:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / case["repeat"]
     del out
-    peak = torch.cuda.max_memory_allocated() if cuda else (_status_kib("VmHWM") - rss_before) * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else (status_kib("VmHWM") - rss_before) * 1024
     flops = 2 * macs * size * size
     queue.put(
         dict(
@@ -287,10 +270,10 @@ def _tiles_case(case: dict, queue: mp.Queue) -> None:
         peaks: dict[str, float] = {}
         for _ in range(case["repeat"]):
             for name, up in engines.items():
-                rss_before = _status_kib("VmRSS")
-                _reset_peak_rss()
+                rss_before = status_kib("VmRSS")
+                reset_peak_rss()
                 runs[name].append(_timed(lambda up=up, rgb=rgb: up.upscale_array(rgb)))
-                peaks[name] = max(peaks.get(name, 0.0), (_status_kib("VmHWM") - rss_before) / 1024)
+                peaks[name] = max(peaks.get(name, 0.0), (status_kib("VmHWM") - rss_before) / 1024)
         useful = (scale * tile) ** 2 / 1e6
         for name, up in engines.items():
             rows.append(
@@ -340,8 +323,8 @@ def _memory_case(case: dict, queue: mp.Queue) -> None:
         PILImage.fromarray((_photo(height, width) * 255).round().astype(np.uint8)).save(source)
         jobs = plan_jobs([str(source)], OutputSpec(output=Path(folder) / "out"), scale=4)
         options = InferenceOptions(device="cpu", precision=case.get("precision"), tile=case["tile"])
-        rss_before = _status_kib("VmRSS")
-        _reset_peak_rss()
+        rss_before = status_kib("VmRSS")
+        reset_peak_rss()
         start = time.perf_counter()
         result = run_jobs(jobs, model, options)
         seconds = time.perf_counter() - start
@@ -350,7 +333,7 @@ def _memory_case(case: dict, queue: mp.Queue) -> None:
         dict(
             case,
             seconds=seconds,
-            peak_mib=(_status_kib("VmHWM") - rss_before) / 1024,
+            peak_mib=(status_kib("VmHWM") - rss_before) / 1024,
             output_pixels=16 * width * height,
         )
     )
@@ -506,22 +489,6 @@ def _cuda_check_case(case: dict, queue: mp.Queue) -> None:
     queue.put(dict(case, checks=checks))
 
 
-def _spawn(target, case: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(case, results))
-    proc.start()
-    try:
-        while True:
-            try:
-                return results.get(timeout=5)
-            except queue.Empty:
-                if not proc.is_alive():
-                    raise RuntimeError(f"benchmark worker for {case} died with exit code {proc.exitcode}") from None
-    finally:
-        proc.join()
-
-
 # ---------------------------------------------------------------- parts
 
 
@@ -537,7 +504,7 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
             print(f"\n{device}: no bfloat16 units (AMX/AVX512-BF16): the bf16 cases are left out", flush=True)
             precisions = ["fp32"]
         peaks = {
-            p: _spawn(
+            p: spawn(
                 _matmul_peak_case,
                 dict(device=device, dtype={"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[p]),
             )["gflops"]
@@ -562,7 +529,7 @@ def part_speed(args: argparse.Namespace, devices: list[str]) -> list[dict]:
         for arch in args.archs:
             for size in args.sizes:
                 for case in cases:
-                    r = _spawn(
+                    r = spawn(
                         _speed_case, dict(case, arch=arch, device=device, size=size, repeat=args.repeat, tiny=args.tiny)
                     )
                     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["precision"]]
@@ -608,7 +575,7 @@ def part_backends(args: argparse.Namespace) -> list[dict]:
     results = []
     for arch in args.archs:
         for size in args.sizes:
-            r = _spawn(
+            r = spawn(
                 _backends_case,
                 dict(
                     arch=arch,
@@ -639,7 +606,7 @@ def part_tiles(args: argparse.Namespace) -> list[dict]:
     print(f"\nCPU tiles ({_cpu_kind()}): s per useful output MP (peak memory growth of one patch), interleaved")
     results = []
     for arch in args.archs:
-        r = _spawn(
+        r = spawn(
             _tiles_case,
             dict(arch=arch, tiles=args.tiles, backends=args.backends, repeat=args.repeat, tiny=args.tiny),
         )
@@ -664,7 +631,7 @@ def part_memory(args: argparse.Namespace) -> list[dict]:
     print("|---|---|---|---|")
     results = []
     for width, height in sizes:
-        r = _spawn(_memory_case, dict(width=width, height=height, tile=args.memory_tile))
+        r = spawn(_memory_case, dict(width=width, height=height, tile=args.memory_tile))
         results.append(r)
         print(
             f"| {width}x{height} | {r['output_pixels'] / 1e6:.1f} | {r['peak_mib']:.0f} MiB | {r['seconds']:.1f} |",
@@ -685,7 +652,7 @@ def part_folder(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     for device in devices:
         for tiny in [True] if args.tiny else [True, False]:
             for pipelined in (False, True):
-                r = _spawn(_folder_case, dict(device=device, tiny=tiny, pipelined=pipelined))
+                r = spawn(_folder_case, dict(device=device, tiny=tiny, pipelined=pipelined))
                 results.append(r)
                 size, piped = "tiny" if tiny else "full", "yes" if pipelined else "no"
                 print(f"| {device} | {size} | {piped} | {r['images_per_s']:.3f} | {r['seconds']:.1f} |", flush=True)
@@ -772,7 +739,7 @@ def part_quality(args: argparse.Namespace, devices: list[str]) -> list[dict]:
     for device in devices:
         for precision in ["fp16", "bf16"] if device.startswith("cuda") else ["bf16"]:
             for backend in ["torch"] if device.startswith("cuda") else args.backends:
-                r = _spawn(
+                r = spawn(
                     _quality_case,
                     dict(
                         device=device,
@@ -861,7 +828,7 @@ def main() -> None:
     if "quality" in args.parts:
         results["quality"] = part_quality(args, devices)
     if "cuda-check" in args.parts:
-        r = _spawn(_cuda_check_case, dict(device="cuda"))
+        r = spawn(_cuda_check_case, dict(device="cuda"))
         print("\nCUDA paths:")
         for what, ok, detail in r["checks"]:
             print(f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import queue
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from workers import reset_peak_rss, spawn, status_kib
 
 SAMPLE_RATE = 48000
 
@@ -71,22 +71,6 @@ def make_clip(path: Path, *, seconds: float = 2.0, size: tuple[int, int] = (64, 
     return path
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
 def _speed_case(case: dict, results: mp.Queue) -> None:
     from spsr_cli.engine.batch import upscaler_settings
     from spsr_cli.engine.model_choice import ModelChoice
@@ -109,8 +93,8 @@ def _speed_case(case: dict, results: mp.Queue) -> None:
     for rgb in rgbs:
         upscale_image(Image(rgb=rgb), upscaler)
     network = time.perf_counter() - started
-    _reset_peak_rss()
-    base = _status_kib("VmRSS")
+    reset_peak_rss()
+    base = status_kib("VmRSS")
     with tempfile.TemporaryDirectory() as folder:
         report = upscale_video(info, Path(folder) / "out.mp4", upscaler)
     results.put(
@@ -123,7 +107,7 @@ def _speed_case(case: dict, results: mp.Queue) -> None:
             "video_fps": report.frames / report.seconds,
             "network_fps": len(rgbs) / network,
             "s_per_output_mp": report.seconds / report.frames / (report.output_size[0] * report.output_size[1] / 1e6),
-            "peak_growth_mib": (_status_kib("VmHWM") - base) / 1024,
+            "peak_growth_mib": (status_kib("VmHWM") - base) / 1024,
         }
     )
 
@@ -143,8 +127,8 @@ def _memory_case(case: dict, results: mp.Queue) -> None:
     upscaler = Upscaler(SPSRNet(config=SPSRConfig(nf=4, nb=1, gc=4)).eval(), InferenceOptions(device="cpu"))
     info = probe(Path(case["clip"]))
     upscale_image(Image(rgb=np.zeros((info.height, info.width, 3), np.float32)), upscaler)  # warm-up
-    _reset_peak_rss()
-    base = _status_kib("VmRSS")
+    reset_peak_rss()
+    base = status_kib("VmRSS")
     with tempfile.TemporaryDirectory() as folder:
         report = upscale_video(info, Path(folder) / "out.mp4", upscaler)
     results.put(
@@ -154,25 +138,9 @@ def _memory_case(case: dict, results: mp.Queue) -> None:
             "output": f"{report.output_size[0]}x{report.output_size[1]}",
             "max_in_flight": report.max_in_flight,
             "rss_before_mib": base / 1024,
-            "peak_growth_mib": (_status_kib("VmHWM") - base) / 1024,
+            "peak_growth_mib": (status_kib("VmHWM") - base) / 1024,
         }
     )
-
-
-def _spawn(target, case: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(case, results))
-    proc.start()
-    try:
-        while True:
-            try:
-                return results.get(timeout=5)
-            except queue.Empty:
-                if not proc.is_alive():
-                    raise RuntimeError(f"benchmark worker for {case} died with exit code {proc.exitcode}") from None
-    finally:
-        proc.join()
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -206,7 +174,7 @@ def main() -> None:
             )
             for model in args.models:
                 for precision in args.precisions:
-                    row = _spawn(_speed_case, {"model": model, "precision": precision, "clip": str(clip)})
+                    row = spawn(_speed_case, {"model": model, "precision": precision, "clip": str(clip)})
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         else:
@@ -217,7 +185,7 @@ def main() -> None:
                     size=args.size or (96, 64),
                     fps=args.fps or 8,
                 )
-                row = _spawn(_memory_case, {"clip": str(clip), "seconds": seconds})
+                row = spawn(_memory_case, {"clip": str(clip), "seconds": seconds})
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.json:
