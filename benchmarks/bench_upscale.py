@@ -673,7 +673,7 @@ def _run_process(argv: list[str], log: Path) -> dict:
     return dict(seconds=seconds, peak_rss_kib=usage.ru_maxrss)
 
 
-def _png_psnr(a: Path, b: Path) -> float:
+def _png_psnr(a: str, b: str) -> float:
     from PIL import Image as PILImage
 
     x = np.asarray(PILImage.open(a).convert("RGB"), dtype=np.float64)
@@ -701,7 +701,7 @@ def part_process(args: argparse.Namespace) -> list[dict]:
     def run(name: str, backend: str) -> dict:
         out, record = work / f"{name}.png", work / f"{name}.json"
         result = _run_process([*cli, "-o", str(out), "--backend", backend, "--json", str(record)], work / f"{name}.log")
-        return dict(result, output=out, backend=json.loads(record.read_text()).get("backend"))
+        return dict(result, output=str(out), backend=json.loads(record.read_text()).get("backend"))
 
     print(f"\nwhole process, {photo.name}, --model {Path(weights).name} ({_cpu_kind()}); one fresh process a command")
     first = run("first", "auto")
@@ -726,8 +726,6 @@ def part_process(args: argparse.Namespace) -> list[dict]:
     median = float(np.median([p["ratio"] for p in pairs])) if pairs else None
     if pairs:
         print(f"median ratio {median:.2f}x; outputs of auto and torch agree to {agreement:.2f} dB PSNR")
-    for row in [first, *[r for p in pairs for r in (p["auto"], p["torch"])]]:
-        row["output"] = str(row["output"])
     return [dict(photo=str(photo), weights=weights, first=first, pairs=pairs, median_ratio=median, psnr=agreement)]
 
 
