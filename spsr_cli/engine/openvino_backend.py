@@ -238,7 +238,6 @@ class OpenVINOBackend:
         self._source = model
         self._sha256: str | None = None
         self._cache_dir = cache_dir
-        self._core: Any = None
         self._dynamic: Any = None  # the shape-free converted model (ov.Model) while needed
         self._static: bool | None = None  # True: the trace does not generalise, convert per shape
         self._live: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
@@ -263,15 +262,9 @@ class OpenVINOBackend:
         """Whether running needs no conversion: converted in this process or cached on disk."""
         return self._dynamic is not None or bool(self._live) or (self.cache_dir / "ir.ovc").is_file()
 
-    def _ov(self) -> Any:
-        openvino = import_openvino()
-        if self._core is None:
-            self._core = shared_core()
-        return openvino
-
     def _cpu_label(self) -> str:
         """A short hash of what the CPU plugin sees of the processor (a compiled model is made for it)."""
-        core = self._core
+        core = shared_core()
         text = "|".join(str(core.get_property("CPU", p)) for p in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES"))
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -289,7 +282,7 @@ class OpenVINOBackend:
     # -------------------------------------------------------------- conversion
 
     def _trace_and_convert(self, example_shape: tuple[int, ...], dynamic: bool) -> Any:
-        ov = self._ov()
+        ov = import_openvino()
         module = image_module(self._source)
         example = _smooth_image(example_shape)
         with torch.no_grad(), warnings.catch_warnings():
@@ -301,24 +294,24 @@ class OpenVINOBackend:
         return ov.convert_model(traced, input=[shape])
 
     def _serialise(self, model: Any) -> dict[str, bytes]:
-        ov = self._ov()
+        ov = import_openvino()
         with tempfile.TemporaryDirectory(prefix="spsr-openvino-") as folder:
             xml = Path(folder) / "model.xml"
             ov.save_model(model, xml, compress_to_fp16=False)
             return {"xml": xml.read_bytes(), "bin": xml.with_suffix(".bin").read_bytes()}
 
     def _deserialise(self, parts: dict[str, memoryview]) -> Any:
-        ov = self._ov()
+        ov = import_openvino()
         # copied into OpenVINO's own memory: the model's constants outlive the file's buffer
         weights = ov.Tensor(np.frombuffer(parts["bin"], dtype=np.uint8), shared_memory=False)
-        return self._core.read_model(bytes(parts["xml"]).decode(), weights)
+        return shared_core().read_model(bytes(parts["xml"]).decode(), weights)
 
     def _check_generalises(self, model: Any, channels: int) -> bool:
         """Float32 OpenVINO against float32 torch at :data:`CHECK_SHAPE` (not the traced shape)."""
         shape = (1, channels, *CHECK_SHAPE)
         try:
             _reshape(model, shape)
-            compiled = self._core.compile_model(model, "CPU", self._config(torch.float32))
+            compiled = shared_core().compile_model(model, "CPU", self._config(torch.float32))
             out = compiled([_smooth_image(shape, seed=1).numpy()])[0]
         except _CONVERSION_ERRORS as err:
             log.debug("OpenVINO: the converted model fails at another shape (%s)", err)
@@ -404,7 +397,6 @@ class OpenVINOBackend:
         if key in self._live:
             self._live.move_to_end(key)
             return self._live[key]
-        self._ov()
         config = self._config(dtype)
         path = self.cache_dir / f"{_PRECISION_HINTS[dtype]}-{_shape_name(shape)}-{self._cpu_label()}.ovc"
         started = time.perf_counter()
@@ -413,7 +405,9 @@ class OpenVINOBackend:
         if cached is not None:
             try:
                 blob = np.frombuffer(cached[0]["compiled"], dtype=np.uint8)
-                compiled = self._core.import_model(self._ov().Tensor(blob, shared_memory=False), "CPU", config)
+                compiled = shared_core().import_model(
+                    import_openvino().Tensor(blob, shared_memory=False), "CPU", config
+                )
                 os.utime(path)  # recently used: kept longest
                 self.timings["load"] += time.perf_counter() - started
                 log.debug("OpenVINO: loaded the compiled %s model for %s", config["INFERENCE_PRECISION_HINT"], shape)
@@ -425,7 +419,7 @@ class OpenVINOBackend:
             model = self._model_for(shape)
             started = time.perf_counter()
             try:
-                compiled = self._core.compile_model(model, "CPU", config)
+                compiled = shared_core().compile_model(model, "CPU", config)
             except _CONVERSION_ERRORS as err:
                 raise BackendError(f"OpenVINO cannot compile this model for {_shape_name(shape)} ({err})") from err
             self.timings["compile"] += time.perf_counter() - started
@@ -478,7 +472,7 @@ class OpenVINOBackend:
     def warm_up(self, shape: tuple[int, ...]) -> None:
         """Start OpenVINO and convert the model if no run on this machine has (both one-off costs).
         Nothing is compiled: a compiled shape that no image uses would only cost time and memory."""
-        self._ov()
+        shared_core()
         if not self.is_converted():
             self._dynamic_model(int(shape[1]))
 
