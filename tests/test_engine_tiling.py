@@ -12,7 +12,15 @@ from torch.utils._pytree import tree_flatten
 
 from spsr_cli.engine.device import resolve_device, resolve_dtype
 from spsr_cli.engine.options import InferenceOptions, parse_bytes
-from spsr_cli.engine.tiling import MemoryBudgetError, Upscaler, auto_tile_size, tile_grid, working_set_bytes
+from spsr_cli.engine.tiling import (
+    MemoryBudgetError,
+    Upscaler,
+    auto_tile_size,
+    cpu_auto_tile,
+    patch_side,
+    tile_grid,
+    working_set_bytes,
+)
 from spsr_cli.errors import UsageError
 from spsr_cli.model.spsr import SPSROutput
 
@@ -115,6 +123,18 @@ def test_out_of_memory_halves_the_tile_and_retries(tiny_model, image, monkeypatc
 def test_auto_tile_is_bounded(tiny_model):
     tile = auto_tile_size(tiny_model, torch.device("cpu"), torch.float32, overlap=16)
     assert 32 <= tile <= 1024 and tile % 8 == 0
+
+
+def test_cpu_auto_tile_is_smaller_in_float32(tiny_model):
+    """On the CPU ``--tile auto`` caps the patch by the bytes it holds: 128-pixel tiles in bfloat16,
+    96 in float32 (where a 512 x 340 photo with 128-pixel tiles took 1.74 GiB, README "CPU tiles")."""
+    assert (cpu_auto_tile(2), cpu_auto_tile(4), cpu_auto_tile(8)) == (128, 96, 96)
+    plans = {}
+    for precision in ("bf16", "fp32"):
+        up = Upscaler(tiny_model, InferenceOptions(device="cpu", precision=precision, backend="torch"))
+        assert up.tile == cpu_auto_tile(up.itemsize)
+        plans[precision] = patch_side(up.plan(340, 512).tile, up.overlap, up.align)
+    assert plans["fp32"] <= 96 + 32 < plans["bf16"] <= 128 + 32
 
 
 def test_device_and_precision_choices(monkeypatch):

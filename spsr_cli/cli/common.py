@@ -44,8 +44,8 @@ TileOpt = Annotated[
     typer.Option(
         "--tile",
         "-t",
-        help="Tile edge in input pixels, 'auto' (CPU: the tile of least compute up to 128 pixels; GPU: the largest "
-        "that fits in free memory) or 0 for the whole image.",
+        help="Tile edge in input pixels, 'auto' (CPU: the tile of least compute up to 128 pixels, 96 in fp32; "
+        "GPU: the largest that fits in free memory) or 0 for the whole image.",
         rich_help_panel=RUN_PANEL,
     ),
 ]

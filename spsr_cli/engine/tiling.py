@@ -46,9 +46,19 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 MAX_AUTO_TILE = 1024
 #: Most tiles run in one forward pass on CUDA (several small tiles keep a large GPU busy).
 MAX_TILE_BATCH = 16
-#: On the CPU, ``--tile auto`` makes patches of at most (CPU_AUTO_TILE + 2 * overlap)**2 input pixels: past
-#: this size a larger tile is barely faster on a CPU (measured: README, "CPU tiles"), it only costs memory.
-CPU_AUTO_TILE = 128
+#: On the CPU, ``--tile auto`` makes patches of at most (tile + 2 * overlap)**2 input pixels, the tile by the
+#: bytes of one activation value: past these sizes a larger tile is barely faster on a CPU, it only costs
+#: memory (measured: README, "CPU tiles"). In float32 a patch holds twice the bytes, so its tile is smaller
+#: (a 512 x 340 photo with the default model: 1.74 GiB at 128, within 1.5 GB at 96).
+CPU_AUTO_TILE: dict[int, int] = {2: 128, 4: 96}
+
+
+def cpu_auto_tile(itemsize: int) -> int:
+    """The CPU's ``--tile auto`` cap (:data:`CPU_AUTO_TILE`) for activations of ``itemsize`` bytes."""
+    wider = sorted(size for size in CPU_AUTO_TILE if size >= itemsize)
+    return CPU_AUTO_TILE[wider[0]] if wider else min(CPU_AUTO_TILE.values())
+
+
 #: ``--backend auto``: the work (multiply-accumulates) of the images run so far after which a model not yet
 #: converted for OpenVINO is converted (a one-time cost of roughly this much torch work; README, "Backends").
 AUTO_CONVERT_MACS = 1e12
@@ -196,7 +206,7 @@ class Upscaler:
         backend: the backend of the image running now (or last run).
         tile: the tile edge in use (input pixels; None: whole image). With ``--tile auto``
             this is the largest tile for the free memory at start (on the CPU at most
-            :data:`CPU_AUTO_TILE`); :meth:`plan` lowers it per image to what fits beside that
+            :func:`cpu_auto_tile`); :meth:`plan` lowers it per image to what fits beside that
             image's output (on the CPU: to the tile of least compute, :func:`cpu_tile`). After an
             out-of-memory error it is halved and the smaller tile is kept for later images.
         max_batch: most tiles per forward pass (``MAX_TILE_BATCH`` on CUDA, 1 elsewhere).
@@ -238,7 +248,7 @@ class Upscaler:
         if self.auto:
             self.tile: int | None = auto_tile_size(model, self.device, self.dtype, self.overlap)
             if self.device.type == "cpu":
-                self.tile = min(self.tile, CPU_AUTO_TILE)
+                self.tile = min(self.tile, cpu_auto_tile(self.itemsize))
         else:
             self.tile = int(options.tile) if options.tile else None
         self.max_batch = MAX_TILE_BATCH if self.device.type == "cuda" else 1
