@@ -558,6 +558,9 @@ def _cpu_kind() -> str:
         if "avx2" in flags
         else "?"
     )
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")  # oneDNN (torch and OpenVINO) limited to an older ISA
+    if capped:
+        kind += f" capped to {capped} (ONEDNN_MAX_CPU_ISA)"
     return f"{os.cpu_count()}-CPU {kind}, torch {torch.get_num_threads()} threads"
 
 
