@@ -24,6 +24,7 @@ from spsr_cli.engine.openvino_backend import (
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.records import warm_up
 from spsr_cli.engine.tiling import Upscaler
+from spsr_cli.errors import BackendError
 
 
 def psnr(a, b):
@@ -109,6 +110,28 @@ def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
         assert torch.allclose(again.run(torch.rand(1, 3, 12, 12)).float().mean(), torch.tensor(0.5), atol=0.5)
     assert "rebuilding it" in caplog.text and again.timings["convert"] > 0
     read_container(ir)
+
+
+def test_a_compilation_openvino_refuses_names_the_precision_and_the_way_out(home, monkeypatch, one_thread):
+    """As OpenVINO 2026.4 answers bf16 where oneDNN is held to AVX2 (``object is not initialized``)."""
+    import spsr_cli.engine.openvino_backend as ovb
+
+    core = ovb.shared_core()
+
+    class Refusing:
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def compile_model(self, *args, **kwargs):
+            raise RuntimeError("Exception from src/inference/src/dev/plugin.cpp:54:\nobject is not initialized\n\n")
+
+    monkeypatch.setattr(ovb, "shared_core", Refusing)
+    with pytest.raises(
+        BackendError, match=r"for 1x3x13x11 in bf16 \(.*initialized\); use --backend torch or --precision fp32"
+    ):
+        OpenVINOBackend(make_rrdbnet(), torch.bfloat16).run(torch.rand(1, 3, 13, 11))
+    with pytest.raises(BackendError, match=r"in f32 \(.*\); use --backend torch$"):
+        OpenVINOBackend(make_rrdbnet(), torch.float32).run(torch.rand(1, 3, 13, 11))
 
 
 def test_the_warm_up_converts_once_and_compiles_nothing(tmp_path, monkeypatch, one_thread):

@@ -63,6 +63,11 @@ _PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 _CONVERSION_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError, AssertionError)
 
 
+def _one_line(err: BaseException) -> str:
+    """An OpenVINO exception's text on one line (it spans several, with the source file of each layer)."""
+    return " ".join(str(err).split())
+
+
 class CacheDamaged(Exception):
     """A cache file is not a whole, intact container (rebuilt by the caller)."""
 
@@ -347,7 +352,10 @@ class OpenVINOBackend:
             model = self._trace_and_convert((1, channels, TRACE_EDGE, TRACE_EDGE), dynamic=True)
             dynamic = self._check_generalises(model, channels)
         except _CONVERSION_ERRORS as err:
-            raise BackendError(f"OpenVINO cannot convert this {name} model ({type(err).__name__}: {err})") from err
+            raise BackendError(
+                f"OpenVINO cannot convert this {name} model ({type(err).__name__}: {_one_line(err)}); "
+                "use --backend torch"
+            ) from err
         seconds = time.perf_counter() - started
         self.timings["convert"] += seconds
         meta = {"dynamic": dynamic, "architecture": name, "openvino": openvino_version(), "seconds": seconds}
@@ -376,7 +384,9 @@ class OpenVINOBackend:
         try:
             model = self._trace_and_convert(shape, dynamic=False)
         except _CONVERSION_ERRORS as err:
-            raise BackendError(f"OpenVINO cannot convert this model for {_shape_name(shape)} ({err})") from err
+            raise BackendError(
+                f"OpenVINO cannot convert this model for {_shape_name(shape)} ({_one_line(err)}); use --backend torch"
+            ) from err
         self.timings["convert"] += time.perf_counter() - started
         write_container(path, self._serialise(model), {"dynamic": False, "shape": list(shape)})
         log.info("OpenVINO: converted for %s in %.1f s", _shape_name(shape), time.perf_counter() - started)
@@ -421,7 +431,11 @@ class OpenVINOBackend:
             try:
                 compiled = shared_core().compile_model(model, "CPU", config)
             except _CONVERSION_ERRORS as err:
-                raise BackendError(f"OpenVINO cannot compile this model for {_shape_name(shape)} ({err})") from err
+                fix = "use --backend torch" + (" or --precision fp32" if dtype != torch.float32 else "")
+                raise BackendError(
+                    f"OpenVINO cannot compile this model for {_shape_name(shape)} in "
+                    f"{config['INFERENCE_PRECISION_HINT']} ({_one_line(err)}); {fix}"
+                ) from err
             self.timings["compile"] += time.perf_counter() - started
             log.debug(
                 "OpenVINO: compiled for %s in %s in %.1f s",
