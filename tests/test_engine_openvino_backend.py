@@ -89,6 +89,20 @@ def test_a_second_run_converts_and_compiles_nothing(home, one_thread):
     assert set(second.timings) == {"load"}
 
 
+def test_an_instruction_set_cap_compiles_its_own_model(home, monkeypatch, one_thread):
+    """``ONEDNN_MAX_CPU_ISA`` changes the kernels but not what OpenVINO reports of the processor: a model
+    compiled without the cap is not loaded under it."""
+    model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
+    OpenVINOBackend(model, torch.float32).run(x)
+    folder = cache_root() / weights_sha256(model)
+    (uncapped,) = folder.glob("f32-1x3x20x16-*.ovc")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = OpenVINOBackend(model, torch.float32)
+    capped.run(x)
+    assert capped.timings["compile"] > 0 and "load" not in capped.timings
+    assert len(list(folder.glob("f32-1x3x20x16-*.ovc"))) == 2 and uncapped.is_file()
+
+
 def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
     model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
     reference = OpenVINOBackend(model, torch.float32).run(x)

@@ -268,9 +268,12 @@ class OpenVINOBackend:
         return self._dynamic is not None or bool(self._live) or (self.cache_dir / "ir.ovc").is_file()
 
     def _cpu_label(self) -> str:
-        """A short hash of what the CPU plugin sees of the processor (a compiled model is made for it)."""
+        """A short hash of what the CPU plugin sees of the processor (a compiled model is made for it),
+        and of an instruction-set cap (``ONEDNN_MAX_CPU_ISA``, which OpenVINO obeys but does not report)."""
         core = shared_core()
-        text = "|".join(str(core.get_property("CPU", p)) for p in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES"))
+        seen = [str(core.get_property("CPU", p)) for p in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES")]
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+        text = "|".join([*seen, f"isa<={cap}"] if cap else seen)  # uncapped: the same label as before
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def _load(self, path: Path) -> tuple[dict[str, memoryview], dict[str, Any]] | None:
