@@ -11,7 +11,7 @@ Parts (each measurement runs in its own process, so peak-memory figures do not m
 
 * ``speed``: for each architecture (``--archs``: ``spsr`` = spsr-x4; ``rrdbnet`` =
   realesrgan-x4plus, realsr-df2k, realsr-df2k-jpeg; ``rrdbnet-6b`` = realesrgan-x4plus-anime;
-  ``srvgg`` = realesr-general-x4v3; ``dat`` = dat-light-x4),
+  ``srvgg`` = realesr-general-x4v3; ``dat`` = dat-light-x4; ``dat-x3``, ``dat-x2``: its x3 and x2),
   device and input size, the shipped default path (``Upscaler`` with the default precision and
   ``--tile auto``, uint8 output), a plain whole-image float32 forward (the baseline), and the
   engine in each precision. Output MP/s, effective GFLOP/s (multiply-adds per input pixel from
@@ -81,6 +81,8 @@ ARCHS = {
     "rrdbnet-6b": ("realesrgan-x4plus-anime", "rrdbnet", {"nb": 6}),
     "srvgg": ("realesr-general-x4v3", "srvgg", {}),
     "dat": ("dat-light-x4", "dat", {}),
+    "dat-x3": ("dat-light-x3", "dat", {"scale": 3}),
+    "dat-x2": ("dat-light-x2", "dat", {"scale": 2}),
 }
 #: ``--tiny``: the smallest config of each architecture (a smoke test of this script).
 TINY = {
