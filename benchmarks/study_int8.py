@@ -69,13 +69,12 @@ def quantise(model, calibration: list[np.ndarray], ignore: list[str] | None = No
 
     static = model.clone()
     static.reshape(list(calibration[0].shape))
-    scope = nncf.IgnoredScope(patterns=ignore, validate=False) if ignore else None
     return nncf.quantize(
         static,
         nncf.Dataset(calibration),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(calibration),
-        **({"ignored_scope": scope} if scope else {}),
+        ignored_scope=nncf.IgnoredScope(patterns=ignore, validate=False) if ignore else None,
     )
 
 

@@ -55,8 +55,7 @@ CPU_AUTO_TILE: dict[int, int] = {2: 128, 4: 96}
 
 def cpu_auto_tile(itemsize: int) -> int:
     """The CPU's ``--tile auto`` cap (:data:`CPU_AUTO_TILE`) for activations of ``itemsize`` bytes."""
-    wider = sorted(size for size in CPU_AUTO_TILE if size >= itemsize)
-    return CPU_AUTO_TILE[wider[0]] if wider else min(CPU_AUTO_TILE.values())
+    return CPU_AUTO_TILE.get(itemsize, min(CPU_AUTO_TILE.values()))
 
 
 #: ``--backend auto``: the work (multiply-accumulates) of the images run so far after which a model not yet
