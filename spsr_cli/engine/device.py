@@ -1,17 +1,26 @@
-"""Device and precision choice (the only place that decides where models run)."""
+"""Device and precision choice (the only place that decides where models run).
+
+Importing this module does not import torch: the processor's flags and the free memory are read without
+it (:mod:`spsr_cli.engine.fast_start` runs cached OpenVINO models without torch); resolving a device or a
+dtype imports it.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
 import re
+import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from spsr_cli.errors import UsageError
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+#: ``--precision`` names and the dtypes' names in torch.
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 #: /proc/cpuinfo flags of bfloat16 matrix units (Intel AMX, AVX512-BF16).
@@ -67,6 +76,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
     Under ``torchrun`` (``LOCAL_RANK`` set), ``auto`` and ``cuda`` pick ``cuda:LOCAL_RANK``.
     """
+    import torch
+
     spec = spec.strip().lower()
     local_rank = os.environ.get("LOCAL_RANK")
     if spec == "auto":
@@ -104,18 +115,29 @@ def resolve_dtype(device: torch.device, precision: str | None, backend: str = "t
     both with AMX or AVX512-BF16) and float32 elsewhere; float32 on MPS. ``fp32`` is
     always available. float16 is refused on CPU (slow, and no faster than bfloat16 where it exists).
     """
+    import torch
+
     if precision is None:
         if device.type == "cuda":
             return torch.float16
         if device.type == "cpu" and cpu_bf16_faster(backend):
             return torch.bfloat16
         return torch.float32
-    if precision not in _DTYPES:
+    if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
-    dtype = _DTYPES[precision]
+    dtype = getattr(torch, PRECISIONS[precision])
     if device.type == "cpu" and dtype == torch.float16:
         raise UsageError("--precision fp16 is not used on CPU (slow there); use bf16, fp32 or a GPU")
     return dtype
+
+
+def gpu_possible() -> bool:
+    """Whether ``--device auto`` could find a GPU here, judged without importing torch: False only on
+    Linux without the device files that CUDA (``/dev/nvidiactl``), ROCm (``/dev/kfd``) and WSL's GPU
+    (``/dev/dxg``) need; True elsewhere (macOS may have MPS), so that callers then ask torch."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(Path(name).exists() for name in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -132,9 +154,16 @@ def free_memory_bytes(device: torch.device) -> int:
     cgroup memory limit when one applies; elsewhere the free pages, or 4 GiB if unknown.
     """
     if device.type == "cuda":
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(free + max(0, cached))
+    return host_free_bytes()
+
+
+def host_free_bytes() -> int:
+    """System memory that can still be allocated, in bytes (:func:`free_memory_bytes` of the CPU)."""
     available = _meminfo_available()
     if available is None:
         try:
