@@ -128,9 +128,9 @@ def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
 
 def test_a_compilation_openvino_refuses_names_the_precision_and_the_way_out(home, monkeypatch, one_thread):
     """As OpenVINO 2026.4 answers bf16 where oneDNN is held to AVX2 (``object is not initialized``)."""
-    import spsr_cli.engine.openvino_backend as ovb
+    import spsr_cli.engine.openvino_runtime as runtime
 
-    core = ovb.shared_core()
+    core = runtime.shared_core()
 
     class Refusing:
         def __getattr__(self, name):
@@ -139,7 +139,7 @@ def test_a_compilation_openvino_refuses_names_the_precision_and_the_way_out(home
         def compile_model(self, *args, **kwargs):
             raise RuntimeError("Exception from src/inference/src/dev/plugin.cpp:54:\nobject is not initialized\n\n")
 
-    monkeypatch.setattr(ovb, "shared_core", Refusing)
+    monkeypatch.setattr(runtime, "shared_core", Refusing)
     with pytest.raises(
         BackendError, match=r"for 1x3x13x11 in bf16 \(.*initialized\); use --backend torch or --precision fp32"
     ):

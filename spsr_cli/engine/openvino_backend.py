@@ -7,16 +7,8 @@ result is checked at a second, different shape against the torch float32 output;
 trace does not generalise (shape arithmetic baked in as constants) is converted per patch
 shape instead. Nothing here names an architecture: whatever PyTorch can trace converts.
 
-Compilation (per patch shape and precision; about a second): ``INFERENCE_PRECISION_HINT`` is
-``bf16`` for bfloat16 and ``f32`` for float32, ``PERFORMANCE_HINT`` latency, and as many
-threads as torch uses. The compiled model is exported and cached too.
-
-Cache: ``$SPSR_HOME/openvino/<OpenVINO version>/<weights sha256>/``, one file per converted
-model (``ir.ovc``, or ``ir-NxCxHxW.ovc`` per shape) and per compiled shape and precision
-(``bf16-NxCxHxW-<cpu>.ovc``). Each file is written atomically and holds a header with the
-sha256 of its parts, checked on every read; a damaged or truncated file is rebuilt (with a
-warning). At most :data:`MAX_COMPILED_FILES` compiled files are kept per model (the least
-recently used go first).
+Compilation, the cache and inference are :mod:`spsr_cli.engine.openvino_runtime` (no torch there): the
+cache folder of a model is named by :func:`weights_sha256` of its module.
 
 Tensor contract of :meth:`OpenVINOBackend.run`: N x C x h x w float32 CPU tensor in [0, 1] ->
 N x C x sh x sw float32 CPU tensor (not clamped).
@@ -24,14 +16,9 @@ N x C x sh x sw float32 CPU tensor (not clamped).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import os
-import re
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,77 +27,35 @@ import numpy as np
 import torch
 
 from spsr_cli.engine.backends import image_module
+from spsr_cli.engine.openvino_runtime import (
+    CONVERSION_ERRORS,
+    MAGIC,
+    MAX_COMPILED_FILES,
+    MAX_LIVE,
+    CacheDamaged,
+    CompiledModels,
+    cache_root,
+    compile_config,
+    import_openvino,
+    openvino_version,
+    read_container,
+    reshape,
+    shape_name,
+    shared_core,
+    write_container,
+)
 from spsr_cli.errors import BackendError
-from spsr_cli.files import atomic_path
 from spsr_cli.model.architectures import Generator, architecture_of
 
 log = logging.getLogger(__name__)
 
-#: The container format of every cache file: this line, a JSON header line, then the parts.
-MAGIC = b"spsr-openvino-cache 1\n"
-#: Compiled models kept on disk per converted model (each about the size of the weights).
-MAX_COMPILED_FILES = 8
-#: Compiled models kept in memory (each holds its own copy of the weights and working memory).
-MAX_LIVE = 2
-#: Example input edge for tracing (small: tracing runs the network once) and the check's shape.
-TRACE_EDGE = 32
+#: The shape the converted model is checked at (not the traced one).
 CHECK_SHAPE = (40, 24)
 #: Least agreement (PSNR in dB of the float32 outputs on a smooth test image) of the converted model
 #: with torch at a shape it was not traced at; OpenVINO float32 measures above 110 dB when it generalises.
 CHECK_MIN_PSNR = 80.0
-_PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
-#: Errors OpenVINO and torch's tracer raise for a model they cannot handle.
-_CONVERSION_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError, AssertionError)
-
-
-def _one_line(err: BaseException) -> str:
-    """An OpenVINO exception's text on one line (it spans several, with the source file of each layer)."""
-    return " ".join(str(err).split())
-
-
-class CacheDamaged(Exception):
-    """A cache file is not a whole, intact container (rebuilt by the caller)."""
-
-
-# ---------------------------------------------------------------- the cache files
-
-
-def write_container(path: Path, parts: dict[str, bytes | memoryview], meta: dict[str, Any]) -> None:
-    """Write ``parts`` (name -> bytes) with ``meta`` atomically to ``path`` (see the module docstring)."""
-    header = dict(meta, parts=[[name, len(data), hashlib.sha256(data).hexdigest()] for name, data in parts.items()])
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(MAGIC)
-        handle.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-        for data in parts.values():
-            handle.write(data)
-
-
-def read_container(path: Path) -> tuple[dict[str, memoryview], dict[str, Any]]:
-    """The parts (writable views of one buffer, no copies) and header of a file :func:`write_container`
-    wrote; :class:`CacheDamaged` when it is not one, is truncated, or a part's sha256 differs.
-    FileNotFoundError when it is absent."""
-    with open(path, "rb") as handle:
-        data = bytearray(os.fstat(handle.fileno()).st_size)
-        size = handle.readinto(data)
-    view = memoryview(data)[:size]
-    if bytes(view[: len(MAGIC)]) != MAGIC:
-        raise CacheDamaged(f"{path} does not start as a cache file")
-    end = data.find(b"\n", len(MAGIC), size)
-    try:
-        header = json.loads(bytes(view[len(MAGIC) : end]))
-        layout = [(str(name), int(length), str(digest)) for name, length, digest in header["parts"]]
-    except (ValueError, KeyError, TypeError) as err:
-        raise CacheDamaged(f"{path} has an unreadable header ({err})") from None
-    parts, offset = {}, end + 1
-    for name, length, digest in layout:
-        part = view[offset : offset + length]
-        if len(part) != length or hashlib.sha256(part).hexdigest() != digest:
-            raise CacheDamaged(f"{path}: part {name} is truncated or damaged")
-        parts[name] = part
-        offset += length
-    if offset != size:
-        raise CacheDamaged(f"{path} has {size - offset} bytes beyond its parts")
-    return parts, header
+#: OpenVINO's precision hint of each torch dtype it runs in.
+PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -128,80 +73,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return hasher.hexdigest()
 
 
-def import_openvino() -> Any:
-    """The ``openvino`` module, imported with its usage telemetry off.
-
-    OpenVINO's Python package sends usage events to Google Analytics (from a forked process, on
-    import and on every conversion) and writes a client id under ``~/intel`` unless the user opted
-    out. spsr never sends anything: before the first import, ``openvino_telemetry`` is made
-    unimportable, so OpenVINO takes its own no-op stand-in (``openvino.tools.ovc.telemetry_stub``,
-    what it uses where that package is not installed). Where the host program imported OpenVINO
-    first, its converter's modules are pointed at the stand-in instead. Done once per process.
-    """
-    global _OPENVINO
-    if _OPENVINO is not None:
-        return _OPENVINO
-    import importlib
-    import sys
-
-    if "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
-    import openvino
-
-    stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
-    for name in _TELEMETRY_USERS:
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "tm", stub) is not stub:
-            module.tm = stub
-    _OPENVINO = openvino
-    return openvino
-
-
-_OPENVINO: Any = None
-#: OpenVINO's modules that send telemetry through a module attribute ``tm``.
-_TELEMETRY_USERS = (
-    "openvino.tools.ovc.convert_impl",
-    "openvino.tools.ovc.telemetry_utils",
-    "openvino.tools.ovc.utils",
-    "openvino.tools.ovc.main",
-)
-
-
-def openvino_version() -> str:
-    return str(import_openvino().__version__)
-
-
-def cache_root() -> Path:
-    """``$SPSR_HOME/openvino/<version>``: every file of this OpenVINO version."""
-    from spsr_cli.weights.manifest import spsr_home
-
-    version = openvino_version()
-    label = re.sub(r"[^0-9A-Za-z.]+", "_", version.split("-")[0])
-    return spsr_home() / "openvino" / f"{label}-{hashlib.sha256(version.encode()).hexdigest()[:8]}"
-
-
-_CORE: Any = None
-
-
-def shared_core() -> Any:
-    """The process's one ``openvino.Core``, created on first use and kept until the process ends.
-
-    One, never freed, because each Core installs its own alternate signal stack on the thread that
-    creates it and restores the stack it found when it is destroyed: Cores destroyed in another
-    order than they were made leave the thread pointing at a freed stack, and the next signal a
-    handler catches there (Ctrl-C, a child's SIGCHLD under torch's data loader) kills the process
-    with SIGSEGV. Measured with OpenVINO 2026.4.1 (``tests/test_engine_openvino_backend.py``).
-    """
-    global _CORE
-    if _CORE is None:
-        _CORE = import_openvino().Core()
-    return _CORE
-
-
-def _shape_name(shape: tuple[int, ...]) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
 def _smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """A smooth random N x C x H x W float32 image in [0, 1] (like a photo: not noise)."""
     generator = torch.Generator().manual_seed(seed)
@@ -210,17 +81,45 @@ def _smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
-def _reshape(model: Any, shape: Any) -> None:
-    """Give the converted model's one input ``shape`` (-1: any size)."""
-    model.reshape({0: import_openvino().PartialShape([int(s) for s in shape])})
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
     return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
 
 
-# ---------------------------------------------------------------- the backend
+class _TorchConverter:
+    """Converts a generator module for :class:`~spsr_cli.engine.openvino_runtime.CompiledModels`."""
+
+    def __init__(self, model: Generator) -> None:
+        self._source = model
+        self.name = architecture_of(model).name
+
+    def convert(self, shape: tuple[int, ...], dynamic: bool) -> Any:
+        ov = import_openvino()
+        module = image_module(self._source)
+        example = _smooth_image(shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            # TracerWarnings (sizes that become constants) are what generalises() looks for itself
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO's PyTorch frontend reads traces
+            traced = torch.jit.trace(module, example, check_trace=False)
+        partial = ov.PartialShape([-1, shape[1], -1, -1] if dynamic else list(shape))
+        return ov.convert_model(traced, input=[partial])
+
+    def generalises(self, model: Any, channels: int) -> bool:
+        """Float32 OpenVINO against float32 torch at :data:`CHECK_SHAPE` (not the traced shape)."""
+        shape = (1, channels, *CHECK_SHAPE)
+        try:
+            reshape(model, shape)
+            compiled = shared_core().compile_model(model, "CPU", compile_config("f32"))
+            out = compiled([_smooth_image(shape, seed=1).numpy()])[0]
+        except CONVERSION_ERRORS as err:
+            log.debug("OpenVINO: the converted model fails at another shape (%s)", err)
+            return False
+        with torch.inference_mode():
+            ref = image_module(self._source)(_smooth_image(shape, seed=1)).numpy()
+        agreement = _psnr(out, ref) if out.shape == ref.shape else 0.0
+        log.debug("OpenVINO: converted model vs torch at %s: %.1f dB", shape_name(shape), agreement)
+        return agreement >= CHECK_MIN_PSNR
 
 
 class OpenVINOBackend:
@@ -236,20 +135,14 @@ class OpenVINOBackend:
     name = "openvino"
 
     def __init__(self, model: Generator, dtype: torch.dtype, *, cache_dir: Path | None = None) -> None:
-        if dtype not in _PRECISION_HINTS:
+        if dtype not in PRECISION_HINTS:
             raise BackendError(f"the OpenVINO backend runs in bf16 or fp32, not {dtype}; use --backend torch")
         self.device = torch.device("cpu")
         self.dtype = dtype
         self._source = model
         self._sha256: str | None = None
         self._cache_dir = cache_dir
-        self._dynamic: Any = None  # the shape-free converted model (ov.Model) while needed
-        self._static: bool | None = None  # True: the trace does not generalise, convert per shape
-        self._live: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-        #: Seconds spent converting, compiling and loading from the cache (for reports and benchmarks).
-        self.timings: dict[str, float] = collections.defaultdict(float)
-
-    # -------------------------------------------------------------- keys and files
+        self._models: CompiledModels | None = None
 
     @property
     def sha256(self) -> str:
@@ -263,243 +156,43 @@ class OpenVINOBackend:
             self._cache_dir = cache_root() / self.sha256
         return self._cache_dir
 
+    @property
+    def models(self) -> CompiledModels:
+        """The model's converted and compiled models (its cache folder)."""
+        if self._models is None:
+            self._models = CompiledModels(self.cache_dir, _TorchConverter(self._source))
+        return self._models
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent converting, compiling and loading from the cache (for reports and benchmarks)."""
+        return self.models.timings
+
     def is_converted(self) -> bool:
         """Whether running needs no conversion: converted in this process or cached on disk."""
-        return self._dynamic is not None or bool(self._live) or (self.cache_dir / "ir.ovc").is_file()
-
-    def _cpu_label(self) -> str:
-        """A short hash of what the CPU plugin sees of the processor (a compiled model is made for it),
-        and of an instruction-set cap (``ONEDNN_MAX_CPU_ISA``, which OpenVINO obeys but does not report)."""
-        core = shared_core()
-        seen = [str(core.get_property("CPU", p)) for p in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES")]
-        cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-        text = "|".join([*seen, f"isa<={cap}"] if cap else seen)  # uncapped: the same label as before
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-    def _load(self, path: Path) -> tuple[dict[str, memoryview], dict[str, Any]] | None:
-        """A cache file's parts and header; None when absent; a damaged file is removed (and None)."""
-        try:
-            return read_container(path)
-        except FileNotFoundError:
-            return None
-        except (CacheDamaged, OSError) as err:
-            log.warning("OpenVINO cache: %s; rebuilding it", err)
-            path.unlink(missing_ok=True)
-            return None
-
-    # -------------------------------------------------------------- conversion
-
-    def _trace_and_convert(self, example_shape: tuple[int, ...], dynamic: bool) -> Any:
-        ov = import_openvino()
-        module = image_module(self._source)
-        example = _smooth_image(example_shape)
-        with torch.no_grad(), warnings.catch_warnings():
-            # TracerWarnings (sizes that become constants) are what _check_generalises looks for itself
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # OpenVINO's PyTorch frontend reads traces
-            traced = torch.jit.trace(module, example, check_trace=False)
-        shape = ov.PartialShape([-1, example_shape[1], -1, -1] if dynamic else list(example_shape))
-        return ov.convert_model(traced, input=[shape])
-
-    def _serialise(self, model: Any) -> dict[str, bytes]:
-        ov = import_openvino()
-        with tempfile.TemporaryDirectory(prefix="spsr-openvino-") as folder:
-            xml = Path(folder) / "model.xml"
-            ov.save_model(model, xml, compress_to_fp16=False)
-            return {"xml": xml.read_bytes(), "bin": xml.with_suffix(".bin").read_bytes()}
-
-    def _deserialise(self, parts: dict[str, memoryview]) -> Any:
-        ov = import_openvino()
-        # copied into OpenVINO's own memory: the model's constants outlive the file's buffer
-        weights = ov.Tensor(np.frombuffer(parts["bin"], dtype=np.uint8), shared_memory=False)
-        return shared_core().read_model(bytes(parts["xml"]).decode(), weights)
-
-    def _check_generalises(self, model: Any, channels: int) -> bool:
-        """Float32 OpenVINO against float32 torch at :data:`CHECK_SHAPE` (not the traced shape)."""
-        shape = (1, channels, *CHECK_SHAPE)
-        try:
-            _reshape(model, shape)
-            compiled = shared_core().compile_model(model, "CPU", self._config(torch.float32))
-            out = compiled([_smooth_image(shape, seed=1).numpy()])[0]
-        except _CONVERSION_ERRORS as err:
-            log.debug("OpenVINO: the converted model fails at another shape (%s)", err)
-            return False
-        with torch.inference_mode():
-            ref = image_module(self._source)(_smooth_image(shape, seed=1)).numpy()
-        agreement = _psnr(out, ref) if out.shape == ref.shape else 0.0
-        log.debug("OpenVINO: converted model vs torch at %s: %.1f dB", _shape_name(shape), agreement)
-        return agreement >= CHECK_MIN_PSNR
-
-    def _dynamic_model(self, channels: int) -> Any | None:
-        """The shape-free converted model (converting it on first use), or None when this model
-        must be converted per shape."""
-        if self._dynamic is not None:
-            return self._dynamic
-        if self._static:
-            return None
-        path = self.cache_dir / "ir.ovc"
-        cached = self._load(path)
-        if cached is not None:
-            parts, header = cached
-            if not header.get("dynamic", False):
-                self._static = True
-                return None
-            started = time.perf_counter()
-            self._dynamic = self._deserialise(parts)
-            self.timings["read"] += time.perf_counter() - started
-            return self._dynamic
-        name = architecture_of(self._source).name
-        log.info("OpenVINO: converting this %s model (once; cached in %s)", name, self.cache_dir)
-        started = time.perf_counter()
-        try:
-            model = self._trace_and_convert((1, channels, TRACE_EDGE, TRACE_EDGE), dynamic=True)
-            dynamic = self._check_generalises(model, channels)
-        except _CONVERSION_ERRORS as err:
-            raise BackendError(
-                f"OpenVINO cannot convert this {name} model ({type(err).__name__}: {_one_line(err)}); "
-                "use --backend torch"
-            ) from err
-        seconds = time.perf_counter() - started
-        self.timings["convert"] += seconds
-        meta = {"dynamic": dynamic, "architecture": name, "openvino": openvino_version(), "seconds": seconds}
-        if not dynamic:
-            log.info("OpenVINO: this model's trace depends on its input size; it is converted per tile shape")
-            write_container(path, {}, meta)
-            self._static = True
-            return None
-        _reshape(model, [-1, channels, -1, -1])
-        write_container(path, self._serialise(model), meta)
-        log.info("OpenVINO: converted in %.1f s (a one-time cost; later runs load it from the cache)", seconds)
-        self._dynamic = model
-        return model
-
-    def _model_for(self, shape: tuple[int, ...]) -> Any:
-        """The converted model reshaped to ``shape`` (converted for that shape when it must be)."""
-        model = self._dynamic_model(shape[1])
-        if model is not None:
-            _reshape(model, shape)
-            return model
-        path = self.cache_dir / f"ir-{_shape_name(shape)}.ovc"
-        cached = self._load(path)
-        if cached is not None:
-            return self._deserialise(cached[0])
-        started = time.perf_counter()
-        try:
-            model = self._trace_and_convert(shape, dynamic=False)
-        except _CONVERSION_ERRORS as err:
-            raise BackendError(
-                f"OpenVINO cannot convert this model for {_shape_name(shape)} ({_one_line(err)}); use --backend torch"
-            ) from err
-        self.timings["convert"] += time.perf_counter() - started
-        write_container(path, self._serialise(model), {"dynamic": False, "shape": list(shape)})
-        log.info("OpenVINO: converted for %s in %.1f s", _shape_name(shape), time.perf_counter() - started)
-        return model
-
-    # -------------------------------------------------------------- compilation
-
-    def _config(self, dtype: torch.dtype) -> dict[str, Any]:
-        return {
-            "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[dtype],
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads()),
-        }
-
-    def _compiled(self, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
-        """An infer request of the model compiled for ``shape`` in ``dtype`` (from memory, the cache, or compiled)."""
-        key = (shape, dtype)
-        if key in self._live:
-            self._live.move_to_end(key)
-            return self._live[key]
-        config = self._config(dtype)
-        path = self.cache_dir / f"{_PRECISION_HINTS[dtype]}-{_shape_name(shape)}-{self._cpu_label()}.ovc"
-        started = time.perf_counter()
-        cached = self._load(path)
-        compiled = None
-        if cached is not None:
-            try:
-                blob = np.frombuffer(cached[0]["compiled"], dtype=np.uint8)
-                compiled = shared_core().import_model(
-                    import_openvino().Tensor(blob, shared_memory=False), "CPU", config
-                )
-                os.utime(path)  # recently used: kept longest
-                self.timings["load"] += time.perf_counter() - started
-                log.debug("OpenVINO: loaded the compiled %s model for %s", config["INFERENCE_PRECISION_HINT"], shape)
-            except _CONVERSION_ERRORS as err:
-                log.warning("OpenVINO cache: %s cannot be loaded (%s); rebuilding it", path, err)
-                path.unlink(missing_ok=True)
-            del cached
-        if compiled is None:
-            model = self._model_for(shape)
-            started = time.perf_counter()
-            try:
-                compiled = shared_core().compile_model(model, "CPU", config)
-            except _CONVERSION_ERRORS as err:
-                fix = "use --backend torch" + (" or --precision fp32" if dtype != torch.float32 else "")
-                raise BackendError(
-                    f"OpenVINO cannot compile this model for {_shape_name(shape)} in "
-                    f"{config['INFERENCE_PRECISION_HINT']} ({_one_line(err)}); {fix}"
-                ) from err
-            self.timings["compile"] += time.perf_counter() - started
-            log.debug(
-                "OpenVINO: compiled for %s in %s in %.1f s",
-                _shape_name(shape),
-                config["INFERENCE_PRECISION_HINT"],
-                time.perf_counter() - started,
-            )
-            self._store_compiled(path, compiled, shape)
-            self._dynamic = None  # the converted model is read again for another shape: its weights leave memory
-        request = compiled.create_infer_request()
-        self._live[key] = request
-        while len(self._live) > MAX_LIVE:
-            self._live.popitem(last=False)
-        return request
-
-    def _store_compiled(self, path: Path, compiled: Any, shape: tuple[int, ...]) -> None:
-        try:
-            write_container(
-                path,
-                {"compiled": compiled.export_model().getvalue()},
-                {"shape": list(shape), "openvino": openvino_version()},
-            )
-        except (OSError, RuntimeError) as err:  # a full disk costs the next run a compilation, nothing more
-            log.warning("OpenVINO cache: cannot write %s (%s)", path, err)
-            return
-        kept = sorted(
-            (p for p in path.parent.glob("*.ovc") if p.name != "ir.ovc" and not p.name.startswith("ir-")),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in kept[MAX_COMPILED_FILES:]:
-            old.unlink(missing_ok=True)
-
-    # -------------------------------------------------------------- running
+        return self.models.is_converted()
 
     def run(self, patch: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = self.dtype if dtype is None else dtype
-        x = np.ascontiguousarray(patch.detach().to("cpu", torch.float32).numpy())
-        request = self._compiled(tuple(int(s) for s in x.shape), dtype)
-        try:
-            request.infer({0: x}, share_inputs=True, share_outputs=False)
-        except RuntimeError as err:
-            if "bad_alloc" in str(err) or "out of memory" in str(err).lower():
-                raise RuntimeError(f"not enough memory: {err}") from err
-            raise
-        return torch.from_numpy(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        x = patch.detach().to("cpu", torch.float32).numpy()
+        return torch.from_numpy(self.models.infer(x, PRECISION_HINTS[dtype]))
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
         """Start OpenVINO and convert the model if no run on this machine has (both one-off costs).
         Nothing is compiled: a compiled shape that no image uses would only cost time and memory."""
         shared_core()
         if not self.is_converted():
-            self._dynamic_model(int(shape[1]))
+            self.models.dynamic_model(int(shape[1]))
 
     def describe(self) -> str:
-        return f"openvino {openvino_version().split('-')[0]} on the CPU, {_PRECISION_HINTS[self.dtype]}"
+        return f"openvino {openvino_version().split('-')[0]} on the CPU, {PRECISION_HINTS[self.dtype]}"
 
 
-__all__ = [
-    "CacheDamaged",
+__all__ = [  # the cache's names are openvino_runtime's, available here too
+    "MAGIC",
     "MAX_COMPILED_FILES",
+    "MAX_LIVE",
+    "CacheDamaged",
     "OpenVINOBackend",
     "cache_root",
     "read_container",
