@@ -404,13 +404,13 @@ def test_backend_openvino_runs_and_is_reported(tmp_path, openvino_home, monkeypa
 
 
 def test_backend_usage_errors(tmp_path, tiny_weights, monkeypatch, capsys):
-    from spsr_cli.engine import backends
+    from spsr_cli.engine import openvino_runtime
 
     save(tmp_path / "p.png")
     args = ["upscale", str(tmp_path / "p.png"), "-m", str(tiny_weights)]
     assert run([*args, "--backend", "onnx"]) == 2
     assert "--backend 'onnx' is not understood" in capsys.readouterr().err
-    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: False)
     assert run([*args, "--backend", "openvino"]) == 2
     assert "spsr-cli[openvino]" in capsys.readouterr().err
     assert not (tmp_path / "p_x4.png").exists()

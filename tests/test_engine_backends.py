@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_rrdbnet, needs_openvino
 
-from spsr_cli.engine import backends, tiling
+from spsr_cli.engine import openvino_runtime, tiling
 from spsr_cli.engine.backends import TorchBackend, image_module, resolve_backend
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.tiling import Upscaler
@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 
 
 def test_resolve_backend(monkeypatch):
-    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
     assert resolve_backend("auto", CPU) == "auto"  # decided per image by the upscaler
     assert resolve_backend("AUTO", CPU, compile=True) == "torch"  # --compile is torch's
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
@@ -27,7 +27,7 @@ def test_resolve_backend(monkeypatch):
         resolve_backend("openvino", CPU, compile=True)
     with pytest.raises(UsageError, match="use auto, torch, openvino"):
         resolve_backend("onnx", CPU)
-    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: False)
     assert resolve_backend("auto", CPU) == "torch"
     with pytest.raises(UsageError, match=r"spsr-cli\[openvino\]"):
         resolve_backend("openvino", CPU)
@@ -50,7 +50,7 @@ def test_torch_backend_runs_the_image_output_and_leaves_the_model_alone(one_thre
 
 def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_thread):
     """Small images stay on torch; once the images add up to AUTO_CONVERT_MACS, OpenVINO takes over."""
-    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
     ran = []
 
     class FakeOpenVINO:
@@ -84,7 +84,7 @@ def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_t
 
 def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
     """one_backend() weighs a video's frames together: a long video converts at once and never switches."""
-    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
 
     class FakeOpenVINO(TorchBackend):
         name = "openvino"
@@ -111,7 +111,7 @@ def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
 
 def test_auto_falls_back_to_torch_when_openvino_cannot_convert(monkeypatch, caplog, one_thread):
     needs_openvino()  # the backend module it patches imports the package
-    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
     monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 0)
 
     def cannot(self, patch, dtype=None):

@@ -21,12 +21,12 @@ A backend needs nothing of an architecture but its module and the registry's ``i
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 from typing import Any, Callable, Literal, Protocol
 
 import torch
 
+from spsr_cli.engine import openvino_runtime
 from spsr_cli.engine.device import use_channels_last
 from spsr_cli.errors import UsageError
 from spsr_cli.model.architectures import Generator, architecture_of
@@ -67,14 +67,6 @@ class Backend(Protocol):
         ...
 
 
-def openvino_installed() -> bool:
-    """Whether the ``openvino`` package can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def resolve_backend(name: str, device: torch.device, *, compile: bool = False) -> str:
     """``auto`` | ``torch`` | ``openvino`` -> the backend to use on ``device`` (``auto`` is kept when
     OpenVINO is a candidate: the upscaler then decides per image, see ``Upscaler.backend_for``).
@@ -88,14 +80,14 @@ def resolve_backend(name: str, device: torch.device, *, compile: bool = False) -
         raise UsageError(f"--backend {name!r} is not understood; use {', '.join(BACKENDS)}")
     if name == "torch":
         return name
-    usable = device.type == "cpu" and not compile and openvino_installed()
+    usable = device.type == "cpu" and not compile and openvino_runtime.openvino_installed()
     if name == "auto":
         return "auto" if usable else "torch"
     if device.type != "cpu":
         raise UsageError(f"--backend openvino runs on the CPU, not on {device}; use --device cpu or --backend torch")
     if compile:
         raise UsageError("--compile is torch.compile: use it with --backend torch, or drop it for --backend openvino")
-    if not openvino_installed():
+    if not openvino_runtime.openvino_installed():
         raise UsageError(f"--backend openvino needs the openvino package: {OPENVINO_INSTALL} (or use --backend torch)")
     return name
 
@@ -197,6 +189,5 @@ __all__ = [
     "TorchBackend",
     "image_module",
     "make_backend",
-    "openvino_installed",
     "resolve_backend",
 ]

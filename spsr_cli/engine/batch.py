@@ -505,26 +505,30 @@ def run_jobs(
             _book(result, job, outcome, {}, on_done, on_report)
         return result
 
-    import torch
-
     from spsr_cli.engine import pipeline
+    from spsr_cli.engine.fast_start import fast_choice, remember
     from spsr_cli.engine.model_choice import ModelChoice
     from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
-    from spsr_cli.engine.tiling import MemoryBudgetError
+    from spsr_cli.engine.tiles import MemoryBudgetError
 
-    loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
-    choice = (
-        loaded
-        if isinstance(loaded, ModelChoice)
-        else ModelChoice.of_module(
-            loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)), warm_up=warm_up
+    choice = fast_choice(model, options, warm_up=warm_up)  # a model OpenVINO converted before: no torch
+    if choice is None:
+        import torch
+
+        loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
+        choice = (
+            loaded
+            if isinstance(loaded, ModelChoice)
+            else ModelChoice.of_module(
+                loaded, options, hint_jpeg=bool(getattr(model, "is_default", False)), warm_up=warm_up
+            )
         )
-    )
     result.settings = upscaler_settings(choice.first)
     result.one_off = choice.one_off
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s, backend %(backend)s", result.settings)
     details: dict[int, dict] = {}
     ran: set[tuple[str, Any]] = set()  # (backend, dtype) pairs that ran
+    converted: set[str | None] = set()  # the weights keys of the usual OpenVINO backends that ran
 
     def record(job: Job, outcome: object) -> None:
         """Book one finished job, in job order: None written, an exception failed, (kind, message) as settled."""
@@ -611,6 +615,8 @@ def run_jobs(
                 info["output_size"] = out.size[::-1]
                 info["backend"] = upscaler.backend.name
                 ran.add((upscaler.backend.name, upscaler.backend.dtype))
+                if upscaler.backend.name == "openvino":
+                    converted.add(getattr(upscaler.backend, "sha256", None))
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
                 info["seconds"] = time.perf_counter() - info.pop("t0")
@@ -635,6 +641,9 @@ def run_jobs(
             record(*finished)
     if ran:  # what ran, not the choice (--backend auto: torch for a few small images, then OpenVINO)
         result.settings.update(ran_settings(ran))
+    converted.discard(None)
+    if isinstance(model, ModelLoader) and model.sha256 is not None and model.module is not None and converted:
+        remember(model.sha256, converted.pop(), model.module.config)  # the next run of this file starts without torch
     return result
 
 
@@ -651,12 +660,13 @@ def check_outscale(outscale: float | None) -> None:
 
 
 def ran_settings(ran: set[tuple[str, Any]]) -> dict:
-    """``backend`` and ``precision`` of a run from the (backend name, torch dtype) pairs that ran: each
+    """``backend`` and ``precision`` of a run from the (backend name, dtype) pairs that ran: each
     comma-separated when several did (``torch, openvino``)."""
-    names = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+    from spsr_cli.engine.records import precision_name
+
     return {
         "backend": ", ".join(sorted({name for name, _ in ran})),
-        "precision": ", ".join(sorted({names.get(str(dtype), str(dtype)) for _, dtype in ran})),
+        "precision": ", ".join(sorted({precision_name(dtype) for _, dtype in ran})),
     }
 
 

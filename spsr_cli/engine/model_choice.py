@@ -16,13 +16,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 from spsr_cli.engine.options import InferenceOptions
-from spsr_cli.engine.tiling import Upscaler
+from spsr_cli.engine.tiles import Tiler
 from spsr_cli.errors import UsageError
 from spsr_cli.io.jpeg_quality import estimate_jpeg_quality
-from spsr_cli.model.architectures import Generator
+
+if TYPE_CHECKING:  # torch is imported when a module is wrapped in an Upscaler
+    from spsr_cli.model.architectures import Generator
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ JPEG_MODEL = "realsr-df2k-jpeg"
 #: interpolation puts the crossing at 95.8, so 96 and above go to the default model.
 JPEG_QUALITY_THRESHOLD = 96
 
-#: Loads a model by registry name or path (None: the default model).
-Loader = Callable[[str | None], Generator]
+#: Loads a model by registry name or path (None: the default model): its module, or an upscaler ready to
+#: run (a :class:`~spsr_cli.engine.tiles.Tiler`, such as :mod:`spsr_cli.engine.fast_start`'s).
+Loader = Callable[[Union[str, None]], Union["Generator", Tiler]]
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,19 @@ class ModelChoice:
         self.one_off: dict[str | None, dict[str, float | None]] = {}
         self.last: dict[str, str | None] | None = None
         first = None if self.auto else model
-        self._upscalers: dict[str | None, Upscaler] = {first: self._build(first)}
+        self._upscalers: dict[str | None, Tiler] = {first: self._build(first)}
         self.scale = self._upscalers[first].scale
 
-    def _build(self, model: str | None) -> Upscaler:
+    def _build(self, model: str | None) -> Tiler:
         """Load ``model`` and build its upscaler, recording the one-off seconds this takes."""
         started = time.perf_counter()
-        upscaler = Upscaler(self._load(model), self._options)
+        loaded = self._load(model)
+        if isinstance(loaded, Tiler):
+            upscaler = loaded
+        else:
+            from spsr_cli.engine.tiling import Upscaler
+
+            upscaler = Upscaler(loaded, self._options)
         loaded = time.perf_counter() - started
         warm = None
         if self._warm_up:
@@ -126,11 +135,11 @@ class ModelChoice:
         return choice
 
     @property
-    def first(self) -> Upscaler:
+    def first(self) -> Tiler:
         """The upscaler of the one model (or, under ``auto``, of the default model)."""
         return next(iter(self._upscalers.values()))
 
-    def _upscaler(self, model: str | None) -> Upscaler:
+    def _upscaler(self, model: str | None) -> Tiler:
         if model not in self._upscalers:
             upscaler = self._build(model)
             if upscaler.scale != self.scale:
@@ -141,7 +150,7 @@ class ModelChoice:
             self._upscalers[model] = upscaler
         return self._upscalers[model]
 
-    def upscaler_for(self, path: Path) -> Upscaler:
+    def upscaler_for(self, path: Path) -> Tiler:
         """The upscaler for the image file ``path``; logs the choice under ``auto``."""
         if not self.auto:
             (model,) = self._upscalers

@@ -110,6 +110,29 @@ def read_container(path: Path) -> tuple[dict[str, memoryview], dict[str, Any]]:
     return parts, header
 
 
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` package can be imported (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a cache file, its parts unread and unchecked (a quick look); {} when the file
+    is absent or does not start as a cache file."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(MAGIC)) != MAGIC:
+                return {}
+            header = json.loads(handle.readline())
+    except (OSError, ValueError):
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
 def import_openvino() -> Any:
     """The ``openvino`` module, imported with its usage telemetry off.
 

@@ -24,7 +24,7 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from spsr_cli.engine.tiling import MemoryBudgetError, Progress, Upscaler
+from spsr_cli.engine.tiles import MemoryBudgetError, Progress, Tiler
 from spsr_cli.io.images import Image, quantise, resize_plane
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def write_bytes_estimate(image: Image, size: tuple[int, int]) -> int:
 
 def upscale_image(
     image: Image,
-    upscaler: Upscaler,
+    upscaler: Tiler,
     *,
     outscale: float | None = None,
     progress: Progress | None = None,

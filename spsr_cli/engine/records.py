@@ -85,16 +85,19 @@ def describe_model(source: str | Path | None, module: nn.Module | None = None) -
     }
 
 
+def precision_name(dtype: Any) -> str:
+    """``fp32``, ``fp16`` or ``bf16`` for a torch dtype or its name (``torch.bfloat16``, ``bfloat16``)."""
+    name = str(dtype).removeprefix("torch.")
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(name, name)
+
+
 def run_settings(upscaler: Upscaler) -> dict[str, Any]:
     """``device``, ``precision`` (fp32/fp16/bf16), ``tile`` (None: whole image), ``tile_overlap`` and
     ``backend`` an upscaler runs with: ``torch`` or ``openvino``, or ``auto`` while the choice is made per
     image (``--backend auto`` before any image ran; each image's report names the backend that ran it)."""
-    import torch
-
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
     return {
         "device": str(upscaler.device),
-        "precision": names.get(upscaler.dtype, str(upscaler.dtype)),
+        "precision": precision_name(upscaler.dtype),
         "tile": upscaler.tile,
         "tile_overlap": upscaler.overlap,
         "backend": getattr(upscaler, "backend_choice", BACKEND),
@@ -187,6 +190,7 @@ def per_megapixel(seconds: float | None, output_pixels: int) -> float | None:
 
 
 __all__ = [
+    "precision_name",
     "BACKEND",
     "WARM_UP_SIDE",
     "describe_model",

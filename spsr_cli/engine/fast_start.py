@@ -1,0 +1,308 @@
+"""Start without torch: images through a model OpenVINO has converted before.
+
+Importing torch and building the network cost a run about 1.8 s before its first pixel (2-core EPYC:
+torch 1.0-1.4 s, the network 0.3 s, its weights' sha256 0.1 s); a converted model needs neither, and on
+a CPU with AMX a 160 x 160 photo takes OpenVINO about 1.5 s. So :func:`fast_choice` runs the images of
+``spsr upscale`` through the cached OpenVINO model alone when all of this holds (else None: the usual path):
+
+* one model, named by the registry (a bundled or imported file) or a ``.safetensors`` path;
+* ``--backend auto`` or ``openvino``, on the CPU (``--device cpu``, or ``auto`` where no GPU can be:
+  :func:`~spsr_cli.engine.device.gpu_possible`), ``--precision`` default, bf16 or fp32, no ``--compile``,
+  and no warm-up (``--json`` times images without one-off costs: the usual path does that);
+* a card in the cache names the model file's sha256 (:func:`remember`: written by the usual path when
+  OpenVINO ran the model), and the cache holds the model converted for any shape.
+
+Images, tiles and memory are planned as always (:class:`~spsr_cli.engine.tiles.Tiler`), so the outputs
+are the usual path's, byte for byte. Where OpenVINO cannot go on (no converted model any more, a shape it
+cannot compile), torch is imported then and the usual backends take over, as ``--backend auto`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from spsr_cli.engine.device import cpu_bf16_faster, gpu_possible
+from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.engine.tiles import Tiler
+from spsr_cli.errors import BackendError, SPSRError
+from spsr_cli.files import atomic_path, sha256_file
+
+if TYPE_CHECKING:
+    from spsr_cli.engine.model_choice import ModelChoice
+    from spsr_cli.engine.openvino_runtime import CompiledModels
+
+log = logging.getLogger(__name__)
+
+#: OpenVINO's precision hint -> the dtype's name in torch (what reports say: ``bf16``, ``fp32``).
+_DTYPE_NAMES = {"bf16": "bfloat16", "f32": "float32"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TileFacts:
+    """What the tiles need of a network's config (:class:`~spsr_cli.model.architectures.GeneratorConfig`),
+    kept in its card so that no torch is needed to read them."""
+
+    architecture: str
+    scale: int
+    in_channels: int
+    receptive_radius: int
+    tile_context: int
+    tile_align: int
+    work_channels: int
+    macs_per_input_pixel: float
+
+    @classmethod
+    def of(cls, config: Any) -> TileFacts:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+# ---------------------------------------------------------------- cards
+
+
+def _code_hash() -> str:
+    """sha256 of the network code (``spsr_cli/model``): a card's facts hold only for the code that made them."""
+    hasher = hashlib.sha256()
+    folder = resources.files("spsr_cli") / "model"
+    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".py")):
+        hasher.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return hasher.hexdigest()
+
+
+def _card_path(file_sha256: str) -> Path:
+    from spsr_cli.engine.openvino_runtime import cache_root
+
+    return cache_root() / "files" / f"{file_sha256}.json"
+
+
+def remember(file_sha256: str, weights_sha256: str, config: Any) -> None:
+    """Write the card of a weights file OpenVINO ran: its sha256 -> the cache key of its converted models
+    (:func:`~spsr_cli.engine.openvino_backend.weights_sha256` of the module built from it) and its
+    :class:`TileFacts`. Atomic; a card that cannot be written costs the next run its fast start, nothing more."""
+    card = {"weights": weights_sha256, "code": _code_hash(), "tiles": dataclasses.asdict(TileFacts.of(config))}
+    path = _card_path(file_sha256)
+    try:
+        if path.is_file() and json.loads(path.read_text(encoding="utf-8")) == card:
+            return
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(card, sort_keys=True), encoding="utf-8")
+    except (OSError, ValueError) as err:
+        log.debug("OpenVINO cache: cannot write the card %s (%s)", path, err)
+
+
+def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
+    """The weights key and facts of a card written by this code; None when there is none (or it is stale)."""
+    try:
+        card = json.loads(_card_path(file_sha256).read_text(encoding="utf-8"))
+        if card.get("code") != _code_hash():
+            return None
+        return str(card["weights"]), TileFacts(**card["tiles"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- the weights file, without torch
+
+
+def _weights_file(source: str | None) -> Path | None:
+    """The local file ``--model`` names when the registry (a bundled or imported model) or a ``.safetensors``
+    path tells it without torch; None otherwise (the usual loader then resolves, downloads and checks it)."""
+    from spsr_cli.weights.manifest import load_manifest_json
+
+    if source is not None:
+        path = Path(source).expanduser()
+        if path.suffix.lower() == ".safetensors" and path.is_file():
+            return path
+    models, default = load_manifest_json()
+    raw = models.get(default if source is None else str(source))
+    kind = raw.get("source", {}).get("type") if isinstance(raw, dict) and isinstance(raw.get("source"), dict) else None
+    if kind == "bundled":
+        path = Path(str(resources.files("spsr_cli") / raw["source"]["path"]))
+    elif kind == "file":
+        path = Path(raw["source"]["path"])
+    else:
+        return None
+    return path if path.is_file() and sha256_file(path) == raw.get("sha256") else None
+
+
+# ---------------------------------------------------------------- the upscaler
+
+
+class _Backend:
+    """A backend on arrays: the cached OpenVINO model, or (after a fall-back) one of the usual backends."""
+
+    def __init__(self, name: str, dtype: str, run: Callable[[np.ndarray, bool], np.ndarray], describe: str) -> None:
+        self.name = name
+        self.dtype = dtype  # the dtype's name in torch (torch is not loaded)
+        self._run = run
+        self._describe = describe
+
+    def run(self, patch: np.ndarray, fp32: bool = False) -> np.ndarray:
+        return self._run(patch, fp32)
+
+    def describe(self) -> str:
+        return self._describe
+
+
+class CachedOpenVINOUpscaler(Tiler):
+    """An :class:`~spsr_cli.engine.tiling.Upscaler` of a converted model, without torch (see the module docstring).
+
+    Args:
+        facts: the network's :class:`TileFacts`.
+        models: its cache folder (:class:`~spsr_cli.engine.openvino_runtime.CompiledModels`, no converter).
+        options: the run's options (``backend`` auto or openvino, on the CPU).
+        hint: OpenVINO's precision (``bf16`` or ``f32``).
+        load: loads the network (imports torch) for the usual backends, when OpenVINO cannot go on.
+
+    ``device`` is ``"cpu"`` and ``dtype`` the precision's name in torch (``bfloat16``, ``float32``).
+    """
+
+    def __init__(
+        self,
+        facts: TileFacts,
+        models: CompiledModels,
+        options: InferenceOptions,
+        hint: str,
+        load: Callable[[], Any],
+    ) -> None:
+        self._setup(facts, options, "cpu")
+        self.device = "cpu"
+        self.backend_choice = str(options.backend).strip().lower()
+        self.dtype = _DTYPE_NAMES[hint]
+        self._precision = options.precision
+        self._load = load
+        self._models = models
+        self.backend = self._openvino(models, hint)
+        self._start_tile(options)
+
+    @staticmethod
+    def _openvino(models: CompiledModels, hint: str) -> _Backend:
+        from spsr_cli.engine.openvino_runtime import openvino_version
+
+        def run(patch: np.ndarray, fp32: bool) -> np.ndarray:
+            return models.infer(patch, "f32" if fp32 else hint)
+
+        label = f"openvino {openvino_version().split('-')[0]} on the CPU, {hint} (cached; torch not loaded)"
+        return _Backend("openvino", _DTYPE_NAMES[hint], run, label)
+
+    @property
+    def compute_itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else 4
+
+    @property
+    def itemsize(self) -> int:
+        """As the usual upscaler plans: under ``auto`` the wider of OpenVINO's and torch's precision."""
+        if self.backend_choice != "auto":
+            return self.compute_itemsize
+        torch_bf16 = self._precision == "bf16" or (self._precision is None and cpu_bf16_faster("torch"))
+        return max(self.compute_itemsize, 2 if torch_bf16 else 4)
+
+    def _choose_backend(self, height: int, width: int) -> None:
+        log.debug("%d x %d image: %s", width, height, self.backend.describe())
+
+    def _usual(self, name: str) -> _Backend:
+        """The usual backend ``name`` (torch, or OpenVINO able to convert) on arrays; imports torch."""
+        import torch
+
+        from spsr_cli.engine.backends import make_backend
+        from spsr_cli.engine.device import resolve_dtype
+
+        device = torch.device("cpu")
+        dtype = resolve_dtype(device, self._precision, name)
+        backend = make_backend(name, self._load(), device, dtype)
+
+        def run(patch: np.ndarray, fp32: bool) -> np.ndarray:
+            with torch.inference_mode():
+                out = backend.run(torch.from_numpy(patch), torch.float32 if fp32 else None)
+            return out.float().numpy()
+
+        return _Backend(name, str(dtype).removeprefix("torch."), run, backend.describe())
+
+    def _forward(self, patch: np.ndarray) -> np.ndarray:
+        """N x 3 x h x w float32 patch -> N x 3 x sh x sw float32 array, finite (as ``Upscaler._forward``)."""
+        from spsr_cli.engine.openvino_runtime import NotConverted
+
+        patch = np.asarray(patch, dtype=np.float32)
+        try:
+            sr = self.backend.run(patch)
+        except NotConverted as err:  # the cache lost its converted model: convert it, as the usual path does
+            log.warning("%s; converting it again", err)
+            self.backend = self._usual("openvino")
+            sr = self.backend.run(patch)
+        except BackendError as err:
+            if self.backend_choice != "auto" or self.backend.name == "torch":
+                raise
+            log.warning("%s; running it with torch", err)
+            self.backend_choice = "torch"
+            self.backend = self._usual("torch")
+            sr = self.backend.run(patch)
+        if self.backend.dtype != "float32" and not np.isfinite(sr).all():
+            log.warning("a tile overflowed in %s (NaN/Inf); recomputing it in float32", self.backend.dtype)
+            sr = self.backend.run(patch, True)
+        return sr
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False) -> ModelChoice | None:
+    """A :class:`~spsr_cli.engine.model_choice.ModelChoice` of a :class:`CachedOpenVINOUpscaler` for
+    :func:`~spsr_cli.engine.batch.run_jobs` when ``model`` (a :class:`~spsr_cli.engine.batch.ModelLoader`)
+    and ``options`` allow a start without torch (the module docstring says when); None otherwise."""
+    from spsr_cli.engine import openvino_runtime
+    from spsr_cli.engine.batch import ModelLoader
+    from spsr_cli.engine.model_choice import ModelChoice
+
+    device = str(options.device).strip().lower()
+    if (
+        not isinstance(model, ModelLoader)
+        or model.module is not None
+        or warm_up
+        or options.compile
+        or str(options.backend).strip().lower() not in ("auto", "openvino")
+        or not (device == "cpu" or (device == "auto" and not gpu_possible()))
+        or options.precision not in (None, "bf16", "fp32")
+        or not openvino_runtime.openvino_installed()
+    ):
+        return None
+    started = time.perf_counter()
+    try:
+        from spsr_cli.weights.manifest import load_manifest_json
+
+        default_name = load_manifest_json()[1]
+        path = _weights_file(model.source)
+        file_sha256 = sha256_file(path) if path is not None else None
+        card = _read_card(file_sha256) if file_sha256 is not None else None
+        if card is None:
+            return None
+        weights, facts = card
+        from spsr_cli.engine.openvino_runtime import CompiledModels, cache_root, read_header
+
+        models = CompiledModels(cache_root() / weights)
+        if not read_header(models.cache_dir / "ir.ovc").get("dynamic"):
+            return None  # converted per shape (or not at all): the usual path converts what it needs
+    except (SPSRError, OSError, ValueError, ImportError):
+        return None
+    bf16 = options.precision == "bf16" or (options.precision is None and cpu_bf16_faster("openvino"))
+    hint = "bf16" if bf16 else "f32"
+    upscaler = CachedOpenVINOUpscaler(facts, models, options, hint, load=model)
+    model.path, model.sha256 = path, file_sha256
+    model.load_seconds = time.perf_counter() - started
+    log.debug(
+        "model %s: %s, sha256 %s (converted for OpenVINO before: torch is not loaded)",
+        model.source or "(default)",
+        path,
+        file_sha256,
+    )
+    return ModelChoice(model.source, options, load=lambda _: upscaler, default_name=default_name)
+
+
+__all__ = ["CachedOpenVINOUpscaler", "TileFacts", "fast_choice", "remember"]
