@@ -1,0 +1,151 @@
+"""A model OpenVINO converted before runs without torch, with the same output as the usual path."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_rrdbnet, needs_openvino
+from PIL import Image as PILImage
+
+from spsr_cli.engine import fast_start
+from spsr_cli.engine.batch import ModelLoader, OutputSpec, plan_jobs, run_jobs
+from spsr_cli.engine.options import InferenceOptions
+from spsr_cli.errors import BackendError
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = InferenceOptions(device="cpu", backend="auto", precision="fp32", tile=0)
+
+
+@pytest.fixture
+def setup(openvino_home, tmp_path, monkeypatch):
+    """(weights file of make_rrdbnet's model, a photo): SPSR_HOME is a copy of the home where it is converted."""
+    from spsr_cli.weights.store import write_generator_file
+
+    home = tmp_path / "spsr"
+    shutil.copytree(openvino_home, home)
+    monkeypatch.setenv("SPSR_HOME", str(home))
+    model = make_rrdbnet()
+    weights = tmp_path / "rrdb.safetensors"
+    write_generator_file(weights, model.state_dict(), model.config, source="test", licence="MIT", dtype=torch.float32)
+    photo = tmp_path / "photo.png"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (18, 21, 3), dtype=np.uint8)).save(photo)
+    return weights, photo
+
+
+def upscale(weights, photo, target, options=OPTIONS):
+    jobs = plan_jobs([str(photo)], OutputSpec(output=target), scale=4)
+    loader = ModelLoader(str(weights))
+    result = run_jobs(jobs, loader, options)
+    assert not result.failed, result.failed
+    return result, loader
+
+
+def test_a_second_run_starts_without_torch_and_writes_the_same_image(setup, tmp_path):
+    """Two `spsr upscale` processes: the first converts (or finds) the model and leaves the card, the
+    second never imports torch; their outputs are the same bytes."""
+    needs_openvino()
+    weights, photo = setup
+    script = (
+        "import sys\nfrom spsr_cli.cli.app import main\ntry:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)\nsys.exit(code)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    outputs = []
+    for run in (1, 2):
+        out = tmp_path / f"out{run}.png"
+        args = ["upscale", str(photo), "-m", str(weights), "-o", str(out), "--device", "cpu", "--precision", "fp32"]
+        done = subprocess.run(
+            [sys.executable, "-c", script, "-v", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"torch loaded: {run == 1}" in done.stderr, done.stderr
+        outputs.append(out.read_bytes())
+    assert "torch is not loaded" in done.stderr and "openvino" in done.stderr
+    assert outputs[0] == outputs[1]
+
+
+def test_the_card_is_written_by_a_usual_openvino_run_and_read_only_by_the_same_code(setup, tmp_path, monkeypatch):
+    needs_openvino()
+    weights, photo = setup
+    loader = ModelLoader(str(weights))
+    assert fast_start.fast_choice(loader, OPTIONS) is None  # no card yet
+    result, loader = upscale(weights, photo, tmp_path / "a.png")
+    assert result.reports[0].backend == "openvino" and loader.module is not None
+    choice = fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS)
+    assert isinstance(choice.first, fast_start.CachedOpenVINOUpscaler)
+    assert choice.first.scale == 4 and choice.first.overlap == loader.module.config.tile_context
+    for changed in (  # what the fast start does not do: the usual path runs
+        dataclasses.replace(OPTIONS, backend="torch"),
+        dataclasses.replace(OPTIONS, device="cuda"),
+        dataclasses.replace(OPTIONS, precision="fp16"),
+        dataclasses.replace(OPTIONS, compile=True),
+    ):
+        assert fast_start.fast_choice(ModelLoader(str(weights)), changed) is None
+    assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS, warm_up=True) is None
+    monkeypatch.setattr(fast_start, "_code_hash", lambda: "other network code")
+    assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS) is None  # a stale card is not used
+
+
+def test_the_fast_start_writes_what_the_usual_path_writes(setup, tmp_path):
+    needs_openvino()
+    weights, photo = setup
+    usual, _ = upscale(weights, photo, tmp_path / "usual.png")
+    fast, loader = upscale(weights, photo, tmp_path / "fast.png")
+    assert loader.module is None and loader.sha256 is not None  # no network was built
+    assert fast.reports[0].backend == "openvino" and fast.settings["precision"] == "fp32"
+    assert fast.settings["backend"] == usual.settings["backend"] == "openvino"
+    assert (tmp_path / "fast.png").read_bytes() == (tmp_path / "usual.png").read_bytes()
+
+
+def test_a_lost_converted_model_is_converted_again(setup, tmp_path, caplog):
+    needs_openvino()
+    weights, photo = setup
+    upscale(weights, photo, tmp_path / "usual.png")
+    choice = fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS)
+    for path in choice.first._models.cache_dir.iterdir():  # the cache is emptied after the run started
+        path.unlink()
+    jobs = plan_jobs([str(photo)], OutputSpec(output=tmp_path / "again.png"), scale=4)
+    result = run_jobs(jobs, lambda: choice, OPTIONS)
+    assert not result.failed and "converting it again" in caplog.text
+    assert result.reports[0].backend == "openvino"
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "usual.png").read_bytes()
+
+
+def test_an_openvino_failure_under_auto_runs_the_image_with_torch(setup, tmp_path, monkeypatch, caplog):
+    needs_openvino()
+    from spsr_cli.engine.openvino_runtime import CompiledModels
+
+    weights, photo = setup
+    upscale(weights, photo, tmp_path / "usual.png")
+
+    def refuse(self, x, hint):
+        raise BackendError("OpenVINO cannot compile this model for 1x3x18x21 in f32 (refused); use --backend torch")
+
+    monkeypatch.setattr(CompiledModels, "infer", refuse)
+    result, loader = upscale(weights, photo, tmp_path / "torch.png")
+    assert "running it with torch" in caplog.text and loader.module is not None
+    assert result.reports[0].backend == "torch" and result.settings["backend"] == "torch"
+    jobs = plan_jobs([str(photo)], OutputSpec(output=tmp_path / "ov.png"), scale=4)
+    only = run_jobs(jobs, ModelLoader(str(weights)), dataclasses.replace(OPTIONS, backend="openvino"))
+    assert "refused" in only.failed[0][1]  # --backend openvino: no other backend is asked for
+    assert not (tmp_path / "ov.png").exists()
+
+
+def test_the_card_names_the_weights_key_and_the_tile_facts(setup, tmp_path):
+    needs_openvino()
+    from spsr_cli.engine.openvino_backend import weights_sha256
+    from spsr_cli.engine.openvino_runtime import cache_root
+
+    weights, photo = setup
+    _, loader = upscale(weights, photo, tmp_path / "a.png")
+    card = json.loads((cache_root() / "files" / f"{loader.sha256}.json").read_text())
+    assert card["weights"] == weights_sha256(loader.module)
+    assert card["tiles"]["work_channels"] == loader.module.config.work_channels
+    assert card["tiles"]["receptive_radius"] == loader.module.config.receptive_radius
