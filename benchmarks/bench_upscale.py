@@ -64,6 +64,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -701,12 +702,17 @@ def part_process(args: argparse.Namespace) -> list[dict]:
         model = _model(True, "spsr")
         weights = str(work / "tiny.safetensors")
         write_generator_file(Path(weights), model.state_dict(), model.config, source="bench", licence="MIT")
-    cli = [sys.executable, "-m", "spsr_cli", "upscale", str(photo), "--model", weights]
+    cli = [sys.executable, "-m", "spsr_cli", "-v", "upscale", str(photo), "--model", weights]
 
     def run(name: str, backend: str) -> dict:
-        out, record = work / f"{name}.png", work / f"{name}.json"
-        result = _run_process([*cli, "-o", str(out), "--backend", backend, "--json", str(record)], work / f"{name}.log")
-        return dict(result, output=str(out), backend=json.loads(record.read_text()).get("backend"))
+        """The command as a user types it (no --json: a record warms the model up, a user's run does not);
+        which backend ran, and whether torch was loaded, are read from its -v log."""
+        out, log = work / f"{name}.png", work / f"{name}.log"
+        result = _run_process([*cli, "-o", str(out), "--backend", backend], log)
+        text = log.read_text(errors="replace")
+        ran = re.search(r"\d+ x \d+ (?:image|frames): (\w+)", text)
+        name = (ran.group(1) if ran else "?") + (", no torch" if "torch not loaded" in text else "")
+        return dict(result, output=str(out), backend=name)
 
     print(f"\nwhole process, {photo.name}, --model {Path(weights).name} ({_cpu_kind()}); one fresh process a command")
     first = run("first", "auto")
@@ -811,7 +817,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     if args.backends is None:
-        from spsr_cli.engine.backends import openvino_installed
+        from spsr_cli.engine.openvino_runtime import openvino_installed
 
         args.backends = ["torch"] + (["openvino"] if openvino_installed() else [])
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
