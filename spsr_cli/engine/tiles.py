@@ -25,6 +25,7 @@ cached OpenVINO model without importing torch. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -281,8 +282,6 @@ class Tiler:
 
     def _running(self) -> ContextManager[Any]:
         """The context the tiles of one image run in (torch: inference mode)."""
-        import contextlib
-
         return contextlib.nullcontext()
 
     def _is_oom(self, err: RuntimeError) -> bool:
