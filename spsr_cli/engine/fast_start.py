@@ -112,15 +112,16 @@ def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
 # ---------------------------------------------------------------- the weights file, without torch
 
 
-def _weights_file(source: str | None) -> Path | None:
-    """The local file ``--model`` names when the registry (a bundled or imported model) or a ``.safetensors``
-    path tells it without torch; None otherwise (the usual loader then resolves, downloads and checks it)."""
+def _weights_file(source: str | None) -> tuple[Path, str] | None:
+    """The local file ``--model`` names, and its sha256, when the registry (a bundled or imported model, whose
+    pin it must match) or a ``.safetensors`` path tells it without torch; None otherwise (the usual loader
+    then resolves, downloads and checks it)."""
     from spsr_cli.weights.manifest import load_manifest_json
 
     if source is not None:
         path = Path(source).expanduser()
         if path.suffix.lower() == ".safetensors" and path.is_file():
-            return path
+            return path, sha256_file(path)
     models, default = load_manifest_json()
     raw = models.get(default if source is None else str(source))
     kind = raw.get("source", {}).get("type") if isinstance(raw, dict) and isinstance(raw.get("source"), dict) else None
@@ -130,7 +131,10 @@ def _weights_file(source: str | None) -> Path | None:
         path = Path(raw["source"]["path"])
     else:
         return None
-    return path if path.is_file() and sha256_file(path) == raw.get("sha256") else None
+    if not path.is_file():
+        return None
+    digest = sha256_file(path)
+    return (path, digest) if digest == raw.get("sha256") else None
 
 
 # ---------------------------------------------------------------- the upscaler
@@ -278,11 +282,11 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
         from spsr_cli.weights.manifest import load_manifest_json
 
         default_name = load_manifest_json()[1]
-        path = _weights_file(model.source)
-        file_sha256 = sha256_file(path) if path is not None else None
-        card = _read_card(file_sha256) if file_sha256 is not None else None
-        if card is None:
+        found = _weights_file(model.source)
+        card = _read_card(found[1]) if found is not None else None
+        if found is None or card is None:
             return None
+        path, file_sha256 = found
         weights, facts = card
         from spsr_cli.engine.openvino_runtime import CompiledModels, cache_root, read_header
 
