@@ -528,7 +528,7 @@ def run_jobs(
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s, backend %(backend)s", result.settings)
     details: dict[int, dict] = {}
     ran: set[tuple[str, Any]] = set()  # (backend, dtype) pairs that ran
-    converted: set[str | None] = set()  # the weights keys of the usual OpenVINO backends that ran
+    converted: str | None = None  # the weights key of the usual OpenVINO backend, once it ran
 
     def record(job: Job, outcome: object) -> None:
         """Book one finished job, in job order: None written, an exception failed, (kind, message) as settled."""
@@ -567,6 +567,7 @@ def run_jobs(
         return read_image(job.source)
 
     def work(decoded: Prefetcher, writer: WriteBehind) -> None:
+        nonlocal converted
         for job, image, read_error in decoded:
             for finished in writer.finished():
                 record(*finished)
@@ -615,8 +616,8 @@ def run_jobs(
                 info["output_size"] = out.size[::-1]
                 info["backend"] = upscaler.backend.name
                 ran.add((upscaler.backend.name, upscaler.backend.dtype))
-                if upscaler.backend.name == "openvino":
-                    converted.add(getattr(upscaler.backend, "sha256", None))
+                if upscaler.backend.name == "openvino" and hasattr(upscaler.backend, "sha256"):
+                    converted = upscaler.backend.sha256  # the fast start's backend has none: nothing to remember
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
                 info["seconds"] = time.perf_counter() - info.pop("t0")
@@ -641,9 +642,8 @@ def run_jobs(
             record(*finished)
     if ran:  # what ran, not the choice (--backend auto: torch for a few small images, then OpenVINO)
         result.settings.update(ran_settings(ran))
-    converted.discard(None)
     if isinstance(model, ModelLoader) and model.sha256 is not None and model.module is not None and converted:
-        remember(model.sha256, converted.pop(), model.module.config)  # the next run of this file starts without torch
+        remember(model.sha256, converted, model.module.config)  # the next run of this file starts without torch
     return result
 
 

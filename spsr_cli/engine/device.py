@@ -117,18 +117,24 @@ def resolve_dtype(device: torch.device, precision: str | None, backend: str = "t
     """
     import torch
 
+    if device.type == "cpu":
+        return getattr(torch, cpu_precision(precision, backend))
     if precision is None:
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and cpu_bf16_faster(backend):
-            return torch.bfloat16
-        return torch.float32
+        return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
-    dtype = getattr(torch, PRECISIONS[precision])
-    if device.type == "cpu" and dtype == torch.float16:
+    return getattr(torch, PRECISIONS[precision])
+
+
+def cpu_precision(precision: str | None, backend: str = "torch") -> str:
+    """:func:`resolve_dtype` on the CPU without torch: the dtype's name in torch (``bfloat16`` or ``float32``)."""
+    if precision is None:
+        return "bfloat16" if cpu_bf16_faster(backend) else "float32"
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not understood; use fp32, fp16 or bf16")
+    if precision == "fp16":
         raise UsageError("--precision fp16 is not used on CPU (slow there); use bf16, fp32 or a GPU")
-    return dtype
+    return PRECISIONS[precision]
 
 
 def gpu_possible() -> bool:

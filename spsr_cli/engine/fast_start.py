@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from spsr_cli.engine.device import cpu_bf16_faster, gpu_possible
+from spsr_cli.engine.device import cpu_precision, gpu_possible
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.tiles import Tiler
 from spsr_cli.errors import BackendError, SPSRError
@@ -112,17 +112,17 @@ def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
 # ---------------------------------------------------------------- the weights file, without torch
 
 
-def _weights_file(source: str | None) -> tuple[Path, str] | None:
+def _weights_file(
+    source: str | None, models: dict[str, dict[str, Any]], default: str | None
+) -> tuple[Path, str] | None:
     """The local file ``--model`` names, and its sha256, when the registry (a bundled or imported model, whose
     pin it must match) or a ``.safetensors`` path tells it without torch; None otherwise (the usual loader
-    then resolves, downloads and checks it)."""
-    from spsr_cli.weights.manifest import load_manifest_json
-
+    then resolves, downloads and checks it). ``models``, ``default``: the registry's raw entries and default
+    (:func:`~spsr_cli.weights.manifest.load_manifest_json`)."""
     if source is not None:
         path = Path(source).expanduser()
         if path.suffix.lower() == ".safetensors" and path.is_file():
             return path, sha256_file(path)
-    models, default = load_manifest_json()
     raw = models.get(default if source is None else str(source))
     kind = raw.get("source", {}).get("type") if isinstance(raw, dict) and isinstance(raw.get("source"), dict) else None
     if kind == "bundled":
@@ -206,8 +206,7 @@ class CachedOpenVINOUpscaler(Tiler):
         """As the usual upscaler plans: under ``auto`` the wider of OpenVINO's and torch's precision."""
         if self.backend_choice != "auto":
             return self.compute_itemsize
-        torch_bf16 = self._precision == "bf16" or (self._precision is None and cpu_bf16_faster("torch"))
-        return max(self.compute_itemsize, 2 if torch_bf16 else 4)
+        return max(self.compute_itemsize, 2 if cpu_precision(self._precision, "torch") == "bfloat16" else 4)
 
     def _choose_backend(self, height: int, width: int) -> None:
         log.debug("%d x %d image: %s", width, height, self.backend.describe())
@@ -281,8 +280,8 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
     try:
         from spsr_cli.weights.manifest import load_manifest_json
 
-        default_name = load_manifest_json()[1]
-        found = _weights_file(model.source)
+        registry, default_name = load_manifest_json()
+        found = _weights_file(model.source, registry, default_name)
         card = _read_card(found[1]) if found is not None else None
         if found is None or card is None:
             return None
@@ -295,8 +294,7 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
             return None  # converted per shape (or not at all): the usual path converts what it needs
     except (SPSRError, OSError, ValueError, ImportError):
         return None
-    bf16 = options.precision == "bf16" or (options.precision is None and cpu_bf16_faster("openvino"))
-    hint = "bf16" if bf16 else "f32"
+    hint = "bf16" if cpu_precision(options.precision, "openvino") == "bfloat16" else "f32"
     upscaler = CachedOpenVINOUpscaler(facts, models, options, hint, load=model)
     model.path, model.sha256 = path, file_sha256
     model.load_seconds = time.perf_counter() - started
