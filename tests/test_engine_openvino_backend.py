@@ -17,8 +17,8 @@ from spsr_cli.engine.openvino_backend import (
     CacheDamaged,
     OpenVINOBackend,
     cache_root,
+    conversion_key,
     read_container,
-    weights_sha256,
     write_container,
 )
 from spsr_cli.engine.options import InferenceOptions
@@ -47,11 +47,11 @@ def test_cache_files_are_whole_or_refused(tmp_path):
 
 def test_the_weights_key_follows_the_weights():
     model = make_rrdbnet()
-    key = weights_sha256(model)
-    assert key == weights_sha256(make_rrdbnet()) and len(key) == 64
+    key = conversion_key(model)
+    assert key == conversion_key(make_rrdbnet()) and len(key) == 64
     with torch.no_grad():
         model.conv_last.bias[0] += 1e-3
-    assert weights_sha256(model) != key
+    assert conversion_key(model) != key
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_an_instruction_set_cap_compiles_its_own_model(home, monkeypatch, one_th
     compiled without the cap is not loaded under it."""
     model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
     OpenVINOBackend(model, torch.float32).run(x)
-    folder = cache_root() / weights_sha256(model)
+    folder = cache_root() / conversion_key(model)
     (uncapped,) = folder.glob("f32-1x3x20x16-*.ovc")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     capped = OpenVINOBackend(model, torch.float32)
@@ -106,7 +106,7 @@ def test_an_instruction_set_cap_compiles_its_own_model(home, monkeypatch, one_th
 def test_a_damaged_cache_file_is_rebuilt(home, caplog, one_thread):
     model, x = make_rrdbnet(), torch.rand(1, 3, 20, 16)
     reference = OpenVINOBackend(model, torch.float32).run(x)
-    folder = cache_root() / weights_sha256(model)
+    folder = cache_root() / conversion_key(model)
     (compiled,) = folder.glob("f32-1x3x20x16-*.ovc")
     data = bytearray(compiled.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
@@ -234,6 +234,26 @@ def test_the_compact_and_dat_networks_convert_through_the_same_path(arch, tmp_pa
         reference = image_module(model)(x)
     assert out.shape == reference.shape == (1, 3, 72, 56) and reference.std() > 0.01
     assert psnr(out.clamp(0, 1), reference.clamp(0, 1)) > 60
+
+
+def test_a_compiled_dat_holds_no_copy_of_its_bias_per_window(tmp_path, monkeypatch, one_thread):
+    """Compiled for one tile shape, the shifted windows' mask must stay one bool per window and token pair:
+    added to the position bias it became an nW x heads x N x N constant per shifted branch (630 MB for
+    DAT-light x4 at 160 x 160). Here that would be 4 x 16.8 MB; kept apart, the masks are 4 x 1 MB."""
+    needs_openvino()
+    from spsr_cli.model.dat import DAT, DATConfig
+
+    monkeypatch.setenv("SPSR_HOME", str(tmp_path / "spsr"))
+    torch.manual_seed(3)
+    config = DATConfig(nf=16, groups=2, depth=4, heads=8, ffn_channels=16, window_short=8, window_long=8)
+    model = DAT(config=config).eval()  # shifted spatial blocks: group 0 block 2, group 1 block 0
+    backend = OpenVINOBackend(model, torch.float32)
+    x = torch.rand(1, 3, 128, 128)
+    out = backend.run(x)
+    with torch.inference_mode():
+        assert psnr(out.clamp(0, 1), model(x).clamp(0, 1)) > 60
+    (compiled,) = (cache_root() / conversion_key(model)).glob("f32-1x3x128x128-*.ovc")
+    assert compiled.stat().st_size < 16e6, compiled.stat().st_size
 
 
 def _run_script(script: str, **env: str):

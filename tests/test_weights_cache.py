@@ -20,8 +20,8 @@ def _disk(root: Path) -> int:
 def cached() -> dict[str, Path]:
     """Files where spsr-cli keeps them: one wheel serving both Real-ESRGAN models (one converted), the
     LPIPS conversion, an older version's archive no entry names, and a local model (not a cache)."""
+    from spsr_cli.weights.local import converted_model_path
     from spsr_cli.weights.lpips_weights import cache_path
-    from spsr_cli.weights.ncnn import converted_model_path
     from spsr_cli.weights.pypi import PyPISource, distribution_path
 
     entry = load_manifest().models["realesrgan-x4plus"]

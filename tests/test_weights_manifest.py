@@ -5,7 +5,7 @@ import pytest
 
 from spsr_cli.errors import UnknownModelError
 from spsr_cli.weights import manifest as m
-from spsr_cli.weights.loader import bundled_path
+from spsr_cli.weights.local import bundled_path
 
 
 def test_packaged_manifest_is_valid_and_every_bundled_file_exists():
@@ -82,7 +82,7 @@ def test_invalid_names(name):
 
 def test_the_shipped_default_matches_its_entry_and_the_shipping_floor():
     from spsr_cli.files import sha256_file
-    from spsr_cli.weights.loader import cached_model_file
+    from spsr_cli.weights.local import cached_model_file
 
     manifest = m.load_manifest()
     entry = manifest.models[manifest.default]

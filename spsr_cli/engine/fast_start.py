@@ -5,7 +5,8 @@ torch 1.0-1.4 s, the network 0.3 s, its weights' sha256 0.1 s); a converted mode
 a CPU with AMX a 160 x 160 photo takes OpenVINO about 1.5 s. So :func:`fast_choice` runs the images of
 ``spsr upscale`` through the cached OpenVINO model alone when all of this holds (else None: the usual path):
 
-* one model, named by the registry (a bundled or imported file) or a ``.safetensors`` path;
+* one model: a weights file's path, or a registry name whose file is on disk (shipped, imported, or
+  downloaded and converted before: :func:`~spsr_cli.weights.local.model_file`) and matches its pin;
 * ``--backend auto`` or ``openvino``, on the CPU (``--device cpu``, or ``auto`` where no GPU can be:
   :func:`~spsr_cli.engine.device.gpu_possible`), ``--precision`` default, bf16 or fp32, no ``--compile``,
   and no warm-up (``--json`` times images without one-off costs: the usual path does that);
@@ -20,21 +21,22 @@ cannot compile), torch is imported then and the usual backends take over, as ``-
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from spsr_cli.engine.device import cpu_precision, gpu_possible
+from spsr_cli.engine.openvino_runtime import network_code_sha256
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.tiles import Tiler
 from spsr_cli.errors import BackendError, SPSRError
 from spsr_cli.files import atomic_path, sha256_file
+from spsr_cli.weights.local import model_file
+from spsr_cli.weights.manifest import load_manifest_json, parse_source
 
 if TYPE_CHECKING:
     from spsr_cli.engine.model_choice import ModelChoice
@@ -68,26 +70,17 @@ class TileFacts:
 # ---------------------------------------------------------------- cards
 
 
-def _code_hash() -> str:
-    """sha256 of the network code (``spsr_cli/model``): a card's facts hold only for the code that made them."""
-    hasher = hashlib.sha256()
-    folder = resources.files("spsr_cli") / "model"
-    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".py")):
-        hasher.update(name.encode() + b"\0" + (folder / name).read_bytes())
-    return hasher.hexdigest()
-
-
 def _card_path(file_sha256: str) -> Path:
     from spsr_cli.engine.openvino_runtime import cache_root
 
     return cache_root() / "files" / f"{file_sha256}.json"
 
 
-def remember(file_sha256: str, weights_sha256: str, config: Any) -> None:
+def remember(file_sha256: str, conversion_key: str, config: Any) -> None:
     """Write the card of a weights file OpenVINO ran: its sha256 -> the cache key of its converted models
-    (:func:`~spsr_cli.engine.openvino_backend.weights_sha256` of the module built from it) and its
+    (:func:`~spsr_cli.engine.openvino_backend.conversion_key` of the module built from it) and its
     :class:`TileFacts`. Atomic; a card that cannot be written costs the next run its fast start, nothing more."""
-    card = {"weights": weights_sha256, "code": _code_hash(), "tiles": dataclasses.asdict(TileFacts.of(config))}
+    card = {"weights": conversion_key, "code": network_code_sha256(), "tiles": dataclasses.asdict(TileFacts.of(config))}
     path = _card_path(file_sha256)
     try:
         if path.is_file() and json.loads(path.read_text(encoding="utf-8")) == card:
@@ -102,7 +95,7 @@ def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
     """The weights key and facts of a card written by this code; None when there is none (or it is stale)."""
     try:
         card = json.loads(_card_path(file_sha256).read_text(encoding="utf-8"))
-        if card.get("code") != _code_hash():
+        if card.get("code") != network_code_sha256():
             return None
         return str(card["weights"]), TileFacts(**card["tiles"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -115,26 +108,24 @@ def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
 def _weights_file(
     source: str | None, models: dict[str, dict[str, Any]], default: str | None
 ) -> tuple[Path, str] | None:
-    """The local file ``--model`` names, and its sha256, when the registry (a bundled or imported model, whose
-    pin it must match) or a ``.safetensors`` path tells it without torch; None otherwise (the usual loader
-    then resolves, downloads and checks it). ``models``, ``default``: the registry's raw entries and default
+    """The local file ``--model`` names and its sha256, found as the usual loader finds it
+    (:func:`~spsr_cli.weights.loader.resolve_weights`: a path to a file, else a registry name whose file is
+    on disk and matches its pin); None when only that loader can tell (it downloads, converts and says what
+    is wrong). ``models``, ``default``: the registry's raw entries and default name
     (:func:`~spsr_cli.weights.manifest.load_manifest_json`)."""
     if source is not None:
         path = Path(source).expanduser()
-        if path.suffix.lower() == ".safetensors" and path.is_file():
+        if path.suffix and path.is_file():
             return path, sha256_file(path)
-    raw = models.get(default if source is None else str(source))
-    kind = raw.get("source", {}).get("type") if isinstance(raw, dict) and isinstance(raw.get("source"), dict) else None
-    if kind == "bundled":
-        path = Path(str(resources.files("spsr_cli") / raw["source"]["path"]))
-    elif kind == "file":
-        path = Path(raw["source"]["path"])
-    else:
+    name = default if source is None else str(source)
+    raw = models.get(name) if name is not None else None
+    if not isinstance(raw, dict) or not isinstance(raw.get("source"), dict):
         return None
-    if not path.is_file():
+    found = model_file(name, parse_source(raw["source"], name))
+    if found is None:
         return None
-    digest = sha256_file(path)
-    return (path, digest) if digest == raw.get("sha256") else None
+    digest = sha256_file(found)
+    return (found, digest) if digest == raw.get("sha256") else None
 
 
 # ---------------------------------------------------------------- the upscaler
@@ -278,8 +269,6 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
         return None
     started = time.perf_counter()
     try:
-        from spsr_cli.weights.manifest import load_manifest_json
-
         registry, default_name = load_manifest_json()
         found = _weights_file(model.source, registry, default_name)
         card = _read_card(found[1]) if found is not None else None

@@ -8,7 +8,7 @@ trace does not generalise (shape arithmetic baked in as constants) is converted 
 shape instead. Nothing here names an architecture: whatever PyTorch can trace converts.
 
 Compilation, the cache and inference are :mod:`spsr_cli.engine.openvino_runtime` (no torch there): the
-cache folder of a model is named by :func:`weights_sha256` of its module.
+cache folder of a model is named by :func:`conversion_key` of its module (its weights and the network code).
 
 Tensor contract of :meth:`OpenVINOBackend.run`: N x C x h x w float32 CPU tensor in [0, 1] ->
 N x C x sh x sw float32 CPU tensor (not clamped).
@@ -37,6 +37,7 @@ from spsr_cli.engine.openvino_runtime import (
     cache_root,
     compile_config,
     import_openvino,
+    network_code_sha256,
     openvino_version,
     read_container,
     reshape,
@@ -58,10 +59,12 @@ CHECK_MIN_PSNR = 80.0
 PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """sha256 of a generator's weights: its architecture, config and every state-dict tensor (name,
-    dtype, shape, bytes). The cache key of its converted models, whichever file it came from."""
-    hasher = hashlib.sha256()
+def conversion_key(model: torch.nn.Module) -> str:
+    """The cache key of a generator's converted models: sha256 of its weights (architecture, config and
+    every state-dict tensor: name, dtype, shape, bytes), whichever file they came from, and of the network
+    code they were traced through (:func:`~spsr_cli.engine.openvino_runtime.network_code_sha256`: a
+    version of spsr-cli whose networks compute differently converts again)."""
+    hasher = hashlib.sha256(network_code_sha256().encode())
     config = getattr(model, "config", None)
     hasher.update(str(getattr(config, "architecture", type(model).__name__)).encode())
     to_dict = getattr(config, "to_dict", None)
@@ -147,7 +150,7 @@ class OpenVINOBackend:
     @property
     def sha256(self) -> str:
         if self._sha256 is None:
-            self._sha256 = weights_sha256(self._source)
+            self._sha256 = conversion_key(self._source)
         return self._sha256
 
     @property
@@ -196,6 +199,6 @@ __all__ = [  # the cache's names are openvino_runtime's, available here too
     "OpenVINOBackend",
     "cache_root",
     "read_container",
-    "weights_sha256",
+    "conversion_key",
     "write_container",
 ]

