@@ -35,10 +35,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default=None, help="fp32, bf16, fp16 (default: the engine's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        help="torch (default), openvino, or auto (which may mix them: a converted model runs in OpenVINO)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rgb = np.random.default_rng(0).random((args.size, args.size, 3), dtype=np.float32)
-    options = InferenceOptions(device=args.device, precision=args.precision)
+    options = InferenceOptions(device=args.device, precision=args.precision, backend=args.backend)
     engines = {name: Upscaler(load_generator(name), options) for name in args.models}
     for name, engine in engines.items():
         engine.upscale_array(rgb)  # warm-up: oneDNN plans, allocator

@@ -266,9 +266,11 @@ def _tiles_case(case: dict, queue: mp.Queue) -> None:
         edge = tile + 2 * overlap
         rgb = _photo(edge, edge, seed=tile)
         for up in engines.values():  # compile OpenVINO for this shape outside the timing
-            compiled = getattr(up.backend, "_compiled", None)
-            if compiled is not None:
-                compiled((1, 3, edge, edge), up.dtype)
+            models = getattr(up.backend, "models", None)
+            if models is not None:
+                from spsr_cli.engine.openvino_backend import PRECISION_HINTS
+
+                models.compiled((1, 3, edge, edge), PRECISION_HINTS[up.dtype])
         runs: dict[str, list] = {b: [] for b in engines}
         peaks: dict[str, float] = {}
         for _ in range(case["repeat"]):

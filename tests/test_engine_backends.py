@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from conftest import make_rrdbnet, needs_openvino
+from conftest import make_generator, make_rrdbnet, needs_openvino
 
 from spsr_cli.engine import openvino_runtime, tiling
 from spsr_cli.engine.backends import TorchBackend, image_module, resolve_backend
@@ -49,7 +49,7 @@ def test_torch_backend_runs_the_image_output_and_leaves_the_model_alone(one_thre
 
 
 def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_thread):
-    """Small images stay on torch; once the images add up to AUTO_CONVERT_MACS, OpenVINO takes over."""
+    """Small images stay on torch; once the images add up to AUTO_CONVERT_PIXELS, OpenVINO takes over."""
     monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
     ran = []
 
@@ -72,14 +72,38 @@ def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_t
     monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
     model = make_rrdbnet()
     up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", backend="auto"))
-    per_image = 10 * 12 * model.config.macs_per_input_pixel
-    monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 2.5 * per_image)
+    monkeypatch.setattr(tiling, "AUTO_CONVERT_PIXELS", 2.5 * 10 * 12)
     x = torch.rand(1, 3, 10, 12)
     names = []
     for _ in range(4):
         up.upscale(x)
         names.append(up.backend.name)
     assert names == ["torch", "torch", "openvino", "openvino"] and len(ran) == 2
+
+
+def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypatch):
+    """The conversion pays for itself after 20-100 thousand input pixels for every architecture measured
+    (torch time and conversion both grow with the graph): a 100 x 100 photo stays on torch, a 240 x 240
+    one converts, for a network 16x cheaper per pixel as for the dearer one."""
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
+
+    class FakeOpenVINO(TorchBackend):
+        name = "openvino"
+
+        def __init__(self, model, dtype):
+            super().__init__(model, CPU, dtype)
+
+        def is_converted(self):
+            return False
+
+    monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
+    models = [make_rrdbnet(), make_generator()]
+    macs = [m.config.macs_per_input_pixel for m in models]
+    assert max(macs) > 15 * min(macs)
+    for model in models:
+        options = InferenceOptions(device="cpu", precision="fp32", backend="auto")
+        assert Upscaler(model, options).backend_for(100, 100).name == "torch"
+        assert Upscaler(model, options).backend_for(240, 240).name == "openvino"
 
 
 def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
@@ -97,8 +121,7 @@ def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
 
     monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
     model = make_rrdbnet()
-    per_frame = 10 * 12 * model.config.macs_per_input_pixel
-    monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 3 * per_frame)
+    monkeypatch.setattr(tiling, "AUTO_CONVERT_PIXELS", 3 * 10 * 12)
     x = torch.rand(1, 3, 10, 12)
     short = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", backend="auto"))
     with short.one_backend(10, 12, count=2):  # two frames: not worth a conversion
@@ -112,7 +135,7 @@ def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
 def test_auto_falls_back_to_torch_when_openvino_cannot_convert(monkeypatch, caplog, one_thread):
     needs_openvino()  # the backend module it patches imports the package
     monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
-    monkeypatch.setattr(tiling, "AUTO_CONVERT_MACS", 0)
+    monkeypatch.setattr(tiling, "AUTO_CONVERT_PIXELS", 0)
 
     def cannot(self, patch, dtype=None):
         raise BackendError("OpenVINO cannot convert this rrdbnet model (test)")

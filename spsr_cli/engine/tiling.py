@@ -41,9 +41,13 @@ from spsr_cli.model.architectures import Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
 
-#: ``--backend auto``: the work (multiply-accumulates) of the images run so far after which a model not yet
-#: converted for OpenVINO is converted (a one-time cost of roughly this much torch work; README, "Backends").
-AUTO_CONVERT_MACS = 1e12
+#: ``--backend auto``: the input pixels of the images run so far after which a model not yet converted for
+#: OpenVINO is converted, about where the torch time spent on them matches the conversion's one-time cost.
+#: Counted in pixels, not multiply-adds: conversion and torch time both grow with the network's graph, so
+#: that point is 15-100 thousand pixels for every architecture measured (README, "Backends"), while in
+#: multiply-adds it spans 12x (DAT's attention and SRVGGNetCompact's small convolutions do little
+#: arithmetic per second of torch).
+AUTO_CONVERT_PIXELS = 40_000
 
 
 def auto_tile_size(
@@ -85,7 +89,7 @@ class Upscaler(Tiler):
         self._source = model
         self._compile = options.compile
         self._backends: dict[str, Backend] = {}
-        self._auto_work = 0.0  # multiply-accumulates of the images so far (--backend auto)
+        self._auto_pixels = 0  # input pixels of the images so far (--backend auto)
         self._candidate: Backend | None = None  # the OpenVINO backend --backend auto may take
         self._held: Backend | None = None  # the backend of every input while one_backend() holds one
         self.backend: Backend = self._backend("torch" if self.backend_choice == "auto" else self.backend_choice)
@@ -114,14 +118,14 @@ class Upscaler(Tiler):
 
         ``torch`` and ``openvino`` are what they say. ``auto`` on a CPU with OpenVINO installed
         takes OpenVINO once the model is converted (in this process or in the cache), or as soon
-        as the images so far, this one included, add up to :data:`AUTO_CONVERT_MACS` of work (a
-        few tiny images never pay for the one-time conversion); torch otherwise, and for good
+        as the images so far, this one included, add up to :data:`AUTO_CONVERT_PIXELS` (a few
+        tiny images never pay for the one-time conversion); torch otherwise, and for good
         after OpenVINO failed to convert the model.
         """
         if self.backend_choice != "auto":
             return self._backend(self.backend_choice)
-        self._auto_work += height * width * self.config.macs_per_input_pixel
-        if "openvino" in self._backends or self._auto_work >= AUTO_CONVERT_MACS:
+        self._auto_pixels += height * width
+        if "openvino" in self._backends or self._auto_pixels >= AUTO_CONVERT_PIXELS:
             return self._backend("openvino")
         if self._candidate is None:  # kept: its key (the weights' sha256) is computed once
             self._candidate = make_backend("openvino", self._source, self.device, self._dtype_for("openvino"))
@@ -251,7 +255,7 @@ def upscale_tensor(
 
 
 __all__ = [  # what callers import from here: the upscaler, and the tiles' names it is built on
-    "AUTO_CONVERT_MACS",
+    "AUTO_CONVERT_PIXELS",
     "CPU_AUTO_TILE",
     "MAX_AUTO_TILE",
     "MAX_TILE_BATCH",
