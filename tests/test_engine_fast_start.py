@@ -89,7 +89,7 @@ def test_the_card_is_written_by_a_usual_openvino_run_and_read_only_by_the_same_c
     ):
         assert fast_start.fast_choice(ModelLoader(str(weights)), changed) is None
     assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS, warm_up=True) is None
-    monkeypatch.setattr(fast_start, "network_code_sha256", lambda: "other network code")
+    monkeypatch.setattr(fast_start, "code_sha256", lambda: "other network code")
     assert fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS) is None  # a stale card is not used
 
 

@@ -87,3 +87,54 @@ def test_rm_refuses_names_that_are_not_caches(cached, tiny_weights):
     with pytest.raises(UsageError, match="local model"):
         remove_cached(["imported"])
     assert os.path.exists(spsr_home() / "weights" / "imported.safetensors")
+
+
+@pytest.fixture
+def openvino_cache(monkeypatch) -> dict[str, Path]:
+    """OpenVINO's cache as the engine leaves it: the default model converted and compiled, with the card the
+    fast start wrote; a model converted by older network code; another OpenVINO version's folder."""
+    import json
+
+    from spsr_cli.model import code_sha256
+    from spsr_cli.weights import cache
+
+    monkeypatch.setattr(cache, "_openvino_release", lambda: "2026.4.1")
+    entry = load_manifest().models["spsr-x4"]
+    current, older = spsr_home() / "openvino" / "2026.4.1-0a1b2c3d", spsr_home() / "openvino" / "2025.1.0-4e5f6a7b"
+    key, stale_key = "a" * 64, "b" * 64
+    files = {
+        "ir": current / key / "ir.ovc",
+        "compiled": current / key / "bf16-1x3x160x160-b7c78b19.ovc",
+        "card": current / "files" / f"{entry.sha256}.json",
+        "stale ir": current / stale_key / "ir.ovc",
+        "stale card": current / "files" / f"{'c' * 64}.json",
+        "old version": older / key / "ir.ovc",
+    }
+    for i, path in enumerate(files.values()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (100 * (i + 1)))
+    files["card"].write_text(json.dumps({"weights": key, "code": code_sha256(), "tiles": {}}))
+    files["stale card"].write_text(json.dumps({"weights": stale_key, "code": "older network code", "tiles": {}}))
+    return files
+
+
+def test_openvino_conversions_count_for_the_model_they_convert(openvino_cache):
+    report = cache_report()
+    mine = [openvino_cache[k] for k in ("ir", "compiled", "card")]
+    assert sorted(f.path for f in report.of("spsr-x4")) == sorted(mine)
+    assert report.bytes_of("spsr-x4") == 100 + 200 + sum(p.stat().st_size for p in mine[2:])
+    unused = {f.path for f in report.files if not f.names}
+    assert unused == {openvino_cache[k] for k in ("stale ir", "stale card", "old version")}
+    assert {f.kind for f in report.files} == {"conversion"}
+
+
+def test_rm_removes_the_openvino_conversions_of_a_shipped_model_and_never_the_model(openvino_cache):
+    from spsr_cli.weights.local import bundled_path
+
+    done = remove_cached(["spsr-x4"])
+    assert sorted(f.path for f in done.removed) == sorted(openvino_cache[k] for k in ("ir", "compiled", "card"))
+    assert not (openvino_cache["ir"].parent).exists() and openvino_cache["stale ir"].exists()
+    assert bundled_path(load_manifest().models["spsr-x4"].source).is_file()  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="ships with spsr-cli"):  # nothing cached of it any more
+        remove_cached(["spsr-x4"])
+    assert remove_cached(None).freed > 0 and not any(p.is_file() for p in (spsr_home() / "openvino").rglob("*"))

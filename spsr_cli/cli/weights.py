@@ -234,8 +234,9 @@ def rm_command(
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
 ) -> None:
-    """Remove cached downloads and conversions (they come back on the next use or `spsr weights download`).
-    Models that ship with spsr-cli, local models and training runs are never touched."""
+    """Remove cached downloads and conversions, OpenVINO's too (they come back on the next use or
+    `spsr weights download`). Models that ship with spsr-cli, local models and training runs are never
+    touched (OpenVINO's conversions of them are caches)."""
     from spsr_cli.errors import UsageError
     from spsr_cli.weights.cache import remove_cached
 

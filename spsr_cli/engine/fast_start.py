@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from spsr_cli.engine.device import cpu_precision, gpu_possible
-from spsr_cli.engine.openvino_runtime import network_code_sha256
 from spsr_cli.engine.options import InferenceOptions
 from spsr_cli.engine.tiles import Tiler
 from spsr_cli.errors import BackendError, SPSRError
 from spsr_cli.files import atomic_path, sha256_file
+from spsr_cli.model import code_sha256
 from spsr_cli.weights.local import model_file
 from spsr_cli.weights.manifest import load_manifest_json, parse_source
 
@@ -80,7 +80,7 @@ def remember(file_sha256: str, conversion_key: str, config: Any) -> None:
     """Write the card of a weights file OpenVINO ran: its sha256 -> the cache key of its converted models
     (:func:`~spsr_cli.engine.openvino_backend.conversion_key` of the module built from it) and its
     :class:`TileFacts`. Atomic; a card that cannot be written costs the next run its fast start, nothing more."""
-    card = {"weights": conversion_key, "code": network_code_sha256(), "tiles": dataclasses.asdict(TileFacts.of(config))}
+    card = {"weights": conversion_key, "code": code_sha256(), "tiles": dataclasses.asdict(TileFacts.of(config))}
     path = _card_path(file_sha256)
     try:
         if path.is_file() and json.loads(path.read_text(encoding="utf-8")) == card:
@@ -95,7 +95,7 @@ def _read_card(file_sha256: str) -> tuple[str, TileFacts] | None:
     """The weights key and facts of a card written by this code; None when there is none (or it is stale)."""
     try:
         card = json.loads(_card_path(file_sha256).read_text(encoding="utf-8"))
-        if card.get("code") != network_code_sha256():
+        if card.get("code") != code_sha256():
             return None
         return str(card["weights"]), TileFacts(**card["tiles"])
     except (OSError, ValueError, KeyError, TypeError):

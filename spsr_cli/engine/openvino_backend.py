@@ -37,7 +37,6 @@ from spsr_cli.engine.openvino_runtime import (
     cache_root,
     compile_config,
     import_openvino,
-    network_code_sha256,
     openvino_version,
     read_container,
     reshape,
@@ -46,6 +45,7 @@ from spsr_cli.engine.openvino_runtime import (
     write_container,
 )
 from spsr_cli.errors import BackendError
+from spsr_cli.model import code_sha256
 from spsr_cli.model.architectures import Generator, architecture_of
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 def conversion_key(model: torch.nn.Module) -> str:
     """The cache key of a generator's converted models: sha256 of its weights (architecture, config and
     every state-dict tensor: name, dtype, shape, bytes), whichever file they came from, and of the network
-    code they were traced through (:func:`~spsr_cli.engine.openvino_runtime.network_code_sha256`: a
+    code they were traced through (:func:`~spsr_cli.model.code_sha256`: a
     version of spsr-cli whose networks compute differently converts again)."""
-    hasher = hashlib.sha256(network_code_sha256().encode())
+    hasher = hashlib.sha256(code_sha256().encode())
     config = getattr(model, "config", None)
     hasher.update(str(getattr(config, "architecture", type(model).__name__)).encode())
     to_dict = getattr(config, "to_dict", None)

