@@ -81,10 +81,8 @@ def test_auto_runs_torch_until_the_work_pays_for_a_conversion(monkeypatch, one_t
     assert names == ["torch", "torch", "openvino", "openvino"] and len(ran) == 2
 
 
-def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypatch):
-    """The conversion pays for itself after 20-100 thousand input pixels for every architecture measured
-    (torch time and conversion both grow with the graph): a 100 x 100 photo stays on torch, a 240 x 240
-    one converts, for a network 16x cheaper per pixel as for the dearer one."""
+def _never_converted(monkeypatch) -> None:
+    """OpenVINO installed, and its backend torch under another name that has converted nothing yet."""
     monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
 
     class FakeOpenVINO(TorchBackend):
@@ -97,6 +95,13 @@ def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypa
             return False
 
     monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
+
+
+def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypatch):
+    """The conversion pays for itself after 15-100 thousand input pixels for every architecture measured
+    (torch time and conversion both grow with the graph): a 100 x 100 photo stays on torch, a 240 x 240
+    one converts, for a network 16x cheaper per pixel as for the dearer one."""
+    _never_converted(monkeypatch)
     models = [make_rrdbnet(), make_generator()]
     macs = [m.config.macs_per_input_pixel for m in models]
     assert max(macs) > 15 * min(macs)
@@ -108,18 +113,7 @@ def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypa
 
 def test_a_held_backend_runs_every_frame_of_a_video(monkeypatch, one_thread):
     """one_backend() weighs a video's frames together: a long video converts at once and never switches."""
-    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: True)
-
-    class FakeOpenVINO(TorchBackend):
-        name = "openvino"
-
-        def __init__(self, model, dtype):
-            super().__init__(model, CPU, dtype)
-
-        def is_converted(self):
-            return False
-
-    monkeypatch.setattr("spsr_cli.engine.openvino_backend.OpenVINOBackend", FakeOpenVINO)
+    _never_converted(monkeypatch)
     model = make_rrdbnet()
     monkeypatch.setattr(tiling, "AUTO_CONVERT_PIXELS", 3 * 10 * 12)
     x = torch.rand(1, 3, 10, 12)
