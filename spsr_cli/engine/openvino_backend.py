@@ -62,8 +62,8 @@ PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 def conversion_key(model: torch.nn.Module) -> str:
     """The cache key of a generator's converted models: sha256 of its weights (architecture, config and
     every state-dict tensor: name, dtype, shape, bytes), whichever file they came from, and of the network
-    code they were traced through (:func:`~spsr_cli.model.code_sha256`: a
-    version of spsr-cli whose networks compute differently converts again)."""
+    code they were traced through (:func:`~spsr_cli.model.code_sha256`: a version of spsr-cli whose
+    networks compute differently converts again)."""
     hasher = hashlib.sha256(code_sha256().encode())
     config = getattr(model, "config", None)
     hasher.update(str(getattr(config, "architecture", type(model).__name__)).encode())

@@ -127,7 +127,7 @@ class Upscaler(Tiler):
         self._auto_pixels += height * width
         if "openvino" in self._backends or self._auto_pixels >= AUTO_CONVERT_PIXELS:
             return self._backend("openvino")
-        if self._candidate is None:  # kept: its key (the weights' sha256) is computed once
+        if self._candidate is None:  # kept: its conversion key is computed once
             self._candidate = make_backend("openvino", self._source, self.device, self._dtype_for("openvino"))
         if self._candidate.is_converted():  # type: ignore[attr-defined]
             self._backends["openvino"] = self._candidate

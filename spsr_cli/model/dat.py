@@ -45,7 +45,7 @@ from torch import nn
 #: DIV2K's mean RGB, subtracted before the network and added back after it (3-channel models).
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 #: The attention logit of window pairs that a shift brought together from different image regions
-#: (the published model adds it to theirs: the same weights to float32 precision, e^-100 either way).
+#: (the published model adds it to theirs instead: the same outputs to float32 precision, e^-100 either way).
 MASKED = -100.0
 BN_EPS = 1e-5
 #: Most tokens one attention window may hold (32 x 32): a window of N tokens builds an N x N index per
@@ -350,9 +350,9 @@ class WindowBranch(nn.Module):
             q, k, v = (torch.roll(t, shifts=(-(wh // 2), -(ww // 2)), dims=(1, 2)) for t in (q, k, v))
         # Written out, not F.scaled_dot_product_attention: the shift's pairs are set to MASKED (a select),
         # never added to the position bias. A mask added to the bias is nW x heads x N x N, which
-        # OpenVINO folds into one constant per shifted branch at a fixed tile shape: 630 MB of compiled
-        # model for a 160 x 160 tile of DAT-light x4, and 1.5 GB of memory (86 MB and 0.43 GB written
-        # out). torch's bf16 CPU forward of that tile also ran 2.2x faster written out (1.95 vs 4.30 s).
+        # OpenVINO folds into one constant per shifted branch at a fixed tile shape: a 642 MB compiled
+        # model for a 160 x 160 tile of DAT-light x4 and 1.41 GiB for a 160 x 160 photo (written out:
+        # 71 MB, 0.41 GiB). torch's bfloat16 CPU forward is faster written out too (README, "CPU tiles").
         q, k, v = self._split(q), self._split(k), self._split(v)  # B x nW x heads x N x d
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + self.pos().to(q.dtype)
         if shifted:

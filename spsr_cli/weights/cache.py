@@ -163,7 +163,7 @@ def _openvino_serves(manifest: Manifest) -> dict[Path, set[str]]:
     by ``spsr eval``) and those of other versions serve no name."""
     from spsr_cli.model import code_sha256
 
-    release = _openvino_release()
+    release, code = _openvino_release(), code_sha256()
     root = spsr_home() / "openvino"
     names_of: dict[str, set[str]] = {}
     for name, entry in manifest.models.items():
@@ -173,15 +173,16 @@ def _openvino_serves(manifest: Manifest) -> dict[Path, set[str]]:
     for version in versions:
         for card in sorted((version / "files").glob("*.json")):
             names = names_of.get(card.stem)
+            if not names:
+                continue
             try:
-                data = json.loads(card.read_text(encoding="utf-8")) if names else {}
-                key = str(data.get("weights", ""))
-            except (OSError, ValueError, AttributeError):
+                data = json.loads(card.read_text(encoding="utf-8"))
+                key, current = str(data["weights"]), data.get("code") == code
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if not names or data.get("code") != code_sha256() or not re.fullmatch(r"[0-9a-f]{64}", key):
-                continue
-            for path in [card, *(version / key).glob("*")]:
-                serves.setdefault(path, set()).update(names)
+            if current and re.fullmatch(r"[0-9a-f]{64}", key):
+                for path in [card, *(version / key).glob("*")]:
+                    serves.setdefault(path, set()).update(names)
     return serves
 
 
