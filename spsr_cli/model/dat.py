@@ -326,9 +326,9 @@ def shift_mask(height: int, width: int, window: tuple[int, int], device: torch.d
 class WindowBranch(nn.Module):
     """Self-attention within non-overlapping ``window`` windows, with the position bias.
 
-    ``forward(q, k, v, shifted)``: each B x H x W x C (H, W multiples of the window), ->
-    B x H x W x C. With ``shifted`` the windows move by half a window (and back) and the
-    pairs the shift joins are masked.
+    ``forward(q, k, v, pairs)``: each B x H x W x C (H, W multiples of the window), ->
+    B x H x W x C. With ``pairs`` (:func:`shift_pairs` of that H x W grid) the windows move by
+    half a window (and back) and those pairs are masked; None: the windows stay in place.
     """
 
     def __init__(self, *, channels: int, heads: int, window: tuple[int, int]) -> None:
@@ -343,31 +343,34 @@ class WindowBranch(nn.Module):
         t = t.reshape(b, h // wh, wh, w // ww, ww, self.heads, c // self.heads)
         return t.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, (h // wh) * (w // ww), self.heads, wh * ww, c // self.heads)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shifted: bool) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: torch.Tensor | None) -> torch.Tensor:
         b, h, w, c = q.shape
         wh, ww = self.window
-        if shifted:
+        if pairs is not None:
             q, k, v = (torch.roll(t, shifts=(-(wh // 2), -(ww // 2)), dims=(1, 2)) for t in (q, k, v))
         # Written out, not F.scaled_dot_product_attention: the shift's pairs are set to MASKED (a select),
         # never added to the position bias. A mask added to the bias is nW x heads x N x N, which
         # OpenVINO folds into one constant per shifted branch at a fixed tile shape: a 642 MB compiled
-        # model for a 160 x 160 tile of DAT-light x4 and 1.41 GiB for a 160 x 160 photo (written out:
-        # 71 MB, 0.41 GiB). torch's bfloat16 CPU forward is faster written out too (README, "CPU tiles").
+        # model for a 160 x 160 tile of DAT-light x4 and 1.41 GiB for a 160 x 160 photo (written out,
+        # the masks made once by DAT.forward: 32 MB, 0.37 GiB). torch's bfloat16 CPU forward is faster
+        # written out too (README, "CPU tiles").
         q, k, v = self._split(q), self._split(k), self._split(v)  # B x nW x heads x N x d
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + self.pos().to(q.dtype)
-        if shifted:
-            scores = scores.masked_fill(shift_pairs(h, w, self.window, q.device).unsqueeze(1), MASKED)
+        if pairs is not None:
+            scores = scores.masked_fill(pairs.unsqueeze(1), MASKED)
         out = scores.softmax(dim=-1) @ v
         out = out.reshape(b, h // wh, w // ww, self.heads, wh, ww, c // self.heads)
         out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)
-        if shifted:
+        if pairs is not None:
             out = torch.roll(out, shifts=(wh // 2, ww // 2), dims=(1, 2))
         return out
 
 
 class SpatialAttention(nn.Module):
     """DAT's adaptive spatial self-attention (two window shapes on the two channel halves, plus the
-    convolution branch and the interaction gates). B x H x W x C -> B x H x W x C."""
+    convolution branch and the interaction gates). ``forward(x, pairs)``: B x H x W x C -> B x H x W x C;
+    ``pairs``: :func:`shift_pairs` of the grid padded to whole windows, per window shape (used when the
+    block shifts its windows; :class:`DAT` makes them once per forward)."""
 
     def __init__(self, *, nf: int, heads: int, windows: tuple[int, int], shifted: bool) -> None:
         super().__init__()
@@ -381,7 +384,7 @@ class SpatialAttention(nn.Module):
         )
         self.dwconv, self.channel_interaction, self.spatial_interaction = _interaction(nf)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         _, height, width, c = x.shape
         qkv = self.qkv(x)
         v = qkv[..., 2 * c :]
@@ -392,7 +395,10 @@ class SpatialAttention(nn.Module):
         half = c // 2
         attended = torch.cat(
             [
-                branch(*(padded[..., j * c + i * half : j * c + (i + 1) * half] for j in range(3)), self.shifted)
+                branch(
+                    *(padded[..., j * c + i * half : j * c + (i + 1) * half] for j in range(3)),
+                    pairs[i] if self.shifted else None,
+                )
                 for i, branch in enumerate(self.attns)
             ],
             dim=-1,
@@ -456,7 +462,7 @@ class SGFN(nn.Module):
 
 class DATBlock(nn.Module):
     """Pre-norm transformer block: spatial (even index) or channel (odd) attention, then the SGFN.
-    B x H x W x C -> B x H x W x C."""
+    ``forward(x, pairs)``: B x H x W x C -> B x H x W x C (``pairs``: as :class:`SpatialAttention`'s)."""
 
     def __init__(self, *, config: DATConfig, group: int, index: int) -> None:
         super().__init__()
@@ -471,8 +477,9 @@ class DATBlock(nn.Module):
         self.ffn = SGFN(nf=nf, hidden=config.ffn_channels)
         self.norm2 = nn.LayerNorm(nf)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        normed = self.norm1(x)
+        x = x + (self.attn(normed, pairs) if isinstance(self.attn, SpatialAttention) else self.attn(normed))
         return x + self.ffn(self.norm2(x))
 
 
@@ -498,10 +505,10 @@ class ResidualGroup(nn.Module):
         self.blocks = nn.ModuleList(DATBlock(config=config, group=group, index=i) for i in range(config.depth))
         self.conv = _residual_conv(config.nf, config.residual_convs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         out = x
         for block in self.blocks:
-            out = block(out)
+            out = block(out, pairs)
         return x + self.conv(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
@@ -538,7 +545,14 @@ class DAT(nn.Module):
         mean = self.mean.to(x.dtype)
         feat = self.conv_first(x - mean)
         tokens = self.norm_in(feat.permute(0, 2, 3, 1))
+        # The shifted blocks' masks, made once for all of them: a traced model then holds one constant
+        # per window shape at a fixed input size, not one per shifted block (OpenVINO folds them).
+        cfg, (height, width) = self.config, x.shape[-2:]
+        m = math.lcm(cfg.window_short, cfg.window_long)  # SpatialAttention pads to whole windows of both shapes
+        grid = (height + (-height % m), width + (-width % m))
+        windows = ((cfg.window_short, cfg.window_long), (cfg.window_long, cfg.window_short))
+        pairs = (shift_pairs(*grid, windows[0], x.device), shift_pairs(*grid, windows[1], x.device))
         for group in self.layers:
-            tokens = group(tokens)
+            tokens = group(tokens, pairs)
         body = self.conv_after_body(self.norm(tokens).permute(0, 3, 1, 2))
         return self.upsample(body + feat) + mean
