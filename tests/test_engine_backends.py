@@ -98,7 +98,7 @@ def _never_converted(monkeypatch) -> None:
 
 
 def test_auto_converts_after_the_same_pixels_whatever_the_network_costs(monkeypatch):
-    """The conversion pays for itself after 15-100 thousand input pixels for every architecture measured
+    """The conversion pays for itself after 15-105 thousand input pixels for every architecture measured
     (torch time and conversion both grow with the graph): a 100 x 100 photo stays on torch, a 240 x 240
     one converts, for a network 16x cheaper per pixel as for the dearer one."""
     _never_converted(monkeypatch)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: ``--backend auto``: the input pixels of the images run so far after which a model not yet converted for
 #: OpenVINO is converted, about where the torch time spent on them matches the conversion's one-time cost.
 #: Counted in pixels, not multiply-adds: conversion and torch time both grow with the network's graph, so
-#: that point is 15-100 thousand pixels for every architecture measured (README, "Backends"), while in
+#: that point is 15-105 thousand pixels for every architecture measured (README, "Backends"), while in
 #: multiply-adds it spans 12x (DAT's attention and SRVGGNetCompact's small convolutions do little
 #: arithmetic per second of torch).
 AUTO_CONVERT_PIXELS = 40_000
