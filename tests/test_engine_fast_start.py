@@ -119,6 +119,27 @@ def test_a_registry_model_from_a_pypi_archive_starts_without_torch(setup, tmp_pa
     assert fast_start.fast_choice(ModelLoader("from-pypi"), OPTIONS) is None
 
 
+def test_model_auto_loads_each_model_without_torch_where_its_file_has_a_card(setup, tmp_path):
+    """--model auto's loader (AutoLoader): a model with no card yet is built as usual and, its image run in
+    OpenVINO, leaves its card; the next run's loader builds no network and writes the same bytes."""
+    needs_openvino()
+    from spsr_cli.engine.model_choice import ModelChoice
+
+    weights, photo = setup
+    outputs, loaders = [], []
+    for run in (1, 2):
+        auto = fast_start.AutoLoader(OPTIONS)
+        target = tmp_path / f"{run}.png"
+        jobs = plan_jobs([str(photo)], OutputSpec(output=target), scale=4)
+        result = run_jobs(jobs, lambda auto=auto: ModelChoice(str(weights), OPTIONS, load=auto), OPTIONS)
+        assert not result.failed and result.reports[0].backend == "openvino"
+        outputs.append(target.read_bytes())
+        loaders.append(auto)
+    (first,) = loaders[0].usual
+    assert first[0].module is not None and loaders[1].usual == []  # the second run built no network
+    assert outputs[0] == outputs[1]
+
+
 def test_the_fast_start_writes_what_the_usual_path_writes(setup, tmp_path):
     needs_openvino()
     weights, photo = setup

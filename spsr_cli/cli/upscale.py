@@ -180,7 +180,7 @@ def upscale_command(
         from spsr_cli.files import check_output_file
 
         check_output_file(json_path, "--json")
-    auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO (not imported here: it imports torch)
+    auto = model == "auto"  # spsr_cli.engine.model_choice.AUTO
     loader = ModelLoader(None if auto else model, offline=offline or None)
     scale = outscale or loader.scale()  # names: _x{real factor}; loads the model only if nothing else tells
     spec = OutputSpec(output=output, suffix=suffix, ext=ext)
@@ -267,15 +267,15 @@ def _auto_choice(options, *, offline: bool | None, warm_up: bool = False):
 
     @functools.cache
     def build():
+        from spsr_cli.engine.fast_start import AutoLoader
         from spsr_cli.engine.model_choice import AUTO, ModelChoice
-        from spsr_cli.weights.loader import load_generator
-        from spsr_cli.weights.manifest import load_manifest
+        from spsr_cli.weights.manifest import load_manifest_json
 
         return ModelChoice(
             AUTO,
             options,
-            load=lambda name: load_generator(name, offline=offline),
-            default_name=load_manifest().default,
+            load=AutoLoader(options, offline=offline, warm_up=warm_up),
+            default_name=load_manifest_json()[1],
             warm_up=warm_up,
         )
 

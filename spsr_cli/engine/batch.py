@@ -9,6 +9,7 @@ import glob
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -506,16 +507,16 @@ def run_jobs(
         return result
 
     from spsr_cli.engine import pipeline
-    from spsr_cli.engine.fast_start import fast_choice, remember
+    from spsr_cli.engine.fast_start import fast_choice, remember_usual
     from spsr_cli.engine.model_choice import ModelChoice
     from spsr_cli.engine.pipeline import Prefetcher, WriteBehind
     from spsr_cli.engine.tiles import MemoryBudgetError
 
     choice = fast_choice(model, options, warm_up=warm_up)  # a model OpenVINO converted before: no torch
     if choice is None:
-        import torch
-
-        loaded = model if isinstance(model, (torch.nn.Module, ModelChoice)) else model()
+        torch = sys.modules.get("torch")  # a module given here means torch is loaded; the rest may not need it
+        is_module = torch is not None and isinstance(model, torch.nn.Module)
+        loaded = model if is_module or isinstance(model, ModelChoice) else model()
         choice = (
             loaded
             if isinstance(loaded, ModelChoice)
@@ -528,7 +529,6 @@ def run_jobs(
     log.debug("device %(device)s, precision %(precision)s, tile %(tile)s, backend %(backend)s", result.settings)
     details: dict[int, dict] = {}
     ran: set[tuple[str, Any]] = set()  # (backend, dtype) pairs that ran
-    converted: str | None = None  # the weights key of the usual OpenVINO backend, once it ran
 
     def record(job: Job, outcome: object) -> None:
         """Book one finished job, in job order: None written, an exception failed, (kind, message) as settled."""
@@ -567,7 +567,6 @@ def run_jobs(
         return read_image(job.source)
 
     def work(decoded: Prefetcher, writer: WriteBehind) -> None:
-        nonlocal converted
         for job, image, read_error in decoded:
             for finished in writer.finished():
                 record(*finished)
@@ -616,8 +615,6 @@ def run_jobs(
                 info["output_size"] = out.size[::-1]
                 info["backend"] = upscaler.backend.name
                 ran.add((upscaler.backend.name, upscaler.backend.dtype))
-                if upscaler.backend.name == "openvino" and hasattr(upscaler.backend, "sha256"):
-                    converted = upscaler.backend.sha256  # the fast start's backend has none: nothing to remember
             except (SPSRError, OSError, MemoryError) as err:
                 claim.release()
                 info["seconds"] = time.perf_counter() - info.pop("t0")
@@ -642,8 +639,8 @@ def run_jobs(
             record(*finished)
     if ran:  # what ran, not the choice (--backend auto: torch for a few small images, then OpenVINO)
         result.settings.update(ran_settings(ran))
-    if isinstance(model, ModelLoader) and model.sha256 is not None and model.module is not None and converted:
-        remember(model.sha256, converted, model.module.config)  # the next run of this file starts without torch
+    # The next run of a file the usual path ran through OpenVINO starts without torch (its card).
+    remember_usual([(model, choice.first)] if isinstance(model, ModelLoader) else getattr(choice.load, "usual", []))
     return result
 
 

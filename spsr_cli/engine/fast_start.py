@@ -7,6 +7,7 @@ a CPU with AMX a 160 x 160 photo takes OpenVINO about 1.5 s. So :func:`fast_choi
 
 * one model: a weights file's path, or a registry name whose file is on disk (shipped, imported, or
   downloaded and converted before: :func:`~spsr_cli.weights.local.model_file`) and matches its pin;
+  under ``--model auto`` each model the images choose (:class:`AutoLoader`);
 * ``--backend auto`` or ``openvino``, on the CPU (``--device cpu``, or ``auto`` where no GPU can be:
   :func:`~spsr_cli.engine.device.gpu_possible`), ``--precision`` default, bf16 or fp32, no ``--compile``,
   and no warm-up (``--json`` times images without one-off costs: the usual path does that);
@@ -247,13 +248,15 @@ class CachedOpenVINOUpscaler(Tiler):
 # ---------------------------------------------------------------- the choice
 
 
-def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False) -> ModelChoice | None:
-    """A :class:`~spsr_cli.engine.model_choice.ModelChoice` of a :class:`CachedOpenVINOUpscaler` for
-    :func:`~spsr_cli.engine.batch.run_jobs` when ``model`` (a :class:`~spsr_cli.engine.batch.ModelLoader`)
-    and ``options`` allow a start without torch (the module docstring says when); None otherwise."""
+def fast_upscaler(
+    model: Any, options: InferenceOptions, *, warm_up: bool = False, registry: tuple[Any, Any] | None = None
+) -> CachedOpenVINOUpscaler | None:
+    """A :class:`CachedOpenVINOUpscaler` of ``model`` (a :class:`~spsr_cli.engine.batch.ModelLoader`, whose
+    ``path``, ``sha256`` and ``load_seconds`` it fills) when it and ``options`` allow a start without torch
+    (the module docstring says when); None otherwise. ``registry``: :func:`load_manifest_json`'s answer,
+    when the caller has read it."""
     from spsr_cli.engine import openvino_runtime
     from spsr_cli.engine.batch import ModelLoader
-    from spsr_cli.engine.model_choice import ModelChoice
 
     device = str(options.device).strip().lower()
     if (
@@ -269,8 +272,8 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
         return None
     started = time.perf_counter()
     try:
-        registry, default_name = load_manifest_json()
-        found = _weights_file(model.source, registry, default_name)
+        models_raw, default_name = registry if registry is not None else load_manifest_json()
+        found = _weights_file(model.source, models_raw, default_name)
         card = _read_card(found[1]) if found is not None else None
         if found is None or card is None:
             return None
@@ -293,7 +296,67 @@ def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False)
         path,
         file_sha256,
     )
-    return ModelChoice(model.source, options, load=lambda _: upscaler, default_name=default_name)
+    return upscaler
 
 
-__all__ = ["CachedOpenVINOUpscaler", "TileFacts", "fast_choice", "remember"]
+def fast_choice(model: Any, options: InferenceOptions, *, warm_up: bool = False) -> ModelChoice | None:
+    """A :class:`~spsr_cli.engine.model_choice.ModelChoice` of :func:`fast_upscaler`'s upscaler for
+    :func:`~spsr_cli.engine.batch.run_jobs`, or None (the usual path)."""
+    from spsr_cli.engine.model_choice import ModelChoice
+
+    try:
+        registry = load_manifest_json()
+    except (SPSRError, OSError, ValueError):
+        return None
+    upscaler = fast_upscaler(model, options, warm_up=warm_up, registry=registry)
+    if upscaler is None:
+        return None
+    return ModelChoice(model.source, options, load=lambda _: upscaler, default_name=registry[1])
+
+
+class AutoLoader:
+    """``--model auto``'s loader for :class:`~spsr_cli.engine.model_choice.ModelChoice`: the upscaler of each
+    model the images choose, through :func:`fast_upscaler` where that model's file has a card, else built
+    as usual (torch). ``usual``: the (loader, upscaler) pairs built as usual, whose cards
+    :func:`remember_usual` writes after the run."""
+
+    def __init__(self, options: InferenceOptions, *, offline: bool | None = None, warm_up: bool = False) -> None:
+        self._options = options
+        self._offline = offline
+        self._warm_up = warm_up
+        self.usual: list[tuple[Any, Tiler]] = []
+
+    def __call__(self, name: str | None) -> Tiler:
+        from spsr_cli.engine.batch import ModelLoader
+
+        loader = ModelLoader(name, offline=self._offline)
+        fast = fast_upscaler(loader, self._options, warm_up=self._warm_up)
+        if fast is not None:
+            return fast
+        from spsr_cli.engine.tiling import Upscaler
+
+        upscaler = Upscaler(loader(), self._options)
+        self.usual.append((loader, upscaler))
+        return upscaler
+
+
+def remember_usual(pairs: list[tuple[Any, Tiler]]) -> None:
+    """Write the card (:func:`remember`) of every (:class:`~spsr_cli.engine.batch.ModelLoader`, upscaler)
+    pair whose model the usual path loaded and whose images ran, last, in the usual OpenVINO backend:
+    the next run of that file starts without torch."""
+    for loader, upscaler in pairs:
+        backend = upscaler.backend
+        key = getattr(backend, "sha256", None) if backend.name == "openvino" else None  # the fast start's: none
+        if key and loader.sha256 is not None and loader.module is not None:
+            remember(loader.sha256, key, loader.module.config)
+
+
+__all__ = [
+    "AutoLoader",
+    "CachedOpenVINOUpscaler",
+    "TileFacts",
+    "fast_choice",
+    "fast_upscaler",
+    "remember",
+    "remember_usual",
+]

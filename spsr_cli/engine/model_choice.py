@@ -77,6 +77,8 @@ class ModelChoice:
     Under ``auto`` another model of a different scale raises :class:`UsageError`.
     ``one_off``: per model (as :meth:`name_of` names it), ``load_seconds`` and ``warm_up_seconds``.
     ``last``: under ``auto``, the latest image's choice (``model``, ``reason``); None otherwise.
+    ``load``: the loader given (``run_jobs`` asks an :class:`~spsr_cli.engine.fast_start.AutoLoader`
+    which models it built as usual, to leave their cards).
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class ModelChoice:
     ) -> None:
         self.auto = model == AUTO
         self._options = options
-        self._load = load
+        self.load = load
         self._default_name = default_name
         self._warm_up = warm_up
         self._hint_jpeg = model is None or (model == default_name and default_name is not None)
@@ -104,7 +106,7 @@ class ModelChoice:
     def _build(self, model: str | None) -> Tiler:
         """Load ``model`` and build its upscaler, recording the one-off seconds this takes."""
         started = time.perf_counter()
-        loaded = self._load(model)
+        loaded = self.load(model)
         if isinstance(loaded, Tiler):
             upscaler = loaded
         else:
