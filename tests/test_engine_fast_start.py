@@ -140,6 +140,24 @@ def test_model_auto_loads_each_model_without_torch_where_its_file_has_a_card(set
     assert outputs[0] == outputs[1]
 
 
+def test_a_video_runs_through_the_upscaler_of_the_start_without_torch(setup, tmp_path):
+    """--model auto shares its models between images and videos: a video must run through a cached
+    OpenVINO upscaler too (one backend for all its frames)."""
+    needs_openvino()
+    pytest.importorskip("av")
+    from videoclips import make_clip
+
+    from spsr_cli.engine.video import upscale_video
+    from spsr_cli.io.video import probe
+
+    weights, photo = setup
+    upscale(weights, photo, tmp_path / "a.png")  # leaves the card
+    choice = fast_start.fast_choice(ModelLoader(str(weights)), OPTIONS)
+    clip = make_clip(tmp_path / "clip.mp4")
+    report = upscale_video(probe(clip), tmp_path / "clip_x4.mp4", choice.first)
+    assert report.backend == "openvino" and probe(tmp_path / "clip_x4.mp4").width == 4 * probe(clip).width
+
+
 def test_the_fast_start_writes_what_the_usual_path_writes(setup, tmp_path):
     needs_openvino()
     weights, photo = setup

@@ -21,12 +21,13 @@ cannot compile), torch is imported then and the usual backends take over, as ``-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -177,6 +178,7 @@ class CachedOpenVINOUpscaler(Tiler):
         self._load = load
         self._models = models
         self.backend = self._openvino(models, hint)
+        self._video = False  # inside one_backend(): a video's frames
         self._start_tile(options)
 
     @staticmethod
@@ -201,7 +203,18 @@ class CachedOpenVINOUpscaler(Tiler):
         return max(self.compute_itemsize, 2 if cpu_precision(self._precision, "torch") == "bfloat16" else 4)
 
     def _choose_backend(self, height: int, width: int) -> None:
-        log.debug("%d x %d image: %s", width, height, self.backend.describe())
+        if not self._video:
+            log.debug("%d x %d image: %s", width, height, self.backend.describe())
+
+    @contextlib.contextmanager
+    def one_backend(self, height: int, width: int, count: int = 1) -> Iterator[_Backend]:
+        """A video's frames: said once, not per frame (the backend is the same for all of them)."""
+        log.debug("%d x %d frames: %s", width, height, self.backend.describe())
+        self._video = True
+        try:
+            yield self.backend
+        finally:
+            self._video = False
 
     def _usual(self, name: str) -> _Backend:
         """The usual backend ``name`` (torch, or OpenVINO able to convert) on arrays; imports torch."""
