@@ -29,7 +29,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import numpy as np
 
@@ -279,13 +279,6 @@ class Tiler:
 
     def _choose_backend(self, height: int, width: int) -> None:
         """Pick what runs an input of ``height`` x ``width`` pixels (one network: nothing to pick)."""
-
-    @contextlib.contextmanager
-    def one_backend(self, height: int, width: int, count: int = 1) -> Iterator[Any]:
-        """Run the next inputs (``count`` of ``height`` x ``width``: a video's frames) through one backend,
-        so that a video never changes backend midway (here there is one; the torch upscaler chooses)."""
-        self._choose_backend(height, width)
-        yield getattr(self, "backend", None)
 
     def _running(self) -> ContextManager[Any]:
         """The context the tiles of one image run in (torch: inference mode)."""
