@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -178,10 +177,11 @@ def openvino_version() -> str:
 
 def cache_root() -> Path:
     """``$SPSR_HOME/openvino/<version>``: every file of this OpenVINO version."""
+    from spsr_cli.weights.cache import openvino_release_label
     from spsr_cli.weights.manifest import spsr_home
 
     version = openvino_version()
-    label = re.sub(r"[^0-9A-Za-z.]+", "_", version.split("-")[0])
+    label = openvino_release_label(version)
     return spsr_home() / "openvino" / f"{label}-{hashlib.sha256(version.encode()).hexdigest()[:8]}"
 
 

@@ -143,13 +143,19 @@ def _hub_files(manifest: Manifest) -> list[CachedFile]:
     return found
 
 
+def openvino_release_label(version: str) -> str:
+    """How the cache folder of an OpenVINO version begins (``2026.4.1-22982-...`` -> ``2026.4.1``): the one
+    rule for :func:`~spsr_cli.engine.openvino_runtime.cache_root` and this report."""
+    return re.sub(r"[^0-9A-Za-z.]+", "_", version.split("-")[0])
+
+
 def _openvino_release() -> str | None:
     """The installed OpenVINO's release as its cache folders begin (``2026.4.1``), None when it is not
     installed (read from the package's metadata: OpenVINO is not imported)."""
     from importlib import metadata
 
     try:
-        return re.sub(r"[^0-9A-Za-z.]+", "_", metadata.version("openvino").split("-")[0])
+        return openvino_release_label(metadata.version("openvino"))
     except metadata.PackageNotFoundError:
         return None
 
